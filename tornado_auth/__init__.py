@@ -1,0 +1,3 @@
+"""tornado-auth: cookie sessions and authentication for Tornado."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,121 @@
+"""The application factory: services built inside the running loop, then the route table."""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+
+from . import handlers
+from .accounts import Accounts
+from .errors import StoreUnavailable
+from .sessions import Lifetime, SessionManager, backend_for_url
+from .settings import Settings, SettingsError
+from .users import UserStore, store_for_url
+
+log = logging.getLogger("tornado_auth")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Services:
+    settings: Settings
+    sessions: SessionManager
+    users: UserStore
+    accounts: Accounts
+
+    async def close(self) -> None:
+        await self.sessions.close()
+        await self.users.close()
+
+    async def down(self) -> list[str]:
+        """The stores that do not answer, e.g. ``session store (redis)``."""
+        down = []
+        for store in (self.sessions.backend, self.users):
+            try:
+                await store.ping()
+            except StoreUnavailable as error:
+                down.append(f"{error.store} store ({store.name})")
+        return down
+
+
+def cookie_secret(settings: Settings) -> str | dict[int, str]:
+    """The configured secret, or in development one generated once and kept on disk."""
+    secret = settings["secrets.cookie_secret"]
+    if secret:
+        return secret
+    if settings.production:
+        raise SettingsError("secrets.cookie_secret: production requires a configured secret")
+    path = Path(settings["secrets.secret_file"])
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+async def start_services(settings: Settings) -> Services:
+    """Connect the stores (inside the running loop, after any fork)."""
+    backend = backend_for_url(settings["sessions.url"], settings["sessions.key_prefix"])
+    if backend.name == "memory":
+        warnings.warn(
+            "memory:// sessions live in one process and vanish on restart: not for production",
+            stacklevel=1,
+        )
+        log.warning("memory:// sessions are for development only, not for production")
+    try:
+        users = store_for_url(settings["users.url"])
+    except ValueError as error:
+        raise SettingsError(f"users.url: {error}") from None
+    lifetime = Lifetime(
+        ttl=settings["sessions.ttl"],
+        remember_me_ttl=settings["sessions.remember_me_ttl"],
+        absolute_ttl=settings["sessions.absolute_ttl"],
+        touch_interval=settings["sessions.touch_interval"],
+    )
+    sessions = SessionManager(backend, lifetime)
+    await backend.start()
+    await users.start()
+    if backend.name != "redis":
+        sessions.start_sweeper(settings["sessions.sweep_interval"])
+    accounts = Accounts(users, sessions, settings["users.bcrypt_rounds"])
+    return Services(settings, sessions, users, accounts)
+
+
+def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
+    settings = services.settings
+    longest = max(settings["sessions.remember_me_ttl"], settings["sessions.ttl"])
+    app_settings: dict[str, Any] = {
+        "services": services,
+        "cookie_secret": cookie_secret(settings),
+        "key_version": settings["secrets.key_version"],
+        "session_cookie": ("__Host-" if settings.production else "")
+        + settings["sessions.cookie_name"],
+        "session_cookie_days": math.ceil(min(longest, settings["sessions.absolute_ttl"]) / 86400)
+        + 1,
+        "secure_cookies": settings.production,
+        "samesite": settings["sessions.samesite"].capitalize(),
+        "cross_origin_protection": True,
+        "trusted_origins": settings["server.trusted_origins"],
+        "xsrf_cookies": True,
+        "xsrf_cookie_kwargs": {
+            "httponly": True,
+            "samesite": "Strict",
+            "secure": settings.production,
+        },
+        "template_path": str(ROOT / "templates"),
+        "static_path": str(ROOT / "static"),
+        "login_url": "/login",
+        "serve_traceback": False,
+        "log_function": handlers.base.log_request,
+        "default_handler_class": handlers.pages.PageNotFoundHandler,
+        "access_log": settings["logging.access_log"],
+    }
+    app_settings.update(overrides)
+    return tornado.web.Application(handlers.routes(), **app_settings)

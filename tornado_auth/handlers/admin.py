@@ -1,0 +1,64 @@
+"""Admin API: list users, change a role or disable a user, end a user's sessions."""
+
+from __future__ import annotations
+
+from ..users import ROLES
+from .base import ApiError, ApiHandler, admin_required, bool_field, text_field
+
+MAX_PER_PAGE = 200
+
+
+class AdminUsersHandler(ApiHandler):
+    @admin_required
+    async def get(self) -> None:
+        page = self._int_argument("page", 1, 1, 10**6)
+        per_page = self._int_argument("perPage", 50, 1, MAX_PER_PAGE)
+        users, total = await self.services.users.page((page - 1) * per_page, per_page)
+        self.send_json(
+            {
+                "users": [u.public() for u in users],
+                "total": total,
+                "page": page,
+                "perPage": per_page,
+            }
+        )
+
+    def _int_argument(self, name: str, default: int, low: int, high: int) -> int:
+        text = self.get_query_argument(name, None)
+        if text is None:
+            return default
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise ApiError(400, f"{name} must be an integer from {low} to {high}")
+        return int(text)
+
+
+class AdminUserHandler(ApiHandler):
+    @admin_required
+    async def patch(self, user_id: str) -> None:
+        body = self.json_body()
+        unknown = set(body) - {"role", "disabled"}
+        if unknown:
+            raise ApiError(400, f"unknown fields: {', '.join(sorted(unknown))}")
+        role = text_field(body, "role", 16, required=False)
+        disabled = bool_field(body, "disabled")
+        if role is None and disabled is None:
+            raise ApiError(400, "role or disabled is required")
+        if role is not None and role not in ROLES:
+            raise ApiError(400, f"role must be one of {', '.join(ROLES)}")
+        accounts = self.services.accounts
+        user = await self.services.users.get(user_id)
+        if user is None:
+            raise ApiError(404, "User not found")
+        if role is not None and role != user.role:
+            user = await accounts.set_role(user_id, role)
+        if disabled is not None and disabled != user.disabled:
+            user = await accounts.set_disabled(user_id, disabled)
+        self.send_json(user.public())
+
+
+class AdminUserSessionsHandler(ApiHandler):
+    @admin_required
+    async def delete(self, user_id: str) -> None:
+        if await self.services.users.get(user_id) is None:
+            raise ApiError(404, "User not found")
+        self.send_json({"revoked": await self.services.sessions.revoke_user(user_id)})

@@ -1,0 +1,68 @@
+"""Signing in and out, registering, changing a password: the seed's login system."""
+
+from __future__ import annotations
+
+from ..users import EmailTaken, email_problem
+from ..users.passwords import MAX_LENGTH, password_problem
+from .base import ApiError, ApiHandler, authenticated, bool_field, text_field
+
+MAX_NAME = 100
+
+
+def summary(user) -> dict[str, str]:
+    return {"id": user.id, "email": user.email, "name": user.name, "role": user.role}
+
+
+class LoginHandler(ApiHandler):
+    async def post(self) -> None:
+        body = self.json_body()
+        email = text_field(body, "email", 254)
+        password = text_field(body, "password", MAX_LENGTH)
+        remember_me = bool_field(body, "rememberMe") or False
+        user = await self.services.accounts.authenticate(email, password)
+        if user is None:
+            raise ApiError(401, "Invalid credentials")
+        self.sign_in(user.id, user.email, user.role, remember_me)
+        self.send_json({"message": "Logged in successfully", "user": summary(user)})
+
+
+class LogoutHandler(ApiHandler):
+    def post(self) -> None:
+        self.sign_out()
+        self.send_json({"message": "Logged out successfully"})
+
+
+class RegisterHandler(ApiHandler):
+    async def post(self) -> None:
+        body = self.json_body()
+        email = text_field(body, "email", 254)
+        password = body.get("password")
+        name = text_field(body, "name", MAX_NAME)
+        problem = email_problem(email) or password_problem(password)
+        if problem:
+            raise ApiError(400, problem)
+        try:
+            user = await self.services.accounts.register(email, name, password)
+        except EmailTaken:
+            raise ApiError(409, "Email already registered") from None
+        self.sign_in(user.id, user.email, user.role, remember_me=False)
+        self.send_json({"user": summary(user)}, status=201)
+
+
+class PasswordHandler(ApiHandler):
+    @authenticated
+    async def post(self) -> None:
+        body = self.json_body()
+        current = text_field(body, "currentPassword", MAX_LENGTH)
+        new = body.get("newPassword")
+        problem = password_problem(new)
+        if problem:
+            raise ApiError(400, problem.replace("password", "newPassword", 1))
+        user = await self.services.users.get(self.current_user.id)
+        if user is None:
+            raise ApiError(401, "Not authenticated")
+        if not await self.services.accounts.change_password(user, current, new):
+            raise ApiError(401, "Current password is incorrect")
+        revoked = await self.services.sessions.revoke_user(user.id, keep=self.session.key)
+        self.session.regenerate()
+        self.send_json({"message": "Password changed", "revokedSessions": revoked})

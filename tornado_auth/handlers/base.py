@@ -1,0 +1,329 @@
+"""The one BaseHandler: session and user resolved in ``prepare()``, committed before responding."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import tornado.web
+from tornado.iostream import StreamClosedError
+
+from ..errors import StoreUnavailable
+from ..sessions import CookieChange, Session
+
+if TYPE_CHECKING:
+    from ..app import Services
+
+log = logging.getLogger("tornado_auth")
+access_log = logging.getLogger("tornado.access")
+H = TypeVar("H", bound="BaseHandler")
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "object-src 'none'"
+)
+
+
+class ApiError(tornado.web.HTTPError):
+    """An error whose message the client sees as ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, message)
+        self.message = message
+
+
+class SessionUser:
+    """The signed-in user as the session knows it: no store round trip per request."""
+
+    __slots__ = ("email", "id", "role")
+
+    def __init__(self, user_id: str, email: str, role: str) -> None:
+        self.id, self.email, self.role = user_id, email, role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    api = False  # API handlers answer JSON errors; pages answer HTML and redirects
+    uses_session = True
+
+    def initialize(self) -> None:
+        self._session: Session | None = None
+        self._had_cookie = False
+        self._commit: asyncio.Future[None] | None = None
+
+    @property
+    def services(self) -> Services:
+        return self.application.settings["services"]
+
+    def set_default_headers(self) -> None:
+        self.clear_header("Server")
+        self.set_header("Content-Security-Policy", CSP)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "same-origin")
+        self.set_header("X-Frame-Options", "DENY")
+        if self.application.settings.get("secure_cookies"):
+            self.set_header("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+
+    # -- the session ---------------------------------------------------------------------------
+
+    async def prepare(self) -> None:
+        if not self.uses_session:
+            return
+        name = self.settings["session_cookie"]
+        if name not in self.request.cookies:
+            return
+        self._had_cookie = True
+        token = self.get_signed_cookie(name, max_age_days=self.settings["session_cookie_days"])
+        session = None
+        if token is not None:
+            try:
+                session = await self.services.sessions.load(token.decode())
+            except StoreUnavailable as error:
+                raise ApiError(503, error.public_message) from error
+        if session is None:
+            self._clear_session_cookie()  # tampered, expired or unknown: anonymous
+            return
+        self._session = session
+        current = self.settings["key_version"]
+        if current is not None and self.get_signed_cookie_key_version(name) != current:
+            self._set_session_cookie(CookieChange(session.token, self._remaining(session)))
+        if session.user_id is not None:
+            self.current_user = SessionUser(
+                session.user_id, session.get("email", ""), session.get("role", "user")
+            )
+
+    @property
+    def session(self) -> Session:
+        """This request's session; a new, empty one costs nothing unless something is stored."""
+        if self._session is None:
+            self._session = Session()
+        return self._session
+
+    def sign_in(self, user_id: str, email: str, role: str, remember_me: bool) -> None:
+        lifetime = self.services.sessions.lifetime
+        ttl = lifetime.remember_me_ttl if remember_me else lifetime.ttl
+        session = self.session
+        session.login(user_id, {"email": email, "role": role}, remember_me, ttl)
+        session.ip = self.request.remote_ip or ""
+        session.user_agent = self.request.headers.get("User-Agent", "")
+        self.current_user = SessionUser(user_id, email, role)
+
+    def sign_out(self) -> None:
+        self.session.destroy()
+        self.current_user = None
+
+    def _remaining(self, session: Session) -> int:
+        assert session.record is not None
+        return max(0, int(session.record.expires_at - self.services.sessions.clock()))
+
+    def _set_session_cookie(self, change: CookieChange) -> None:
+        if change.token is None:
+            self._clear_session_cookie()
+            return
+        self.set_signed_cookie(
+            self.settings["session_cookie"],
+            change.token,
+            expires_days=None,
+            version=None,
+            max_age=change.max_age,
+            path="/",
+            httponly=True,
+            secure=self.settings["secure_cookies"],
+            samesite=self.settings["samesite"],
+        )
+
+    def _clear_session_cookie(self) -> None:
+        self.clear_cookie(
+            self.settings["session_cookie"],
+            path="/",
+            httponly=True,
+            secure=self.settings["secure_cookies"],
+            samesite=self.settings["samesite"],
+        )
+
+    def finish(self, chunk: str | bytes | dict | None = None) -> asyncio.Future[None]:
+        """Commit the session first, so the cookie goes out with the response."""
+        if self._commit is not None and chunk is None:
+            return self._commit  # Tornado's automatic finish while the commit is in flight
+        if self._session is None or self._commit is not None or self.get_status() >= 500:
+            return super().finish(chunk)
+        if chunk is not None:
+            self.write(chunk)
+        self._commit = asyncio.ensure_future(self._commit_and_finish())
+        return self._commit
+
+    async def _commit_and_finish(self) -> None:
+        try:
+            change = await self.services.sessions.commit(self.session)
+        except StoreUnavailable as error:
+            log.warning("session commit failed: %s", error)
+            self.clear()
+            self.set_status(503)
+            self._write_error_body(error.public_message)
+            return
+        except Exception:
+            log.exception("session commit failed")
+            self.clear()
+            self.set_status(500)
+            self._write_error_body("Internal Server Error")
+            return
+        if change is not None:
+            self._set_session_cookie(change)
+        with contextlib.suppress(StreamClosedError):
+            await super().finish()
+
+    # -- input and output ----------------------------------------------------------------------
+
+    def json_body(self) -> dict[str, Any]:
+        """The request body as a JSON object, or a 400."""
+        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise ApiError(
+                415 if self.request.body else 400, "Content-Type must be application/json"
+            )
+        try:
+            body = json.loads(self.request.body or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "Request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "Request body must be a JSON object")
+        return body
+
+    def send_json(self, payload: dict[str, Any], status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(payload, separators=(",", ":")))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, StoreUnavailable):
+            self.set_status(503)
+            message = error.public_message
+        elif isinstance(error, ApiError):
+            message = error.message
+        elif isinstance(error, tornado.web.HTTPError) and status_code == 403 and error.log_message:
+            message = "Cross-site request refused"
+        else:
+            message = (
+                HTTPStatus(status_code).phrase
+                if status_code in HTTPStatus._value2member_map_
+                else "Error"
+            )
+        self._write_error_body(message)
+
+    def _write_error_body(self, message: str) -> None:
+        if self.api:
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.set_header("Cache-Control", "no-store")
+            self.finish(json.dumps({"error": message}))
+        else:
+            self.render("error.html", status=self.get_status(), message=message)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, StoreUnavailable):
+            log.warning("%s %s: %s", self.request.method, self.request.path, value)
+        else:
+            super().log_exception(typ, value, tb)
+
+    def deny(self, status: int) -> None:
+        """Refuse an anonymous (401) or under-privileged (403) request, as API or page."""
+        if status == 401 and not self.api and self.request.method in ("GET", "HEAD"):
+            next_url = urllib.parse.quote(self.request.uri or "/", safe="/")
+            self.redirect(f"{self.get_login_url()}?next={next_url}")
+            return
+        message = "Not authenticated" if status == 401 else "Admin access required"
+        self.set_status(status)
+        self._write_error_body(message)
+
+
+def text_field(
+    body: dict[str, Any], name: str, max_length: int, required: bool = True
+) -> str | None:
+    """A string field of a JSON body, or a 400 naming the field."""
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise ApiError(400, f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, f"{name} must be a string")
+    if len(value) > max_length:
+        raise ApiError(400, f"{name} must be at most {max_length} characters")
+    if required and not value.strip():
+        raise ApiError(400, f"{name} is required")
+    return value
+
+
+def bool_field(body: dict[str, Any], name: str) -> bool | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise ApiError(400, f"{name} must be true or false")
+    return value
+
+
+class ApiHandler(BaseHandler):
+    """JSON endpoints: guarded by cross-origin checks and a JSON content type, not XSRF tokens."""
+
+    api = True
+
+    def check_xsrf_cookie(self) -> None:
+        return None
+
+
+def authenticated(method: Callable[..., Awaitable[Any] | None]) -> Callable[..., Any]:
+    """Only for a signed-in user: 401 JSON for the API, a redirect to /login for pages."""
+
+    @functools.wraps(method)
+    async def wrapper(self: BaseHandler, *args: Any, **kwargs: Any) -> Any:
+        if self.current_user is None:
+            return self.deny(401)
+        result = method(self, *args, **kwargs)
+        return await result if result is not None else None
+
+    return wrapper
+
+
+def admin_required(method: Callable[..., Awaitable[Any] | None]) -> Callable[..., Any]:
+    """Only for an admin: 401 when anonymous, 403 for anyone else."""
+
+    @functools.wraps(method)
+    async def wrapper(self: BaseHandler, *args: Any, **kwargs: Any) -> Any:
+        if self.current_user is None:
+            return self.deny(401)
+        if not self.current_user.is_admin:
+            return self.deny(403)
+        result = method(self, *args, **kwargs)
+        return await result if result is not None else None
+
+    return wrapper
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """Access log: method, path without the query, status, time. Never cookies or bodies."""
+    if not handler.application.settings.get("access_log", True):
+        return
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if access_log.isEnabledFor(level):
+        request = handler.request
+        access_log.log(
+            level,
+            "%d %s %s %s %.1fms",
+            status,
+            request.method,
+            request.path,
+            request.remote_ip,
+            1000.0 * request.request_time(),
+        )

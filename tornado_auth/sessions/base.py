@@ -1,0 +1,92 @@
+"""The storage interface every session backend implements: storage verbs only, no policy."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import StoreUnavailable
+
+__all__ = ["SessionBackend", "SessionRecord", "StoreUnavailable"]
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    """One stored session. ``key`` is the SHA-256 hex digest of the token, never the token."""
+
+    key: str
+    created_at: float
+    last_seen_at: float
+    expires_at: float
+    absolute_expires_at: float
+    ttl: float
+    user_id: str | None = None
+    ip: str = ""
+    user_agent: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def expired(self, now: float) -> bool:
+        return now >= self.expires_at or now >= self.absolute_expires_at
+
+
+class SessionBackend(ABC):
+    """Async storage verbs. ``writes`` counts every mutating call that reached the store."""
+
+    name = "sessions"
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    @abstractmethod
+    async def load(self, key: str) -> SessionRecord | None:
+        """The record stored under ``key``, or None."""
+
+    @abstractmethod
+    async def create(self, record: SessionRecord) -> None:
+        """Store a new record and add it to its user's index."""
+
+    @abstractmethod
+    async def update(
+        self,
+        key: str,
+        changed: dict[str, Any],
+        removed: set[str],
+        last_seen_at: float,
+        expires_at: float,
+    ) -> bool:
+        """Set and remove single data keys and move the expiry; False if the record is gone.
+
+        Only the named keys are written, so concurrent updates of different keys all survive,
+        and a record deleted meanwhile is never recreated.
+        """
+
+    @abstractmethod
+    async def delete(self, key: str) -> bool:
+        """Remove one record and its index entry; True if it existed."""
+
+    @abstractmethod
+    async def list_user(self, user_id: str) -> list[SessionRecord]:
+        """The live sessions of one user, through the per-user index."""
+
+    async def delete_user(self, user_id: str, keep: str | None = None) -> list[str]:
+        """Remove every session of a user except ``keep``; the keys removed."""
+        removed = []
+        for record in await self.list_user(user_id):
+            if record.key != keep and await self.delete(record.key):
+                removed.append(record.key)
+        return removed
+
+    @abstractmethod
+    async def sweep(self, now: float) -> int:
+        """Remove expired records the store does not expire by itself; how many."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the store answers."""
+
+    async def start(self) -> None:
+        """Connect and prepare (indexes, tables). Called inside the running loop."""
+
+    async def close(self) -> None:
+        """Release clients and connections."""

@@ -1,0 +1,71 @@
+"""Sessions in this process's memory: for development and tests of a single process."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .base import SessionBackend, SessionRecord
+
+
+def _copy(record: SessionRecord) -> SessionRecord:
+    return dataclasses.replace(record, data=dict(record.data))
+
+
+class MemorySessionBackend(SessionBackend):
+    name = "memory"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._records: dict[str, SessionRecord] = {}
+        self._users: dict[str, set[str]] = {}
+
+    async def load(self, key: str) -> SessionRecord | None:
+        record = self._records.get(key)
+        return _copy(record) if record else None
+
+    async def create(self, record: SessionRecord) -> None:
+        self.writes += 1
+        self._records[record.key] = _copy(record)
+        if record.user_id is not None:
+            self._users.setdefault(record.user_id, set()).add(record.key)
+
+    async def update(
+        self,
+        key: str,
+        changed: dict[str, Any],
+        removed: set[str],
+        last_seen_at: float,
+        expires_at: float,
+    ) -> bool:
+        self.writes += 1
+        record = self._records.get(key)
+        if record is None:
+            return False
+        record.data.update(changed)
+        for name in removed:
+            record.data.pop(name, None)
+        record.last_seen_at, record.expires_at = last_seen_at, expires_at
+        return True
+
+    async def delete(self, key: str) -> bool:
+        self.writes += 1
+        record = self._records.pop(key, None)
+        if record is None:
+            return False
+        if record.user_id is not None:
+            self._users.get(record.user_id, set()).discard(key)
+        return True
+
+    async def list_user(self, user_id: str) -> list[SessionRecord]:
+        keys = self._users.get(user_id, set())
+        return [_copy(self._records[key]) for key in keys if key in self._records]
+
+    async def sweep(self, now: float) -> int:
+        expired = [key for key, record in self._records.items() if record.expired(now)]
+        for key in expired:
+            await self.delete(key)
+        return len(expired)
+
+    async def ping(self) -> None:
+        return None

@@ -1,0 +1,137 @@
+"""Sessions in MongoDB: one document per session, a TTL index where the server has one, a sweep."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.errors import OperationFailure
+
+from ..mongo import MongoDatabase, available
+from .base import SessionBackend, SessionRecord
+
+log = logging.getLogger("tornado_auth.sessions")
+NOT_IMPLEMENTED = 238
+
+
+def _date(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _record(doc: dict[str, Any]) -> SessionRecord:
+    return SessionRecord(
+        key=doc["_id"],
+        created_at=doc["created_at"],
+        last_seen_at=doc["last_seen_at"],
+        expires_at=doc["expires"],
+        absolute_expires_at=doc["absolute_expires_at"],
+        ttl=doc["ttl"],
+        user_id=doc.get("user_id"),
+        ip=doc.get("ip", ""),
+        user_agent=doc.get("user_agent", ""),
+        data=doc.get("data", {}),
+    )
+
+
+class MongoSessionBackend(SessionBackend):
+    name = "mongodb"
+
+    def __init__(self, url: str, collection: str = "sessions") -> None:
+        super().__init__()
+        self.mongo = MongoDatabase(url, "session")
+        self.collection_name = collection
+        self.native_ttl = False
+
+    async def start(self) -> None:
+        await self.mongo.start()
+        self.sessions = self.mongo.db[self.collection_name]
+        async with available("session"):
+            await self.sessions.create_index([("user_id", ASCENDING)])
+            try:
+                await self.sessions.create_index("expires_at", expireAfterSeconds=0)
+                self.native_ttl = True
+            except OperationFailure as error:
+                if error.code != NOT_IMPLEMENTED:
+                    raise
+                log.info("mongodb has no TTL indexes: expired sessions go in the periodic sweep")
+                await self.sessions.create_index("expires_at")
+
+    async def load(self, key: str) -> SessionRecord | None:
+        async with available("session"):
+            doc = await self.sessions.find_one({"_id": key})
+        return _record(doc) if doc else None
+
+    async def create(self, record: SessionRecord) -> None:
+        self.writes += 1
+        doc = {
+            "_id": record.key,
+            "user_id": record.user_id,
+            "created_at": record.created_at,
+            "last_seen_at": record.last_seen_at,
+            "expires": record.expires_at,
+            "expires_at": _date(record.expires_at),
+            "absolute_expires_at": record.absolute_expires_at,
+            "ttl": record.ttl,
+            "ip": record.ip,
+            "user_agent": record.user_agent,
+            "data": record.data,
+        }
+        async with available("session"):
+            await self.sessions.replace_one({"_id": record.key}, doc, upsert=True)
+
+    async def update(
+        self,
+        key: str,
+        changed: dict[str, Any],
+        removed: set[str],
+        last_seen_at: float,
+        expires_at: float,
+    ) -> bool:
+        self.writes += 1
+        update: dict[str, Any] = {
+            "$set": {
+                "last_seen_at": last_seen_at,
+                "expires": expires_at,
+                "expires_at": _date(expires_at),
+                **{f"data.{name}": value for name, value in changed.items()},
+            }
+        }
+        if removed:
+            update["$unset"] = {f"data.{name}": "" for name in removed}
+        async with available("session"):
+            result = await self.sessions.update_one({"_id": key}, update)
+        return result.matched_count == 1
+
+    async def delete(self, key: str) -> bool:
+        self.writes += 1
+        async with available("session"):
+            result = await self.sessions.delete_one({"_id": key})
+        return result.deleted_count == 1
+
+    async def list_user(self, user_id: str) -> list[SessionRecord]:
+        async with available("session"):
+            docs = await self.sessions.find({"user_id": user_id}).to_list(None)
+        return [_record(doc) for doc in docs]
+
+    async def delete_user(self, user_id: str, keep: str | None = None) -> list[str]:
+        self.writes += 1
+        query = {"user_id": user_id, "_id": {"$ne": keep}}
+        async with available("session"):
+            keys = [doc["_id"] for doc in await self.sessions.find(query, {"_id": 1}).to_list(None)]
+            if keys:
+                await self.sessions.delete_many({"_id": {"$in": keys}})
+        return keys
+
+    async def sweep(self, now: float) -> int:
+        query = {"$or": [{"expires": {"$lte": now}}, {"absolute_expires_at": {"$lte": now}}]}
+        async with available("session"):
+            result = await self.sessions.delete_many(query)
+        return result.deleted_count
+
+    async def ping(self) -> None:
+        await self.mongo.ping()
+
+    async def close(self) -> None:
+        await self.mongo.close()

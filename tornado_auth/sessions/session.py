@@ -1,0 +1,276 @@
+"""What a session means: tokens, dirty tracking, sliding and absolute expiry, regeneration."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .base import SessionBackend, SessionRecord, StoreUnavailable
+
+log = logging.getLogger("tornado_auth.sessions")
+
+TOKEN_BYTES = 32  # 256 random bits
+MAX_USER_AGENT = 256
+# Data keys are plain names so that every store can address one key alone (no dots, no $).
+DATA_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def token_key(token: str) -> str:
+    """The store key of a token: its SHA-256, so a leaked store holds no usable token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def public_id(key: str) -> str:
+    """The id a user sees for one of their sessions; the store key never leaves the server."""
+    return hashlib.sha256(b"session-id:" + key.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetime:
+    ttl: float
+    remember_me_ttl: float
+    absolute_ttl: float
+    touch_interval: float
+
+
+@dataclass(frozen=True, slots=True)
+class CookieChange:
+    """The cookie to send: ``token`` for ``max_age`` seconds, or None to clear it."""
+
+    token: str | None
+    max_age: int = 0
+
+
+class Session:
+    """One request's view of a session: a mapping whose changes are tracked key by key."""
+
+    __slots__ = (
+        "_changed",
+        "_data",
+        "_destroyed",
+        "_login",
+        "_removed",
+        "_rotate",
+        "_ttl",
+        "_user_id",
+        "ip",
+        "record",
+        "token",
+        "user_agent",
+    )
+
+    def __init__(self, record: SessionRecord | None = None, token: str | None = None) -> None:
+        self.record = record
+        self.token = token
+        self._data: dict[str, Any] = dict(record.data) if record else {}
+        self._changed: dict[str, Any] = {}
+        self._removed: set[str] = set()
+        self._user_id = record.user_id if record else None
+        self._ttl: float | None = None
+        self._login = False
+        self._rotate = False
+        self._destroyed = False
+        self.ip = ""
+        self.user_agent = ""
+
+    @property
+    def key(self) -> str | None:
+        return self.record.key if self.record else None
+
+    @property
+    def user_id(self) -> str | None:
+        return None if self._destroyed else self._user_id
+
+    def __getitem__(self, name: str) -> Any:
+        return self._data[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._data.get(name, default)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if not isinstance(name, str) or not DATA_KEY.match(name):
+            raise KeyError(f"invalid session key {name!r}: use letters, digits and _")
+        if self._data.get(name, _MISSING) == value:
+            return
+        self._data[name] = value
+        self._changed[name] = value
+        self._removed.discard(name)
+
+    def __delitem__(self, name: str) -> None:
+        del self._data[name]
+        self._changed.pop(name, None)
+        self._removed.add(name)
+
+    def login(self, user_id: str, data: dict[str, Any], remember_me: bool, ttl: float) -> None:
+        """Bind the session to a user under a fresh token (session fixation defence)."""
+        self._user_id = user_id
+        self._ttl = ttl
+        self._login = True
+        self._rotate = True
+        self._destroyed = False
+        for name, value in data.items():
+            self[name] = value
+        self["remember_me"] = remember_me
+
+    def regenerate(self) -> None:
+        """Move the data to a new token at commit; the old token stops working."""
+        self._rotate = True
+
+    def destroy(self) -> None:
+        """End the session: the record is deleted and the cookie cleared at commit."""
+        self._destroyed = True
+        self._data.clear()
+
+    @property
+    def pending(self) -> bool:
+        """Whether commit has anything to write, apart from a touch."""
+        return bool(self._changed or self._removed or self._rotate or self._destroyed)
+
+
+_MISSING = object()
+
+
+class SessionManager:
+    """Loads, commits and revokes sessions over one backend; every policy lives here."""
+
+    def __init__(
+        self,
+        backend: SessionBackend,
+        lifetime: Lifetime,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.backend = backend
+        self.lifetime = lifetime
+        self.clock = clock
+        self.ended_listeners: list[Callable[[str, str | None], None]] = []
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def load(self, token: str) -> Session | None:
+        """The live session of a token, or None for an unknown or expired one."""
+        record = await self.backend.load(token_key(token))
+        if record is None:
+            return None
+        if record.expired(self.clock()):
+            await self._end(record.key, record.user_id)
+            return None
+        return Session(record, token)
+
+    async def commit(self, session: Session) -> CookieChange | None:
+        """Write what changed, at most one store call in the common case; the cookie to send."""
+        now = self.clock()
+        record = session.record
+        if session._destroyed:
+            if record is not None:
+                await self._end(record.key, record.user_id)
+                return CookieChange(None)
+            return None
+        if record is None or session._rotate:
+            if record is None and not session._data and session._user_id is None:
+                return None  # a visitor who stores nothing costs nothing
+            return await self._store_new(session, now)
+        touch = now - record.last_seen_at >= self.lifetime.touch_interval
+        if not touch and not session.pending:
+            return None
+        last_seen = now if touch else record.last_seen_at
+        expires = min(now + record.ttl, record.absolute_expires_at) if touch else record.expires_at
+        if not await self.backend.update(
+            record.key, session._changed, session._removed, last_seen, expires
+        ):
+            return CookieChange(None)  # revoked meanwhile: never recreate it
+        record.last_seen_at, record.expires_at = last_seen, expires
+        record.data = dict(session._data)
+        session._changed, session._removed = {}, set()
+        return CookieChange(session.token, int(expires - now)) if touch else None
+
+    async def _store_new(self, session: Session, now: float) -> CookieChange:
+        old = session.record
+        ttl = session._ttl or (old.ttl if old else self.lifetime.ttl)
+        keep_start = old is not None and not session._login
+        absolute = old.absolute_expires_at if keep_start else now + self.lifetime.absolute_ttl
+        token = new_token()
+        record = SessionRecord(
+            key=token_key(token),
+            created_at=old.created_at if keep_start else now,
+            last_seen_at=now,
+            expires_at=min(now + ttl, absolute),
+            absolute_expires_at=absolute,
+            ttl=ttl,
+            user_id=session._user_id,
+            ip=session.ip or (old.ip if old else ""),
+            user_agent=(session.user_agent or (old.user_agent if old else ""))[:MAX_USER_AGENT],
+            data=dict(session._data),
+        )
+        await self.backend.create(record)
+        if old is not None:
+            await self._end(old.key, old.user_id)
+        session.record, session.token = record, token
+        session._changed, session._removed = {}, set()
+        session._rotate = session._login = False
+        return CookieChange(token, int(record.expires_at - now))
+
+    async def _end(self, key: str, user_id: str | None) -> None:
+        await self.backend.delete(key)
+        self._notify(key, user_id)
+
+    def _notify(self, key: str, user_id: str | None) -> None:
+        for listener in self.ended_listeners:
+            listener(key, user_id)
+
+    async def list_user(self, user_id: str) -> list[SessionRecord]:
+        """A user's live sessions, newest first."""
+        now = self.clock()
+        records = [r for r in await self.backend.list_user(user_id) if not r.expired(now)]
+        return sorted(records, key=lambda r: r.created_at, reverse=True)
+
+    async def revoke(self, key: str) -> None:
+        """End one session by its store key."""
+        record = await self.backend.load(key)
+        await self._end(key, record.user_id if record else None)
+
+    async def revoke_user(self, user_id: str, keep: str | None = None) -> int:
+        """End every session of a user, except ``keep``; how many ended."""
+        removed = await self.backend.delete_user(user_id, keep)
+        for key in removed:
+            self._notify(key, user_id)
+        return len(removed)
+
+    def start_sweeper(self, interval: float) -> None:
+        """Remove expired records every ``interval`` seconds, for stores without native expiry."""
+        if interval > 0 and self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(interval))
+
+    async def _sweep_forever(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                removed = await self.backend.sweep(self.clock())
+                if removed:
+                    log.info("swept %d expired sessions", removed)
+            except StoreUnavailable:
+                log.warning("session sweep skipped: store unavailable")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        await self.backend.close()

@@ -1,0 +1,126 @@
+"""Sessions in a SQLite file: the zero-setup default. Expired rows go in a periodic sweep."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from ..sqlite import SQLiteDatabase
+from .base import SessionBackend, SessionRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    key TEXT PRIMARY KEY,
+    user_id TEXT,
+    created_at REAL NOT NULL,
+    last_seen_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    absolute_expires_at REAL NOT NULL,
+    ttl REAL NOT NULL,
+    ip TEXT NOT NULL,
+    user_agent TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions (user_id);
+CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at);
+"""
+COLUMNS = (
+    "key, user_id, created_at, last_seen_at, expires_at, absolute_expires_at, ttl, ip, "
+    "user_agent, data"
+)
+
+
+def _record(row: tuple) -> SessionRecord:
+    key, user_id, created, seen, expires, absolute, ttl, ip, agent, data = row
+    return SessionRecord(
+        key, created, seen, expires, absolute, ttl, user_id, ip, agent, json.loads(data)
+    )
+
+
+class SQLiteSessionBackend(SessionBackend):
+    name = "sqlite"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.db = SQLiteDatabase(url, SCHEMA, "session")
+
+    async def start(self) -> None:
+        await self.db.run(lambda connection: None)
+
+    async def load(self, key: str) -> SessionRecord | None:
+        def read(connection: sqlite3.Connection) -> tuple | None:
+            sql = f"SELECT {COLUMNS} FROM sessions WHERE key = ?"
+            return connection.execute(sql, (key,)).fetchone()
+
+        row = await self.db.run(read)
+        return _record(row) if row else None
+
+    async def create(self, record: SessionRecord) -> None:
+        self.writes += 1
+        row = (
+            record.key, record.user_id, record.created_at, record.last_seen_at,
+            record.expires_at, record.absolute_expires_at, record.ttl, record.ip,
+            record.user_agent, json.dumps(record.data),
+        )  # fmt: skip
+        sql = f"INSERT OR REPLACE INTO sessions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        await self.db.run(lambda connection: connection.execute(sql, row))
+
+    async def update(
+        self,
+        key: str,
+        changed: dict[str, Any],
+        removed: set[str],
+        last_seen_at: float,
+        expires_at: float,
+    ) -> bool:
+        self.writes += 1
+
+        def touch(connection: sqlite3.Connection) -> bool:
+            sql = "UPDATE sessions SET last_seen_at = ?, expires_at = ? WHERE key = ?"
+            return connection.execute(sql, (last_seen_at, expires_at, key)).rowcount == 1
+
+        def merge(connection: sqlite3.Connection) -> bool:
+            row = connection.execute("SELECT data FROM sessions WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return False
+            data = json.loads(row[0])
+            data.update(changed)
+            for name in removed:
+                data.pop(name, None)
+            sql = "UPDATE sessions SET data = ?, last_seen_at = ?, expires_at = ? WHERE key = ?"
+            connection.execute(sql, (json.dumps(data), last_seen_at, expires_at, key))
+            return True
+
+        if not changed and not removed:
+            return await self.db.run(touch)
+        return await self.db.transaction(merge)
+
+    async def delete(self, key: str) -> bool:
+        self.writes += 1
+        sql = "DELETE FROM sessions WHERE key = ?"
+        return await self.db.run(lambda connection: connection.execute(sql, (key,)).rowcount == 1)
+
+    async def list_user(self, user_id: str) -> list[SessionRecord]:
+        sql = f"SELECT {COLUMNS} FROM sessions WHERE user_id = ?"
+        rows = await self.db.run(lambda connection: connection.execute(sql, (user_id,)).fetchall())
+        return [_record(row) for row in rows]
+
+    async def delete_user(self, user_id: str, keep: str | None = None) -> list[str]:
+        self.writes += 1
+
+        def delete_all(connection: sqlite3.Connection) -> list[str]:
+            sql = "DELETE FROM sessions WHERE user_id = ? AND key IS NOT ? RETURNING key"
+            return [row[0] for row in connection.execute(sql, (user_id, keep)).fetchall()]
+
+        return await self.db.transaction(delete_all)
+
+    async def sweep(self, now: float) -> int:
+        sql = "DELETE FROM sessions WHERE expires_at <= ? OR absolute_expires_at <= ?"
+        return await self.db.run(lambda connection: connection.execute(sql, (now, now)).rowcount)
+
+    async def ping(self) -> None:
+        await self.db.run(lambda connection: connection.execute("SELECT 1").fetchone())
+
+    async def close(self) -> None:
+        await self.db.close()

@@ -1,0 +1,273 @@
+"""Settings: typed defaults, an optional YAML file, and TORNADO_AUTH_* environment overrides."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "TORNADO_AUTH_"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|kib|kb|mib|mb)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, None: 1}
+BACKEND_SCHEMES = (
+    "redis://",
+    "rediss://",
+    "mongodb://",
+    "mongodb+srv://",
+    "sqlite://",
+    "memory://",
+)
+
+
+class SettingsError(ValueError):
+    """An invalid setting; the message names the key."""
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string such as ``90s``, ``24h``, ``30d``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 24h or 30d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"expected a duration such as 90s, 24h or 30d, got {value!r}")
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    return seconds
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from an integer or a string such as ``64KiB``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 65536 or 64KiB")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _SIZE.match(str(value))
+        if not match:
+            raise ValueError(f"expected a size such as 65536 or 64KiB, got {value!r}")
+        unit = match.group(2).lower() if match.group(2) else None
+        size = int(match.group(1)) * _SIZE_UNITS[unit]
+    if size <= 0:
+        raise ValueError("must be positive")
+    return size
+
+
+def _int(low: int, high: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError("expected an integer")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {value!r}") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return number
+
+    return parse
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _str(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError("expected a string")
+    return str(value)
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = _str(value).lower()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return text
+
+    return parse
+
+
+def _url(value: Any) -> str:
+    text = _str(value)
+    if not text.startswith(BACKEND_SCHEMES):
+        schemes = ", ".join(s.rstrip("/") for s in BACKEND_SCHEMES)
+        raise ValueError(f"unsupported URL {text!r}: use one of {schemes}")
+    return text
+
+
+def _secret(value: Any) -> str | dict[int, str]:
+    """A secret string, or a mapping of key version to secret for rotation."""
+    if isinstance(value, Mapping):
+        if not value:
+            raise ValueError("the versioned secret mapping is empty")
+        secrets = {}
+        for version, secret in value.items():
+            secrets[_int(0, 10**6)(version)] = _str(secret)
+        return secrets
+    return _str(value)
+
+
+def _optional_int(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    return _int(0, 10**6)(value)
+
+
+def _origins(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [origin.strip() for origin in value.split(",") if origin.strip()]
+    if isinstance(value, list) and all(isinstance(origin, str) for origin in value):
+        return value
+    raise ValueError("expected a list of origins such as https://example.com")
+
+
+def _log_level(value: Any) -> str:
+    return _choice("debug", "info", "warning", "error")(value).upper()
+
+
+# path -> (default, parser). settings.yaml documents exactly these keys and defaults.
+SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
+    "env": ("development", _choice("development", "production")),
+    "server.host": ("127.0.0.1", _str),
+    "server.port": (8888, _int(0, 65535)),
+    "server.processes": (1, _int(0, 256)),
+    "server.shutdown_grace": ("10s", parse_duration),
+    "server.xheaders": (False, _bool),
+    "server.max_body_size": ("64KiB", parse_size),
+    "server.trusted_origins": ([], _origins),
+    "secrets.cookie_secret": ("", _secret),
+    "secrets.key_version": (None, _optional_int),
+    "secrets.secret_file": ("var/cookie_secret", _str),
+    "sessions.url": ("sqlite:///var/sessions.db", _url),
+    "sessions.cookie_name": ("session", _str),
+    "sessions.ttl": ("24h", parse_duration),
+    "sessions.remember_me_ttl": ("30d", parse_duration),
+    "sessions.absolute_ttl": ("90d", parse_duration),
+    "sessions.touch_interval": ("60s", parse_duration),
+    "sessions.sweep_interval": ("10m", parse_duration),
+    "sessions.samesite": ("lax", _choice("lax", "strict")),
+    "sessions.key_prefix": ("ta:", _str),
+    "users.url": ("sqlite:///var/users.db", _url),
+    "users.bcrypt_rounds": (12, _int(4, 20)),
+    "users.demo_users": (True, _bool),
+    "logging.level": ("info", _log_level),
+    "logging.access_log": (True, _bool),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings, read with ``settings["sessions.ttl"]``."""
+
+    values: Mapping[str, Any]
+
+    def __getitem__(self, path: str) -> Any:
+        return self.values[path]
+
+    @property
+    def production(self) -> bool:
+        return self.values["env"] == "production"
+
+    def replace(self, **overrides: Any) -> Settings:
+        """A copy with ``section__key=value`` overrides, validated."""
+        raw = dict(self.values)
+        raw.update({key.replace("__", "."): value for key, value in overrides.items()})
+        return Settings(_validate(raw))
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and path not in ("secrets.cookie_secret",):
+            flat.update(_flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _validate(raw: Mapping[str, Any]) -> dict[str, Any]:
+    values = {}
+    for path, value in raw.items():
+        if path not in SCHEMA:
+            raise SettingsError(f"{path}: unknown setting")
+        try:
+            values[path] = SCHEMA[path][1](value)
+        except ValueError as error:
+            raise SettingsError(f"{path}: {error}") from None
+    for key in ("sessions.ttl", "sessions.remember_me_ttl", "sessions.absolute_ttl"):
+        if values[key] <= 0:
+            raise SettingsError(f"{key}: must be positive")
+    if values["env"] == "production":
+        secret = values["secrets.cookie_secret"]
+        secrets = secret.values() if isinstance(secret, dict) else [secret]
+        if not secret or any(len(s.encode()) < 32 for s in secrets):
+            raise SettingsError(
+                "secrets.cookie_secret: production requires a secret of at least 32 bytes"
+            )
+    secret = values["secrets.cookie_secret"]
+    version = values["secrets.key_version"]
+    if isinstance(secret, dict) and version not in secret:
+        raise SettingsError("secrets.key_version: must name a version of secrets.cookie_secret")
+    return values
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    overrides = {}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+        if path not in SCHEMA:
+            raise SettingsError(f"{name}: unknown setting {path}")
+        try:
+            overrides[path] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            overrides[path] = text
+    return overrides
+
+
+def load_settings(
+    config: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Defaults, then the YAML file, then the environment, then explicit overrides."""
+    environ = os.environ if environ is None else environ
+    raw = {path: default for path, (default, _) in SCHEMA.items()}
+    config = config or environ.get(ENV_PREFIX + "CONFIG")
+    if config:
+        try:
+            tree = yaml.safe_load(Path(config).read_text()) or {}
+        except OSError as error:
+            raise SettingsError(f"config: cannot read {config}: {error.strerror}") from None
+        except yaml.YAMLError as error:
+            raise SettingsError(f"config: {config} is not valid YAML: {error}") from None
+        if not isinstance(tree, Mapping):
+            raise SettingsError(f"config: {config} must hold a mapping of settings")
+        raw.update(_flatten(tree))
+    raw.update(_env_overrides(environ))
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return Settings(_validate(raw))

@@ -1,0 +1,98 @@
+"""Users: the record, the store interface, and input normalisation."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from bson import ObjectId
+
+from ..errors import StoreUnavailable
+
+__all__ = ["ROLES", "EmailTaken", "StoreUnavailable", "User", "UserStore", "new_user_id"]
+
+ROLES = ("user", "admin")
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+MAX_EMAIL = 254
+
+
+class EmailTaken(Exception):
+    """Another user already has this email."""
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def email_problem(email: object) -> str | None:
+    if not isinstance(email, str):
+        return "email must be a string"
+    email = normalize_email(email)
+    if len(email) > MAX_EMAIL or not EMAIL.match(email):
+        return "email is not a valid address"
+    return None
+
+
+def new_user_id() -> str:
+    return str(ObjectId())
+
+
+@dataclass(slots=True)
+class User:
+    id: str
+    email: str
+    name: str
+    role: str
+    password_hash: str
+    created_at: float
+    last_login_at: float | None = None
+    disabled: bool = False
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def public(self) -> dict[str, Any]:
+        """The user as the API shows it: never the password hash."""
+        return {
+            "id": self.id,
+            "email": self.email,
+            "name": self.name,
+            "role": self.role,
+            "createdAt": self.created_at,
+            "lastLoginAt": self.last_login_at,
+            "disabled": self.disabled,
+        }
+
+
+class UserStore(ABC):
+    name = "users"
+
+    @abstractmethod
+    async def add(self, user: User) -> None:
+        """Store a new user; EmailTaken if the email is in use."""
+
+    @abstractmethod
+    async def get(self, user_id: str) -> User | None: ...
+
+    @abstractmethod
+    async def by_email(self, email: str) -> User | None:
+        """The user with this normalised email."""
+
+    @abstractmethod
+    async def page(self, offset: int, limit: int) -> tuple[list[User], int]:
+        """Users ordered by creation, and the total count."""
+
+    @abstractmethod
+    async def set(self, user_id: str, **fields: Any) -> User | None:
+        """Change named fields; the updated user, or None if there is none."""
+
+    @abstractmethod
+    async def ping(self) -> None: ...
+
+    async def start(self) -> None:
+        """Connect and prepare indexes or tables, inside the running loop."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,79 @@
+"""Users in MongoDB, unique by normalised email."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from ..mongo import MongoDatabase, available
+from .base import EmailTaken, User, UserStore
+
+FIELDS = [field.name for field in dataclasses.fields(User) if field.name != "id"]
+
+
+def _user(doc: dict[str, Any]) -> User:
+    return User(id=doc["_id"], **{name: doc.get(name) for name in FIELDS})
+
+
+class MongoUserStore(UserStore):
+    name = "mongodb"
+
+    def __init__(self, url: str, collection: str = "users") -> None:
+        self.mongo = MongoDatabase(url, "user")
+        self.collection_name = collection
+
+    async def start(self) -> None:
+        await self.mongo.start()
+        self.users = self.mongo.db[self.collection_name]
+        async with available("user"):
+            await self.users.create_index([("email", ASCENDING)], unique=True)
+            await self.users.create_index([("created_at", ASCENDING)])
+
+    async def add(self, user: User) -> None:
+        doc = {"_id": user.id, **{name: getattr(user, name) for name in FIELDS}}
+        async with available("user"):
+            try:
+                await self.users.insert_one(doc)
+            except DuplicateKeyError:
+                raise EmailTaken(user.email) from None
+
+    async def get(self, user_id: str) -> User | None:
+        async with available("user"):
+            doc = await self.users.find_one({"_id": str(user_id)})
+        return _user(doc) if doc else None
+
+    async def by_email(self, email: str) -> User | None:
+        async with available("user"):
+            doc = await self.users.find_one({"email": str(email)})
+        return _user(doc) if doc else None
+
+    async def page(self, offset: int, limit: int) -> tuple[list[User], int]:
+        async with available("user"):
+            cursor = self.users.find({}).sort("created_at", ASCENDING).skip(offset).limit(limit)
+            docs = await cursor.to_list(None)
+            total = await self.users.count_documents({})
+        return [_user(doc) for doc in docs], total
+
+    async def set(self, user_id: str, **fields: Any) -> User | None:
+        unknown = set(fields) - set(FIELDS)
+        if unknown:
+            raise ValueError(f"unknown user fields: {sorted(unknown)}")
+        async with available("user"):
+            try:
+                doc = await self.users.find_one_and_update(
+                    {"_id": str(user_id)},
+                    {"$set": fields},
+                    return_document=ReturnDocument.AFTER,
+                )
+            except DuplicateKeyError:
+                raise EmailTaken(fields.get("email", "")) from None
+        return _user(doc) if doc else None
+
+    async def ping(self) -> None:
+        await self.mongo.ping()
+
+    async def close(self) -> None:
+        await self.mongo.close()

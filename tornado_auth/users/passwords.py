@@ -1,0 +1,78 @@
+"""Password hashing: bcrypt over a SHA-256 pre-hash, always computed off the event loop.
+
+bcrypt reads at most 72 bytes. Rather than truncate silently, passwords of 8 to 1024 characters
+are first hashed with SHA-256 (base64, 44 bytes), so every character counts. Stored hashes carry
+their scheme; a plain ``$2b$`` bcrypt hash (an import) still verifies and is upgraded at login.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import bcrypt
+
+SCHEME = "bcrypt-sha256$"
+MIN_LENGTH = 8
+MAX_LENGTH = 1024
+
+# bcrypt releases the GIL: one thread per core computes hashes at the machine's limit.
+_executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="bcrypt")
+
+
+def _prehash(password: str) -> bytes:
+    return base64.b64encode(hashlib.sha256(password.encode()).digest())
+
+
+def _hash(password: str, rounds: int) -> str:
+    return SCHEME + bcrypt.hashpw(_prehash(password), bcrypt.gensalt(rounds)).decode()
+
+
+def _verify(password: str, stored: str) -> bool:
+    try:
+        if stored.startswith(SCHEME):
+            return bcrypt.checkpw(_prehash(password), stored[len(SCHEME) :].encode())
+        if stored.startswith("$2"):
+            return bcrypt.checkpw(password.encode()[:72], stored.encode())
+    except ValueError:
+        return False
+    return False
+
+
+async def hash_password(password: str, rounds: int) -> str:
+    return await asyncio.get_running_loop().run_in_executor(_executor, _hash, password, rounds)
+
+
+async def verify_password(password: str, stored: str) -> bool:
+    return await asyncio.get_running_loop().run_in_executor(_executor, _verify, password, stored)
+
+
+def needs_rehash(stored: str, rounds: int) -> bool:
+    """True when the stored hash uses another scheme or cost than configured."""
+    if not stored.startswith(SCHEME):
+        return True
+    return int(stored[len(SCHEME) :].split("$")[2]) != rounds
+
+
+def password_problem(password: object) -> str | None:
+    """Why a new password is unacceptable, or None."""
+    if not isinstance(password, str):
+        return "password must be a string"
+    if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
+        return f"password must be {MIN_LENGTH} to {MAX_LENGTH} characters"
+    return None
+
+
+class DummyHash:
+    """A hash to check unknown emails against, so they cost one bcrypt check too."""
+
+    def __init__(self) -> None:
+        self._hash: dict[int, str] = {}
+
+    async def get(self, rounds: int) -> str:
+        if rounds not in self._hash:
+            self._hash[rounds] = await hash_password(os.urandom(16).hex(), rounds)
+        return self._hash[rounds]

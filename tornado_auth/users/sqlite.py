@@ -1,0 +1,93 @@
+"""Users in a SQLite file: the zero-setup default."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from typing import Any
+
+from ..sqlite import SQLiteDatabase
+from .base import EmailTaken, User, UserStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    email TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    last_login_at REAL,
+    disabled INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS users_created_at ON users (created_at);
+"""
+FIELDS = [field.name for field in dataclasses.fields(User)]
+COLUMNS = ", ".join(FIELDS)
+
+
+def _user(row: tuple) -> User:
+    user = User(*row)
+    user.disabled = bool(user.disabled)
+    return user
+
+
+class SQLiteUserStore(UserStore):
+    name = "sqlite"
+
+    def __init__(self, url: str) -> None:
+        self.db = SQLiteDatabase(url, SCHEMA, "user")
+
+    async def start(self) -> None:
+        await self.db.run(lambda connection: None)
+
+    async def add(self, user: User) -> None:
+        row = tuple(getattr(user, name) for name in FIELDS)
+        sql = f"INSERT INTO users ({COLUMNS}) VALUES ({', '.join('?' * len(FIELDS))})"
+        try:
+            await self.db.run(lambda connection: connection.execute(sql, row))
+        except sqlite3.IntegrityError:
+            raise EmailTaken(user.email) from None
+
+    async def _one(self, column: str, value: str) -> User | None:
+        sql = f"SELECT {COLUMNS} FROM users WHERE {column} = ?"
+        row = await self.db.run(lambda connection: connection.execute(sql, (value,)).fetchone())
+        return _user(row) if row else None
+
+    async def get(self, user_id: str) -> User | None:
+        return await self._one("id", str(user_id))
+
+    async def by_email(self, email: str) -> User | None:
+        return await self._one("email", str(email))
+
+    async def page(self, offset: int, limit: int) -> tuple[list[User], int]:
+        def read(connection: sqlite3.Connection) -> tuple[list[tuple], int]:
+            sql = f"SELECT {COLUMNS} FROM users ORDER BY created_at, id LIMIT ? OFFSET ?"
+            rows = connection.execute(sql, (limit, offset)).fetchall()
+            return rows, connection.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+
+        rows, total = await self.db.run(read)
+        return [_user(row) for row in rows], total
+
+    async def set(self, user_id: str, **fields: Any) -> User | None:
+        unknown = set(fields) - set(FIELDS[1:])
+        if unknown:
+            raise ValueError(f"unknown user fields: {sorted(unknown)}")
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        sql = f"UPDATE users SET {assignments} WHERE id = ? RETURNING {COLUMNS}"
+        values = (*fields.values(), str(user_id))
+
+        def write(connection: sqlite3.Connection) -> tuple | None:
+            return connection.execute(sql, values).fetchone()
+
+        try:
+            row = await self.db.run(write)
+        except sqlite3.IntegrityError:
+            raise EmailTaken(fields.get("email", "")) from None
+        return _user(row) if row else None
+
+    async def ping(self) -> None:
+        await self.db.run(lambda connection: connection.execute("SELECT 1").fetchone())
+
+    async def close(self) -> None:
+        await self.db.close()
