@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import secrets
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,11 +63,9 @@ async def start_services(settings: Settings) -> Services:
     """Connect the stores (inside the running loop, after any fork)."""
     backend = backend_for_url(settings["sessions.url"], settings["sessions.key_prefix"])
     if backend.name == "memory":
-        warnings.warn(
-            "memory:// sessions live in one process and vanish on restart: not for production",
-            stacklevel=1,
+        log.warning(
+            "memory:// sessions live in one process and vanish on restart: not for production"
         )
-        log.warning("memory:// sessions are for development only, not for production")
     try:
         users = store_for_url(settings["users.url"])
     except ValueError as error:

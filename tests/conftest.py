@@ -1,0 +1,249 @@
+"""Fixtures: real Redis and MongoDB, per-test isolation, and the app on an unused port."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+import tornado.httpserver
+import tornado.testing
+from pymongo import AsyncMongoClient
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+
+from tornado_auth.app import Services, make_app, start_services
+from tornado_auth.sessions import SessionBackend, backend_for_url
+from tornado_auth.settings import Settings, load_settings
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+MONGO_URL = os.environ.get("TEST_MONGO_URL", "mongodb://127.0.0.1:27017")
+SESSION_BACKENDS = ("memory", "sqlite", "redis", "mongodb")
+USER_STORES = ("sqlite", "mongodb")
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str) -> None:
+    """Fail under CI (naming the service), skip elsewhere, when a real service is missing."""
+    url = REDIS_URL if name == "redis" else MONGO_URL
+    host_port = url.split("://", 1)[1].split("/", 1)[0]
+    host, _, port = host_port.rpartition(":")
+    if not _answers(host, int(port)):
+        message = f"{name} is not reachable at {host_port}: run scripts/services up"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+class Store:
+    """A unique place in a real service for one test, and a way to read all of it back."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        self.tag = uuid.uuid4().hex[:12]
+        self.prefix = f"test:{self.tag}:"
+        self.database = f"ta_test_{self.tag}"
+        self.tmp_path = tmp_path
+
+    def session_url(self) -> str:
+        return {
+            "memory": "memory://",
+            "sqlite": f"sqlite:///{self.tmp_path}/sessions.db",
+            "redis": REDIS_URL,
+            "mongodb": f"{MONGO_URL}/{self.database}",
+        }[self.kind]
+
+    def user_url(self) -> str:
+        if self.kind == "mongodb":
+            return f"{MONGO_URL}/{self.database}"
+        return f"sqlite:///{self.tmp_path}/users.db"
+
+    async def dump(self, backend: SessionBackend | None = None) -> str:
+        """Everything this test stored, as text, to search for secrets."""
+        if self.kind == "redis":
+            client = aioredis.from_url(REDIS_URL, decode_responses=True)
+            parts = []
+            async for key in client.scan_iter(match=self.prefix + "*"):
+                kind = await client.type(key)
+                value = await (client.hgetall(key) if kind == "hash" else client.zrange(key, 0, -1))
+                parts.append(f"{key}={value}")
+            await client.aclose()
+            return "\n".join(parts)
+        if self.kind == "mongodb":
+            client = AsyncMongoClient(MONGO_URL)
+            parts = []
+            for name in await client[self.database].list_collection_names():
+                parts += [repr(doc) async for doc in client[self.database][name].find({})]
+            await client.close()
+            return "\n".join(parts)
+        if self.kind == "sqlite":
+            return "\n".join(
+                path.read_bytes().decode("latin-1") for path in self.tmp_path.glob("*.db*")
+            )
+        return repr(backend._records) + repr(backend._users)
+
+    async def cleanup(self) -> None:
+        if self.kind == "redis":
+            client = aioredis.from_url(REDIS_URL)
+            keys = [key async for key in client.scan_iter(match=self.prefix + "*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+        elif self.kind == "mongodb":
+            client = AsyncMongoClient(MONGO_URL)
+            await client.drop_database(self.database)
+            await client.close()
+
+
+@pytest.fixture(params=SESSION_BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """One session backend kind per run of the test; users on MongoDB when sessions are."""
+    if request.param in ("redis", "mongodb"):
+        require_service(request.param)
+    place = Store(request.param, tmp_path)
+    yield place
+    await place.cleanup()
+
+
+@pytest.fixture
+async def backend(store: Store) -> AsyncIterator[SessionBackend]:
+    backend = backend_for_url(store.session_url(), store.prefix)
+    await backend.start()
+    yield backend
+    await backend.close()
+
+
+def settings_for(store: Store, **overrides: Any) -> Settings:
+    values = {
+        "sessions.url": store.session_url(),
+        "sessions.key_prefix": store.prefix,
+        "users.url": store.user_url(),
+        "users.bcrypt_rounds": 4,
+        "users.demo_users": False,
+        "secrets.secret_file": str(store.tmp_path / "cookie_secret"),
+        "logging.access_log": False,
+    }
+    values.update({key.replace("__", "."): value for key, value in overrides.items()})
+    return load_settings(environ={}, overrides=values)
+
+
+class Client:
+    """An HTTP client with a cookie jar, like one browser profile or one API script."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.cookies: dict[str, str] = {}
+        self.http = AsyncHTTPClient()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | str | None = None,
+    ) -> HTTPResponse:
+        all_headers = dict(headers or {})
+        if body is not None:
+            raw = json.dumps(body)
+            all_headers.setdefault("Content-Type", "application/json")
+        if self.cookies and "Cookie" not in all_headers:
+            all_headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        if raw is None and method in ("POST", "PATCH", "PUT"):
+            raw = b""
+        response = await self.http.fetch(
+            self.base_url + path,
+            method=method,
+            body=raw,
+            headers=all_headers,
+            raise_error=False,
+            follow_redirects=False,
+            allow_nonstandard_methods=True,
+        )
+        self._remember(response)
+        return response
+
+    def _remember(self, response: HTTPResponse) -> None:
+        for header in response.headers.get_list("Set-Cookie"):
+            cookie = SimpleCookie()
+            cookie.load(header)
+            for name, morsel in cookie.items():
+                if morsel["max-age"] == "0" or (morsel["expires"] and not morsel.value):
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = morsel.coded_value
+
+    async def get(self, path: str, **kwargs: Any) -> HTTPResponse:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, body: Any = None, **kwargs: Any) -> HTTPResponse:
+        return await self.request("POST", path, body, **kwargs)
+
+    async def login(self, email: str, password: str, remember_me: bool = False) -> HTTPResponse:
+        body = {"email": email, "password": password, "rememberMe": remember_me}
+        return await self.post("/api/login", body)
+
+
+def body(response: HTTPResponse) -> Any:
+    return json.loads(response.body)
+
+
+class Server:
+    """The app served on an unused port, with the services it runs on."""
+
+    def __init__(self, services: Services, port: int, http: tornado.httpserver.HTTPServer) -> None:
+        self.services = services
+        self.app = http.request_callback
+        self.port = port
+        self.http = http
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    @property
+    def secret(self) -> Any:
+        return self.app.settings["cookie_secret"]
+
+    def client(self) -> Client:
+        return Client(self.base_url)
+
+    async def add_user(
+        self, email: str, password: str = "password123", role: str = "user", name: str = "Test"
+    ) -> Any:
+        return await self.services.accounts.register(email, name, password, role)
+
+
+async def start_server(
+    settings: Settings, services: Services | None = None, **app_overrides: Any
+) -> Server:
+    """Serve the app; pass ``services`` to serve a second app over the same stores."""
+    services = services or await start_services(settings)
+    app = make_app(services, **app_overrides)
+    sock, port = tornado.testing.bind_unused_port()
+    http = tornado.httpserver.HTTPServer(app, max_body_size=settings["server.max_body_size"])
+    http.add_sockets([sock])
+    return Server(services, port, http)
+
+
+async def stop_server(server: Server) -> None:
+    server.http.stop()
+    await server.http.close_all_connections()
+    await server.services.close()
+
+
+@pytest.fixture
+async def server(store: Store) -> AsyncIterator[Server]:
+    running = await start_server(settings_for(store))
+    yield running
+    await stop_server(running)

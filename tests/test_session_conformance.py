@@ -1,0 +1,278 @@
+"""The session semantics, run against every backend: memory, SQLite, real Redis, real MongoDB."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import pytest
+from tornado.web import create_signed_value, decode_signed_value
+
+from tornado_auth.sessions import Lifetime, Session, SessionManager, token_key
+from tornado_auth.sessions.session import TOKEN_BYTES
+
+from .conftest import Store, body
+
+HOUR = 3600.0
+LIFETIME = Lifetime(
+    ttl=24 * HOUR, remember_me_ttl=720 * HOUR, absolute_ttl=48 * HOUR, touch_interval=60
+)
+
+
+class Clock:
+    def __init__(self, now: float = 1_900_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def manager(backend, clock) -> SessionManager:
+    return SessionManager(backend, LIFETIME, clock)
+
+
+async def signed_in(
+    manager: SessionManager, user_id: str = "u1", remember: bool = False
+) -> Session:
+    session = Session()
+    ttl = LIFETIME.remember_me_ttl if remember else LIFETIME.ttl
+    session.login(user_id, {"email": f"{user_id}@example.com", "role": "user"}, remember, ttl)
+    change = await manager.commit(session)
+    assert change is not None and change.token == session.token
+    return session
+
+
+async def test_token_has_256_bits_and_store_keys_by_its_sha256(manager, store: Store, backend):
+    session = await signed_in(manager)
+    token = session.token
+    assert len(token) >= 43  # 32 bytes, URL-safe base64
+    assert TOKEN_BYTES * 8 == 256
+    assert session.key == hashlib.sha256(token.encode()).hexdigest()
+    dump = await store.dump(backend)
+    assert session.key in dump
+    assert token not in dump
+
+
+async def test_http_login_leaves_no_raw_token_in_the_store(server, store: Store):
+    await server.add_user("ann@example.com", "password123")
+    client = server.client()
+    assert (await client.login("ann@example.com", "password123")).code == 200
+    cookie = client.cookies["session"].strip('"')
+    token = decode_signed_value(server.secret, "session", cookie).decode()
+    dump = await store.dump(server.services.sessions.backend)
+    assert token_key(token) in dump
+    assert token not in dump
+
+
+async def test_sliding_expiry_touches_at_most_once_per_interval(manager, backend, clock):
+    session = await signed_in(manager)
+    writes = backend.writes
+    clock.now += 30  # inside touch_interval: nothing to write
+    loaded = await manager.load(session.token)
+    assert await manager.commit(loaded) is None
+    assert backend.writes == writes
+    clock.now += 60  # past touch_interval: one write, and the cookie moves with the expiry
+    loaded = await manager.load(session.token)
+    change = await manager.commit(loaded)
+    assert backend.writes == writes + 1
+    assert change is not None and change.max_age == int(LIFETIME.ttl)
+    reloaded = await manager.load(session.token)
+    assert reloaded.record.expires_at == clock.now + LIFETIME.ttl
+
+
+async def test_idle_session_expires_and_is_never_returned(manager, clock):
+    session = await signed_in(manager)
+    clock.now += LIFETIME.ttl + 1
+    assert await manager.load(session.token) is None
+
+
+async def test_remember_me_lives_long_but_absolute_ttl_caps_it(manager, clock):
+    session = await signed_in(manager, remember=True)
+    assert session.record.expires_at == clock.now + LIFETIME.absolute_ttl  # capped at 48h
+    for _ in range(47):  # active every hour: sliding keeps it alive...
+        clock.now += HOUR
+        loaded = await manager.load(session.token)
+        assert loaded is not None
+        await manager.commit(loaded)
+    clock.now += HOUR + 1  # ...until the absolute cap since login
+    assert await manager.load(session.token) is None
+
+
+async def test_redis_key_ttl_follows_expiry(store: Store, manager, backend, clock):
+    if store.kind != "redis":
+        pytest.skip("Redis key TTL only")
+    import time
+
+    clock.now = time.time()
+    session = await signed_in(manager)
+    pttl = await backend.client.pttl(backend.session_key(session.key))
+    assert abs(pttl / 1000 - LIFETIME.ttl) < 5
+    clock.now += 12 * HOUR
+    loaded = await manager.load(session.token)
+    await manager.commit(loaded)
+    pttl = await backend.client.pttl(backend.session_key(session.key))
+    assert abs(pttl / 1000 - (LIFETIME.ttl + 12 * HOUR)) < 5
+
+
+async def test_visitor_who_stores_nothing_costs_no_write(manager, backend):
+    assert await manager.commit(Session()) is None
+    assert backend.writes == 0
+
+
+async def test_unchanged_session_is_not_written(manager, backend):
+    session = await signed_in(manager)
+    writes = backend.writes
+    loaded = await manager.load(session.token)
+    loaded["role"] = "user"  # the same value: not a change
+    assert await manager.commit(loaded) is None
+    assert backend.writes == writes
+
+
+async def test_regenerate_keeps_data_and_kills_old_token(manager):
+    session = await signed_in(manager)
+    old_token = session.token
+    loaded = await manager.load(old_token)
+    loaded["theme"] = "dark"
+    loaded.regenerate()
+    change = await manager.commit(loaded)
+    assert change.token != old_token
+    assert await manager.load(old_token) is None
+    fresh = await manager.load(change.token)
+    assert fresh["theme"] == "dark" and fresh["email"] == "u1@example.com"
+    assert fresh.user_id == "u1"
+
+
+async def test_destroy_removes_record(manager, backend):
+    session = await signed_in(manager)
+    loaded = await manager.load(session.token)
+    loaded.destroy()
+    change = await manager.commit(loaded)
+    assert change is not None and change.token is None
+    assert await backend.load(session.key) is None
+
+
+async def test_user_index_lists_and_revokes_sessions(manager):
+    first = await signed_in(manager, "alice")
+    second = await signed_in(manager, "alice")
+    other = await signed_in(manager, "bob")
+    listed = {record.key for record in await manager.list_user("alice")}
+    assert listed == {first.key, second.key}
+    assert await manager.revoke_user("alice", keep=first.key) == 1
+    assert await manager.load(second.token) is None
+    assert await manager.load(first.token) is not None
+    assert await manager.revoke_user("alice") == 1
+    assert await manager.list_user("alice") == []
+    assert await manager.load(other.token) is not None
+
+
+async def test_concurrent_writers_of_different_keys_all_survive(manager):
+    session = await signed_in(manager)
+    writers = 12
+    loaded = [await manager.load(session.token) for _ in range(writers)]  # all read first
+
+    async def write(index: int) -> None:
+        loaded[index][f"key{index}"] = index
+        await manager.commit(loaded[index])
+
+    await asyncio.gather(*(write(index) for index in range(writers)))
+    final = await manager.load(session.token)
+    assert {f"key{i}": i for i in range(writers)}.items() <= dict(
+        (name, final[name]) for name in final
+    ).items()
+
+
+async def test_update_after_revocation_does_not_resurrect(manager, backend):
+    session = await signed_in(manager)
+    loaded = await manager.load(session.token)
+    await manager.revoke(session.key)
+    loaded["late"] = True
+    change = await manager.commit(loaded)
+    assert change is not None and change.token is None
+    assert await backend.load(session.key) is None
+
+
+async def test_sweep_removes_expired_records(manager, backend, store: Store, clock):
+    if store.kind == "redis":
+        pytest.skip("Redis expires keys itself")
+    session = await signed_in(manager)
+    assert await backend.sweep(clock.now) == 0
+    assert await backend.sweep(clock.now + LIFETIME.ttl + 1) == 1
+    assert await backend.load(session.key) is None
+
+
+# -- through HTTP: the BaseHandler's resolution of the cookie -----------------------------------
+
+
+async def test_anonymous_request_gets_no_cookie_and_no_write(server):
+    response = await server.client().get("/api/dashboard")
+    assert response.code == 401
+    assert "Set-Cookie" not in response.headers
+    assert server.services.sessions.backend.writes == 0
+
+
+async def test_authenticated_request_within_touch_interval_writes_nothing(server):
+    await server.add_user("ann@example.com")
+    client = server.client()
+    await client.login("ann@example.com", "password123")
+    writes = server.services.sessions.backend.writes
+    for _ in range(3):
+        response = await client.get("/api/dashboard")
+        assert response.code == 200
+        assert "Set-Cookie" not in response.headers
+    assert server.services.sessions.backend.writes == writes
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        "garbage",
+        "2|1:0|10:1700000000|7:session|8:dG9rZW4=|" + "0" * 64,  # bad signature
+        "",
+        "\u00e9t\u00e9",
+    ],
+)
+async def test_invalid_cookie_is_anonymous_and_cleared(server, cookie):
+    client = server.client()
+    response = await client.get("/api/dashboard", headers={"Cookie": f"session={cookie}"})
+    assert response.code == 401
+    assert body(response) == {"error": "Not authenticated"}
+    cleared = [h for h in response.headers.get_list("Set-Cookie") if h.startswith("session=")]
+    assert cleared and "expires=" in cleared[0].lower()
+
+
+async def test_unknown_token_with_valid_signature_is_anonymous(server):
+    secret = server.secret
+    forged = create_signed_value(secret, "session", "no-such-token").decode()
+    response = await server.client().get("/api/dashboard", headers={"Cookie": f"session={forged}"})
+    assert response.code == 401
+
+
+async def test_cookie_signed_with_old_key_version_is_reissued(store: Store):
+    from .conftest import settings_for, start_server, stop_server
+
+    old = await start_server(
+        settings_for(store, secrets__cookie_secret={1: "a" * 40}, secrets__key_version=1)
+    )
+    await old.add_user("ann@example.com")
+    client = old.client()
+    await client.login("ann@example.com", "password123")
+    rotated = {1: "a" * 40, 2: "b" * 40}
+    new = await start_server(
+        old.services.settings, old.services, cookie_secret=rotated, key_version=2
+    )
+    try:
+        client.base_url = new.base_url
+        response = await client.get("/api/dashboard")
+        assert response.code == 200
+        reissued = [h for h in response.headers.get_list("Set-Cookie") if h.startswith("session=")]
+        assert reissued and "|1:2|" in reissued[0]  # now signed with key version 2
+        assert (await client.get("/api/dashboard")).code == 200
+    finally:
+        new.http.stop()
+        await stop_server(old)
