@@ -67,7 +67,8 @@ class Store:
         }[self.kind]
 
     def user_url(self) -> str:
-        if self.kind == "mongodb":
+        """Users in the real MongoDB alongside the real session stores, else in SQLite."""
+        if self.kind in ("redis", "mongodb"):
             return f"{MONGO_URL}/{self.database}"
         return f"sqlite:///{self.tmp_path}/users.db"
 
@@ -110,9 +111,10 @@ class Store:
 
 @pytest.fixture(params=SESSION_BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """One session backend kind per run of the test; users on MongoDB when sessions are."""
+    """One session backend kind per run of the test."""
     if request.param in ("redis", "mongodb"):
         require_service(request.param)
+        require_service("mongodb")
     place = Store(request.param, tmp_path)
     yield place
     await place.cleanup()

@@ -1,8 +1,10 @@
-"""One PyMongo async client per process, created inside the running loop (after any fork)."""
+"""One PyMongo async client per store, created inside the running loop (after any fork)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from pymongo import AsyncMongoClient
@@ -12,7 +14,11 @@ from pymongo.uri_parser import parse_uri
 
 from .errors import StoreUnavailable
 
+log = logging.getLogger("tornado_auth")
 DEFAULT_DATABASE = "tornado_auth"
+# Fail fast when the server is down; options given in the URL win.
+DEFAULT_OPTIONS = {"serverselectiontimeoutms": 3000, "connecttimeoutms": 3000}
+RETRY_SECONDS = 5
 
 
 @asynccontextmanager
@@ -30,24 +36,41 @@ class MongoDatabase:
     def __init__(self, url: str, store: str) -> None:
         self.store = store
         self.url = url
-        self.database_name = parse_uri(url).get("database") or DEFAULT_DATABASE
+        parsed = parse_uri(url)
+        self.database_name = parsed.get("database") or DEFAULT_DATABASE
+        given = {name.lower() for name in parsed["options"]}
+        self.options = {k: v for k, v in DEFAULT_OPTIONS.items() if k not in given}
         self.client: AsyncMongoClient | None = None
         self.db: AsyncDatabase
+        self._setup: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self.client = AsyncMongoClient(
-            self.url,
-            serverSelectionTimeoutMS=3000,
-            connectTimeoutMS=3000,
-            tz_aware=True,
-        )
+    async def start(self, setup: Callable[[], Awaitable[None]]) -> None:
+        """Connect and run ``setup`` (indexes); while the server is down, retry in background."""
+        self.client = AsyncMongoClient(self.url, tz_aware=True, **self.options)
         self.db = self.client[self.database_name]
+        try:
+            await setup()
+        except StoreUnavailable as error:
+            log.warning("%s; indexes will be created when it answers", error)
+            self._setup = asyncio.create_task(self._retry(setup))
+
+    async def _retry(self, setup: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(RETRY_SECONDS)
+            try:
+                await setup()
+                log.info("%s store (mongodb) is back: indexes ready", self.store)
+                return
+            except StoreUnavailable:
+                continue
 
     async def ping(self) -> None:
         async with available(self.store):
             await self.db.command("ping")
 
     async def close(self) -> None:
+        if self._setup is not None:
+            self._setup.cancel()
         if self.client is not None:
             await self.client.close()
             self.client = None

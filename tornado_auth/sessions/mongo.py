@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure
 
 from ..mongo import MongoDatabase, available
@@ -45,8 +46,13 @@ class MongoSessionBackend(SessionBackend):
         self.native_ttl = False
 
     async def start(self) -> None:
-        await self.mongo.start()
-        self.sessions = self.mongo.db[self.collection_name]
+        await self.mongo.start(self._create_indexes)
+
+    @property
+    def sessions(self) -> AsyncCollection:
+        return self.mongo.db[self.collection_name]
+
+    async def _create_indexes(self) -> None:
         async with available("session"):
             await self.sessions.create_index([("user_id", ASCENDING)])
             try:

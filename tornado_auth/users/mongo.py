@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from ..mongo import MongoDatabase, available
@@ -26,8 +27,13 @@ class MongoUserStore(UserStore):
         self.collection_name = collection
 
     async def start(self) -> None:
-        await self.mongo.start()
-        self.users = self.mongo.db[self.collection_name]
+        await self.mongo.start(self._create_indexes)
+
+    @property
+    def users(self) -> AsyncCollection:
+        return self.mongo.db[self.collection_name]
+
+    async def _create_indexes(self) -> None:
         async with available("user"):
             await self.users.create_index([("email", ASCENDING)], unique=True)
             await self.users.create_index([("created_at", ASCENDING)])

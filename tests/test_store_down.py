@@ -1,0 +1,140 @@
+"""A store that is down gives a clear 503, /readyz names it, and the server recovers by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+import tornado.testing
+
+from .conftest import Store, body, require_service, settings_for, start_server, stop_server
+
+PASSWORD = "correct horse battery"
+
+
+def free_port() -> int:
+    sock, port = tornado.testing.bind_unused_port()
+    sock.close()
+    return port
+
+
+class RedisProcess:
+    """A private redis-server on its own port, to stop and start under a running app."""
+
+    def __init__(self, port: int, directory: Path) -> None:
+        self.port = port
+        self.directory = directory
+        self.process: subprocess.Popen | None = None
+
+    async def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+            + ["--appendonly", "no", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+        )
+        client = aioredis.from_url(f"redis://127.0.0.1:{self.port}")
+        try:
+            for _ in range(200):  # until it answers PING, at most ~10 s
+                try:
+                    await client.ping()
+                    return
+                except OSError:
+                    await asyncio.sleep(0.05)
+                except Exception:
+                    await asyncio.sleep(0.05)
+            raise RuntimeError("redis-server did not start")
+        finally:
+            await client.aclose()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+async def private_redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
+    if shutil.which("redis-server") is None:
+        require_service("redis")  # fails under CI, naming the service
+        pytest.skip("redis-server is not installed")
+    redis = RedisProcess(free_port(), tmp_path)
+    await redis.start()
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture
+def place(tmp_path: Path) -> Store:
+    return Store("sqlite", tmp_path)
+
+
+async def test_redis_down_gives_503_and_readyz_names_it_then_recovers(place, private_redis):
+    url = f"redis://127.0.0.1:{private_redis.port}/0"
+    server = await start_server(settings_for(place, sessions__url=url))
+    try:
+        await server.add_user("ann@example.com", PASSWORD)
+        client = server.client()
+        assert (await client.login("ann@example.com", PASSWORD)).code == 200
+
+        private_redis.stop()
+        response = await client.get("/api/dashboard")
+        assert response.code == 503
+        assert body(response) == {"error": "Session store unavailable"}
+        login = await server.client().login("ann@example.com", PASSWORD)
+        assert login.code == 503
+        assert body(login) == {"error": "Session store unavailable"}
+        ready = await client.get("/readyz")
+        assert ready.code == 503
+        assert body(ready)["down"] == ["session store (redis)"]
+        assert (await client.get("/healthz")).code == 200
+        assert b"Traceback" not in response.body + login.body + ready.body
+
+        await private_redis.start()  # back, empty: the server reconnects by itself
+        assert body(await client.get("/readyz")) == {"status": "ready"}
+        again = server.client()
+        assert (await again.login("ann@example.com", PASSWORD)).code == 200
+        assert (await again.get("/api/dashboard")).code == 200
+    finally:
+        await stop_server(server)
+
+
+async def test_anonymous_requests_do_not_need_the_session_store(place):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    server = await start_server(settings_for(place, sessions__url=dead))
+    try:
+        response = await server.client().get("/api/dashboard")
+        assert response.code == 401  # no cookie: nothing to look up
+        assert (await server.client().get("/healthz")).code == 200
+    finally:
+        await stop_server(server)
+
+
+async def test_mongodb_user_store_down_gives_503_naming_the_user_store(place):
+    dead = f"mongodb://127.0.0.1:{free_port()}/ta_down?serverSelectionTimeoutMS=300"
+    server = await start_server(settings_for(place, users__url=dead))
+    try:
+        response = await server.client().login("ann@example.com", PASSWORD)
+        assert response.code == 503
+        assert body(response) == {"error": "User store unavailable"}
+        ready = await server.client().get("/readyz")
+        assert ready.code == 503
+        assert body(ready)["down"] == ["user store (mongodb)"]
+    finally:
+        await stop_server(server)
+
+
+async def test_mongodb_session_store_down_gives_503(place):
+    dead = f"mongodb://127.0.0.1:{free_port()}/ta_down?serverSelectionTimeoutMS=300"
+    server = await start_server(settings_for(place, sessions__url=dead))
+    try:
+        ready = await server.client().get("/readyz")
+        assert ready.code == 503
+        assert body(ready)["down"] == ["session store (mongodb)"]
+    finally:
+        await stop_server(server)
