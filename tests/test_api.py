@@ -241,7 +241,7 @@ async def test_revoke_others_keeps_only_this_session(server):
     assert [(await c.get("/api/dashboard")).code for c in clients[1:]] == [401, 401]
 
 
-# -- admin ----------------------------------------------------------------------------------------
+# -- admin ---------------------------------------------------------------------------------------
 
 
 async def test_admin_users_needs_admin(server):
@@ -339,7 +339,7 @@ async def test_admin_revokes_all_sessions_of_a_user(server):
     assert (await user.request("DELETE", f"/api/admin/users/{target.id}/sessions")).code == 401
 
 
-# -- cookie demo, health ----------------------------------------------------------------------------
+# -- cookie demo, health ---------------------------------------------------------------------
 
 
 async def test_cookie_demo_sets_and_reads_username(server):

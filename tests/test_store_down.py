@@ -29,12 +29,12 @@ class RedisProcess:
     def __init__(self, port: int, directory: Path) -> None:
         self.port = port
         self.directory = directory
-        self.process: subprocess.Popen | None = None
+        self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no", "--dir", str(self.directory)],
+        self.process = await asyncio.create_subprocess_exec(
+            *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""),
+            *("--appendonly", "no", "--dir", str(self.directory)),
             stdout=subprocess.DEVNULL,
         )
         client = aioredis.from_url(f"redis://127.0.0.1:{self.port}")
@@ -43,18 +43,16 @@ class RedisProcess:
                 try:
                     await client.ping()
                     return
-                except OSError:
-                    await asyncio.sleep(0.05)
-                except Exception:
+                except (OSError, aioredis.ConnectionError):
                     await asyncio.sleep(0.05)
             raise RuntimeError("redis-server did not start")
         finally:
             await client.aclose()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
-            self.process.wait(timeout=10)
+            await self.process.wait()
             self.process = None
 
 
@@ -66,7 +64,7 @@ async def private_redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
     redis = RedisProcess(free_port(), tmp_path)
     await redis.start()
     yield redis
-    redis.stop()
+    await redis.stop()
 
 
 @pytest.fixture
@@ -82,7 +80,7 @@ async def test_redis_down_gives_503_and_readyz_names_it_then_recovers(place, pri
         client = server.client()
         assert (await client.login("ann@example.com", PASSWORD)).code == 200
 
-        private_redis.stop()
+        await private_redis.stop()
         response = await client.get("/api/dashboard")
         assert response.code == 503
         assert body(response) == {"error": "Session store unavailable"}
