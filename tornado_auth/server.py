@@ -12,6 +12,7 @@ import tornado.netutil
 import tornado.process
 
 from .app import Services, make_app, start_services
+from .handlers.base import InFlight
 from .settings import Settings
 
 log = logging.getLogger("tornado_auth")
@@ -38,7 +39,8 @@ async def run_worker(settings: Settings, sockets: list, first: bool) -> None:
     services = await start_services(settings)
     if first:
         await create_demo_users(services)
-    app = make_app(services)
+    in_flight = InFlight()
+    app = make_app(services, in_flight=in_flight)
     server = tornado.httpserver.HTTPServer(
         app,
         xheaders=settings["server.xheaders"],
@@ -57,9 +59,10 @@ async def run_worker(settings: Settings, sockets: list, first: bool) -> None:
     for close in list(app.settings.get("on_shutdown", [])):
         close()
     try:
-        await asyncio.wait_for(server.close_all_connections(), settings["server.shutdown_grace"])
+        await asyncio.wait_for(in_flight.idle(), settings["server.shutdown_grace"])
     except TimeoutError:
-        log.warning("grace period over: closing remaining connections")
+        log.warning("grace period over: %d requests still running are cut", in_flight.active)
+    await server.close_all_connections()
     await services.close()
 
 

@@ -32,6 +32,27 @@ CSP = (
 )
 
 
+class InFlight:
+    """Counts requests being served, so a shutdown can wait until they are done."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def begin(self) -> None:
+        self.active += 1
+        self._idle.clear()
+
+    def end(self) -> None:
+        self.active -= 1
+        if self.active == 0:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
+
+
 class ApiError(tornado.web.HTTPError):
     """An error whose message the client sees as ``{"error": message}``."""
 
@@ -60,6 +81,9 @@ class BaseHandler(tornado.web.RequestHandler):
     def initialize(self) -> None:
         self._session: Session | None = None
         self._had_cookie = False
+        self._in_flight = self.settings.get("in_flight")
+        if self._in_flight is not None:
+            self._in_flight.begin()
         self._commit: asyncio.Future[None] | None = None
 
     @property
@@ -74,6 +98,17 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("X-Frame-Options", "DENY")
         if self.application.settings.get("secure_cookies"):
             self.set_header("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+
+    def on_finish(self) -> None:
+        self._done()
+
+    def on_connection_close(self) -> None:
+        self._done()
+
+    def _done(self) -> None:
+        if self._in_flight is not None:
+            self._in_flight.end()
+            self._in_flight = None
 
     # -- the session ---------------------------------------------------------------------------
 

@@ -1,0 +1,110 @@
+"""The server process: serve, graceful shutdown on SIGTERM, access logs without secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import tornado.testing
+from tornado.httpclient import AsyncHTTPClient
+
+from .conftest import Client
+
+PASSWORD = "correct horse battery"
+
+
+def free_port() -> int:
+    sock, port = tornado.testing.bind_unused_port()
+    sock.close()
+    return port
+
+
+async def serve(tmp_path: Path, port: int, *extra: str, **env: str) -> asyncio.subprocess.Process:
+    environment = {
+        **os.environ,
+        "TORNADO_AUTH_USERS__URL": f"sqlite:///{tmp_path}/users.db",
+        "TORNADO_AUTH_SESSIONS__URL": f"sqlite:///{tmp_path}/sessions.db",
+        "TORNADO_AUTH_SECRETS__SECRET_FILE": f"{tmp_path}/secret",
+        "TORNADO_AUTH_USERS__DEMO_USERS": "true",
+        **env,
+    }
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "tornado_auth", "serve", "--port", str(port), *extra),
+        cwd=tmp_path,
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    return process
+
+
+async def read_until(stream: asyncio.StreamReader, text: str) -> list[str]:
+    """Lines up to and including the first that contains ``text``."""
+    lines = []
+    while True:
+        line = (await asyncio.wait_for(stream.readline(), 30)).decode()
+        if not line:
+            raise AssertionError(f"stream ended before {text!r}: {lines}")
+        lines.append(line)
+        if text in line:
+            return lines
+
+
+async def test_serve_prints_url_and_demo_users_then_drains_on_sigterm(tmp_path):
+    port = free_port()
+    process = await serve(tmp_path, port, TORNADO_AUTH_USERS__BCRYPT_ROUNDS="12")
+    try:
+        lines = await read_until(process.stdout, "demo user:")
+        assert any(f"http://127.0.0.1:{port}" in line for line in lines)
+        demo = next(line for line in lines if line.startswith("demo user:"))
+        password = demo.rsplit(" ", 1)[1].strip()
+        client = Client(f"http://127.0.0.1:{port}")
+        login = asyncio.ensure_future(client.login("user@example.com", password))
+        health = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/healthz")
+        assert health.code == 200 and not login.done()  # the cost-12 hash is still running
+        process.send_signal(signal.SIGTERM)
+        response = await login
+        assert response.code == 200  # the in-flight request finished
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    stderr = (await process.stderr.read()).decode()
+    assert "Traceback" not in stderr
+    assert password not in stderr
+
+
+async def test_access_log_never_contains_cookies_tokens_or_passwords(tmp_path):
+    port = free_port()
+    process = await serve(tmp_path, port, TORNADO_AUTH_USERS__BCRYPT_ROUNDS="4")
+    try:
+        lines = await read_until(process.stdout, "demo user:")
+        password = lines[-1].rsplit(" ", 1)[1].strip()
+        client = Client(f"http://127.0.0.1:{port}")
+        assert (await client.login("user@example.com", password)).code == 200
+        cookie = client.cookies["session"]
+        assert (await client.get("/api/dashboard?token=secret-in-query")).code == 200
+        assert (await client.post("/api/logout")).code == 200
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    log = (await process.stderr.read()).decode()
+    assert "POST /api/login" in log and "GET /api/dashboard" in log
+    for secret in (password, cookie, cookie.strip('"'), "secret-in-query"):
+        assert secret not in log
+
+
+async def test_invalid_setting_exits_2_with_one_line(tmp_path):
+    process = await serve(tmp_path, 0, TORNADO_AUTH_SESSIONS__TTL="forever")
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    lines = stderr.decode().strip().splitlines()
+    assert len(lines) == 1
+    assert "sessions.ttl" in lines[0]
