@@ -103,7 +103,7 @@ async def test_access_log_never_contains_cookies_tokens_or_passwords(tmp_path):
 
 async def test_invalid_setting_exits_2_with_one_line(tmp_path):
     process = await serve(tmp_path, 0, TORNADO_AUTH_SESSIONS__TTL="forever")
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 2
     lines = stderr.decode().strip().splitlines()
     assert len(lines) == 1
