@@ -56,12 +56,12 @@ class Accounts:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         user = await self.users.set(user_id, role=role)
         if user is not None:
-            await self.sessions.revoke_user(user.id)
+            await self.sessions.revoke_user(user.id, reason="role")
         return user
 
     async def set_disabled(self, user_id: str, disabled: bool) -> User | None:
         """Disable or enable a user; disabling ends every session at once."""
         user = await self.users.set(user_id, disabled=disabled)
         if user is not None and disabled:
-            await self.sessions.revoke_user(user.id)
+            await self.sessions.revoke_user(user.id, reason="disabled")
         return user

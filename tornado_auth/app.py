@@ -14,6 +14,7 @@ import tornado.web
 from . import handlers
 from .accounts import Accounts
 from .errors import StoreUnavailable
+from .live import LiveHub
 from .sessions import Lifetime, SessionManager, backend_for_url
 from .settings import Settings, SettingsError
 from .users import UserStore, store_for_url
@@ -28,8 +29,10 @@ class Services:
     sessions: SessionManager
     users: UserStore
     accounts: Accounts
+    live: LiveHub
 
     async def close(self) -> None:
+        await self.live.close()
         await self.sessions.close()
         await self.users.close()
 
@@ -82,7 +85,9 @@ async def start_services(settings: Settings) -> Services:
     if backend.name != "redis":
         sessions.start_sweeper(settings["sessions.sweep_interval"])
     accounts = Accounts(users, sessions, settings["users.bcrypt_rounds"])
-    return Services(settings, sessions, users, accounts)
+    live = LiveHub(sessions, settings["live.check_interval"], settings["live.stats_interval"])
+    live.start()
+    return Services(settings, sessions, users, accounts, live)
 
 
 def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
@@ -113,6 +118,8 @@ def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
         "log_function": handlers.base.log_request,
         "default_handler_class": handlers.pages.PageNotFoundHandler,
         "access_log": settings["logging.access_log"],
+        "websocket_ping_interval": settings["live.ping_interval"],
+        "websocket_ping_timeout": settings["live.ping_interval"],
     }
     app_settings.update(overrides)
     return tornado.web.Application(handlers.routes(), **app_settings)

@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
-        return sys.stdin.readline().rstrip("\n")
+        return sys.stdin.readline().rstrip("\r\n")
     first = getpass.getpass("Password: ")
     if getpass.getpass("Repeat password: ") != first:
         raise CommandError("passwords do not match")

@@ -55,9 +55,7 @@ async def run_worker(settings: Settings, sockets: list, first: bool) -> None:
     await stop.wait()
     log.info("shutting down: no new connections, %ss grace", settings["server.shutdown_grace"])
     server.stop()
-    app.settings["shutting_down"] = True
-    for close in list(app.settings.get("on_shutdown", [])):
-        close()
+    services.live.close_all()
     try:
         await asyncio.wait_for(in_flight.idle(), settings["server.shutdown_grace"])
     except TimeoutError:

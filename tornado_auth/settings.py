@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -41,6 +42,8 @@ def parse_duration(value: Any) -> float:
         if not match:
             raise ValueError(f"expected a duration such as 90s, 24h or 30d, got {value!r}")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if not math.isfinite(seconds):
+        raise ValueError(f"expected a finite duration, got {value!r}")
     if seconds < 0:
         raise ValueError("must not be negative")
     return seconds
@@ -172,6 +175,9 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "users.url": ("sqlite:///var/users.db", _url),
     "users.bcrypt_rounds": (12, _int(4, 20)),
     "users.demo_users": (True, _bool),
+    "live.check_interval": ("2s", parse_duration),
+    "live.stats_interval": ("5s", parse_duration),
+    "live.ping_interval": ("20s", parse_duration),
     "logging.level": ("info", _log_level),
     "logging.access_log": (True, _bool),
 }
@@ -242,11 +248,21 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         path = name[len(ENV_PREFIX) :].lower().replace("__", ".")
         if path not in SCHEMA:
             raise SettingsError(f"{name}: unknown setting {path}")
-        try:
-            overrides[path] = yaml.safe_load(text) if text.strip() else ""
-        except yaml.YAMLError:
-            overrides[path] = text
+        overrides[path] = _env_value(path, text)
     return overrides
+
+
+def _env_value(path: str, text: str) -> Any:
+    """Exact text for string settings; YAML (numbers, booleans, lists, mappings) for the rest."""
+    parser = SCHEMA[path][1]
+    if parser in (_str, _url) or (parser is _secret and not text.lstrip().startswith("{")):
+        return text
+    if not text.strip():
+        return ""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def load_settings(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import admin, api, auth, base, pages
+from . import admin, api, auth, base, pages, ws
 
 __all__ = ["base", "routes"]
 
@@ -29,6 +29,7 @@ def routes() -> list[tuple[str, Any]]:
         (r"/api/get-cookie", api.GetCookieHandler),
         (r"/healthz", api.HealthHandler),
         (r"/readyz", api.ReadyHandler),
+        (r"/ws/dashboard", ws.DashboardSocket),
         (r"/", pages.RootHandler),
         (r"/api/.*", api.NotFoundHandler),
     ]

@@ -21,8 +21,9 @@ class LoginHandler(ApiHandler):
         remember_me = bool_field(body, "rememberMe") or False
         user = await self.services.accounts.authenticate(email, password)
         if user is None:
+            await self.services.live.sign_in_failed()
             raise ApiError(401, "Invalid credentials")
-        self.sign_in(user.id, user.email, user.role, remember_me)
+        await self.sign_in(user.id, user.email, user.role, remember_me)
         self.send_json({"message": "Logged in successfully", "user": summary(user)})
 
 
@@ -45,7 +46,7 @@ class RegisterHandler(ApiHandler):
             user = await self.services.accounts.register(email, name, password)
         except EmailTaken:
             raise ApiError(409, "Email already registered") from None
-        self.sign_in(user.id, user.email, user.role, remember_me=False)
+        await self.sign_in(user.id, user.email, user.role, remember_me=False)
         self.send_json({"user": summary(user)}, status=201)
 
 
@@ -63,6 +64,7 @@ class PasswordHandler(ApiHandler):
             raise ApiError(401, "Not authenticated")
         if not await self.services.accounts.change_password(user, current, new):
             raise ApiError(401, "Current password is incorrect")
-        revoked = await self.services.sessions.revoke_user(user.id, keep=self.session.key)
+        sessions = self.services.sessions
+        revoked = await sessions.revoke_user(user.id, keep=self.session.key, reason="password")
         self.session.regenerate()
         self.send_json({"message": "Password changed", "revokedSessions": revoked})

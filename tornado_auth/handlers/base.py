@@ -101,9 +101,11 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def on_finish(self) -> None:
         self._done()
+        super().on_finish()
 
     def on_connection_close(self) -> None:
         self._done()
+        super().on_connection_close()
 
     def _done(self) -> None:
         if self._in_flight is not None:
@@ -145,7 +147,8 @@ class BaseHandler(tornado.web.RequestHandler):
             self._session = Session()
         return self._session
 
-    def sign_in(self, user_id: str, email: str, role: str, remember_me: bool) -> None:
+    async def sign_in(self, user_id: str, email: str, role: str, remember_me: bool) -> None:
+        """Bind this request's session to a user under a new token; tell their open dashboards."""
         lifetime = self.services.sessions.lifetime
         ttl = lifetime.remember_me_ttl if remember_me else lifetime.ttl
         session = self.session
@@ -153,6 +156,7 @@ class BaseHandler(tornado.web.RequestHandler):
         session.ip = self.request.remote_ip or ""
         session.user_agent = self.request.headers.get("User-Agent", "")
         self.current_user = SessionUser(user_id, email, role)
+        await self.services.live.signed_in(user_id, session.ip, session.user_agent)
 
     def sign_out(self) -> None:
         self.session.destroy()
@@ -191,8 +195,9 @@ class BaseHandler(tornado.web.RequestHandler):
         """Commit the session first, so the cookie goes out with the response."""
         if self._commit is not None and chunk is None:
             return self._commit  # Tornado's automatic finish while the commit is in flight
-        if self._session is None or self._commit is not None or self.get_status() >= 500:
-            return super().finish(chunk)
+        status = self.get_status()
+        if self._session is None or self._commit is not None or status >= 500 or status == 101:
+            return super().finish(chunk)  # nothing to commit, or a WebSocket handshake
         if chunk is not None:
             self.write(chunk)
         self._commit = asyncio.ensure_future(self._commit_and_finish())

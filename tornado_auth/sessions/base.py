@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +35,12 @@ class SessionBackend(ABC):
     """Async storage verbs. ``writes`` counts every mutating call that reached the store."""
 
     name = "sessions"
+    # Whether published events reach every server process, not only this one.
+    shared_events = False
 
     def __init__(self) -> None:
         self.writes = 0
+        self._subscribers: list[Callable[[dict[str, Any]], None]] = []
 
     @abstractmethod
     async def load(self, key: str) -> SessionRecord | None:
@@ -90,3 +94,19 @@ class SessionBackend(ABC):
 
     async def close(self) -> None:
         """Release clients and connections."""
+
+    @abstractmethod
+    async def count(self, now: float) -> int:
+        """How many sessions are live."""
+
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        """Receive every published event (a session ended, a sign-in)."""
+        self._subscribers.append(callback)
+
+    async def publish(self, event: dict[str, Any]) -> None:
+        """Deliver an event to the subscribers: in this process, unless the store can do more."""
+        self._deliver(event)
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        for callback in self._subscribers:
+            callback(event)

@@ -14,6 +14,7 @@ def _copy(record: SessionRecord) -> SessionRecord:
 
 class MemorySessionBackend(SessionBackend):
     name = "memory"
+    shared_events = True  # one process is all there is
 
     def __init__(self) -> None:
         super().__init__()
@@ -66,6 +67,9 @@ class MemorySessionBackend(SessionBackend):
         for key in expired:
             await self.delete(key)
         return len(expired)
+
+    async def count(self, now: float) -> int:
+        return sum(not record.expired(now) for record in self._records.values())
 
     async def ping(self) -> None:
         return None

@@ -136,6 +136,11 @@ class MongoSessionBackend(SessionBackend):
             result = await self.sessions.delete_many(query)
         return result.deleted_count
 
+    async def count(self, now: float) -> int:
+        query = {"expires": {"$gt": now}, "absolute_expires_at": {"$gt": now}}
+        async with available("session"):
+            return await self.sessions.count_documents(query)
+
     async def ping(self) -> None:
         await self.mongo.ping()
 

@@ -6,9 +6,11 @@ on Redis Cluster: the session hash and the user index are written by separate co
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -19,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..errors import StoreUnavailable
 from .base import SessionBackend, SessionRecord
 
+log = logging.getLogger("tornado_auth.sessions")
 # Hash fields: short names, because they are repeated in every session of a large store.
 FIELDS = {
     "c": "created_at",
@@ -62,12 +65,16 @@ async def _available() -> AsyncIterator[None]:
 
 class RedisSessionBackend(SessionBackend):
     name = "redis"
+    shared_events = True  # through pub/sub, to every process
 
     def __init__(self, url: str, prefix: str = "ta:") -> None:
         super().__init__()
         self.url = url
         self.prefix = prefix
         self.client: aioredis.Redis | None = None
+        self.live_key = f"{prefix}live"  # every live session, scored by its expiry
+        self.channel = f"{prefix}events"
+        self._listener: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self.client = aioredis.from_url(
@@ -121,6 +128,7 @@ class RedisSessionBackend(SessionBackend):
                 pipe.hset(key, mapping=mapping)
                 pipe.pexpireat(key, _ms(record.expires_at))
                 await pipe.execute()
+            await self.client.zadd(self.live_key, {record.key: record.expires_at})
             if record.user_id is not None:
                 await self._index(record.user_id, record.key, record.absolute_expires_at)
 
@@ -146,12 +154,16 @@ class RedisSessionBackend(SessionBackend):
         for name, value in changed.items():
             args += [DATA_PREFIX + name, json.dumps(value, separators=(",", ":"))]
         async with _available():
-            return bool(await self._update(keys=[self.session_key(key)], args=args))
+            if not await self._update(keys=[self.session_key(key)], args=args):
+                return False
+            await self.client.zadd(self.live_key, {key: expires_at}, xx=True)
+        return True
 
     async def delete(self, key: str) -> bool:
         self.writes += 1
         async with _available():
             user_id = await self._delete(keys=[self.session_key(key)])
+            await self.client.zrem(self.live_key, key)
             if user_id:
                 await self.client.zrem(self.user_key(user_id), key)
         return user_id is not None
@@ -184,15 +196,51 @@ class RedisSessionBackend(SessionBackend):
                     pipe.delete(self.session_key(key))
                 deleted = await pipe.execute()
             await self.client.zrem(index, *keys)
+            await self.client.zrem(self.live_key, *keys)
         return [key for key, count in zip(keys, deleted, strict=True) if count]
 
     async def sweep(self, now: float) -> int:
         return 0  # Redis expires session hashes by their TTL
+
+    async def count(self, now: float) -> int:
+        async with _available():
+            await self.client.zremrangebyscore(self.live_key, "-inf", now)
+            return await self.client.zcard(self.live_key)
+
+    async def publish(self, event: dict[str, Any]) -> None:
+        async with _available():
+            await self.client.publish(self.channel, json.dumps(event))
+
+    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
+        super().subscribe(callback)
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen())
+
+    async def _listen(self) -> None:
+        """Deliver the channel's events; after a lost connection, resubscribe and say so."""
+        connected_before = False
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                if connected_before:
+                    self._deliver({"type": "resync"})  # events may have been missed
+                connected_before = True
+                async for message in pubsub.listen():
+                    self._deliver(json.loads(message["data"]))
+            except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+                log.warning("session events: redis unavailable (%s); retrying", error)
+                await asyncio.sleep(1)
+            finally:
+                await pubsub.aclose()
 
     async def ping(self) -> None:
         async with _available():
             await self.client.ping()
 
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            self._listener = None
         if self.client is not None:
             await self.client.aclose()

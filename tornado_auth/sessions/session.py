@@ -162,7 +162,6 @@ class SessionManager:
         self.backend = backend
         self.lifetime = lifetime
         self.clock = clock
-        self.ended_listeners: list[Callable[[str, str | None], None]] = []
         self._sweeper: asyncio.Task[None] | None = None
 
     async def load(self, token: str) -> Session | None:
@@ -171,7 +170,7 @@ class SessionManager:
         if record is None:
             return None
         if record.expired(self.clock()):
-            await self._end(record.key, record.user_id)
+            await self._end(record.key, record.user_id, "expired")
             return None
         return Session(record, token)
 
@@ -181,7 +180,7 @@ class SessionManager:
         record = session.record
         if session._destroyed:
             if record is not None:
-                await self._end(record.key, record.user_id)
+                await self._end(record.key, record.user_id, "logout")
                 return CookieChange(None)
             return None
         if record is None or session._rotate:
@@ -222,19 +221,21 @@ class SessionManager:
         )
         await self.backend.create(record)
         if old is not None:
-            await self._end(old.key, old.user_id)
+            await self._end(old.key, old.user_id, "regenerated")
         session.record, session.token = record, token
         session._changed, session._removed = {}, set()
         session._rotate = session._login = False
         return CookieChange(token, int(record.expires_at - now))
 
-    async def _end(self, key: str, user_id: str | None) -> None:
-        await self.backend.delete(key)
-        self._notify(key, user_id)
+    async def _end(self, key: str, user_id: str | None, reason: str) -> None:
+        if await self.backend.delete(key):
+            await self._announce([key], user_id, reason)
 
-    def _notify(self, key: str, user_id: str | None) -> None:
-        for listener in self.ended_listeners:
-            listener(key, user_id)
+    async def _announce(self, keys: list[str], user_id: str | None, reason: str) -> None:
+        """Tell every process (open sockets) that these sessions of a user ended."""
+        if keys and user_id is not None:
+            event = {"type": "ended", "keys": keys, "user": user_id, "reason": reason}
+            await self.backend.publish(event)
 
     async def list_user(self, user_id: str) -> list[SessionRecord]:
         """A user's live sessions, newest first."""
@@ -242,16 +243,17 @@ class SessionManager:
         records = [r for r in await self.backend.list_user(user_id) if not r.expired(now)]
         return sorted(records, key=lambda r: r.created_at, reverse=True)
 
-    async def revoke(self, key: str) -> None:
+    async def revoke(self, key: str, reason: str = "revoked") -> None:
         """End one session by its store key."""
         record = await self.backend.load(key)
-        await self._end(key, record.user_id if record else None)
+        await self._end(key, record.user_id if record else None, reason)
 
-    async def revoke_user(self, user_id: str, keep: str | None = None) -> int:
+    async def revoke_user(
+        self, user_id: str, keep: str | None = None, reason: str = "revoked"
+    ) -> int:
         """End every session of a user, except ``keep``; how many ended."""
         removed = await self.backend.delete_user(user_id, keep)
-        for key in removed:
-            self._notify(key, user_id)
+        await self._announce(removed, user_id, reason)
         return len(removed)
 
     def start_sweeper(self, interval: float) -> None:

@@ -119,6 +119,12 @@ class SQLiteSessionBackend(SessionBackend):
         sql = "DELETE FROM sessions WHERE expires_at <= ? OR absolute_expires_at <= ?"
         return await self.db.run(lambda connection: connection.execute(sql, (now, now)).rowcount)
 
+    async def count(self, now: float) -> int:
+        sql = "SELECT COUNT(*) FROM sessions WHERE expires_at > ? AND absolute_expires_at > ?"
+        return await self.db.run(
+            lambda connection: connection.execute(sql, (now, now)).fetchone()[0]
+        )
+
     async def ping(self) -> None:
         await self.db.run(lambda connection: connection.execute("SELECT 1").fetchone())
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from ..mongo import MongoDatabase, available
 from .base import EmailTaken, User, UserStore
@@ -58,7 +58,8 @@ class MongoUserStore(UserStore):
 
     async def page(self, offset: int, limit: int) -> tuple[list[User], int]:
         async with available("user"):
-            cursor = self.users.find({}).sort("created_at", ASCENDING).skip(offset).limit(limit)
+            order = [("created_at", ASCENDING), ("_id", ASCENDING)]  # unique: pages never overlap
+            cursor = self.users.find({}).sort(order).skip(offset).limit(limit)
             docs = await cursor.to_list(None)
             total = await self.users.count_documents({})
         return [_user(doc) for doc in docs], total
@@ -75,6 +76,11 @@ class MongoUserStore(UserStore):
                     return_document=ReturnDocument.AFTER,
                 )
             except DuplicateKeyError:
+                raise EmailTaken(fields.get("email", "")) from None
+            except OperationFailure as error:
+                # FerretDB v1 reports a unique-index violation in an update as code 1.
+                if "UNIQUE constraint failed" not in str(error):
+                    raise
                 raise EmailTaken(fields.get("email", "")) from None
         return _user(doc) if doc else None
 

@@ -1,0 +1,279 @@
+"""The live dashboard socket: tied to its session, closed within a second when it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tornado.testing
+import tornado.websocket
+from tornado.httpclient import HTTPClientError, HTTPRequest
+
+from tornado_auth.users.passwords import hash_password
+from tornado_auth.users.sqlite import SQLiteUserStore
+
+from .conftest import REDIS_URL, Client, Server, Store, require_service, settings_for, start_server
+from .conftest import stop_server as stop
+
+PASSWORD = "correct horse battery"
+SESSION_ENDED = 4001
+
+
+async def open_socket(
+    client: Client, **headers: str
+) -> tornado.websocket.WebSocketClientConnection:
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    url = client.base_url.replace("http://", "ws://") + "/ws/dashboard"
+    request = HTTPRequest(url, headers={"Cookie": cookie, **headers})
+    return await tornado.websocket.websocket_connect(request)
+
+
+async def next_event(socket, kind: str, within: float = 2.0) -> dict:
+    """The next message of this type; skips others (e.g. stats)."""
+    deadline = time.monotonic() + within
+    while True:
+        message = await asyncio.wait_for(socket.read_message(), deadline - time.monotonic())
+        assert message is not None, f"closed ({socket.close_code}) before a {kind} event"
+        event = json.loads(message)
+        if event["type"] == kind:
+            return event
+
+
+async def closed_within(socket, seconds: float) -> tuple[int | None, str | None]:
+    """Wait for the server to close the socket; its close code and reason."""
+    deadline = time.monotonic() + seconds
+    while True:
+        message = await asyncio.wait_for(socket.read_message(), deadline - time.monotonic())
+        if message is None:
+            return socket.close_code, socket.close_reason
+
+
+async def signed_in(server: Server, email: str = "ann@example.com", role: str = "user") -> Client:
+    if await server.services.users.by_email(email) is None:
+        await server.add_user(email, PASSWORD, role)
+    client = server.client()
+    assert (await client.login(email, PASSWORD)).code == 200
+    return client
+
+
+async def test_handshake_without_session_is_401(server):
+    with pytest.raises(HTTPClientError) as refused:
+        await open_socket(server.client())
+    assert refused.value.code == 401
+
+
+async def test_cross_origin_handshake_is_refused(server):
+    client = await signed_in(server)
+    with pytest.raises(HTTPClientError) as refused:
+        await open_socket(client, Origin="https://evil.example")
+    assert refused.value.code == 403
+
+
+async def test_socket_greets_the_user(server):
+    client = await signed_in(server)
+    socket = await open_socket(client)
+    hello = await next_event(socket, "hello")
+    assert hello == {"type": "hello", "email": "ann@example.com", "role": "user"}
+    socket.close()
+
+
+async def test_logout_in_another_tab_closes_the_socket(server):
+    tab = await signed_in(server)
+    socket = await open_socket(tab)
+    await next_event(socket, "hello")
+    other_tab = server.client()
+    other_tab.cookies = dict(tab.cookies)
+    assert (await other_tab.post("/api/logout")).code == 200
+    assert await closed_within(socket, 1.0) == (SESSION_ENDED, "logout")
+
+
+async def test_revocation_from_another_device_closes_the_socket_and_tells_the_user(server):
+    laptop = await signed_in(server)
+    phone = await signed_in(server)
+    laptop_socket = await open_socket(laptop)
+    phone_socket = await open_socket(phone)
+    await next_event(phone_socket, "hello")
+    sessions = (await phone.get("/api/sessions")).body
+    laptop_id = next(s["id"] for s in json.loads(sessions)["sessions"] if not s["current"])
+    assert (await phone.request("DELETE", f"/api/sessions/{laptop_id}")).code == 204
+    assert await closed_within(laptop_socket, 1.0) == (SESSION_ENDED, "revoked")
+    event = await next_event(phone_socket, "sessions_ended", 1.0)
+    assert event["ids"] == [laptop_id]
+    phone_socket.close()
+
+
+async def test_new_sign_in_elsewhere_is_pushed(server):
+    first = await signed_in(server)
+    socket = await open_socket(first)
+    await next_event(socket, "hello")
+    await signed_in(server, user_agent_probe := "ann@example.com")
+    event = await next_event(socket, "signin", 1.0)
+    assert event["ip"] == "127.0.0.1"
+    assert user_agent_probe  # the same account signed in again
+    socket.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [({"role": "admin"}, "role"), ({"disabled": True}, "disabled")],
+)
+async def test_role_change_or_disable_closes_the_socket(server, change, reason):
+    admin = await signed_in(server, "root@example.com", role="admin")
+    user = await signed_in(server)
+    socket = await open_socket(user)
+    await next_event(socket, "hello")
+    target = await server.services.users.by_email("ann@example.com")
+    assert (await admin.request("PATCH", f"/api/admin/users/{target.id}", change)).code == 200
+    assert await closed_within(socket, 1.0) == (SESSION_ENDED, reason)
+
+
+async def test_password_change_closes_the_other_sessions_sockets(server):
+    phone = await signed_in(server)
+    laptop = await signed_in(server)
+    phone_socket = await open_socket(phone)
+    laptop_socket = await open_socket(laptop)
+    await next_event(laptop_socket, "hello")
+    body = {"currentPassword": PASSWORD, "newPassword": "a brand new secret"}
+    assert (await laptop.post("/api/password", body)).code == 200
+    assert await closed_within(phone_socket, 1.0) == (SESSION_ENDED, "password")
+    # this session was regenerated: its socket is told, and the page reconnects with the new cookie
+    assert await closed_within(laptop_socket, 1.0) == (SESSION_ENDED, "regenerated")
+    again = await open_socket(laptop)
+    await next_event(again, "hello")
+    again.close()
+
+
+async def test_idle_expiry_closes_the_socket(store: Store):
+    server = await start_server(settings_for(store, sessions__ttl="1s", sessions__touch_interval=0))
+    try:
+        client = await signed_in(server)
+        socket = await open_socket(client)
+        await next_event(socket, "hello")
+        assert await closed_within(socket, 2.5) == (SESSION_ENDED, "expired")
+        assert (await client.get("/api/dashboard")).code == 401
+    finally:
+        await stop(server)
+
+
+async def test_admin_socket_receives_live_statistics(store: Store):
+    server = await start_server(settings_for(store, live__stats_interval="0.2s"))
+    try:
+        admin = await signed_in(server, "root@example.com", role="admin")
+        await server.client().login("root@example.com", "wrong password")
+        socket = await open_socket(admin)
+        stats = await next_event(socket, "stats", 2.0)
+        assert stats["activeSessions"] == 1
+        assert stats["signInsPerMinute"] == 1
+        assert stats["failedSignInsPerMinute"] == 1
+        assert stats["openSockets"] == 1
+        socket.close()
+        user = await signed_in(server)
+        user_socket = await open_socket(user)
+        await next_event(user_socket, "hello")
+        with pytest.raises(TimeoutError):  # users get no statistics
+            await next_event(user_socket, "stats", 0.6)
+        user_socket.close()
+    finally:
+        await stop(server)
+
+
+# -- several server processes ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    sock, port = tornado.testing.bind_unused_port()
+    sock.close()
+    return port
+
+
+async def spawn(tmp_path: Path, port: int, **env: str) -> asyncio.subprocess.Process:
+    environment = {
+        **os.environ,
+        "TORNADO_AUTH_USERS__URL": f"sqlite:///{tmp_path}/users.db",
+        "TORNADO_AUTH_SECRETS__COOKIE_SECRET": "s" * 40,
+        "TORNADO_AUTH_USERS__DEMO_USERS": "false",
+        "TORNADO_AUTH_LOGGING__ACCESS_LOG": "false",
+        **env,
+    }
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "tornado_auth", "serve", "--port", str(port)),
+        cwd=tmp_path,
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    line = await asyncio.wait_for(process.stdout.readline(), 30)
+    assert b"listening" in line
+    return process
+
+
+async def stop_process(process: asyncio.subprocess.Process) -> int:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(process.wait(), 30)
+
+
+async def add_user(tmp_path: Path) -> None:
+    users = SQLiteUserStore(f"sqlite:///{tmp_path}/users.db")
+    from tornado_auth.users import User, new_user_id
+
+    await users.start()
+    hashed = await hash_password(PASSWORD, 4)
+    await users.add(User(new_user_id(), "ann@example.com", "Ann", "user", hashed, time.time()))
+    await users.close()
+
+
+async def two_processes_revocation(tmp_path: Path, seconds: float, **env: str) -> None:
+    """A socket held by process A closes when process B serves the revocation."""
+    await add_user(tmp_path)
+    ports = free_port(), free_port()
+    processes = [await spawn(tmp_path, port, **env) for port in ports]
+    try:
+        holder = Client(f"http://127.0.0.1:{ports[0]}")
+        assert (await holder.login("ann@example.com", PASSWORD)).code == 200
+        socket = await open_socket(holder)
+        await next_event(socket, "hello")
+        revoker = Client(f"http://127.0.0.1:{ports[1]}")
+        assert (await revoker.login("ann@example.com", PASSWORD)).code == 200
+        assert (await revoker.post("/api/sessions/revoke-others")).code == 200
+        assert await closed_within(socket, seconds) == (SESSION_ENDED, env["expected_reason"])
+    finally:
+        codes = [await stop_process(process) for process in processes]
+    assert codes == [0, 0]
+
+
+async def test_revocation_in_another_process_closes_socket_through_redis(tmp_path):
+    require_service("redis")
+    prefix = f"test:{tmp_path.name}:"
+    env = {"TORNADO_AUTH_SESSIONS__URL": REDIS_URL, "TORNADO_AUTH_SESSIONS__KEY_PREFIX": prefix}
+    await two_processes_revocation(tmp_path, 1.0, **env, expected_reason="revoked")
+
+
+async def test_revocation_in_another_process_with_sqlite_is_caught_by_the_periodic_check(tmp_path):
+    env = {
+        "TORNADO_AUTH_SESSIONS__URL": f"sqlite:///{tmp_path}/sessions.db",
+        "TORNADO_AUTH_LIVE__CHECK_INTERVAL": "0.5s",
+    }
+    await two_processes_revocation(tmp_path, 0.5 + 1.0, **env, expected_reason="ended")
+
+
+async def test_shutdown_closes_sockets_with_going_away(tmp_path):
+    await add_user(tmp_path)
+    port = free_port()
+    env = {"TORNADO_AUTH_SESSIONS__URL": f"sqlite:///{tmp_path}/sessions.db"}
+    process = await spawn(tmp_path, port, **env)
+    try:
+        client = Client(f"http://127.0.0.1:{port}")
+        assert (await client.login("ann@example.com", PASSWORD)).code == 200
+        socket = await open_socket(client)
+        await next_event(socket, "hello")
+        process.send_signal(signal.SIGTERM)
+        code, _ = await closed_within(socket, 5.0)
+        assert code == 1001
+    finally:
+        assert await stop_process(process) == 0

@@ -1,0 +1,212 @@
+"""Live dashboard sockets: closed when their session ends, fed with the user's events.
+
+How a socket learns that its session ended:
+- in this process, and in every process when the session store shares events (Redis pub/sub),
+  at once through the ``ended`` event;
+- with stores that cannot share events (SQLite, MongoDB) across processes, by a check of every
+  open socket's session each ``check_interval`` seconds;
+- at its expiry, by a timer set to the session's idle or absolute expiry, re-armed if activity
+  elsewhere moved it.
+Socket traffic itself does not count as activity: an open tab does not keep a session alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
+
+from .errors import StoreUnavailable
+from .sessions import SessionManager, public_id
+
+log = logging.getLogger("tornado_auth.live")
+
+SESSION_ENDED = 4001  # the close code that tells the page to go to /login
+GOING_AWAY = 1001
+MINUTE = 60.0
+_NEVER = float("inf")
+
+
+class Socket(Protocol):
+    session_key: str
+    user_id: str
+    is_admin: bool
+
+    def send(self, event: dict[str, Any]) -> None: ...
+
+    def end(self, code: int, reason: str) -> None: ...
+
+
+class LiveHub:
+    def __init__(
+        self,
+        sessions: SessionManager,
+        check_interval: float,
+        stats_interval: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sessions = sessions
+        self.check_interval = check_interval
+        self.stats_interval = stats_interval
+        self.clock = clock
+        self.by_key: dict[str, set[Socket]] = {}
+        self.by_user: dict[str, set[Socket]] = {}
+        self.sign_ins: deque[float] = deque()
+        self.failures: deque[float] = deque()
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._expiry: dict[str, float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running: set[asyncio.Future[None]] = set()
+        sessions.backend.subscribe(self._on_event)
+
+    def start(self) -> None:
+        if not self.sessions.backend.shared_events and self.check_interval > 0:
+            self._tasks.append(asyncio.create_task(self._every(self.check_interval, self.check)))
+        if self.stats_interval > 0:
+            self._tasks.append(
+                asyncio.create_task(self._every(self.stats_interval, self.push_stats))
+            )
+
+    @property
+    def open_sockets(self) -> int:
+        return sum(len(sockets) for sockets in self.by_key.values())
+
+    def add(self, socket: Socket, expires_at: float) -> None:
+        self.by_key.setdefault(socket.session_key, set()).add(socket)
+        self.by_user.setdefault(socket.user_id, set()).add(socket)
+        self._arm(socket.session_key, expires_at)
+
+    def remove(self, socket: Socket) -> None:
+        for index, name in ((self.by_key, socket.session_key), (self.by_user, socket.user_id)):
+            sockets = index.get(name)
+            if sockets is not None:
+                sockets.discard(socket)
+                if not sockets:
+                    del index[name]
+        if socket.session_key not in self.by_key:
+            self._expiry.pop(socket.session_key, None)
+            timer = self._timers.pop(socket.session_key, None)
+            if timer is not None:
+                timer.cancel()
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def signed_in(self, user_id: str, ip: str, user_agent: str) -> None:
+        event = {"type": "signin", "user": user_id, "ip": ip, "userAgent": user_agent}
+        await self._publish(event)
+
+    async def sign_in_failed(self) -> None:
+        await self._publish({"type": "signin_failed"})
+
+    async def _publish(self, event: dict[str, Any]) -> None:
+        try:
+            await self.sessions.backend.publish(event)
+        except StoreUnavailable as error:
+            log.warning("live event not published: %s", error)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        now = self.clock()
+        if kind == "ended":
+            self._ended(event["keys"], event["user"], event.get("reason", "ended"))
+        elif kind == "signin":
+            self.sign_ins.append(now)
+            at = {"type": "signin", "at": now, "ip": event["ip"], "userAgent": event["userAgent"]}
+            for socket in list(self.by_user.get(event["user"], ())):
+                socket.send(at)
+        elif kind == "signin_failed":
+            self.failures.append(now)
+        elif kind == "resync":
+            self._spawn(self.check())
+
+    def _ended(self, keys: list[str], user_id: str, reason: str) -> None:
+        for key in keys:
+            for socket in list(self.by_key.get(key, ())):
+                socket.end(SESSION_ENDED, reason)
+        if reason in ("revoked", "password", "expired", "logout"):
+            ids = [public_id(key) for key in keys]
+            for socket in list(self.by_user.get(user_id, ())):
+                socket.send({"type": "sessions_ended", "ids": ids, "reason": reason})
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def _arm(self, key: str, expires_at: float) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._expiry[key] = expires_at
+        delay = max(0.0, expires_at - self.clock())
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(delay, lambda: self._spawn(self.check([key])))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def check(self, keys: list[str] | None = None) -> None:
+        """Close the sockets whose session is gone or expired; re-arm the others' timers."""
+        for key in list(self.by_key) if keys is None else keys:
+            if key not in self.by_key:
+                continue
+            try:
+                record = await self.sessions.backend.load(key)
+            except StoreUnavailable:
+                return  # unknown, not ended: check again later
+            if record is None:  # expired by the store, or ended where events do not reach us
+                reason = "expired" if self.clock() >= self._expiry.get(key, _NEVER) else "ended"
+                self._ended([key], next(iter(self.by_key[key])).user_id, reason)
+            elif record.expired(self.clock()):
+                await self.sessions.revoke(key, reason="expired")  # its event closes the sockets
+            else:
+                self._arm(key, min(record.expires_at, record.absolute_expires_at))
+
+    async def stats(self) -> dict[str, Any]:
+        now = self.clock()
+        for window in (self.sign_ins, self.failures):
+            while window and window[0] < now - MINUTE:
+                window.popleft()
+        try:
+            active: int | None = await self.sessions.backend.count(now)
+        except StoreUnavailable:
+            active = None
+        return {
+            "type": "stats",
+            "activeSessions": active,
+            "signInsPerMinute": len(self.sign_ins),
+            "failedSignInsPerMinute": len(self.failures),
+            "openSockets": self.open_sockets,
+        }
+
+    async def push_stats(self) -> None:
+        admins = [s for sockets in self.by_key.values() for s in sockets if s.is_admin]
+        if admins:
+            stats = await self.stats()
+            for socket in admins:
+                socket.send(stats)
+
+    async def _every(self, interval: float, work: Callable[[], Any]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await work()
+            except Exception:
+                log.exception("live: periodic %s failed", getattr(work, "__name__", "work"))
+
+    def close_all(self) -> None:
+        """Server shutdown: every socket is told to go away (1001)."""
+        for sockets in list(self.by_key.values()):
+            for socket in list(sockets):
+                socket.end(GOING_AWAY, "server shutting down")
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for timer in self._timers.values():
+            timer.cancel()
