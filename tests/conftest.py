@@ -103,7 +103,7 @@ class Store:
             if keys:
                 await client.delete(*keys)
             await client.aclose()
-        elif self.kind == "mongodb":
+        if self.kind in ("redis", "mongodb"):  # users live in MongoDB for both
             client = AsyncMongoClient(MONGO_URL)
             await client.drop_database(self.database)
             await client.close()

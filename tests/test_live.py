@@ -249,9 +249,15 @@ async def two_processes_revocation(tmp_path: Path, seconds: float, **env: str) -
 
 async def test_revocation_in_another_process_closes_socket_through_redis(tmp_path):
     require_service("redis")
-    prefix = f"test:{tmp_path.name}:"
-    env = {"TORNADO_AUTH_SESSIONS__URL": REDIS_URL, "TORNADO_AUTH_SESSIONS__KEY_PREFIX": prefix}
-    await two_processes_revocation(tmp_path, 1.0, **env, expected_reason="revoked")
+    place = Store("redis", tmp_path)
+    env = {
+        "TORNADO_AUTH_SESSIONS__URL": REDIS_URL,
+        "TORNADO_AUTH_SESSIONS__KEY_PREFIX": place.prefix,
+    }
+    try:
+        await two_processes_revocation(tmp_path, 1.0, **env, expected_reason="revoked")
+    finally:
+        await place.cleanup()
 
 
 async def test_revocation_in_another_process_with_sqlite_is_caught_by_the_periodic_check(tmp_path):
