@@ -30,6 +30,6 @@ def routes() -> list[tuple[str, Any]]:
         (r"/healthz", api.HealthHandler),
         (r"/readyz", api.ReadyHandler),
         (r"/ws/dashboard", ws.DashboardSocket),
-        (r"/", pages.RootHandler),
         (r"/api/.*", api.NotFoundHandler),
+        *pages.page_routes(),
     ]

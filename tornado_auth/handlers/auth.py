@@ -19,11 +19,9 @@ class LoginHandler(ApiHandler):
         email = text_field(body, "email", 254)
         password = text_field(body, "password", MAX_LENGTH)
         remember_me = bool_field(body, "rememberMe") or False
-        user = await self.services.accounts.authenticate(email, password)
+        user = await self.log_in(email, password, remember_me)
         if user is None:
-            await self.services.live.sign_in_failed()
             raise ApiError(401, "Invalid credentials")
-        await self.sign_in(user.id, user.email, user.role, remember_me)
         self.send_json({"message": "Logged in successfully", "user": summary(user)})
 
 

@@ -17,6 +17,7 @@ from tornado.iostream import StreamClosedError
 
 from ..errors import StoreUnavailable
 from ..sessions import CookieChange, Session
+from ..users import User
 
 if TYPE_CHECKING:
     from ..app import Services
@@ -146,6 +147,15 @@ class BaseHandler(tornado.web.RequestHandler):
         if self._session is None:
             self._session = Session()
         return self._session
+
+    async def log_in(self, email: str, password: str, remember_me: bool) -> User | None:
+        """Check credentials and sign in; None (and a failed sign-in event) when they are wrong."""
+        user = await self.services.accounts.authenticate(email, password)
+        if user is None:
+            await self.services.live.sign_in_failed()
+            return None
+        await self.sign_in(user.id, user.email, user.role, remember_me)
+        return user
 
     async def sign_in(self, user_id: str, email: str, role: str, remember_me: bool) -> None:
         """Bind this request's session to a user under a new token; tell their open dashboards."""

@@ -1,10 +1,54 @@
-"""Browser pages."""
+"""Browser pages: forms with XSRF tokens, redirects to /login for anonymous visitors."""
 
 from __future__ import annotations
 
+import math
+import urllib.parse
+from datetime import UTC, datetime
+from typing import Any
+
 import tornado.web
 
-from .base import BaseHandler
+from ..sessions import public_id
+from ..users import ROLES, EmailTaken, email_problem
+from ..users.passwords import MAX_LENGTH, password_problem
+from .api import describe
+from .base import BaseHandler, admin_required, authenticated
+
+PER_PAGE = 25
+ENDED = {
+    "logout": "You signed out in another tab.",
+    "revoked": "That session was revoked.",
+    "password": "Your password was changed. Please sign in again.",
+    "disabled": "Your account was disabled.",
+    "role": "Your role was changed. Please sign in again.",
+    "expired": "Your session expired. Please sign in again.",
+    "ended": "Your session ended. Please sign in again.",
+}
+
+
+def safe_next(value: str | None) -> str:
+    """A same-site relative path to go to after sign-in; anything else becomes /dashboard."""
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return "/dashboard"
+    parts = urllib.parse.urlsplit(value)
+    if parts.scheme or parts.netloc or any(ord(c) < 32 or c == "\\" for c in value):
+        return "/dashboard"
+    return value
+
+
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
+def human(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+class PageHandler(BaseHandler):
+    def form(self, name: str, max_length: int) -> str:
+        value = self.get_body_argument(name, "")
+        return value[:max_length]
 
 
 class RootHandler(BaseHandler):
@@ -14,8 +58,149 @@ class RootHandler(BaseHandler):
         self.redirect("/dashboard")
 
 
+class LoginPage(PageHandler):
+    def get(self) -> None:
+        if self.current_user:
+            self.redirect(safe_next(self.get_query_argument("next", None)))
+            return
+        notice = ENDED.get(self.get_query_argument("ended", ""), "")
+        self.show(notice=notice)
+
+    def show(self, error: str = "", email: str = "", notice: str = "") -> None:
+        next_url = safe_next(self.get_argument("next", None))
+        self.render("login.html", error=error, email=email, notice=notice, next_url=next_url)
+
+    async def post(self) -> None:
+        email = self.form("email", 254)
+        password = self.form("password", MAX_LENGTH)
+        remember_me = self.get_body_argument("rememberMe", "") == "1"
+        if not email or not password:
+            self.set_status(400)
+            self.show("Enter your email and password.", email)
+        elif await self.log_in(email, password, remember_me) is None:
+            self.set_status(401)
+            self.show("Invalid email or password.", email)
+        else:
+            self.redirect(safe_next(self.get_body_argument("next", None)))
+
+
+class RegisterPage(PageHandler):
+    def get(self) -> None:
+        self.render("register.html", error="", email="", name="")
+
+    async def post(self) -> None:
+        name = self.form("name", 100).strip()
+        email = self.form("email", 254)
+        password = self.get_body_argument("password", "")
+        problem = email_problem(email) or password_problem(password)
+        if not name:
+            problem = "Enter your name."
+        if problem:
+            self.set_status(400)
+            self.render("register.html", error=problem.capitalize() + ".", email=email, name=name)
+            return
+        try:
+            user = await self.services.accounts.register(email, name, password)
+        except EmailTaken:
+            self.set_status(409)
+            error = "That email is already registered."
+            self.render("register.html", error=error, email=email, name=name)
+            return
+        await self.sign_in(user.id, user.email, user.role, remember_me=False)
+        self.redirect("/dashboard")
+
+
+class LogoutPage(PageHandler):
+    def post(self) -> None:
+        self.sign_out()
+        self.redirect("/login")
+
+
+class DashboardPage(PageHandler):
+    @authenticated
+    async def get(self) -> None:
+        user = await self.services.users.get(self.current_user.id)
+        if user is None:
+            self.sign_out()
+            self.redirect("/login")
+            return
+        self.render("dashboard.html", user=user)
+
+
+class SessionsPage(PageHandler):
+    @authenticated
+    async def get(self) -> None:
+        records = await self.services.sessions.list_user(self.current_user.id)
+        sessions = [describe(record, self.session.key) for record in records]
+        self.render("sessions.html", sessions=sessions, iso=iso, human=human)
+
+
+class RevokeSessionPage(PageHandler):
+    @authenticated
+    async def post(self, session_id: str) -> None:
+        sessions = self.services.sessions
+        for record in await sessions.list_user(self.current_user.id):
+            if public_id(record.key) == session_id:
+                if record.key == self.session.key:
+                    self.sign_out()
+                    self.redirect("/login")
+                    return
+                await sessions.revoke(record.key)
+        self.redirect("/sessions")
+
+
+class RevokeOthersPage(PageHandler):
+    @authenticated
+    async def post(self) -> None:
+        await self.services.sessions.revoke_user(self.current_user.id, keep=self.session.key)
+        self.redirect("/sessions")
+
+
+class AdminPage(PageHandler):
+    @admin_required
+    async def get(self) -> None:
+        text = self.get_query_argument("page", "1")
+        page = int(text) if text.isdigit() and 0 < int(text) < 10**6 else 1
+        users, total = await self.services.users.page((page - 1) * PER_PAGE, PER_PAGE)
+        pages = max(1, math.ceil(total / PER_PAGE))
+        self.render("admin.html", users=users, total=total, page=page, pages=pages, roles=ROLES)
+
+
+class AdminUserPage(PageHandler):
+    @admin_required
+    async def post(self, user_id: str) -> None:
+        accounts, action = self.services.accounts, self.get_body_argument("action", "")
+        if await self.services.users.get(user_id) is None:
+            raise tornado.web.HTTPError(404)
+        if action == "role" and self.get_body_argument("role", "") in ROLES:
+            await accounts.set_role(user_id, self.get_body_argument("role"))
+        elif action in ("disable", "enable"):
+            await accounts.set_disabled(user_id, action == "disable")
+        elif action == "revoke":
+            await self.services.sessions.revoke_user(user_id)
+        else:
+            raise tornado.web.HTTPError(400)
+        self.redirect("/admin")
+
+
 class PageNotFoundHandler(BaseHandler):
     uses_session = False
 
     def prepare(self) -> None:
         raise tornado.web.HTTPError(404)
+
+
+def page_routes() -> list[tuple[str, Any]]:
+    session_id = r"([0-9a-f]{32})"
+    return [
+        (r"/", RootHandler),
+        (r"/login", LoginPage),
+        (r"/register", RegisterPage),
+        (r"/logout", LogoutPage),
+        (r"/dashboard", DashboardPage),
+        (r"/sessions", SessionsPage),
+        (rf"/sessions/{session_id}/revoke", RevokeSessionPage),
+        (r"/sessions/revoke-others", RevokeOthersPage),
+        (r"/admin", AdminPage),
+        (r"/admin/users/([A-Za-z0-9_-]{1,64})", AdminUserPage),
+    ]
