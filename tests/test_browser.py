@@ -1,0 +1,114 @@
+"""A real browser (Debian's headless Chromium, driven by Playwright) against the running app."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import Server, Store, require_service, settings_for, start_server, stop_server
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+async def browser():
+    if not shutil.which(CHROMIUM):
+        message = f"chromium is not installed at {CHROMIUM}: scripts/test installs it"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[Server]:
+    """Redis sessions and MongoDB users: the production pairing."""
+    require_service("redis")
+    require_service("mongodb")
+    place = Store("redis", tmp_path)
+    server = await start_server(settings_for(place))
+    yield server
+    await stop_server(server)
+    await place.cleanup()
+
+
+async def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+async def sign_in(page, base_url: str, email: str) -> None:
+    await page.goto(f"{base_url}/dashboard")
+    assert "/login?next=/dashboard" in page.url
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(f"{base_url}/dashboard")
+
+
+async def test_sign_in_see_live_status_and_get_signed_out_by_another_device(app, browser):
+    await app.add_user("ann@example.com", PASSWORD, name="Ann")
+    await app.add_user("root@example.com", PASSWORD, role="admin", name="Root")
+
+    first = await browser.new_context()
+    page = await first.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    await page.goto(f"{app.base_url}/login")
+    await shot(page, "login")
+    await sign_in(page, app.base_url, "ann@example.com")
+    status = page.locator("#live-status")
+    await status.and_(page.locator("[data-state=open]")).wait_for(timeout=5000)
+    assert "connected" in (await status.text_content())
+    await shot(page, "dashboard")
+
+    second = await browser.new_context()
+    other = await second.new_page()
+    await sign_in(other, app.base_url, "ann@example.com")
+    await page.locator("#events li", has_text="New sign-in").wait_for(timeout=5000)
+    await other.goto(f"{app.base_url}/sessions")
+    await shot(other, "sessions")
+    row = other.locator("tr", has_not_text="this device").filter(has=other.locator("form"))
+    await row.get_by_role("button", name="Revoke").click()
+    await other.wait_for_url(f"{app.base_url}/sessions")
+
+    await page.wait_for_url(f"{app.base_url}/login?ended=revoked", timeout=5000)
+    assert await page.get_by_text("That session was revoked.").is_visible()
+    await shot(page, "signed-out")
+    assert not [e for e in errors if "Content Security Policy" in e]
+
+    admin_context = await browser.new_context()
+    admin = await admin_context.new_page()
+    await sign_in(admin, app.base_url, "root@example.com")
+    await admin.goto(f"{app.base_url}/admin")
+    digits = re.compile(r"^\d+$")
+    await admin.locator('[data-stat="openSockets"]').filter(has_text=digits).wait_for(timeout=10000)
+    assert int(await admin.locator('[data-stat="activeSessions"]').text_content()) >= 2
+    await shot(admin, "admin")
+    await admin.goto(f"{app.base_url}/register")
+    await shot(admin, "register")
+    for context in (first, second, admin_context):
+        await context.close()
