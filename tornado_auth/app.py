@@ -13,10 +13,12 @@ import tornado.web
 
 from . import handlers
 from .accounts import Accounts
+from .audit import Audit
 from .errors import StoreUnavailable
 from .live import LiveHub
 from .sessions import Lifetime, SessionManager, backend_for_url
 from .settings import Settings, SettingsError
+from .throttle import Limits, LoginThrottle
 from .users import UserStore, store_for_url
 
 log = logging.getLogger("tornado_auth")
@@ -30,6 +32,9 @@ class Services:
     users: UserStore
     accounts: Accounts
     live: LiveHub
+    throttle: LoginThrottle
+    audit: Audit
+    cookie_secret: str | dict[int, str]
 
     async def close(self) -> None:
         await self.live.close()
@@ -87,7 +92,16 @@ async def start_services(settings: Settings) -> Services:
     accounts = Accounts(users, sessions, settings["users.bcrypt_rounds"])
     live = LiveHub(sessions, settings["live.check_interval"], settings["live.stats_interval"])
     live.start()
-    return Services(settings, sessions, users, accounts, live)
+    limits = Limits(
+        account_ip_failures=settings["throttle.account_ip_failures"],
+        ip_failures=settings["throttle.ip_failures"],
+        window=settings["throttle.window"],
+    )
+    secret = cookie_secret(settings)
+    current = secret[settings["secrets.key_version"]] if isinstance(secret, dict) else secret
+    audit = Audit(users, current.encode())
+    throttle = LoginThrottle(backend, limits)
+    return Services(settings, sessions, users, accounts, live, throttle, audit, secret)
 
 
 def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
@@ -95,7 +109,7 @@ def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
     longest = max(settings["sessions.remember_me_ttl"], settings["sessions.ttl"])
     app_settings: dict[str, Any] = {
         "services": services,
-        "cookie_secret": cookie_secret(settings),
+        "cookie_secret": services.cookie_secret,
         "key_version": settings["secrets.key_version"],
         "session_cookie": ("__Host-" if settings.production else "")
         + settings["sessions.cookie_name"],

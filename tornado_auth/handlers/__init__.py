@@ -25,6 +25,7 @@ def routes() -> list[tuple[str, Any]]:
         (r"/api/admin/users", admin.AdminUsersHandler),
         (rf"/api/admin/users/{ID}", admin.AdminUserHandler),
         (rf"/api/admin/users/{ID}/sessions", admin.AdminUserSessionsHandler),
+        (r"/api/admin/audit", admin.AdminAuditHandler),
         (r"/api/set-cookie", api.SetCookieHandler),
         (r"/api/get-cookie", api.GetCookieHandler),
         (r"/healthz", api.HealthHandler),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..users import ROLES
+from . import actions
 from .base import ApiError, ApiHandler, admin_required, bool_field, text_field
 
 MAX_PER_PAGE = 200
@@ -45,20 +46,26 @@ class AdminUserHandler(ApiHandler):
             raise ApiError(400, "role or disabled is required")
         if role is not None and role not in ROLES:
             raise ApiError(400, f"role must be one of {', '.join(ROLES)}")
-        accounts = self.services.accounts
         user = await self.services.users.get(user_id)
         if user is None:
             raise ApiError(404, "User not found")
-        if role is not None and role != user.role:
-            user = await accounts.set_role(user_id, role)
-        if disabled is not None and disabled != user.disabled:
-            user = await accounts.set_disabled(user_id, disabled)
-        self.send_json(user.public())
+        self.send_json((await actions.change_user(self, user, role, disabled)).public())
 
 
 class AdminUserSessionsHandler(ApiHandler):
     @admin_required
     async def delete(self, user_id: str) -> None:
-        if await self.services.users.get(user_id) is None:
+        user = await self.services.users.get(user_id)
+        if user is None:
             raise ApiError(404, "User not found")
-        self.send_json({"revoked": await self.services.sessions.revoke_user(user_id)})
+        self.send_json({"revoked": await actions.revoke_user_sessions(self, user)})
+
+
+class AdminAuditHandler(AdminUsersHandler):
+    @admin_required
+    async def get(self) -> None:
+        page = self._int_argument("page", 1, 1, 10**6)
+        per_page = self._int_argument("perPage", 50, 1, MAX_PER_PAGE)
+        entries, total = await self.services.audit.page((page - 1) * per_page, per_page)
+        entries = [entry.public() for entry in entries]
+        self.send_json({"entries": entries, "total": total, "page": page, "perPage": per_page})

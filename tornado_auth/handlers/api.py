@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..sessions import SessionRecord, public_id
+from . import actions
 from .base import ApiError, ApiHandler, authenticated
 
 
@@ -44,26 +45,16 @@ class SessionsHandler(ApiHandler):
 class SessionHandler(ApiHandler):
     @authenticated
     async def delete(self, session_id: str) -> None:
-        sessions = self.services.sessions
-        for record in await sessions.list_user(self.current_user.id):
-            if public_id(record.key) == session_id:
-                if record.key == self.session.key:
-                    self.sign_out()
-                else:
-                    await sessions.revoke(record.key)
-                self.set_status(204)
-                self.finish()
-                return
-        raise ApiError(404, "Session not found")
+        if not await actions.revoke_own_session(self, session_id):
+            raise ApiError(404, "Session not found")
+        self.set_status(204)
+        self.finish()
 
 
 class RevokeOthersHandler(ApiHandler):
     @authenticated
     async def post(self) -> None:
-        revoked = await self.services.sessions.revoke_user(
-            self.current_user.id, keep=self.session.key
-        )
-        self.send_json({"revoked": revoked})
+        self.send_json({"revoked": await actions.revoke_other_sessions(self)})
 
 
 class SetCookieHandler(ApiHandler):

@@ -26,8 +26,8 @@ class LoginHandler(ApiHandler):
 
 
 class LogoutHandler(ApiHandler):
-    def post(self) -> None:
-        self.sign_out()
+    async def post(self) -> None:
+        await self.sign_out()
         self.send_json({"message": "Logged out successfully"})
 
 
@@ -65,4 +65,6 @@ class PasswordHandler(ApiHandler):
         sessions = self.services.sessions
         revoked = await sessions.revoke_user(user.id, keep=self.session.key, reason="password")
         self.session.regenerate()
+        key = self.session.next_key
+        await self.audit("password_changed", user.id, user.email, key, revoked=revoked)
         self.send_json({"message": "Password changed", "revokedSessions": revoked})

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import tornado.web
 from tornado.iostream import StreamClosedError
 
+from ..audit import AuditEntry
 from ..errors import StoreUnavailable
 from ..sessions import CookieChange, Session
 from ..users import User
@@ -57,9 +58,10 @@ class InFlight:
 class ApiError(tornado.web.HTTPError):
     """An error whose message the client sees as ``{"error": message}``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(status, message)
         self.message = message
+        self.retry_after = retry_after
 
 
 class SessionUser:
@@ -149,13 +151,43 @@ class BaseHandler(tornado.web.RequestHandler):
         return self._session
 
     async def log_in(self, email: str, password: str, remember_me: bool) -> User | None:
-        """Check credentials and sign in; None (and a failed sign-in event) when they are wrong."""
-        user = await self.services.accounts.authenticate(email, password)
+        """Check credentials and sign in; None when they are wrong, 429 when throttled."""
+        services, ip = self.services, self.request.remote_ip or ""
+        retry_after = await services.throttle.retry_after(email, ip)
+        if retry_after is not None:
+            await self.audit("signin_throttled", email=email)
+            raise ApiError(429, "Too many failed sign-ins; try again later", retry_after)
+        user = await services.accounts.authenticate(email, password)
         if user is None:
-            await self.services.live.sign_in_failed()
+            await services.throttle.failed(email, ip)
+            await services.live.sign_in_failed()
+            await self.audit("signin_failed", email=email)
             return None
+        await services.throttle.succeeded(email, ip)
         await self.sign_in(user.id, user.email, user.role, remember_me)
+        await self.audit("signin", user.id, user.email, self.session.next_key)
         return user
+
+    async def audit(
+        self,
+        event: str,
+        user_id: str | None = None,
+        email: str | None = None,
+        session_key: str | None = None,
+        **detail: Any,
+    ) -> None:
+        """Record an event with this request's address and agent; the session only as a hash."""
+        audit = self.services.audit
+        entry = AuditEntry(
+            event,
+            user_id=user_id,
+            email=email,
+            ip=self.request.remote_ip or "",
+            user_agent=self.request.headers.get("User-Agent", "")[:256],
+            session=audit.session_hash(session_key),
+            detail=detail,
+        )
+        await audit.record(entry)
 
     async def sign_in(self, user_id: str, email: str, role: str, remember_me: bool) -> None:
         """Bind this request's session to a user under a new token; tell their open dashboards."""
@@ -168,7 +200,11 @@ class BaseHandler(tornado.web.RequestHandler):
         self.current_user = SessionUser(user_id, email, role)
         await self.services.live.signed_in(user_id, session.ip, session.user_agent)
 
-    def sign_out(self) -> None:
+    async def sign_out(self) -> None:
+        if self.current_user is not None:
+            await self.audit(
+                "logout", self.current_user.id, self.current_user.email, self.session.key
+            )
         self.session.destroy()
         self.current_user = None
 
@@ -263,6 +299,8 @@ class BaseHandler(tornado.web.RequestHandler):
             message = error.public_message
         elif isinstance(error, ApiError):
             message = error.message
+            if error.retry_after is not None:
+                self.set_header("Retry-After", str(error.retry_after))
         elif isinstance(error, tornado.web.HTTPError) and status_code == 403 and error.log_message:
             message = "Cross-site request refused"
         else:

@@ -9,9 +9,9 @@ from typing import Any
 
 import tornado.web
 
-from ..sessions import public_id
 from ..users import ROLES, EmailTaken, email_problem
 from ..users.passwords import MAX_LENGTH, password_problem
+from . import actions
 from .api import describe
 from .base import BaseHandler, admin_required, authenticated
 
@@ -111,8 +111,8 @@ class RegisterPage(PageHandler):
 
 
 class LogoutPage(PageHandler):
-    def post(self) -> None:
-        self.sign_out()
+    async def post(self) -> None:
+        await self.sign_out()
         self.redirect("/login")
 
 
@@ -121,7 +121,7 @@ class DashboardPage(PageHandler):
     async def get(self) -> None:
         user = await self.services.users.get(self.current_user.id)
         if user is None:
-            self.sign_out()
+            await self.sign_out()
             self.redirect("/login")
             return
         self.render("dashboard.html", user=user)
@@ -138,21 +138,14 @@ class SessionsPage(PageHandler):
 class RevokeSessionPage(PageHandler):
     @authenticated
     async def post(self, session_id: str) -> None:
-        sessions = self.services.sessions
-        for record in await sessions.list_user(self.current_user.id):
-            if public_id(record.key) == session_id:
-                if record.key == self.session.key:
-                    self.sign_out()
-                    self.redirect("/login")
-                    return
-                await sessions.revoke(record.key)
-        self.redirect("/sessions")
+        await actions.revoke_own_session(self, session_id)
+        self.redirect("/sessions" if self.current_user else "/login")
 
 
 class RevokeOthersPage(PageHandler):
     @authenticated
     async def post(self) -> None:
-        await self.services.sessions.revoke_user(self.current_user.id, keep=self.session.key)
+        await actions.revoke_other_sessions(self)
         self.redirect("/sessions")
 
 
@@ -169,15 +162,16 @@ class AdminPage(PageHandler):
 class AdminUserPage(PageHandler):
     @admin_required
     async def post(self, user_id: str) -> None:
-        accounts, action = self.services.accounts, self.get_body_argument("action", "")
-        if await self.services.users.get(user_id) is None:
+        action, role = self.get_body_argument("action", ""), self.get_body_argument("role", "")
+        user = await self.services.users.get(user_id)
+        if user is None:
             raise tornado.web.HTTPError(404)
-        if action == "role" and self.get_body_argument("role", "") in ROLES:
-            await accounts.set_role(user_id, self.get_body_argument("role"))
+        if action == "role" and role in ROLES:
+            await actions.change_user(self, user, role, None)
         elif action in ("disable", "enable"):
-            await accounts.set_disabled(user_id, action == "disable")
+            await actions.change_user(self, user, None, action == "disable")
         elif action == "revoke":
-            await self.services.sessions.revoke_user(user_id)
+            await actions.revoke_user_sessions(self, user)
         else:
             raise tornado.web.HTTPError(400)
         self.redirect("/admin")

@@ -99,6 +99,20 @@ class SessionBackend(ABC):
     async def count(self, now: float) -> int:
         """How many sessions are live."""
 
+    # -- counters in fixed windows, for throttling ------------------------------------------------
+
+    @abstractmethod
+    async def hit(self, name: str, window: float, now: float) -> tuple[int, float]:
+        """Count one event under ``name`` in a window of ``window`` seconds: (count, window end)."""
+
+    @abstractmethod
+    async def peek(self, name: str, now: float) -> tuple[int, float]:
+        """The count and window end under ``name``; (0, now) when no window is open."""
+
+    @abstractmethod
+    async def clear(self, name: str) -> None:
+        """Forget the counter ``name``."""
+
     def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
         """Receive every published event (a session ended, a sign-in)."""
         self._subscribers.append(callback)

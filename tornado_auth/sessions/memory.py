@@ -20,6 +20,7 @@ class MemorySessionBackend(SessionBackend):
         super().__init__()
         self._records: dict[str, SessionRecord] = {}
         self._users: dict[str, set[str]] = {}
+        self._counters: dict[str, tuple[int, float]] = {}
 
     async def load(self, key: str) -> SessionRecord | None:
         record = self._records.get(key)
@@ -66,10 +67,24 @@ class MemorySessionBackend(SessionBackend):
         expired = [key for key, record in self._records.items() if record.expired(now)]
         for key in expired:
             await self.delete(key)
+        for name in [name for name, (_, ends) in self._counters.items() if ends <= now]:
+            del self._counters[name]
         return len(expired)
 
     async def count(self, now: float) -> int:
         return sum(not record.expired(now) for record in self._records.values())
+
+    async def hit(self, name: str, window: float, now: float) -> tuple[int, float]:
+        count, ends = await self.peek(name, now)
+        self._counters[name] = (count + 1, ends if count else now + window)
+        return self._counters[name]
+
+    async def peek(self, name: str, now: float) -> tuple[int, float]:
+        count, ends = self._counters.get(name, (0, now))
+        return (count, ends) if ends > now else (0, now)
+
+    async def clear(self, name: str) -> None:
+        self._counters.pop(name, None)
 
     async def ping(self) -> None:
         return None

@@ -6,7 +6,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure
 
@@ -134,12 +134,38 @@ class MongoSessionBackend(SessionBackend):
         query = {"$or": [{"expires": {"$lte": now}}, {"absolute_expires_at": {"$lte": now}}]}
         async with available("session"):
             result = await self.sessions.delete_many(query)
+            await self.counters.delete_many({"ends_at": {"$lte": now}})
         return result.deleted_count
 
     async def count(self, now: float) -> int:
         query = {"expires": {"$gt": now}, "absolute_expires_at": {"$gt": now}}
         async with available("session"):
             return await self.sessions.count_documents(query)
+
+    @property
+    def counters(self) -> AsyncCollection:
+        return self.mongo.db[f"{self.collection_name}_counters"]
+
+    async def hit(self, name: str, window: float, now: float) -> tuple[int, float]:
+        async with available("session"):
+            doc = await self.counters.find_one_and_update(
+                {"_id": name, "ends_at": {"$gt": now}},
+                {"$inc": {"count": 1}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is None:  # no open window: start one
+                doc = {"_id": name, "count": 1, "ends_at": now + window}
+                await self.counters.replace_one({"_id": name}, doc, upsert=True)
+        return doc["count"], doc["ends_at"]
+
+    async def peek(self, name: str, now: float) -> tuple[int, float]:
+        async with available("session"):
+            doc = await self.counters.find_one({"_id": name, "ends_at": {"$gt": now}})
+        return (doc["count"], doc["ends_at"]) if doc else (0, now)
+
+    async def clear(self, name: str) -> None:
+        async with available("session"):
+            await self.counters.delete_one({"_id": name})
 
     async def ping(self) -> None:
         await self.mongo.ping()

@@ -207,6 +207,30 @@ class RedisSessionBackend(SessionBackend):
             await self.client.zremrangebyscore(self.live_key, "-inf", now)
             return await self.client.zcard(self.live_key)
 
+    def counter_key(self, name: str) -> str:
+        return f"{self.prefix}c:{name}"
+
+    async def hit(self, name: str, window: float, now: float) -> tuple[int, float]:
+        key = self.counter_key(name)
+        async with _available(), self.client.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.pexpire(key, _ms(window), nx=True)
+            pipe.pttl(key)
+            count, _, ttl = await pipe.execute()
+        return count, now + max(ttl, 0) / 1000
+
+    async def peek(self, name: str, now: float) -> tuple[int, float]:
+        key = self.counter_key(name)
+        async with _available(), self.client.pipeline(transaction=True) as pipe:
+            pipe.get(key)
+            pipe.pttl(key)
+            count, ttl = await pipe.execute()
+        return (int(count), now + ttl / 1000) if count and ttl > 0 else (0, now)
+
+    async def clear(self, name: str) -> None:
+        async with _available():
+            await self.client.delete(self.counter_key(name))
+
     async def publish(self, event: dict[str, Any]) -> None:
         async with _available():
             await self.client.publish(self.channel, json.dumps(event))

@@ -60,6 +60,7 @@ class Session:
         "_data",
         "_destroyed",
         "_login",
+        "_next_token",
         "_removed",
         "_rotate",
         "_ttl",
@@ -80,6 +81,7 @@ class Session:
         self._ttl: float | None = None
         self._login = False
         self._rotate = False
+        self._next_token: str | None = None
         self._destroyed = False
         self.ip = ""
         self.user_agent = ""
@@ -126,7 +128,7 @@ class Session:
         self._user_id = user_id
         self._ttl = ttl
         self._login = True
-        self._rotate = True
+        self.regenerate()
         self._destroyed = False
         for name, value in data.items():
             self[name] = value
@@ -135,6 +137,12 @@ class Session:
     def regenerate(self) -> None:
         """Move the data to a new token at commit; the old token stops working."""
         self._rotate = True
+        self._next_token = new_token()
+
+    @property
+    def next_key(self) -> str | None:
+        """The store key this session will have after commit (for audit entries)."""
+        return token_key(self._next_token) if self._next_token else self.key
 
     def destroy(self) -> None:
         """End the session: the record is deleted and the cookie cleared at commit."""
@@ -206,7 +214,7 @@ class SessionManager:
         ttl = session._ttl or (old.ttl if old else self.lifetime.ttl)
         keep_start = old is not None and not session._login
         absolute = old.absolute_expires_at if keep_start else now + self.lifetime.absolute_ttl
-        token = new_token()
+        token = session._next_token or new_token()
         record = SessionRecord(
             key=token_key(token),
             created_at=old.created_at if keep_start else now,
@@ -225,6 +233,7 @@ class SessionManager:
         session.record, session.token = record, token
         session._changed, session._removed = {}, set()
         session._rotate = session._login = False
+        session._next_token = None
         return CookieChange(token, int(record.expires_at - now))
 
     async def _end(self, key: str, user_id: str | None, reason: str) -> None:

@@ -24,6 +24,11 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_user_id ON sessions (user_id);
 CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    ends_at REAL NOT NULL
+);
 """
 COLUMNS = (
     "key, user_id, created_at, last_seen_at, expires_at, absolute_expires_at, ttl, ip, "
@@ -116,14 +121,38 @@ class SQLiteSessionBackend(SessionBackend):
         return await self.db.transaction(delete_all)
 
     async def sweep(self, now: float) -> int:
-        sql = "DELETE FROM sessions WHERE expires_at <= ? OR absolute_expires_at <= ?"
-        return await self.db.run(lambda connection: connection.execute(sql, (now, now)).rowcount)
+        def remove(connection: sqlite3.Connection) -> int:
+            connection.execute("DELETE FROM counters WHERE ends_at <= ?", (now,))
+            sql = "DELETE FROM sessions WHERE expires_at <= ? OR absolute_expires_at <= ?"
+            return connection.execute(sql, (now, now)).rowcount
+
+        return await self.db.run(remove)
 
     async def count(self, now: float) -> int:
         sql = "SELECT COUNT(*) FROM sessions WHERE expires_at > ? AND absolute_expires_at > ?"
         return await self.db.run(
             lambda connection: connection.execute(sql, (now, now)).fetchone()[0]
         )
+
+    async def hit(self, name: str, window: float, now: float) -> tuple[int, float]:
+        def count(connection: sqlite3.Connection) -> tuple[int, float]:
+            sql = "SELECT count, ends_at FROM counters WHERE name = ? AND ends_at > ?"
+            row = connection.execute(sql, (name, now)).fetchone()
+            counted = (row[0] + 1, row[1]) if row else (1, now + window)
+            sql = "INSERT OR REPLACE INTO counters (name, count, ends_at) VALUES (?, ?, ?)"
+            connection.execute(sql, (name, *counted))
+            return counted
+
+        return await self.db.transaction(count)
+
+    async def peek(self, name: str, now: float) -> tuple[int, float]:
+        sql = "SELECT count, ends_at FROM counters WHERE name = ? AND ends_at > ?"
+        row = await self.db.run(lambda connection: connection.execute(sql, (name, now)).fetchone())
+        return (row[0], row[1]) if row else (0, now)
+
+    async def clear(self, name: str) -> None:
+        sql = "DELETE FROM counters WHERE name = ?"
+        await self.db.run(lambda connection: connection.execute(sql, (name,)))
 
     async def ping(self) -> None:
         await self.db.run(lambda connection: connection.execute("SELECT 1").fetchone())

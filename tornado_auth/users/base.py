@@ -9,6 +9,7 @@ from typing import Any
 
 from bson import ObjectId
 
+from ..audit import AuditEntry
 from ..errors import StoreUnavailable
 
 __all__ = ["ROLES", "EmailTaken", "StoreUnavailable", "User", "UserStore", "new_user_id"]
@@ -88,6 +89,14 @@ class UserStore(ABC):
     @abstractmethod
     async def set(self, user_id: str, **fields: Any) -> User | None:
         """Change named fields; the updated user, or None if there is none."""
+
+    @abstractmethod
+    async def record(self, entry: AuditEntry) -> None:
+        """Append one audit entry."""
+
+    @abstractmethod
+    async def audit_page(self, offset: int, limit: int) -> tuple[list[AuditEntry], int]:
+        """Audit entries, newest first, and the total count."""
 
     @abstractmethod
     async def ping(self) -> None: ...

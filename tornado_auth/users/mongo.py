@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
+from ..audit import AuditEntry
 from ..mongo import MongoDatabase, available
 from .base import EmailTaken, User, UserStore
 
@@ -37,6 +38,7 @@ class MongoUserStore(UserStore):
         async with available("user"):
             await self.users.create_index([("email", ASCENDING)], unique=True)
             await self.users.create_index([("created_at", ASCENDING)])
+            await self.audit.create_index([("at", DESCENDING)])
 
     async def add(self, user: User) -> None:
         doc = {"_id": user.id, **{name: getattr(user, name) for name in FIELDS}}
@@ -83,6 +85,22 @@ class MongoUserStore(UserStore):
                     raise
                 raise EmailTaken(fields.get("email", "")) from None
         return _user(doc) if doc else None
+
+    @property
+    def audit(self) -> AsyncCollection:
+        return self.mongo.db[f"{self.collection_name}_audit"]
+
+    async def record(self, entry: AuditEntry) -> None:
+        async with available("user"):
+            await self.audit.insert_one(dataclasses.asdict(entry))
+
+    async def audit_page(self, offset: int, limit: int) -> tuple[list[AuditEntry], int]:
+        order = [("at", DESCENDING), ("_id", DESCENDING)]
+        async with available("user"):
+            docs = await self.audit.find({}).sort(order).skip(offset).limit(limit).to_list(None)
+            total = await self.audit.count_documents({})
+        names = [field.name for field in dataclasses.fields(AuditEntry)]
+        return [AuditEntry(**{name: doc.get(name) for name in names}) for doc in docs], total
 
     async def ping(self) -> None:
         await self.mongo.ping()

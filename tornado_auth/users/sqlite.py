@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 from typing import Any
 
+from ..audit import AuditEntry
 from ..sqlite import SQLiteDatabase
 from .base import EmailTaken, User, UserStore
 
@@ -21,7 +23,20 @@ CREATE TABLE IF NOT EXISTS users (
     disabled INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS users_created_at ON users (created_at);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event TEXT NOT NULL,
+    at REAL NOT NULL,
+    user_id TEXT,
+    email TEXT,
+    ip TEXT NOT NULL,
+    user_agent TEXT NOT NULL,
+    session TEXT,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 """
+AUDIT_COLUMNS = "event, at, user_id, email, ip, user_agent, session, detail"
 FIELDS = [field.name for field in dataclasses.fields(User)]
 COLUMNS = ", ".join(FIELDS)
 
@@ -85,6 +100,24 @@ class SQLiteUserStore(UserStore):
         except sqlite3.IntegrityError:
             raise EmailTaken(fields.get("email", "")) from None
         return _user(row) if row else None
+
+    async def record(self, entry: AuditEntry) -> None:
+        row = (
+            entry.event, entry.at, entry.user_id, entry.email, entry.ip, entry.user_agent,
+            entry.session, json.dumps(entry.detail),
+        )  # fmt: skip
+        sql = f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        await self.db.run(lambda connection: connection.execute(sql, row))
+
+    async def audit_page(self, offset: int, limit: int) -> tuple[list[AuditEntry], int]:
+        def read(connection: sqlite3.Connection) -> tuple[list[tuple], int]:
+            sql = f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT ? OFFSET ?"
+            rows = connection.execute(sql, (limit, offset)).fetchall()
+            return rows, connection.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+
+        rows, total = await self.db.run(read)
+        entries = [AuditEntry(*row[:7], detail=json.loads(row[7])) for row in rows]
+        return entries, total
 
     async def ping(self) -> None:
         await self.db.run(lambda connection: connection.execute("SELECT 1").fetchone())
