@@ -233,7 +233,9 @@ async def start_server(
     services = services or await start_services(settings)
     app = make_app(services, **app_overrides)
     sock, port = tornado.testing.bind_unused_port()
-    http = tornado.httpserver.HTTPServer(app, max_body_size=settings["server.max_body_size"])
+    http = tornado.httpserver.HTTPServer(
+        app, max_body_size=settings["server.max_body_size"], xheaders=settings["server.xheaders"]
+    )
     http.add_sockets([sock])
     return Server(services, port, http)
 

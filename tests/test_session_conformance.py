@@ -206,6 +206,33 @@ async def test_sweep_removes_expired_records(manager, backend, store: Store, clo
     assert await backend.load(session.key) is None
 
 
+async def test_counters_count_within_a_window_and_clear(backend, clock):
+    assert await backend.peek("login:x", clock.now) == (0, clock.now)
+    assert await backend.hit("login:x", 600, clock.now) == (
+        1,
+        pytest.approx(clock.now + 600, abs=1),
+    )
+    count, ends = await backend.hit("login:x", 600, clock.now + 1)
+    assert count == 2 and ends == pytest.approx(clock.now + 600, abs=1)
+    assert (await backend.peek("login:x", clock.now + 2))[0] == 2
+    assert (await backend.peek("login:y", clock.now))[0] == 0
+    await backend.clear("login:x")
+    assert (await backend.peek("login:x", clock.now + 3))[0] == 0
+
+
+async def test_counter_window_ends(backend, store: Store):
+    import time
+
+    now = time.time()  # Redis expires counters by its own clock
+    await backend.hit("login:w", 0.2, now)
+    assert (await backend.peek("login:w", now))[0] == 1
+    later = now + 0.3
+    if store.kind == "redis":
+        await asyncio.sleep(0.3)  # let Redis's own clock pass the window
+    assert (await backend.peek("login:w", later))[0] == 0
+    assert (await backend.hit("login:w", 0.2, later))[0] == 1
+
+
 # -- through HTTP: the BaseHandler's resolution of the cookie -----------------------------------
 
 

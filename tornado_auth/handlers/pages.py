@@ -156,7 +156,18 @@ class AdminPage(PageHandler):
         page = int(text) if text.isdigit() and 0 < int(text) < 10**6 else 1
         users, total = await self.services.users.page((page - 1) * PER_PAGE, PER_PAGE)
         pages = max(1, math.ceil(total / PER_PAGE))
-        self.render("admin.html", users=users, total=total, page=page, pages=pages, roles=ROLES)
+        audit, _ = await self.services.audit.page(0, PER_PAGE)
+        self.render(
+            "admin.html",
+            users=users,
+            total=total,
+            page=page,
+            pages=pages,
+            roles=ROLES,
+            audit=audit,
+            human=human,
+            iso=iso,
+        )
 
 
 class AdminUserPage(PageHandler):
