@@ -84,8 +84,13 @@ async def start_services(settings: Settings) -> Services:
         absolute_ttl=settings["sessions.absolute_ttl"],
         touch_interval=settings["sessions.touch_interval"],
     )
-    sessions = SessionManager(backend, lifetime)
     await backend.start()
+    sessions = SessionManager(
+        backend,
+        lifetime,
+        cache_size=settings["sessions.cache_size"],
+        cache_ttl=settings["sessions.cache_ttl"],
+    )
     await users.start()
     if backend.name != "redis":
         sessions.start_sweeper(settings["sessions.sweep_interval"])
@@ -136,4 +141,9 @@ def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
         "websocket_ping_timeout": settings["live.ping_interval"],
     }
     app_settings.update(overrides)
+    app_settings["signed_cookies"] = handlers.base.SignedCookies(
+        app_settings["cookie_secret"],
+        app_settings["session_cookie"],
+        app_settings["session_cookie_days"],
+    )
     return tornado.web.Application(handlers.routes(), **app_settings)

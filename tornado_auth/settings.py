@@ -171,6 +171,8 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "sessions.touch_interval": ("60s", parse_duration),
     "sessions.sweep_interval": ("10m", parse_duration),
     "sessions.samesite": ("lax", _choice("lax", "strict")),
+    "sessions.cache_size": (10000, _int(0, 10**7)),
+    "sessions.cache_ttl": ("5s", parse_duration),
     "sessions.key_prefix": ("ta:", _str),
     "users.url": ("sqlite:///var/users.db", _url),
     "users.bcrypt_rounds": (12, _int(4, 20)),

@@ -7,7 +7,9 @@ import contextlib
 import functools
 import json
 import logging
+import time
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -53,6 +55,39 @@ class InFlight:
 
     async def idle(self) -> None:
         await self._idle.wait()
+
+
+class SignedCookies:
+    """Verifies session cookies, remembering recent good ones: the HMAC runs once per cookie.
+
+    A remembered cookie still honours its signed timestamp, so it expires exactly when Tornado
+    would refuse it.
+    """
+
+    def __init__(self, secret: str | dict[int, str], name: str, max_age_days: float) -> None:
+        self.secret, self.name, self.max_age = secret, name, max_age_days * 86400
+        self._known: OrderedDict[str, tuple[str, float, int | None]] = OrderedDict()
+        self.size = 10000
+
+    def decode(self, value: str) -> tuple[str, int | None] | None:
+        """The token in a signed cookie and the key version that signed it, or None."""
+        known = self._known.get(value)
+        if known is not None:
+            token, signed_at, version = known
+            if time.time() - signed_at <= self.max_age:
+                return token, version
+            del self._known[value]
+        token = tornado.web.decode_signed_value(
+            self.secret, self.name, value, max_age_days=self.max_age / 86400, min_version=2
+        )
+        if token is None:
+            return None
+        version = tornado.web.get_signature_key_version(value)
+        signed_at = float(value.split("|")[2].split(":")[1])  # verified v2: "2|kv|ts|name|..."
+        self._known[value] = (token.decode(), signed_at, version)
+        if len(self._known) > self.size:
+            self._known.popitem(last=False)
+        return token.decode(), version
 
 
 class ApiError(tornado.web.HTTPError):
@@ -124,11 +159,11 @@ class BaseHandler(tornado.web.RequestHandler):
         if name not in self.request.cookies:
             return
         self._had_cookie = True
-        token = self.get_signed_cookie(name, max_age_days=self.settings["session_cookie_days"])
+        decoded = self.settings["signed_cookies"].decode(self.request.cookies[name].value)
         session = None
-        if token is not None:
+        if decoded is not None:
             try:
-                session = await self.services.sessions.load(token.decode())
+                session = await self.services.sessions.load(decoded[0])
             except StoreUnavailable as error:
                 raise ApiError(503, error.public_message) from error
         if session is None:
@@ -136,7 +171,7 @@ class BaseHandler(tornado.web.RequestHandler):
             return
         self._session = session
         current = self.settings["key_version"]
-        if current is not None and self.get_signed_cookie_key_version(name) != current:
+        if current is not None and decoded[1] != current:
             self._set_session_cookie(CookieChange(session.token, self._remaining(session)))
         if session.user_id is not None:
             self.current_user = SessionUser(
@@ -241,9 +276,15 @@ class BaseHandler(tornado.web.RequestHandler):
         """Commit the session first, so the cookie goes out with the response."""
         if self._commit is not None and chunk is None:
             return self._commit  # Tornado's automatic finish while the commit is in flight
-        status = self.get_status()
-        if self._session is None or self._commit is not None or status >= 500 or status == 101:
-            return super().finish(chunk)  # nothing to commit, or a WebSocket handshake
+        status, session = self.get_status(), self._session
+        if (
+            session is None
+            or self._commit is not None
+            or status >= 500
+            or status == 101  # a WebSocket handshake
+            or not self.services.sessions.needs_commit(session)
+        ):
+            return super().finish(chunk)
         if chunk is not None:
             self.write(chunk)
         self._commit = asyncio.ensure_future(self._commit_and_finish())

@@ -37,6 +37,10 @@ class SessionBackend(ABC):
     name = "sessions"
     # Whether published events reach every server process, not only this one.
     shared_events = False
+    # Whether every change is announced to every process, so that a process may cache records.
+    cacheable = False
+    # Whether events are being received right now (a lost connection may have dropped some).
+    events_live = True
 
     def __init__(self) -> None:
         self.writes = 0

@@ -66,6 +66,8 @@ async def _available() -> AsyncIterator[None]:
 class RedisSessionBackend(SessionBackend):
     name = "redis"
     shared_events = True  # through pub/sub, to every process
+    cacheable = True
+    events_live = False  # until the pub/sub connection is up
 
     def __init__(self, url: str, prefix: str = "ta:") -> None:
         super().__init__()
@@ -249,10 +251,11 @@ class RedisSessionBackend(SessionBackend):
                 await pubsub.subscribe(self.channel)
                 if connected_before:
                     self._deliver({"type": "resync"})  # events may have been missed
-                connected_before = True
+                connected_before = self.events_live = True
                 async for message in pubsub.listen():
                     self._deliver(json.loads(message["data"]))
             except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+                self.events_live = False
                 log.warning("session events: redis unavailable (%s); retrying", error)
                 await asyncio.sleep(1)
             finally:

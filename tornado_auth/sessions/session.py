@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -158,6 +160,48 @@ class Session:
 _MISSING = object()
 
 
+class RecordCache:
+    """A bounded in-process cache of session records, dropped on every change anywhere.
+
+    Entries are dropped when this process writes, when another process announces a change or an
+    end (Redis pub/sub), all at once when the event connection was lost, and after ``ttl`` seconds
+    in any case, which bounds staleness should an event ever be missed.
+    """
+
+    def __init__(self, size: int, ttl: float, clock: Callable[[], float]) -> None:
+        self.size = size
+        self.ttl = ttl
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[SessionRecord, float]] = OrderedDict()
+
+    def get(self, key: str) -> SessionRecord | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        record, cached_at = entry
+        if self.clock() - cached_at > self.ttl:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return record  # shared: records are never mutated, Session copies the data it changes
+
+    def put(self, record: SessionRecord) -> None:
+        self._entries[record.key] = (record, self.clock())
+        self._entries.move_to_end(record.key)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def drop(self, keys: list[str]) -> None:
+        for key in keys:
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class SessionManager:
     """Loads, commits and revokes sessions over one backend; every policy lives here."""
 
@@ -166,21 +210,47 @@ class SessionManager:
         backend: SessionBackend,
         lifetime: Lifetime,
         clock: Callable[[], float] = time.time,
+        cache_size: int = 0,
+        cache_ttl: float = 0.0,
     ) -> None:
         self.backend = backend
         self.lifetime = lifetime
         self.clock = clock
         self._sweeper: asyncio.Task[None] | None = None
+        self.cache: RecordCache | None = None
+        if cache_size > 0 and cache_ttl > 0 and backend.cacheable:
+            self.cache = RecordCache(cache_size, cache_ttl, clock)
+            backend.subscribe(self._on_event)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") in ("ended", "changed"):
+            self.cache.drop(event["keys"])
+        elif event.get("type") == "resync":
+            self.cache.clear()
 
     async def load(self, token: str) -> Session | None:
         """The live session of a token, or None for an unknown or expired one."""
-        record = await self.backend.load(token_key(token))
-        if record is None:
-            return None
-        if record.expired(self.clock()):
-            await self._end(record.key, record.user_id, "expired")
-            return None
+        key = token_key(token)
+        now = self.clock()
+        cache = self.cache if self.cache is not None and self.backend.events_live else None
+        record = cache.get(key) if cache is not None else None
+        if record is None or record.expired(now):  # the store decides expiry, never the cache
+            record = await self.backend.load(key)
+            if record is None:
+                return None
+            if record.expired(now):
+                await self._end(record.key, record.user_id, "expired")
+                return None
+            if cache is not None:
+                cache.put(record)
         return Session(record, token)
+
+    def needs_commit(self, session: Session) -> bool:
+        """Whether ``commit`` would do anything; lets a response skip the async commit."""
+        record = session.record
+        if session.pending or record is None:
+            return session.pending or bool(session._data) or session._user_id is not None
+        return self.clock() - record.last_seen_at >= self.lifetime.touch_interval
 
     async def commit(self, session: Session) -> CookieChange | None:
         """Write what changed, at most one store call in the common case; the cookie to send."""
@@ -204,8 +274,13 @@ class SessionManager:
             record.key, session._changed, session._removed, last_seen, expires
         ):
             return CookieChange(None)  # revoked meanwhile: never recreate it
-        record.last_seen_at, record.expires_at = last_seen, expires
-        record.data = dict(session._data)
+        if self.cache is not None:
+            self.cache.drop([record.key])
+            await self.backend.publish({"type": "changed", "keys": [record.key]})
+        # A new record, never a mutation: records may be shared through the cache.
+        session.record = dataclasses.replace(
+            record, last_seen_at=last_seen, expires_at=expires, data=dict(session._data)
+        )
         session._changed, session._removed = {}, set()
         return CookieChange(session.token, int(expires - now)) if touch else None
 
@@ -237,12 +312,16 @@ class SessionManager:
         return CookieChange(token, int(record.expires_at - now))
 
     async def _end(self, key: str, user_id: str | None, reason: str) -> None:
+        if self.cache is not None:
+            self.cache.drop([key])
         if await self.backend.delete(key):
             await self._announce([key], user_id, reason)
 
     async def _announce(self, keys: list[str], user_id: str | None, reason: str) -> None:
-        """Tell every process (open sockets) that these sessions of a user ended."""
-        if keys and user_id is not None:
+        """Tell every process (open sockets, caches) that these sessions ended."""
+        if self.cache is not None:
+            self.cache.drop(keys)
+        if keys and (user_id is not None or self.cache is not None):
             event = {"type": "ended", "keys": keys, "user": user_id, "reason": reason}
             await self.backend.publish(event)
 
