@@ -67,7 +67,6 @@ class RedisSessionBackend(SessionBackend):
     name = "redis"
     shared_events = True  # through pub/sub, to every process
     cacheable = True
-    events_live = False  # until the pub/sub connection is up
 
     def __init__(self, url: str, prefix: str = "ta:") -> None:
         super().__init__()
@@ -77,6 +76,11 @@ class RedisSessionBackend(SessionBackend):
         self.live_key = f"{prefix}live"  # every live session, scored by its expiry
         self.channel = f"{prefix}events"
         self._listener: asyncio.Task[None] | None = None
+        self.events_connected = asyncio.Event()  # set while the pub/sub subscription is up
+
+    @property
+    def events_live(self) -> bool:
+        return self.events_connected.is_set()
 
     async def start(self) -> None:
         self.client = aioredis.from_url(
@@ -251,11 +255,12 @@ class RedisSessionBackend(SessionBackend):
                 await pubsub.subscribe(self.channel)
                 if connected_before:
                     self._deliver({"type": "resync"})  # events may have been missed
-                connected_before = self.events_live = True
+                connected_before = True
+                self.events_connected.set()
                 async for message in pubsub.listen():
                     self._deliver(json.loads(message["data"]))
             except (RedisConnectionError, RedisTimeoutError, OSError) as error:
-                self.events_live = False
+                self.events_connected.clear()
                 log.warning("session events: redis unavailable (%s); retrying", error)
                 await asyncio.sleep(1)
             finally:

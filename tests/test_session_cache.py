@@ -1,0 +1,129 @@
+"""The in-process session cache over Redis: fast reads that never outlive a change or an end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tornado_auth.sessions import Lifetime, Session, SessionManager, backend_for_url
+
+from .conftest import REDIS_URL, Store, require_service
+
+LIFETIME = Lifetime(ttl=3600, remember_me_ttl=7200, absolute_ttl=86400, touch_interval=60)
+
+
+class Process:
+    """One server process's view: its own Redis client, pub/sub listener and cache."""
+
+    def __init__(self, prefix: str) -> None:
+        self.backend = backend_for_url(REDIS_URL, prefix)
+        self.events: asyncio.Queue[dict] = asyncio.Queue()
+
+    async def start(self) -> SessionManager:
+        await self.backend.start()
+        self.manager = SessionManager(self.backend, LIFETIME, cache_size=100, cache_ttl=60)
+        self.backend.subscribe(self.events.put_nowait)
+        await asyncio.wait_for(self.backend.events_connected.wait(), 5)
+        return self.manager
+
+    async def next_event(self, kind: str) -> dict:
+        while True:
+            event = await asyncio.wait_for(self.events.get(), 5)
+            if event["type"] == kind:
+                return event
+
+
+@pytest.fixture
+async def processes(tmp_path: Path) -> AsyncIterator[tuple[Process, Process]]:
+    require_service("redis")
+    place = Store("redis", tmp_path)
+    pair = Process(place.prefix), Process(place.prefix)
+    for process in pair:
+        await process.start()
+    yield pair
+    for process in pair:
+        await process.backend.close()
+    await place.cleanup()
+
+
+async def sign_in(manager: SessionManager, user: str = "u1") -> Session:
+    session = Session()
+    session.login(user, {"email": f"{user}@example.com", "role": "user"}, False, LIFETIME.ttl)
+    await manager.commit(session)
+    return session
+
+
+async def test_cache_serves_repeat_reads_without_the_store(processes):
+    a, _ = processes
+    session = await sign_in(a.manager)
+    assert (await a.manager.load(session.token)) is not None
+    await a.backend.client.aclose()  # the store is now unreachable from this client...
+    try:
+        cached = await a.manager.load(session.token)  # ...yet the cached record answers
+        assert cached is not None and cached["email"] == "u1@example.com"
+    finally:
+        await a.backend.start()
+
+
+async def test_revocation_in_this_process_is_never_served_from_cache(processes):
+    a, _ = processes
+    session = await sign_in(a.manager)
+    assert await a.manager.load(session.token) is not None  # cached
+    await a.manager.revoke(session.key)
+    assert await a.manager.load(session.token) is None
+
+
+async def test_revocation_in_another_process_drops_the_cached_record(processes):
+    a, b = processes
+    session = await sign_in(a.manager)
+    assert await a.manager.load(session.token) is not None  # cached in A
+    await b.manager.revoke_user("u1")
+    event = await a.next_event("ended")
+    assert event["keys"] == [session.key]
+    assert await a.manager.load(session.token) is None
+
+
+async def test_a_change_in_another_process_is_seen_after_its_event(processes):
+    a, b = processes
+    session = await sign_in(a.manager)
+    assert "theme" not in await a.manager.load(session.token)
+    in_b = await b.manager.load(session.token)
+    in_b["theme"] = "dark"
+    await b.manager.commit(in_b)
+    await a.next_event("changed")
+    assert (await a.manager.load(session.token))["theme"] == "dark"
+
+
+async def test_cache_is_bypassed_while_events_may_be_missed(processes):
+    a, b = processes
+    session = await sign_in(a.manager)
+    assert await a.manager.load(session.token) is not None  # cached in A
+    a.backend.events_connected.clear()  # as while A's pub/sub connection is down
+    await b.backend.delete(session.key)  # an end whose event A would not hear
+    assert await a.manager.load(session.token) is None
+
+
+async def test_resync_after_a_lost_connection_empties_the_cache(processes):
+    a, _ = processes
+    session = await sign_in(a.manager)
+    await a.manager.load(session.token)
+    assert len(a.manager.cache) == 1
+    a.backend._deliver({"type": "resync"})
+    assert len(a.manager.cache) == 0
+
+
+async def test_cache_is_bounded(processes):
+    a, _ = processes
+    for index in range(150):
+        session = await sign_in(a.manager, f"user{index}")
+        await a.manager.load(session.token)
+    assert len(a.manager.cache) == 100
+
+
+def test_only_stores_that_announce_every_change_are_cached(tmp_path):
+    for url in ("memory://", f"sqlite:///{tmp_path}/s.db", "mongodb://127.0.0.1:27017/x"):
+        manager = SessionManager(backend_for_url(url), LIFETIME, cache_size=100, cache_ttl=60)
+        assert manager.cache is None, url
