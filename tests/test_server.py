@@ -57,7 +57,7 @@ async def test_serve_prints_url_and_demo_users_then_drains_on_sigterm(tmp_path):
     port = free_port()
     process = await serve(tmp_path, port, TORNADO_AUTH_USERS__BCRYPT_ROUNDS="12")
     try:
-        lines = await read_until(process.stdout, "demo user:")
+        lines = await read_until(process.stdout, "listening on")
         assert any(f"http://127.0.0.1:{port}" in line for line in lines)
         demo = next(line for line in lines if line.startswith("demo user:"))
         password = demo.rsplit(" ", 1)[1].strip()
@@ -82,8 +82,9 @@ async def test_access_log_never_contains_cookies_tokens_or_passwords(tmp_path):
     port = free_port()
     process = await serve(tmp_path, port, TORNADO_AUTH_USERS__BCRYPT_ROUNDS="4")
     try:
-        lines = await read_until(process.stdout, "demo user:")
-        password = lines[-1].rsplit(" ", 1)[1].strip()
+        lines = await read_until(process.stdout, "listening on")
+        demo = next(line for line in lines if line.startswith("demo user:"))
+        password = demo.rsplit(" ", 1)[1].strip()
         client = Client(f"http://127.0.0.1:{port}")
         assert (await client.login("user@example.com", password)).code == 200
         cookie = client.cookies["session"]
@@ -108,3 +109,38 @@ async def test_invalid_setting_exits_2_with_one_line(tmp_path):
     lines = stderr.decode().strip().splitlines()
     assert len(lines) == 1
     assert "sessions.ttl" in lines[0]
+
+
+def alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if Path(f"/proc/{pid}").exists()}
+
+
+def children_of(pid: int) -> set[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return {int(child) for child in path.read_text().split()} if path.exists() else set()
+
+
+async def test_several_worker_processes_serve_restart_and_stop_together(tmp_path):
+    port = free_port()
+    process = await serve(tmp_path, port, "--processes", "2")
+    try:
+        lines = await read_until(process.stdout, "listening on")
+        assert "with 2 worker processes" in lines[-1]
+        workers = children_of(process.pid)
+        assert len(workers) == 2
+        client = Client(f"http://127.0.0.1:{port}")
+        assert all([(await client.get("/healthz")).code == 200 for _ in range(20)])
+
+        os.kill(workers.pop(), signal.SIGKILL)  # a worker dies: the supervisor replaces it
+        await read_until(process.stderr, "restarted")
+        assert len(children_of(process.pid)) == 2
+        assert (await client.get("/healthz")).code == 200
+
+        everyone = children_of(process.pid)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+        assert not alive(everyone)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

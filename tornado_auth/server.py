@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import secrets
 import signal
+import time
 
 import tornado.httpserver
 import tornado.netutil
-import tornado.process
 
 from .app import Services, make_app, start_services
 from .handlers.base import InFlight
@@ -35,10 +37,8 @@ async def create_demo_users(services: Services) -> None:
         print(f"demo {role}: {email}  password: {password}", flush=True)
 
 
-async def run_worker(settings: Settings, sockets: list, first: bool) -> None:
+async def run_worker(settings: Settings, sockets: list) -> None:
     services = await start_services(settings)
-    if first:
-        await create_demo_users(services)
     in_flight = InFlight()
     app = make_app(services, in_flight=in_flight)
     server = tornado.httpserver.HTTPServer(
@@ -64,14 +64,79 @@ async def run_worker(settings: Settings, sockets: list, first: bool) -> None:
     await services.close()
 
 
+async def prepare_stores(settings: Settings) -> None:
+    """Once, before any worker starts: indexes, tables and, in development, the demo users."""
+    services = await start_services(settings)
+    try:
+        await create_demo_users(services)
+    finally:
+        await services.close()
+
+
 def serve(settings: Settings) -> None:
     host, port = settings["server.host"], settings["server.port"]
     sockets = tornado.netutil.bind_sockets(port, host)
-    processes = settings["server.processes"]
-    task_id = None
-    if processes != 1:
-        task_id = tornado.process.fork_processes(processes, max_restarts=100)
-    if task_id in (None, 0):
-        bound = sockets[0].getsockname()[1]
-        print(f"tornado-auth listening on http://{host}:{bound}", flush=True)
-    asyncio.run(run_worker(settings, sockets, first=task_id in (None, 0)))
+    processes = settings["server.processes"] or os.cpu_count() or 1
+    asyncio.run(prepare_stores(settings))  # its clients are closed before any fork
+    url = f"http://{host}:{sockets[0].getsockname()[1]}"
+    if processes == 1:
+        print(f"tornado-auth listening on {url}", flush=True)
+        asyncio.run(run_worker(settings, sockets))
+    else:
+        Supervisor(settings, sockets, processes).run(url)
+
+
+class Supervisor:
+    """Forks the workers, restarts one that dies, and passes SIGTERM/SIGINT on to every worker."""
+
+    MAX_RESTARTS = 100
+
+    def __init__(self, settings: Settings, sockets: list, processes: int) -> None:
+        self.settings, self.sockets, self.processes = settings, sockets, processes
+        self.children: dict[int, int] = {}
+        self.stopping = False
+        self.restarts = 0
+
+    def run(self, url: str) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._forward)
+        for index in range(self.processes):
+            self._spawn(index)
+        print(f"tornado-auth listening on {url} with {self.processes} worker processes", flush=True)
+        while self.children:
+            pid, status = os.wait()
+            index = self.children.pop(pid, None)
+            if index is None or self.stopping:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            log.error("worker %d (pid %d) exited with %d", index, pid, code)
+            if self.restarts >= self.MAX_RESTARTS:
+                log.error("too many worker restarts: stopping")
+                self._forward(signal.SIGTERM, None)
+                continue
+            self.restarts += 1
+            time.sleep(1)  # a worker that dies at once must not spin the machine
+            if not self.stopping:
+                self._spawn(index)
+                log.info("worker %d restarted", index)
+
+    def _spawn(self, index: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_DFL)
+            code = 0
+            try:
+                asyncio.run(run_worker(self.settings, self.sockets))
+            except Exception:
+                log.exception("worker %d failed", index)
+                code = 1
+            finally:
+                os._exit(code)
+        self.children[pid] = index
+
+    def _forward(self, signum: int, frame: object) -> None:
+        self.stopping = True
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
