@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test services services-down lint format bench clean
+.PHONY: run test services services-down lint format bench loadtest clean
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,21 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+# Benchmarks (bench/): private Redis and MongoDB on free ports, then bench/RESULTS.md and the chart.
+bench: $(STAMP)
+	$(VENV)/bin/python -m pip install -q matplotlib
+	$(VENV)/bin/python bench/run.py
+
+# A headless Locust run against a server you started (make run, or serve --processes 0).
+HOST ?= http://127.0.0.1:8888
+USERS ?= 50
+DURATION ?= 1m
+loadtest: $(STAMP)
+	$(VENV)/bin/python -m pip install -q -e '.[load]'
+	mkdir -p loadtest/report
+	$(VENV)/bin/locust -f loadtest/locustfile.py --headless --host $(HOST) -u $(USERS) -r 10 \
+		-t $(DURATION) --csv loadtest/report/run --html loadtest/report/report.html --only-summary
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
