@@ -1,0 +1,108 @@
+"""Every Redis command the session store sends would run on Redis Cluster: no command, and no
+MULTI/EXEC block, touches keys of more than one hash slot."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import time
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from redis.crc import key_slot
+
+from tornado_auth.sessions import Lifetime, Session, SessionManager, backend_for_url
+
+from .conftest import REDIS_URL, Store, require_service
+
+LIFETIME = Lifetime(ttl=3600, remember_me_ttl=7200, absolute_ttl=86400, touch_interval=0)
+SINGLE_KEY = {
+    "HGETALL", "HSET", "HDEL", "HGET", "PEXPIREAT", "PEXPIRE", "ZADD", "ZREM", "ZRANGE",
+    "ZREMRANGEBYSCORE", "ZCARD", "INCR", "PTTL", "GET", "EXPIRE", "EXISTS", "INCRBY",
+}  # fmt: skip
+NO_KEYS = {"PING", "PUBLISH", "SUBSCRIBE", "MULTI", "EXEC", "SCRIPT", "CLIENT", "HELLO", "SELECT"}
+
+
+def keys_of(command: list[str]) -> list[str]:
+    name = command[0].upper()
+    if name in SINGLE_KEY:
+        return [command[1]]
+    if name == "DEL":
+        return command[1:]
+    if name in ("EVALSHA", "EVAL"):
+        return command[3 : 3 + int(command[2])]
+    assert name in NO_KEYS, f"unexpected command {name}: classify its keys"
+    return []
+
+
+async def exercise(manager: SessionManager) -> None:
+    """Everything the app does with Redis: sign-ins, touches, changes, lists, revocations."""
+    sessions = []
+    for _ in range(3):
+        session = Session()
+        session.login("alice", {"email": "a@example.com", "role": "user"}, False, LIFETIME.ttl)
+        await manager.commit(session)
+        sessions.append(session)
+    loaded = await manager.load(sessions[0].token)
+    loaded["theme"] = "dark"
+    del loaded["role"]
+    await manager.commit(loaded)
+    loaded.regenerate()
+    await manager.commit(loaded)
+    await manager.list_user("alice")
+    await manager.backend.count(time.time())
+    await manager.backend.hit("login:x", 60, time.time())
+    await manager.backend.peek("login:x", time.time())
+    await manager.backend.clear("login:x")
+    await manager.revoke(sessions[1].key)
+    await manager.revoke_user("alice", keep=loaded.key)
+    loaded.destroy()
+    await manager.commit(loaded)
+
+
+async def test_no_command_spans_hash_slots(tmp_path: Path):
+    require_service("redis")
+    place = Store("redis", tmp_path)
+    backend = backend_for_url(REDIS_URL, place.prefix)
+    await backend.start()
+    manager = SessionManager(backend, LIFETIME, cache_size=100, cache_ttl=60)
+    commands: list[list[str]] = []
+    monitor_client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    started, finished = asyncio.Event(), asyncio.Event()
+
+    async def record() -> None:
+        async with monitor_client.monitor() as monitor:
+            started.set()
+            async for entry in monitor.listen():
+                text = entry["command"]
+                if text.startswith("ECHO") and place.prefix in text:
+                    finished.set()  # MONITOR lists commands in order: this was the last
+                elif place.prefix in text or text.startswith(("MULTI", "EXEC")):
+                    commands.append(shlex.split(text))
+
+    watcher = asyncio.create_task(record())
+    await started.wait()
+    try:
+        await exercise(manager)
+        await backend.client.echo(f"{place.prefix}done")
+        await asyncio.wait_for(finished.wait(), 10)
+    finally:
+        watcher.cancel()
+        await monitor_client.aclose()
+        await backend.close()
+        await place.cleanup()
+
+    assert any(c[0].upper() == "EVALSHA" for c in commands), "the scripts were exercised"
+    block: list[str] | None = None
+    for command in commands:
+        name = command[0].upper()
+        if name == "MULTI":
+            block = []
+        elif name == "EXEC":
+            assert block is not None and len({key_slot(k.encode()) for k in block}) <= 1, block
+            block = None
+        else:
+            keys = keys_of(command)
+            assert len({key_slot(k.encode()) for k in keys}) <= 1, command
+            if block is not None:
+                block.extend(keys)
