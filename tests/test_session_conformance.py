@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from tornado.web import create_signed_value, decode_signed_value
 
-from tornado_auth.sessions import Lifetime, Session, SessionManager, token_key
+from tornado_auth.sessions import Lifetime, Session, SessionManager, backend_for_url, token_key
 from tornado_auth.sessions.session import TOKEN_BYTES
 
 from .conftest import Store, body
@@ -104,20 +104,30 @@ async def test_remember_me_lives_long_but_absolute_ttl_caps_it(manager, clock):
     assert await manager.load(session.token) is None
 
 
-async def test_redis_key_ttl_follows_expiry(store: Store, manager, backend, clock):
-    if store.kind != "redis":
-        pytest.skip("Redis key TTL only")
+async def test_redis_key_ttl_follows_expiry(tmp_path):
+    """Redis expires a session by itself, exactly when the session layer would."""
     import time
 
-    clock.now = time.time()
-    session = await signed_in(manager)
-    pttl = await backend.client.pttl(backend.session_key(session.key))
-    assert abs(pttl / 1000 - LIFETIME.ttl) < 5
-    clock.now += 12 * HOUR
-    loaded = await manager.load(session.token)
-    await manager.commit(loaded)
-    pttl = await backend.client.pttl(backend.session_key(session.key))
-    assert abs(pttl / 1000 - (LIFETIME.ttl + 12 * HOUR)) < 5
+    from .conftest import require_service
+
+    require_service("redis")
+    place = Store("redis", tmp_path)
+    backend = backend_for_url(place.session_url(), place.prefix)
+    await backend.start()
+    clock = Clock(time.time())
+    manager = SessionManager(backend, LIFETIME, clock)
+    try:
+        session = await signed_in(manager)
+        pttl = await backend.client.pttl(backend.session_key(session.key))
+        assert abs(pttl / 1000 - LIFETIME.ttl) < 5
+        clock.now += 12 * HOUR
+        loaded = await manager.load(session.token)
+        await manager.commit(loaded)
+        pttl = await backend.client.pttl(backend.session_key(session.key))
+        assert abs(pttl / 1000 - (LIFETIME.ttl + 12 * HOUR)) < 5
+    finally:
+        await backend.close()
+        await place.cleanup()
 
 
 async def test_visitor_who_stores_nothing_costs_no_write(manager, backend):
@@ -197,11 +207,15 @@ async def test_update_after_revocation_does_not_resurrect(manager, backend):
     assert await backend.load(session.key) is None
 
 
-async def test_sweep_removes_expired_records(manager, backend, store: Store, clock):
-    if store.kind == "redis":
-        pytest.skip("Redis expires keys itself")
+async def test_expired_records_are_removed_by_the_sweep_or_the_store(
+    manager, backend, store: Store, clock
+):
     session = await signed_in(manager)
     assert await backend.sweep(clock.now) == 0
+    if store.kind == "redis":  # Redis removes them itself: the key carries the expiry
+        expires_at = await backend.client.pexpiretime(backend.session_key(session.key))
+        assert expires_at == int(session.record.expires_at * 1000)
+        return
     assert await backend.sweep(clock.now + LIFETIME.ttl + 1) == 1
     assert await backend.load(session.key) is None
 
