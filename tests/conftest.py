@@ -28,6 +28,13 @@ SESSION_BACKENDS = ("memory", "sqlite", "redis", "mongodb")
 USER_STORES = ("sqlite", "mongodb")
 
 
+def free_port() -> int:
+    """A port nothing listens on right now."""
+    sock, port = tornado.testing.bind_unused_port()
+    sock.close()
+    return port
+
+
 def _answers(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):

@@ -18,7 +18,16 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado_auth.users.passwords import hash_password
 from tornado_auth.users.sqlite import SQLiteUserStore
 
-from .conftest import REDIS_URL, Client, Server, Store, require_service, settings_for, start_server
+from .conftest import (
+    REDIS_URL,
+    Client,
+    Server,
+    Store,
+    free_port,
+    require_service,
+    settings_for,
+    start_server,
+)
 from .conftest import stop_server as stop
 
 PASSWORD = "correct horse battery"
@@ -184,12 +193,6 @@ async def test_admin_socket_receives_live_statistics(store: Store):
 
 
 # -- several server processes ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    sock, port = tornado.testing.bind_unused_port()
-    sock.close()
-    return port
 
 
 async def spawn(tmp_path: Path, port: int, **env: str) -> asyncio.subprocess.Process:

@@ -8,18 +8,11 @@ import signal
 import sys
 from pathlib import Path
 
-import tornado.testing
 from tornado.httpclient import AsyncHTTPClient
 
-from .conftest import Client
+from .conftest import Client, free_port
 
 PASSWORD = "correct horse battery"
-
-
-def free_port() -> int:
-    sock, port = tornado.testing.bind_unused_port()
-    sock.close()
-    return port
 
 
 async def serve(tmp_path: Path, port: int, *extra: str, **env: str) -> asyncio.subprocess.Process:

@@ -10,17 +10,18 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
-import tornado.testing
 
-from .conftest import Store, body, require_service, settings_for, start_server, stop_server
+from .conftest import (
+    Store,
+    body,
+    free_port,
+    require_service,
+    settings_for,
+    start_server,
+    stop_server,
+)
 
 PASSWORD = "correct horse battery"
-
-
-def free_port() -> int:
-    sock, port = tornado.testing.bind_unused_port()
-    sock.close()
-    return port
 
 
 class RedisProcess:

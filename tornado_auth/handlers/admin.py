@@ -9,20 +9,14 @@ from .base import ApiError, ApiHandler, admin_required, bool_field, text_field
 MAX_PER_PAGE = 200
 
 
-class AdminUsersHandler(ApiHandler):
-    @admin_required
-    async def get(self) -> None:
+class PagedHandler(ApiHandler):
+    """Admin listings, paged with ``?page=1&perPage=50``."""
+
+    def paging(self) -> tuple[int, int, int]:
+        """The page, the page size, and the offset of its first item; a 400 if out of range."""
         page = self._int_argument("page", 1, 1, 10**6)
         per_page = self._int_argument("perPage", 50, 1, MAX_PER_PAGE)
-        users, total = await self.services.users.page((page - 1) * per_page, per_page)
-        self.send_json(
-            {
-                "users": [u.public() for u in users],
-                "total": total,
-                "page": page,
-                "perPage": per_page,
-            }
-        )
+        return page, per_page, (page - 1) * per_page
 
     def _int_argument(self, name: str, default: int, low: int, high: int) -> int:
         text = self.get_query_argument(name, None)
@@ -31,6 +25,15 @@ class AdminUsersHandler(ApiHandler):
         if not text.isdigit() or not low <= int(text) <= high:
             raise ApiError(400, f"{name} must be an integer from {low} to {high}")
         return int(text)
+
+
+class AdminUsersHandler(PagedHandler):
+    @admin_required
+    async def get(self) -> None:
+        page, per_page, offset = self.paging()
+        users, total = await self.services.users.page(offset, per_page)
+        users = [user.public() for user in users]
+        self.send_json({"users": users, "total": total, "page": page, "perPage": per_page})
 
 
 class AdminUserHandler(ApiHandler):
@@ -61,11 +64,10 @@ class AdminUserSessionsHandler(ApiHandler):
         self.send_json({"revoked": await actions.revoke_user_sessions(self, user)})
 
 
-class AdminAuditHandler(AdminUsersHandler):
+class AdminAuditHandler(PagedHandler):
     @admin_required
     async def get(self) -> None:
-        page = self._int_argument("page", 1, 1, 10**6)
-        per_page = self._int_argument("perPage", 50, 1, MAX_PER_PAGE)
-        entries, total = await self.services.audit.page((page - 1) * per_page, per_page)
+        page, per_page, offset = self.paging()
+        entries, total = await self.services.audit.page(offset, per_page)
         entries = [entry.public() for entry in entries]
         self.send_json({"entries": entries, "total": total, "page": page, "perPage": per_page})
