@@ -9,12 +9,14 @@ from typing import Any
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure
+from pymongo.write_concern import WriteConcern
 
 from ..mongo import MongoDatabase, available
 from .base import SessionBackend, SessionRecord
 
 log = logging.getLogger("tornado_auth.sessions")
 NOT_IMPLEMENTED = 238
+MAJORITY = WriteConcern(w="majority")
 
 
 def _date(seconds: float) -> datetime:
@@ -51,6 +53,11 @@ class MongoSessionBackend(SessionBackend):
     @property
     def sessions(self) -> AsyncCollection:
         return self.mongo.db[self.collection_name]
+
+    @property
+    def revocations(self) -> AsyncCollection:
+        """The sessions, for deletes: acknowledged by a majority, so no failover undoes one."""
+        return self.sessions.with_options(write_concern=MAJORITY)
 
     async def _create_indexes(self) -> None:
         async with available("session"):
@@ -113,7 +120,7 @@ class MongoSessionBackend(SessionBackend):
     async def delete(self, key: str) -> bool:
         self.writes += 1
         async with available("session"):
-            result = await self.sessions.delete_one({"_id": key})
+            result = await self.revocations.delete_one({"_id": key})
         return result.deleted_count == 1
 
     async def list_user(self, user_id: str) -> list[SessionRecord]:
@@ -127,7 +134,7 @@ class MongoSessionBackend(SessionBackend):
         async with available("session"):
             keys = [doc["_id"] for doc in await self.sessions.find(query, {"_id": 1}).to_list(None)]
             if keys:
-                await self.sessions.delete_many({"_id": {"$in": keys}})
+                await self.revocations.delete_many({"_id": {"$in": keys}})
         return keys
 
     async def sweep(self, now: float) -> int:

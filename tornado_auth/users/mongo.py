@@ -8,11 +8,13 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.write_concern import WriteConcern
 
 from ..audit import AuditEntry
 from ..mongo import MongoDatabase, available
 from .base import EmailTaken, User, UserStore
 
+MAJORITY = WriteConcern(w="majority")
 FIELDS = [field.name for field in dataclasses.fields(User) if field.name != "id"]
 
 
@@ -71,8 +73,8 @@ class MongoUserStore(UserStore):
         if unknown:
             raise ValueError(f"unknown user fields: {sorted(unknown)}")
         async with available("user"):
-            try:
-                doc = await self.users.find_one_and_update(
+            try:  # role and disable changes must survive a failover: majority
+                doc = await self.users.with_options(write_concern=MAJORITY).find_one_and_update(
                     {"_id": str(user_id)},
                     {"$set": fields},
                     return_document=ReturnDocument.AFTER,
