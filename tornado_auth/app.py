@@ -95,6 +95,7 @@ async def start_services(settings: Settings) -> Services:
     if backend.name != "redis":
         sessions.start_sweeper(settings["sessions.sweep_interval"])
     accounts = Accounts(users, sessions, settings["users.bcrypt_rounds"])
+    await accounts.start()
     live = LiveHub(sessions, settings["live.check_interval"], settings["live.stats_interval"])
     live.start()
     limits = Limits(

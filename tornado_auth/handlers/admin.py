@@ -22,7 +22,7 @@ class PagedHandler(ApiHandler):
         text = self.get_query_argument(name, None)
         if text is None:
             return default
-        if not text.isdigit() or not low <= int(text) <= high:
+        if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
             raise ApiError(400, f"{name} must be an integer from {low} to {high}")
         return int(text)
 

@@ -82,12 +82,16 @@ class SignedCookies:
         )
         if token is None:
             return None
+        try:
+            text = token.decode()
+        except UnicodeDecodeError:
+            return None  # validly signed, yet not one of our tokens: anonymous
         version = tornado.web.get_signature_key_version(value)
         signed_at = float(value.split("|")[2].split(":")[1])  # verified v2: "2|kv|ts|name|..."
-        self._known[value] = (token.decode(), signed_at, version)
+        self._known[value] = (text, signed_at, version)
         if len(self._known) > self.size:
             self._known.popitem(last=False)
-        return token.decode(), version
+        return text, version
 
 
 class ApiError(tornado.web.HTTPError):
@@ -136,6 +140,14 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("X-Frame-Options", "DENY")
         if self.application.settings.get("secure_cookies"):
             self.set_header("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+
+    def _origin_matches_host(self, origin: str) -> bool:
+        # Tornado 6.6 lets urlsplit's ValueError (Origin: http://[) escape its cross-origin
+        # check as a 500; an origin that does not parse matches no host, so the request is a 403.
+        try:
+            return super()._origin_matches_host(origin)
+        except ValueError:
+            return False
 
     def on_finish(self) -> None:
         self._done()
@@ -321,7 +333,10 @@ class BaseHandler(tornado.web.RequestHandler):
             )
         try:
             body = json.loads(self.request.body or b"null")
-        except (ValueError, UnicodeDecodeError):
+            # Escapes of lone surrogates ("\ud800") decode to text that no store, hash or
+            # throttle key can encode: refuse them here (UnicodeEncodeError is a ValueError).
+            json.dumps(body, ensure_ascii=False).encode()
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
             raise ApiError(400, "Request body is not valid JSON") from None
         if not isinstance(body, dict):
             raise ApiError(400, "Request body must be a JSON object")

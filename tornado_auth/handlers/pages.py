@@ -153,7 +153,7 @@ class AdminPage(PageHandler):
     @admin_required
     async def get(self) -> None:
         text = self.get_query_argument("page", "1")
-        page = int(text) if text.isdigit() and 0 < int(text) < 10**6 else 1
+        page = int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 10**6 else 1
         users, total = await self.services.users.page((page - 1) * PER_PAGE, PER_PAGE)
         pages = max(1, math.ceil(total / PER_PAGE))
         audit, _ = await self.services.audit.page(0, PER_PAGE)
