@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -354,3 +355,21 @@ async def test_unknown_email_still_costs_one_bcrypt_check_at_the_configured_cost
 
     assert await accounts.authenticate("ann@example.com", "wrong-password") is None
     assert len(verify_calls) == 2
+
+
+async def test_bcrypt_runs_off_the_event_loop_at_lower_priority():
+    import os
+    import threading
+
+    from tornado_auth.users import passwords
+
+    await passwords.hash_password("password123", 4)
+    loop_thread = threading.get_native_id()
+
+    def where() -> tuple[int, int]:
+        native = threading.get_native_id()
+        return native, os.getpriority(os.PRIO_PROCESS, native)
+
+    thread, niceness = await asyncio.get_running_loop().run_in_executor(passwords._executor, where)
+    assert thread != loop_thread
+    assert niceness == os.getpriority(os.PRIO_PROCESS, loop_thread) + passwords.BCRYPT_NICENESS
