@@ -28,7 +28,9 @@ def _yield_to_the_event_loop() -> None:
     """Run this hashing thread at a lower priority than the event loop's thread (Linux: niceness
     is per thread), so a storm of sign-ins uses idle cores without slowing other requests."""
     with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BCRYPT_NICENESS)
+        thread = threading.get_native_id()
+        niceness = os.getpriority(os.PRIO_PROCESS, thread) + BCRYPT_NICENESS
+        os.setpriority(os.PRIO_PROCESS, thread, min(niceness, 19))
 
 
 # bcrypt releases the GIL: one thread per core computes hashes at the machine's limit.
