@@ -15,11 +15,12 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import tornado.web
+from tornado import httputil
 from tornado.iostream import StreamClosedError
 
 from ..audit import AuditEntry
 from ..errors import StoreUnavailable
-from ..sessions import CookieChange, Session
+from ..sessions import CookieChange, Session, token_key
 from ..users import User
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tornado_auth")
 access_log = logging.getLogger("tornado.access")
-H = TypeVar("H", bound="BaseHandler")
+M = TypeVar("M", bound=Callable[..., Any])
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -66,16 +67,15 @@ class SignedCookies:
 
     def __init__(self, secret: str | dict[int, str], name: str, max_age_days: float) -> None:
         self.secret, self.name, self.max_age = secret, name, max_age_days * 86400
-        self._known: OrderedDict[str, tuple[str, float, int | None]] = OrderedDict()
+        self._known: OrderedDict[str, tuple[str, str, int | None, float]] = OrderedDict()
         self.size = 10000
 
-    def decode(self, value: str) -> tuple[str, int | None] | None:
-        """The token in a signed cookie and the key version that signed it, or None."""
+    def decode(self, value: str) -> tuple[str, str, int | None] | None:
+        """The token in a signed cookie, its store key and the signing key version; or None."""
         known = self._known.get(value)
         if known is not None:
-            token, signed_at, version = known
-            if time.time() - signed_at <= self.max_age:
-                return token, version
+            if time.time() - known[3] <= self.max_age:
+                return known[:3]
             del self._known[value]
         token = tornado.web.decode_signed_value(
             self.secret, self.name, value, max_age_days=self.max_age / 86400, min_version=2
@@ -88,10 +88,10 @@ class SignedCookies:
             return None  # validly signed, yet not one of our tokens: anonymous
         version = tornado.web.get_signature_key_version(value)
         signed_at = float(value.split("|")[2].split(":")[1])  # verified v2: "2|kv|ts|name|..."
-        self._known[value] = (text, signed_at, version)
+        self._known[value] = (text, token_key(text), version, signed_at)
         if len(self._known) > self.size:
             self._known.popitem(last=False)
-        return text, version
+        return self._known[value][:3]
 
 
 class ApiError(tornado.web.HTTPError):
@@ -122,7 +122,6 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def initialize(self) -> None:
         self._session: Session | None = None
-        self._had_cookie = False
         self._in_flight = self.settings.get("in_flight")
         if self._in_flight is not None:
             self._in_flight.begin()
@@ -164,26 +163,40 @@ class BaseHandler(tornado.web.RequestHandler):
 
     # -- the session ---------------------------------------------------------------------------
 
-    async def prepare(self) -> None:
+    def prepare(self) -> Awaitable[None] | None:
+        """Resolve the session from the cookie: at once from this process's cache, else from the
+        store (then the returned awaitable finishes the job, and Tornado waits for it)."""
         if not self.uses_session:
-            return
+            return None
         name = self.settings["session_cookie"]
-        if name not in self.request.cookies:
-            return
-        self._had_cookie = True
-        decoded = self.settings["signed_cookies"].decode(self.request.cookies[name].value)
-        session = None
-        if decoded is not None:
-            try:
-                session = await self.services.sessions.load(decoded[0])
-            except StoreUnavailable as error:
-                raise ApiError(503, error.public_message) from error
+        header = self.request.headers.get("Cookie")
+        if header is None or name not in header:
+            return None
+        value = httputil.parse_cookie(header).get(name)  # a dict, not http.cookies' Morsels
+        decoded = self.settings["signed_cookies"].decode(value) if value else None
+        if decoded is None:
+            self._clear_session_cookie()  # tampered or expired: anonymous
+            return None
+        session = self.services.sessions.cached(decoded[0], decoded[1])
         if session is None:
-            self._clear_session_cookie()  # tampered, expired or unknown: anonymous
-            return
+            return self._load_session(decoded)
+        self._use_session(session, decoded[2])
+        return None
+
+    async def _load_session(self, decoded: tuple[str, str, int | None]) -> None:
+        try:
+            session = await self.services.sessions.load(decoded[0], decoded[1])
+        except StoreUnavailable as error:
+            raise ApiError(503, error.public_message) from error
+        if session is None:
+            self._clear_session_cookie()  # unknown or expired: anonymous
+        else:
+            self._use_session(session, decoded[2])
+
+    def _use_session(self, session: Session, key_version: int | None) -> None:
         self._session = session
         current = self.settings["key_version"]
-        if current is not None and decoded[1] != current:
+        if current is not None and key_version != current:
             self._set_session_cookie(CookieChange(session.token, self._remaining(session)))
         if session.user_id is not None:
             self.current_user = SessionUser(
@@ -426,32 +439,41 @@ class ApiHandler(BaseHandler):
         return None
 
 
-def authenticated(method: Callable[..., Awaitable[Any] | None]) -> Callable[..., Any]:
+def _gate(method: M, refusal: Callable[[BaseHandler], int | None]) -> M:
+    """Wrap a handler method to answer ``refusal(handler)`` (401 or 403) instead of running it.
+
+    The wrapper returns whatever the method returns (an awaitable or None), so Tornado awaits it
+    only when the method is a coroutine.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: BaseHandler, *args: Any, **kwargs: Any) -> Any:
+        status = refusal(self)
+        if status is not None:
+            return self.deny(status)
+        return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _anonymous(handler: BaseHandler) -> int | None:
+    return 401 if handler.current_user is None else None
+
+
+def _not_admin(handler: BaseHandler) -> int | None:
+    if handler.current_user is None:
+        return 401
+    return None if handler.current_user.is_admin else 403
+
+
+def authenticated(method: M) -> M:
     """Only for a signed-in user: 401 JSON for the API, a redirect to /login for pages."""
-
-    @functools.wraps(method)
-    async def wrapper(self: BaseHandler, *args: Any, **kwargs: Any) -> Any:
-        if self.current_user is None:
-            return self.deny(401)
-        result = method(self, *args, **kwargs)
-        return await result if result is not None else None
-
-    return wrapper
+    return _gate(method, _anonymous)
 
 
-def admin_required(method: Callable[..., Awaitable[Any] | None]) -> Callable[..., Any]:
+def admin_required(method: M) -> M:
     """Only for an admin: 401 when anonymous, 403 for anyone else."""
-
-    @functools.wraps(method)
-    async def wrapper(self: BaseHandler, *args: Any, **kwargs: Any) -> Any:
-        if self.current_user is None:
-            return self.deny(401)
-        if not self.current_user.is_admin:
-            return self.deny(403)
-        result = method(self, *args, **kwargs)
-        return await result if result is not None else None
-
-    return wrapper
+    return _gate(method, _not_admin)
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:

@@ -228,21 +228,31 @@ class SessionManager:
         elif event.get("type") == "resync":
             self.cache.clear()
 
-    async def load(self, token: str) -> Session | None:
-        """The live session of a token, or None for an unknown or expired one."""
-        key = token_key(token)
+    def cached(self, token: str, key: str) -> Session | None:
+        """The session from this process's cache, without a store round trip; None if not there
+        (then ``load`` asks the store: the store decides expiry, never the cache)."""
+        if self.cache is None or not self.backend.events_live:
+            return None
+        record = self.cache.get(key)
+        if record is None or record.expired(self.clock()):
+            return None
+        return Session(record, token)
+
+    async def load(self, token: str, key: str | None = None) -> Session | None:
+        """The live session of a token (whose store key may be known), or None."""
+        key = key or token_key(token)
+        session = self.cached(token, key)
+        if session is not None:
+            return session
         now = self.clock()
-        cache = self.cache if self.cache is not None and self.backend.events_live else None
-        record = cache.get(key) if cache is not None else None
-        if record is None or record.expired(now):  # the store decides expiry, never the cache
-            record = await self.backend.load(key)
-            if record is None:
-                return None
-            if record.expired(now):
-                await self._end(record.key, record.user_id, "expired")
-                return None
-            if cache is not None:
-                cache.put(record)
+        record = await self.backend.load(key)
+        if record is None:
+            return None
+        if record.expired(now):
+            await self._end(record.key, record.user_id, "expired")
+            return None
+        if self.cache is not None and self.backend.events_live:
+            self.cache.put(record)
         return Session(record, token)
 
     def needs_commit(self, session: Session) -> bool:
