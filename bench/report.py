@@ -1,0 +1,576 @@
+"""RESULTS.md and the throughput chart, from the JSON results of sessions.py and http_load.py."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+from _common import USER_AGENT
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+TARGET_RATIO = 0.9
+TARGET_LOGIN = 0.9
+TARGET_STORM = 2.0
+TARGET_LEVELS = (1, 10, 50)
+
+
+def chart(http: dict[str, Any], path: Path) -> None:
+    """Requests/s and latency (p50, p99) against connections, healthz vs dashboard."""
+    rows = http["overhead"]
+    levels = [row["concurrency"] for row in rows]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, color in (("healthz", "tab:gray"), ("dashboard", "tab:blue")):
+        label = "GET /healthz" if name == "healthz" else "GET /api/dashboard (session)"
+        left.plot(levels, [r[name]["rps"] for r in rows], "o-", color=color, label=label)
+        right.plot(
+            levels, [r[name]["latency_ms"]["p50"] for r in rows], "o-", color=color,
+            label=f"{name} p50",
+        )  # fmt: skip
+        right.plot(
+            levels, [r[name]["latency_ms"]["p99"] for r in rows], "s--", color=color,
+            label=f"{name} p99",
+        )  # fmt: skip
+    for row in rows:
+        note = f"{row['ratio']:.2f}"
+        if row["dashboard"]["non_2xx"]:
+            note += f"\n{row['dashboard']['non_2xx']} non-2xx"
+        left.annotate(
+            note, (row["concurrency"], row["dashboard"]["rps"]), textcoords="offset points",
+            xytext=(0, -22), ha="center", fontsize=8, color="tab:blue",
+        )  # fmt: skip
+    left.text(0.02, 0.02, "labels: dashboard/healthz", transform=left.transAxes, fontsize=8)
+    for axis in (left, right):
+        axis.set_xscale("log")
+        axis.set_xticks(levels, [str(level) for level in levels])
+        axis.set_xlabel("concurrent connections (wrk -c)")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8)
+    left.set_ylabel("requests/s")
+    left.set_ylim(bottom=0)
+    left.set_title("Throughput, one server process")
+    right.set_yscale("log")
+    right.set_ylabel("latency (ms)")
+    right.set_title("Latency")
+    figure.suptitle("tornado-auth: Redis session vs trivial endpoint (loopback, wrk)", fontsize=11)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.2f}" if value < 100 else f"{value:.0f}"
+
+
+def _cpu(cpu: dict[str, float]) -> str:
+    return (
+        f"server {cpu['server_cores']:.2f}, services {cpu['services_cores']:.2f}, "
+        f"bench {cpu['bench_cores']:.2f}, others {cpu['foreign_cores']:.2f}"
+    )
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def summary(sessions: dict[str, Any], http: dict[str, Any]) -> list[str]:
+    rows = []
+    for row in http["overhead"]:
+        if row["concurrency"] in TARGET_LEVELS:
+            rows.append(
+                [
+                    f"(a) dashboard/healthz req/s at {row['concurrency']} connection"
+                    + ("s" if row["concurrency"] > 1 else ""),
+                    f">= {TARGET_RATIO}",
+                    f"{row['ratio']:.2f}",
+                    _met(row["ratio"] >= TARGET_RATIO),
+                ]
+            )
+    login = http["login"]
+    rows.append(
+        [
+            "(b) sign-ins/s at cost 12 vs the bcrypt limit "
+            f"({http['bcrypt']['limit_per_s']:.2f}/s)",
+            f">= {TARGET_LOGIN:.0%}",
+            f"{login['result']['rps']:.2f}/s = {login['fraction_of_limit']:.0%}",
+            _met(login["fraction_of_limit"] >= TARGET_LOGIN),
+        ]
+    )
+    storm = http["storm"]
+    rows.append(
+        [
+            "(c) dashboard p99 during a 50-connection sign-in storm vs without",
+            f"<= {TARGET_STORM:g}x",
+            f"{_ms(storm['during']['latency_ms']['p99'])} ms vs "
+            f"{_ms(storm['alone']['latency_ms']['p99'])} ms = {storm['p99_ratio']:.1f}x",
+            _met(storm["p99_ratio"] <= TARGET_STORM),
+        ]
+    )
+    memory = sessions.get("redis_memory")
+    if memory:
+        rows.append(
+            [
+                "Redis bytes per login session (used_memory growth / MEMORY USAGE sum)",
+                f"reference: {memory['reference_connect_redis_bytes']} (connect-redis)",
+                f"{memory['info_bytes_per_session']:.0f} / "
+                f"{memory['memory_usage_bytes_per_session']:.0f}",
+                f"{memory['info_bytes_per_session'] / memory['reference_connect_redis_bytes']:.1f}x"
+                " the reference",
+            ]
+        )
+    sockets = http.get("websockets")
+    if sockets:
+        rows.append(
+            [
+                f"(d) server memory per idle authenticated WebSocket ({sockets['opened']} open)",
+                "no target",
+                f"{sockets['bytes_per_socket'] / 1024:.1f} KiB",
+                "",
+            ]
+        )
+    return _table(["measure", "target", "measured", "verdict"], rows)
+
+
+def overhead_section(http: dict[str, Any], chart_name: str) -> list[str]:
+    rows = []
+    for row in http["overhead"]:
+        health, dash = row["healthz"], row["dashboard"]
+        others = max(health["cpu"]["foreign_cores"], dash["cpu"]["foreign_cores"])
+        rows.append(
+            [
+                str(row["concurrency"]),
+                f"{health['rps']:,.0f}",
+                f"{dash['rps']:,.0f}",
+                f"**{row['ratio']:.2f}**",
+                f"{_ms(health['latency_ms']['p50'])} / {_ms(health['latency_ms']['p99'])}",
+                f"{_ms(dash['latency_ms']['p50'])} / {_ms(dash['latency_ms']['p99'])}",
+                f"{health['non_2xx']} / {dash['non_2xx']}",
+                f"{health['cpu']['server_cores']:.2f} / {dash['cpu']['server_cores']:.2f}",
+                f"{health['server_cpu_us_per_request']:.0f} / "
+                f"{dash['server_cpu_us_per_request']:.0f}",
+                f"{others:.2f}",
+            ]
+        )
+    header = [
+        "connections",
+        "healthz req/s",
+        "dashboard req/s",
+        "ratio",
+        "healthz p50 / p99 ms",
+        "dashboard p50 / p99 ms",
+        "non-2xx (h / d)",
+        "server CPU cores (h / d)",
+        "server CPU µs per request (h / d)",
+        "others' CPU cores",
+    ]
+    lines = [
+        "## (a) Session overhead: `GET /api/dashboard` vs `GET /healthz`",
+        "",
+        "The same server, the same request headers (the session cookie and a Chrome User-Agent are "
+        "sent to both; `/healthz` ignores them). The dashboard resolves the session behind the "
+        "cookie (the store is Redis) and answers from it; nothing is written (the touch interval "
+        "is 60 s). wrk uses one thread at 1 connection, two otherwise. Server CPU per request = "
+        "server CPU cores / requests per second.",
+        "",
+        *_table(header, rows),
+        "",
+        f"![throughput and latency against concurrency]({chart_name})",
+        "",
+        "Each figure is a single run. On this machine, repeated runs of the same endpoint have "
+        "differed by up to about 10%, so a ratio within a few hundredths of the target is not a "
+        "clear verdict either way.",
+        "",
+    ]
+    levels = [r for r in http["overhead"] if r["concurrency"] in TARGET_LEVELS]
+    missed = [r for r in levels if r["ratio"] < TARGET_RATIO]
+    if missed:
+        names = ", ".join(str(r["concurrency"]) for r in missed)
+        lines += [
+            f"Target (ratio >= {TARGET_RATIO}) **missed** at {names} connection(s). The one "
+            "server process is CPU-bound on its event loop (about one core in every run), so the "
+            "ratio is the ratio of server CPU per request (the last columns but one).",
+            "",
+        ]
+    counts = http["server"].get("log_counts", {})
+    unavailable = sum(n for m, n in counts.items() if "/api/dashboard" in m and "unavailable" in m)
+    too_many = any("Too many connections" in message for message in counts)
+    for row in http["overhead"]:
+        if row["concurrency"] in TARGET_LEVELS:
+            continue
+        bad = row["dashboard"]["non_2xx"]
+        note = (
+            f"{row['concurrency']} connections is beyond the brief's levels, measured to show "
+            "the server past 100 concurrent requests. "
+        )
+        if bad:
+            note += f"**{bad} dashboard responses were not 2xx**, so its req/s overstates "
+            note += "what clients got."
+            if unavailable:
+                note += (
+                    f" The server log has {unavailable} `503 GET /api/dashboard ... Session store "
+                    "unavailable` lines, while Redis was up: redis-py's asyncio "
+                    "connection pool holds at most 100 connections by default and raises "
+                    "MaxConnectionsError (`Too many connections`) at once beyond that"
+                    + (", as the logged commit failures say." if too_many else ".")
+                )
+        else:
+            note += "No dashboard response failed in this run."
+        lines += [note, ""]
+    return lines
+
+
+def login_section(http: dict[str, Any]) -> list[str]:
+    bcrypt, login, storm = http["bcrypt"], http["login"], http["storm"]
+    result = login["result"]
+    storm_result = storm["during"]["storm"]
+    lines = [
+        "## (b) Sign-in throughput at bcrypt cost 12",
+        "",
+        f"One cost-12 check (`bcrypt.checkpw` of a 44-byte pre-hash, measured in-process, median "
+        f"of {len(bcrypt['check_seconds'])}): **{1000 * bcrypt['median_check_seconds']:.0f} ms**. "
+        f"Limit = cores / check = {bcrypt['cores']} / {bcrypt['median_check_seconds']:.3f} s = "
+        f"**{bcrypt['limit_per_s']:.2f} sign-ins/s**. For comparison, {bcrypt['cores']} threads "
+        f"checking at once in-process reach {bcrypt['parallel_checks_per_s']:.2f}/s on this "
+        "machine.",
+        "",
+        *_table(
+            ["load", "sign-ins/s", "of the limit", "p50 / p99 ms", "non-2xx", "CPU cores"],
+            [
+                [
+                    f"{login['connections']} connections, {result['duration_us'] / 1e6:.0f} s",
+                    f"{result['rps']:.2f}",
+                    f"**{login['fraction_of_limit']:.0%}**",
+                    f"{_ms(result['latency_ms']['p50'])} / {_ms(result['latency_ms']['p99'])}",
+                    str(result["non_2xx"]),
+                    _cpu(login["cpu"]),
+                ],
+                [
+                    f"{storm['storm_connections']} connections (the storm of (c)), "
+                    f"{storm_result['duration_us'] / 1e6:.0f} s",
+                    f"{storm_result['rps']:.2f}",
+                    f"{storm['storm_fraction_of_limit']:.0%}",
+                    f"{_ms(storm_result['latency_ms']['p50'])} / "
+                    f"{_ms(storm_result['latency_ms']['p99'])}",
+                    str(storm_result["non_2xx"]),
+                    "(shared with the dashboard load)",
+                ],
+            ],
+        ),
+        "",
+    ]
+    if login["fraction_of_limit"] < TARGET_LOGIN:
+        lines += [
+            f"Target (>= {TARGET_LOGIN:.0%} of the limit) **missed**: "
+            f"{login['fraction_of_limit']:.0%} of cores / one check, "
+            f"{login['fraction_of_parallel']:.0%} of what {bcrypt['cores']} bcrypt threads "
+            "achieve in-process. The server process used "
+            f"{login['cpu']['server_cores']:.2f} of {bcrypt['cores']} cores; the rest of each "
+            "sign-in (its store round trips, the event loop) competes with bcrypt for them.",
+            "",
+        ]
+    return lines
+
+
+def storm_section(http: dict[str, Any]) -> list[str]:
+    storm = http["storm"]
+    rows = []
+    for label, key in (("alone", "alone"), ("during the storm", "during")):
+        run = storm[key]
+        rows.append(
+            [
+                label,
+                f"{run['rps']:,.0f}",
+                _ms(run["latency_ms"]["p50"]),
+                f"**{_ms(run['latency_ms']['p99'])}**",
+                _ms(run["latency_ms"]["max"]),
+                str(run["non_2xx"]),
+                _cpu(run["cpu"]),
+            ]
+        )
+    verdict = "met" if storm["p99_ratio"] <= TARGET_STORM else "**missed**"
+    return [
+        "## (c) Dashboard latency during a sign-in storm",
+        "",
+        f"`GET /api/dashboard` at {storm['dashboard_connections']} connections (wrk -t1), alone "
+        f"and while {storm['storm_connections']} other connections sign in as fast as they can "
+        "(wrk -t1, started just before and ending 4 s after the dashboard run).",
+        "",
+        *_table(["dashboard", "req/s", "p50 ms", "p99 ms", "max ms", "non-2xx", "CPU cores"], rows),
+        "",
+        f"p99 during / alone = **{storm['p99_ratio']:.1f}x** (target <= {TARGET_STORM:g}x: "
+        f"{verdict}); p50 {storm['p50_ratio']:.1f}x.",
+        "",
+        *after_storm(storm, http["bcrypt"]),
+    ]
+
+
+def after_storm(storm: dict[str, Any], bcrypt: dict[str, Any]) -> list[str]:
+    after = storm.get("after")
+    if not after:
+        return []
+    checks = after["server_cpu_seconds"] / bcrypt["median_check_seconds"]
+    line = (
+        f"When the storm's wrk ended, closing its {storm['storm_connections']} connections with a "
+        f"sign-in in flight on each, the server stayed busy for another "
+        f"{after['seconds_until_idle']:.0f} s and used {after['server_cpu_seconds']:.1f} "
+        f"CPU-seconds, about {checks:.0f} cost-12 checks"
+    )
+    if checks > storm["storm_connections"] / 5:
+        line += (
+            ": sign-ins whose clients have gone are still computed, so a client that gives up "
+            "still costs a check, and one that retries costs two."
+        )
+    return [line + ("" if line.endswith(".") else "."), ""]
+
+
+def websocket_section(http: dict[str, Any]) -> list[str]:
+    ws = http.get("websockets")
+    if not ws:
+        return []
+    lines = [
+        "## (d) Memory per idle WebSocket",
+        "",
+        f"{ws['sockets']:,} sessions of distinct users were written to the server's Redis store "
+        "(as sign-ins create them) and their cookies signed with the server's secret; one asyncio "
+        f"client process then opened one authenticated `/ws/dashboard` socket per session "
+        f"({ws['handshakes_in_flight']} handshakes in flight at most) and waited for each "
+        "socket's `hello` message. Server VmRSS (/proc/PID/status) before (once the machine "
+        f"was idle again, after {ws['waited_for_quiet_s']:.0f} s) and after:",
+        "",
+        *_table(
+            [
+                "sockets open",
+                "failed",
+                "VmRSS before",
+                "VmRSS after",
+                "per socket",
+                "server fds",
+                "time to open",
+            ],
+            [
+                [
+                    f"{ws['opened']:,}",
+                    str(ws["failures"]),
+                    f"{ws['rss_before'] / 2**20:.1f} MiB",
+                    f"{ws['rss_after'] / 2**20:.1f} MiB",
+                    f"**{ws['bytes_per_socket']:,.0f} B**",
+                    f"{ws['server_open_files_before']} -> {ws['server_open_files_after']}",
+                    f"{ws['open_seconds']:.1f} s",
+                ]
+            ],
+        ),
+        "",
+    ]
+    if ws["failures"]:
+        lines += [f"First failure: `{ws['first_failure']}`", ""]
+    return lines
+
+
+def sessions_section(sessions: dict[str, Any]) -> list[str]:
+    params = sessions["params"]
+    full = 1 + params["warmup"] + params["ops"]  # the first session and every create
+    rows = []
+    for backend, ops in sessions["backends"].items():
+        for op, row in ops.items():
+            rows.append(
+                [
+                    backend,
+                    f"{op.removesuffix('_full')} ({full:,} in store)"
+                    if op.endswith("_full")
+                    else op,
+                    f"{row['p50_ms']:.3f}",
+                    f"{row['p99_ms']:.3f}",
+                    f"{row['mean_ms']:.3f}",
+                    f"{row['ops_per_s']:,.0f}",
+                ]
+            )
+    cpu_notes = [
+        f"{backend}: {_cpu(cpu)} (run {cpu['attempt']})"
+        for backend, cpu in sessions.get("cpu", {}).items()
+    ]
+    lines = [
+        "## Session backends: one operation at a time",
+        "",
+        f"{params['ops']:,} sequential operations of each kind after {params['warmup']} untimed "
+        "ones, through `backend_for_url` and `SessionManager`, on a new store holding one "
+        "session: `load` = `backend.load(key)`; `touch` = `backend.update(key, {}, set(), "
+        "last_seen, expires)` (expiry moved, no data); `save` = `update` with one changed data "
+        "key; `create` = a sign-in, `SessionManager.commit` of a new logged-in `Session` (a "
+        f"distinct user each time). Then `load` and `touch` again, once the creates have left "
+        f"{full:,} sessions in the store. ops/s = 1 / mean latency (one at a time).",
+        "",
+        *_table(["backend", "operation", "p50 ms", "p99 ms", "mean ms", "ops/s"], rows),
+        "",
+        "CPU cores during each backend's run: " + "; ".join(cpu_notes) + ".",
+        "",
+    ]
+    for backend, ops in sessions["backends"].items():
+        if "touch_full" in ops and ops["touch_full"]["p50_ms"] > 3 * ops["touch"]["p50_ms"]:
+            lines += [
+                f"**{backend}: a touch costs {ops['touch_full']['p50_ms']:.1f} ms (p50) with "
+                f"{full:,} sessions in the store against {ops['touch']['p50_ms']:.1f} ms with one**"
+                f" (load: {ops['load_full']['p50_ms']:.1f} vs {ops['load']['p50_ms']:.1f} ms): "
+                "updates slow down as the store grows.",
+                "",
+            ]
+    return lines
+
+
+def memory_section(sessions: dict[str, Any]) -> list[str]:
+    memory = sessions.get("redis_memory")
+    if not memory:
+        return []
+    n = memory["sessions"]
+    clean = memory["dbsize_delta"] == memory["dbsize_expected"]
+    reference = memory["reference_connect_redis_bytes"]
+    limit = memory["hash_listpack_limits"].get("hash-max-listpack-value", "?")
+    lines = [
+        "## Redis memory per login session",
+        "",
+        f"{n:,} sign-ins of distinct users (user id, email, role, remember_me, ip 203.0.113.7, a "
+        f"{memory['user_agent_chars']}-character desktop Chrome User-Agent), one connection, one "
+        "at a time. Each creates a session hash, a per-user index (sorted set) and an entry in the "
+        "live-sessions sorted set.",
+        "",
+        *_table(
+            ["measure", "bytes per session"],
+            [
+                [
+                    "`INFO memory` used_memory growth / sessions",
+                    f"**{memory['info_bytes_per_session']:.0f}**",
+                ],
+                [
+                    "sum of `MEMORY USAGE` (SAMPLES 0) / sessions",
+                    f"**{memory['memory_usage_bytes_per_session']:.0f}**",
+                ],
+                [
+                    f"  session hash (encoding: {memory['hash_encoding']})",
+                    f"{memory['memory_usage_hash_per_session']:.0f}",
+                ],
+                [
+                    f"  user index (encoding: {memory['user_index_encoding']})",
+                    f"{memory['memory_usage_user_index_per_session']:.0f}",
+                ],
+                [
+                    f"  share of the live index (encoding: {memory['live_index_encoding']})",
+                    f"{memory['memory_usage_live_index_per_session']:.0f}",
+                ],
+                [
+                    "express-session + connect-redis (reference given to the project)",
+                    f"{reference}",
+                ],
+            ],
+        ),
+        "",
+        f"used_memory also counts what `MEMORY USAGE` does not: the keyspace and expiry "
+        f"dictionaries' entries for the {memory['dbsize_delta']:,} new keys. "
+        + (
+            "The key count grew by exactly the expected number, so no other client wrote meanwhile."
+            if clean
+            else f"**The key count grew by {memory['dbsize_delta']} instead of "
+            f"{memory['dbsize_expected']}: another client wrote meanwhile; used_memory is "
+            "approximate.**"
+        ),
+        "",
+        f"That is **{memory['info_bytes_per_session'] / reference:.1f}x** the 280-byte reference. "
+        f"The session hash is `{memory['hash_encoding']}`-encoded because the User-Agent value is "
+        f"longer than `hash-max-listpack-value` ({limit} bytes); the same sign-in with a "
+        f"60-character User-Agent gives a `{memory['short_ua_hash_encoding']}` hash of "
+        f"{memory['short_ua_hash_bytes']} bytes instead of "
+        f"{memory['memory_usage_hash_per_session']:.0f}.",
+        "",
+    ]
+    return lines
+
+
+def log_section(http: dict[str, Any]) -> list[str]:
+    counts = http["server"].get("log_counts") or {}
+    lines = ["## Server log during the HTTP run", ""]
+    if not counts:
+        return [*lines, "No warning or error.", ""]
+    lines += ["Warnings and errors (numbers replaced by N):", ""]
+    rows = [[str(count), f"`{message}`"] for message, count in counts.items()]
+    return [*lines, *_table(["count", "message"], rows), ""]
+
+
+def commands_section(commands: dict[str, str], http: dict[str, Any]) -> list[str]:
+    settings = " ".join(f"{k}={v}" for k, v in http["server"]["settings"].items())
+    lines = [
+        "## Commands",
+        "",
+        "Each figure above comes from one of these (wrk prints one JSON line, from "
+        "`bench/wrk_report.lua`):",
+        "",
+        "```sh",
+        f"CHROME_UA='{USER_AGENT}'",
+        commands["sessions"],
+        commands["http"],
+        f"# the server: {settings} \\",
+        "#   TORNADO_AUTH_SECRETS__COOKIE_SECRET=<random> " + http["server"]["command"],
+    ]
+    wrk_runs = [(f"(a) {name} c={row['concurrency']}", row[name]) for row in http["overhead"]
+                for name in ("healthz", "dashboard")]  # fmt: skip
+    wrk_runs.append(("(b)", http["login"]["result"]))
+    wrk_runs.append(("(c) alone", http["storm"]["alone"]))
+    wrk_runs.append(("(c) during", http["storm"]["during"]))
+    wrk_runs.append(("(c) storm", http["storm"]["during"]["storm"]))
+    lines += [f"# {label}\n{run['command']}" for label, run in wrk_runs]
+    return [*lines, "```", ""]
+
+
+def render(
+    *,
+    info: dict[str, str],
+    started: datetime.datetime,
+    elapsed: float,
+    command: str,
+    private_services: bool,
+    commands: dict[str, str],
+    sessions: dict[str, Any],
+    http: dict[str, Any],
+    chart_name: str,
+) -> str:
+    services = (
+        "a private redis-server and MongoDB-compatible server started for the run on free "
+        "loopback ports (and stopped after it)"
+        if private_services
+        else "the shared Redis and MongoDB-compatible server"
+    )
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `{command}` on {started:%Y-%m-%d %H:%M} UTC in {elapsed / 60:.1f} minutes, "
+        f"against {services}. One `tornado-auth serve` process (Redis sessions, users in MongoDB, "
+        "bcrypt cost 12, access log off); load from `wrk` and Python on the same machine, over "
+        "loopback. These are the numbers of this run, whatever they are: a baseline for the "
+        "request-path work.",
+        "",
+        *_table(["", ""], [[key, value] for key, value in info.items()]),
+        "",
+        "The machine is shared with other work. Each measurement first waits (up to 45 s) for the "
+        "machine to be nearly idle and is repeated once if other processes took more than 0.3 "
+        "cores while it ran; the CPU cores each measurement's processes used are shown, 'others' "
+        "being everything that is not the server, the services or the benchmark itself.",
+        "",
+        "## Summary",
+        "",
+        *summary(sessions, http),
+        "",
+        *overhead_section(http, chart_name),
+        *login_section(http),
+        *storm_section(http),
+        *websocket_section(http),
+        *sessions_section(sessions),
+        *memory_section(sessions),
+        *log_section(http),
+        *commands_section(commands, http),
+    ]
+    return "\n".join(lines).rstrip() + "\n"
