@@ -370,7 +370,7 @@ async def test_bcrypt_runs_off_the_event_loop_at_lower_priority():
         native = threading.get_native_id()
         return native, os.getpriority(os.PRIO_PROCESS, native)
 
-    thread, niceness = await asyncio.get_running_loop().run_in_executor(passwords._executor, where)
+    thread, niceness = await asyncio.get_running_loop().run_in_executor(passwords.pool(), where)
     assert thread != loop_thread
     expected = os.getpriority(os.PRIO_PROCESS, loop_thread) + passwords.BCRYPT_NICENESS
     assert niceness == min(expected, 19)

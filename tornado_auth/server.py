@@ -12,6 +12,7 @@ import time
 
 import tornado.httpserver
 import tornado.netutil
+import tornado.web
 
 from .app import Services, make_app, start_services
 from .handlers.base import InFlight
@@ -41,12 +42,7 @@ async def run_worker(settings: Settings, sockets: list) -> None:
     services = await start_services(settings)
     in_flight = InFlight()
     app = make_app(services, in_flight=in_flight)
-    server = tornado.httpserver.HTTPServer(
-        app,
-        xheaders=settings["server.xheaders"],
-        max_body_size=settings["server.max_body_size"],
-        idle_connection_timeout=60,
-    )
+    server = http_server(app, settings)
     server.add_sockets(sockets)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -62,6 +58,22 @@ async def run_worker(settings: Settings, sockets: list) -> None:
         log.warning("grace period over: %d requests still running are cut", in_flight.active)
     await server.close_all_connections()
     await services.close()
+
+
+HEADER_READ_LIMIT = 16  # times server.max_header_size: the headers Tornado reads at most
+
+
+def http_server(app: tornado.web.Application, settings: Settings) -> tornado.httpserver.HTTPServer:
+    """The HTTP server for the app. Tornado closes a connection without a response when headers
+    pass its own limit, so it reads more than ``server.max_header_size``, and the app answers
+    431 to anything over the setting."""
+    return tornado.httpserver.HTTPServer(
+        app,
+        xheaders=settings["server.xheaders"],
+        max_body_size=settings["server.max_body_size"],
+        max_header_size=settings["server.max_header_size"] * HEADER_READ_LIMIT,
+        idle_connection_timeout=60,
+    )
 
 
 async def prepare_stores(settings: Settings) -> None:

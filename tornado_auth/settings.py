@@ -20,6 +20,8 @@ _SIZE_UNITS = {"b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, N
 BACKEND_SCHEMES = (
     "redis://",
     "rediss://",
+    "redis+cluster://",
+    "redis+sentinel://",
     "mongodb://",
     "mongodb+srv://",
     "sqlite://",
@@ -159,6 +161,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "server.shutdown_grace": ("10s", parse_duration),
     "server.xheaders": (False, _bool),
     "server.max_body_size": ("64KiB", parse_size),
+    "server.max_header_size": ("64KiB", parse_size),
     "server.trusted_origins": ([], _origins),
     "secrets.cookie_secret": ("", _secret),
     "secrets.key_version": (None, _optional_int),

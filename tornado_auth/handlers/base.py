@@ -166,10 +166,14 @@ class BaseHandler(tornado.web.RequestHandler):
     def prepare(self) -> Awaitable[None] | None:
         """Resolve the session from the cookie: at once from this process's cache, else from the
         store (then the returned awaitable finishes the job, and Tornado waits for it)."""
+        headers = self.request.headers
+        size = sum(len(name) + len(value) + 4 for name, value in headers.get_all())
+        if size > self.settings["max_header_size"]:
+            raise ApiError(431, "Request headers too large")
         if not self.uses_session:
             return None
         name = self.settings["session_cookie"]
-        header = self.request.headers.get("Cookie")
+        header = headers.get("Cookie")
         if header is None or name not in header:
             return None
         value = httputil.parse_cookie(header).get(name)  # a dict, not http.cookies' Morsels

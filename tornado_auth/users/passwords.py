@@ -33,12 +33,21 @@ def _yield_to_the_event_loop() -> None:
         os.setpriority(os.PRIO_PROCESS, thread, min(niceness, 19))
 
 
-# bcrypt releases the GIL: one thread per core computes hashes at the machine's limit.
-_executor = ThreadPoolExecutor(
-    max_workers=os.cpu_count() or 1,
-    thread_name_prefix="bcrypt",
-    initializer=_yield_to_the_event_loop,
-)
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def pool() -> ThreadPoolExecutor:
+    """This process's hashing threads. One per process: threads do not survive a fork, so a
+    worker forked after the parent hashed (demo users, the dummy hash) makes its own."""
+    pid = os.getpid()
+    if pid not in _pools:
+        # bcrypt releases the GIL: one thread per core computes hashes at the machine's limit.
+        _pools[pid] = ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 1,
+            thread_name_prefix="bcrypt",
+            initializer=_yield_to_the_event_loop,
+        )
+    return _pools[pid]
 
 
 def _prehash(password: str) -> bytes:
@@ -61,11 +70,11 @@ def _verify(password: str, stored: str) -> bool:
 
 
 async def hash_password(password: str, rounds: int) -> str:
-    return await asyncio.get_running_loop().run_in_executor(_executor, _hash, password, rounds)
+    return await asyncio.get_running_loop().run_in_executor(pool(), _hash, password, rounds)
 
 
 async def verify_password(password: str, stored: str) -> bool:
-    return await asyncio.get_running_loop().run_in_executor(_executor, _verify, password, stored)
+    return await asyncio.get_running_loop().run_in_executor(pool(), _verify, password, stored)
 
 
 def needs_rehash(stored: str, rounds: int) -> bool:
