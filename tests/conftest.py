@@ -16,15 +16,33 @@ import redis.asyncio as aioredis
 import tornado.httpserver
 import tornado.testing
 from pymongo import AsyncMongoClient
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
+from redis.sentinel import Sentinel
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from tornado_auth.app import Services, make_app, start_services
+from tornado_auth.server import http_server
 from tornado_auth.sessions import SessionBackend, backend_for_url
+from tornado_auth.sessions.redis import parse_url, redis_client
 from tornado_auth.settings import Settings, load_settings
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MONGO_URL = os.environ.get("TEST_MONGO_URL", "mongodb://127.0.0.1:27017")
-SESSION_BACKENDS = ("memory", "sqlite", "redis", "mongodb")
+# started by scripts/services (cluster-up, sentinel-up)
+REDIS_CLUSTER_URL = os.environ.get(
+    "TEST_REDIS_CLUSTER_URL", "redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002"
+)
+REDIS_SENTINEL_URL = os.environ.get(
+    "TEST_REDIS_SENTINEL_URL",
+    "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380,127.0.0.1:26381/mymaster",
+)
+REDIS_URLS = {
+    "redis": REDIS_URL,
+    "redis-cluster": REDIS_CLUSTER_URL,
+    "redis-sentinel": REDIS_SENTINEL_URL,
+}
+SESSION_BACKENDS = ("memory", "sqlite", "redis", "mongodb", "redis-cluster", "redis-sentinel")
 USER_STORES = ("sqlite", "mongodb")
 
 
@@ -43,8 +61,42 @@ def _answers(host: str, port: int) -> bool:
         return False
 
 
+_ANSWERED: set[str] = set()  # cluster and sentinel URLs that answered once in this run
+_CLUSTER_MASTERS: dict[str, list[tuple[str, int]]] = {}  # tests never reshard a cluster
+
+
+def _redis_group_answers(url: str) -> bool:
+    """A whole cluster (every slot served), or the master the sentinels name, answers PING."""
+    if url in _ANSWERED:
+        return True
+    nodes, master, db, _ = parse_url(url)
+    timeouts = {"socket_timeout": 2, "socket_connect_timeout": 1}
+    try:
+        if master is None:
+            startup = [ClusterNode(host, port) for host, port in nodes]
+            with RedisCluster(startup_nodes=startup, **timeouts) as cluster:
+                answered = cluster.ping()
+        else:
+            sentinel = Sentinel(nodes, **timeouts)
+            with sentinel, sentinel.master_for(master, db=db) as client:
+                answered = client.ping()
+    except (RedisError, RedisClusterException, OSError):
+        return False
+    if answered:
+        _ANSWERED.add(url)
+    return answered
+
+
 def require_service(name: str) -> None:
     """Fail under CI (naming the service), skip elsewhere, when a real service is missing."""
+    if name in ("redis-cluster", "redis-sentinel"):
+        url = REDIS_URLS[name]
+        if not _redis_group_answers(url):
+            message = f"{name} is not reachable at {url}: run scripts/services up"
+            if os.environ.get("CI"):
+                pytest.fail(message)
+            pytest.skip(message)
+        return
     url = REDIS_URL if name == "redis" else MONGO_URL
     host_port = url.split("://", 1)[1].split("/", 1)[0]
     host, _, port = host_port.rpartition(":")
@@ -59,36 +111,76 @@ class Store:
     """A unique place in a real service for one test, and a way to read all of it back."""
 
     def __init__(self, kind: str, tmp_path: Path) -> None:
-        self.kind = kind
+        # the service it runs on (a fixture parameter), and the backend tests branch on: every
+        # Redis deployment (single server, Cluster, Sentinel) is kind "redis"
+        self.service = kind
+        self.kind = "redis" if kind in REDIS_URLS else kind
         self.tag = uuid.uuid4().hex[:12]
         self.prefix = f"test:{self.tag}:"
         self.database = f"ta_test_{self.tag}"
         self.tmp_path = tmp_path
 
     def session_url(self) -> str:
+        if self.kind == "redis":
+            return REDIS_URLS[self.service]
         return {
             "memory": "memory://",
             "sqlite": f"sqlite:///{self.tmp_path}/sessions.db",
-            "redis": REDIS_URL,
             "mongodb": f"{MONGO_URL}/{self.database}",
         }[self.kind]
 
     def user_url(self) -> str:
-        """Users in the real MongoDB alongside the real session stores, else in SQLite."""
-        if self.kind in ("redis", "mongodb"):
+        """Users in the real MongoDB alongside the real session stores, else in SQLite (also for
+        Redis Cluster and Sentinel: their runs test the session store, and stay quick)."""
+        if self.service in ("redis", "mongodb"):
             return f"{MONGO_URL}/{self.database}"
         return f"sqlite:///{self.tmp_path}/users.db"
+
+    async def redis_masters(self) -> list[aioredis.Redis]:
+        """A client for each Redis master holding this store's keys: every master of a cluster,
+        the current master of a Sentinel group; the caller closes them."""
+        if self.service == "redis":
+            return [aioredis.from_url(REDIS_URL, decode_responses=True)]
+        url = self.session_url()
+        addresses = _CLUSTER_MASTERS.get(url, [])
+        if not addresses:
+            client = redis_client(url, decode_responses=True)
+            try:
+                if self.service == "redis-cluster":
+                    await client.initialize()
+                    addresses = [(node.host, node.port) for node in client.get_primaries()]
+                    _CLUSTER_MASTERS[url] = addresses
+                else:  # the master may change: asked every time
+                    pool = client.connection_pool
+                    addresses = [await pool.sentinel_manager.discover_master(pool.service_name)]
+            finally:
+                await client.aclose()
+                if self.service == "redis-sentinel":
+                    await client.connection_pool.sentinel_manager.aclose()
+        return [aioredis.Redis(host=h, port=p, decode_responses=True) for h, p in addresses]
+
+    async def redis_keys(self) -> dict[str, list[str]]:
+        """This test's keys, by the master that holds them (``host:port``)."""
+        found = {}
+        for client in await self.redis_masters():
+            address = client.get_connection_kwargs()
+            keys = [key async for key in client.scan_iter(match=self.prefix + "*")]
+            found[f"{address['host']}:{address['port']}"] = keys
+            await client.aclose()
+        return found
 
     async def dump(self, backend: SessionBackend | None = None) -> str:
         """Everything this test stored, as text, to search for secrets."""
         if self.kind == "redis":
-            client = aioredis.from_url(REDIS_URL, decode_responses=True)
             parts = []
-            async for key in client.scan_iter(match=self.prefix + "*"):
-                kind = await client.type(key)
-                value = await (client.hgetall(key) if kind == "hash" else client.zrange(key, 0, -1))
-                parts.append(f"{key}={value}")
-            await client.aclose()
+            for client in await self.redis_masters():
+                async for key in client.scan_iter(match=self.prefix + "*"):
+                    kind = await client.type(key)
+                    value = await (
+                        client.hgetall(key) if kind == "hash" else client.zrange(key, 0, -1)
+                    )
+                    parts.append(f"{key}={value}")
+                await client.aclose()
             return "\n".join(parts)
         if self.kind == "mongodb":
             client = AsyncMongoClient(MONGO_URL)
@@ -105,12 +197,14 @@ class Store:
 
     async def cleanup(self) -> None:
         if self.kind == "redis":
-            client = aioredis.from_url(REDIS_URL)
-            keys = [key async for key in client.scan_iter(match=self.prefix + "*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
-        if self.kind in ("redis", "mongodb"):  # users live in MongoDB for both
+            for client in await self.redis_masters():  # every master of a cluster
+                keys = [key async for key in client.scan_iter(match=self.prefix + "*")]
+                async with client.pipeline(transaction=False) as pipe:
+                    for key in keys:  # one by one: a cluster node refuses keys of two slots
+                        pipe.delete(key)
+                    await pipe.execute()
+                await client.aclose()
+        if self.service in ("redis", "mongodb"):  # users live in MongoDB for both
             client = AsyncMongoClient(MONGO_URL)
             await client.drop_database(self.database)
             await client.close()
@@ -122,6 +216,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param in ("redis", "mongodb"):
         require_service(request.param)
         require_service("mongodb")
+    elif request.param in REDIS_URLS:
+        require_service(request.param)
     place = Store(request.param, tmp_path)
     yield place
     await place.cleanup()
@@ -240,9 +336,7 @@ async def start_server(
     services = services or await start_services(settings)
     app = make_app(services, **app_overrides)
     sock, port = tornado.testing.bind_unused_port()
-    http = tornado.httpserver.HTTPServer(
-        app, max_body_size=settings["server.max_body_size"], xheaders=settings["server.xheaders"]
-    )
+    http = http_server(app, settings)
     http.add_sockets([sock])
     return Server(services, port, http)
 

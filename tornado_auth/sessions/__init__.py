@@ -20,11 +20,16 @@ __all__ = [
 
 
 def backend_for_url(url: str, key_prefix: str = "ta:") -> SessionBackend:
-    """The backend a URL names: redis://, rediss://, mongodb://, sqlite:///path, memory://."""
-    if url.startswith(("redis://", "rediss://")):
+    """The backend a URL names: redis://, rediss://, redis+cluster://, redis+sentinel://,
+    mongodb://, sqlite:///path, memory://."""
+    if url.startswith(("redis://", "rediss://", "redis+cluster://", "redis+sentinel://")):
+        from ..settings import SettingsError
         from .redis import RedisSessionBackend
 
-        return RedisSessionBackend(url, key_prefix)
+        try:
+            return RedisSessionBackend(url, key_prefix)
+        except ValueError as error:
+            raise SettingsError(f"sessions.url: {error}") from None
     if url.startswith(("mongodb://", "mongodb+srv://")):
         from .mongo import MongoSessionBackend
 

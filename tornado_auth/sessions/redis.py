@@ -2,6 +2,12 @@
 
 Every command touches a single key (or the keys of one hash slot), so the layout works unchanged
 on Redis Cluster: the session hash and the user index are written by separate commands.
+
+URLs: ``redis://`` and ``rediss://`` name one server; ``redis+cluster://host:port,host:port`` a
+Redis Cluster (any reachable nodes; the client discovers the rest); and
+``redis+sentinel://host:port,host:port/<master-name>[/<db>]`` the master that Redis Sentinel
+reports, followed through failovers. Both take ``user:password@`` before the nodes (for the Redis
+servers, not the sentinels) and ``?socket_timeout=&socket_connect_timeout=`` in seconds.
 """
 
 from __future__ import annotations
@@ -13,8 +19,21 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterError,
+    CrossSlotTransactionError,
+    InvalidPipelineStack,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -51,6 +70,23 @@ return user or ''
 """
 
 
+CLUSTER_SCHEME = "redis+cluster://"
+SENTINEL_SCHEME = "redis+sentinel://"
+URL_OPTIONS = {"socket_timeout": float, "socket_connect_timeout": float}
+# The store cannot serve now: a server, a sentinel's master or a cluster node is down or switching.
+UNAVAILABLE = (
+    RedisConnectionError,  # also Sentinel's MasterNotFoundError
+    RedisTimeoutError,
+    OSError,
+    ReadOnlyError,  # a master demoted to replica, still answering
+    ClusterError,  # CLUSTERDOWN, MASTERDOWN
+    TryAgainError,  # a slot is migrating
+    RedisClusterException,  # no node reachable, slots not covered
+)
+# ...but these mean a key layout spanning hash slots: a bug, not an outage
+LAYOUT_ERRORS = (CrossSlotTransactionError, InvalidPipelineStack)
+
+
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
 
@@ -59,8 +95,64 @@ def _ms(seconds: float) -> int:
 async def _available() -> AsyncIterator[None]:
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+    except LAYOUT_ERRORS:
+        raise
+    except UNAVAILABLE as error:
         raise StoreUnavailable("session", f"redis: {error}") from error
+
+
+def parse_url(url: str) -> tuple[list[tuple[str, int]], str | None, int, dict[str, Any]]:
+    """Nodes, Sentinel master name, db and client options of a cluster or sentinel URL."""
+    sentinel = url.startswith(SENTINEL_SCHEME)
+    if not sentinel and not url.startswith(CLUSTER_SCHEME):
+        raise ValueError(f"not a {CLUSTER_SCHEME} or {SENTINEL_SCHEME} URL")
+    parts = urlsplit(url)
+    options: dict[str, Any] = {}
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    if credentials:
+        username, has_password, password = credentials.partition(":")
+        options.update(username=unquote(username) or None)
+        if has_password:
+            options["password"] = unquote(password)
+    nodes = []
+    for node in hosts.split(","):
+        host, _, port = node.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port for each node, got {node!r}")
+        nodes.append((host.strip("[]"), int(port)))
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name not in URL_OPTIONS:
+            raise ValueError(f"unknown option {name!r}: use {', '.join(URL_OPTIONS)}")
+        try:
+            options[name] = URL_OPTIONS[name](value)
+        except ValueError:
+            raise ValueError(f"option {name}: not a number: {value!r}") from None
+    path = [unquote(part) for part in parts.path.split("/") if part]
+    if not sentinel:
+        if path:
+            raise ValueError(f"expected {CLUSTER_SCHEME}host:port,... (no path: always db 0)")
+        return nodes, None, 0, options
+    if len(path) not in (1, 2) or (len(path) == 2 and not path[1].isdigit()):
+        raise ValueError(f"expected {SENTINEL_SCHEME}host:port,.../<master-name>[/<db>]")
+    return nodes, path[0], int(path[1]) if len(path) == 2 else 0, options
+
+
+def redis_client(url: str, **options: Any) -> aioredis.Redis | RedisCluster:
+    """The client a redis://, rediss://, redis+cluster:// or redis+sentinel:// URL names.
+
+    ``options`` are defaults for every connection; options in the URL override them.
+    """
+    if not url.startswith((CLUSTER_SCHEME, SENTINEL_SCHEME)):
+        return aioredis.from_url(url, **options)
+    nodes, master, db, url_options = parse_url(url)
+    options.update(url_options)
+    if master is None:
+        return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in nodes], **options)
+    # the sentinels are asked with the same socket timeouts, once each: no retries and
+    # backoff on one that is down when the next one may answer at once
+    asking = {name: value for name, value in options.items() if name.startswith("socket_")}
+    asking["retry"] = Retry(NoBackoff(), 0)
+    return Sentinel(nodes, sentinel_kwargs=asking, **options).master_for(master, db=db)
 
 
 class RedisSessionBackend(SessionBackend):
@@ -70,12 +162,15 @@ class RedisSessionBackend(SessionBackend):
 
     def __init__(self, url: str, prefix: str = "ta:") -> None:
         super().__init__()
+        if url.startswith((CLUSTER_SCHEME, SENTINEL_SCHEME)):
+            parse_url(url)  # a malformed URL fails now, as a setting, not at the first request
         self.url = url
         self.prefix = prefix
-        self.client: aioredis.Redis | None = None
+        self.client: aioredis.Redis | RedisCluster | None = None
         self.live_key = f"{prefix}live"  # every live session, scored by its expiry
         self.channel = f"{prefix}events"
         self._listener: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None  # Sentinel: follows master switches
         self.events_connected = asyncio.Event()  # set while the pub/sub subscription is up
 
     @property
@@ -83,7 +178,7 @@ class RedisSessionBackend(SessionBackend):
         return self.events_connected.is_set()
 
     async def start(self) -> None:
-        self.client = aioredis.from_url(
+        self.client = redis_client(
             self.url,
             decode_responses=True,
             socket_connect_timeout=2,
@@ -92,6 +187,8 @@ class RedisSessionBackend(SessionBackend):
         )
         self._update = self.client.register_script(UPDATE_SCRIPT)
         self._delete = self.client.register_script(DELETE_SCRIPT)
+        if isinstance(getattr(self.client, "connection_pool", None), SentinelConnectionPool):
+            self._follower = asyncio.create_task(self._follow_master(self.client.connection_pool))
 
     def session_key(self, key: str) -> str:
         return f"{self.prefix}s:{key}"
@@ -250,8 +347,11 @@ class RedisSessionBackend(SessionBackend):
         """Deliver the channel's events; after a lost connection, resubscribe and say so."""
         connected_before = False
         while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            pubsub = None
             try:
+                if isinstance(self.client, RedisCluster):
+                    await self.client.initialize()  # the pub/sub node is chosen from the slots
+                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(self.channel)
                 if connected_before:
                     self._deliver({"type": "resync"})  # events may have been missed
@@ -259,20 +359,54 @@ class RedisSessionBackend(SessionBackend):
                 self.events_connected.set()
                 async for message in pubsub.listen():
                     self._deliver(json.loads(message["data"]))
-            except (RedisConnectionError, RedisTimeoutError, OSError) as error:
+            except UNAVAILABLE as error:
                 self.events_connected.clear()
                 log.warning("session events: redis unavailable (%s); retrying", error)
                 await asyncio.sleep(1)
             finally:
-                await pubsub.aclose()
+                if pubsub is not None:
+                    await pubsub.aclose()
+
+    async def _follow_master(self, pool: SentinelConnectionPool) -> None:
+        """Leave the old master as soon as a sentinel announces the new one.
+
+        redis-py asks the sentinels for the master only when it opens a connection, and a forced
+        failover leaves the old master writable (until Sentinel converts it, ~10 s later, and it
+        drops what it was written meanwhile): pooled connections must not write there.
+        """
+        sentinels = pool.sentinel_manager.sentinels
+        while True:
+            for sentinel in list(sentinels):
+                pubsub = sentinel.pubsub(ignore_subscribe_messages=True)
+                try:
+                    await pubsub.subscribe("+switch-master")
+                    await pool.get_master_address()  # a switch missed while not subscribed
+                    async for message in pubsub.listen():
+                        data = message["data"]  # "<name> <old ip> <old port> <new ip> <new port>"
+                        name = (data.decode() if isinstance(data, bytes) else data).split(" ")[0]
+                        if name == pool.service_name:
+                            # this sentinel knows the new master: ask it first
+                            sentinels.remove(sentinel)
+                            sentinels.insert(0, sentinel)
+                            await pool.disconnect()  # in use too: they reconnect to the new one
+                except UNAVAILABLE as error:
+                    log.debug("sentinel %s unavailable (%s); trying the next", sentinel, error)
+                finally:
+                    await pubsub.aclose()
+            await asyncio.sleep(1)
 
     async def ping(self) -> None:
         async with _available():
             await self.client.ping()
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            self._listener = None
+        for task in (self._listener, self._follower):
+            if task is not None:
+                task.cancel()
+        self._listener = self._follower = None
         if self.client is not None:
             await self.client.aclose()
+            pool = getattr(self.client, "connection_pool", None)  # RedisCluster has none
+            sentinel = getattr(pool, "sentinel_manager", None)
+            if sentinel is not None:  # its connections to the sentinels
+                await sentinel.aclose()
