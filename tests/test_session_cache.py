@@ -127,3 +127,13 @@ def test_only_stores_that_announce_every_change_are_cached(tmp_path):
     for url in ("memory://", f"sqlite:///{tmp_path}/s.db", "mongodb://127.0.0.1:27017/x"):
         manager = SessionManager(backend_for_url(url), LIFETIME, cache_size=100, cache_ttl=60)
         assert manager.cache is None, url
+
+
+async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing(processes):
+    a, _ = processes
+    session = await sign_in(a.manager)
+    from tornado_auth.sessions.redis import MAX_CONNECTIONS
+
+    loads = [a.backend.load(session.key) for _ in range(MAX_CONNECTIONS * 4)]
+    records = await asyncio.gather(*loads)  # a StoreUnavailable here would fail the test
+    assert all(record is not None and record.key == session.key for record in records)

@@ -70,6 +70,8 @@ return user or ''
 """
 
 
+MAX_CONNECTIONS = 256
+POOL_WAIT = 5.0  # seconds a request waits for a pooled connection before a 503
 CLUSTER_SCHEME = "redis+cluster://"
 SENTINEL_SCHEME = "redis+sentinel://"
 URL_OPTIONS = {"socket_timeout": float, "socket_connect_timeout": float}
@@ -143,7 +145,12 @@ def redis_client(url: str, **options: Any) -> aioredis.Redis | RedisCluster:
     ``options`` are defaults for every connection; options in the URL override them.
     """
     if not url.startswith((CLUSTER_SCHEME, SENTINEL_SCHEME)):
-        return aioredis.from_url(url, **options)
+        # Past the pool's size a request waits for a free connection rather than failing: a
+        # burst of concurrent requests is not an outage.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT, **options
+        )
+        return aioredis.Redis(connection_pool=pool)
     nodes, master, db, url_options = parse_url(url)
     options.update(url_options)
     if master is None:
