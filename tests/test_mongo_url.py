@@ -22,7 +22,7 @@ async def test_standard_connection_string_is_passed_through_unchanged():
         options = backend.mongo.client.options
         assert backend.mongo.database_name == "accounts"
         assert options.replica_set_name == "rs0"
-        assert options.read_preference.name == "secondaryPreferred"
+        assert options.read_preference.mongos_mode == "secondaryPreferred"
         assert options.server_selection_timeout == 1.5  # the URL wins over our 3 s default
         assert options._options["tls"] is True
         assert options.pool_options._credentials.source == "admin"
