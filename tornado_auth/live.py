@@ -161,7 +161,10 @@ class LiveHub:
                 reason = "expired" if self.clock() >= self._expiry.get(key, _NEVER) else "ended"
                 self._ended([key], next(iter(self.by_key[key])).user_id, reason)
             elif record.expired(self.clock()):
-                await self.sessions.revoke(key, reason="expired")  # its event closes the sockets
+                # Its event closes the sockets, unless the store (Redis's own expiry) got there
+                # first between the load and the delete: then nothing was announced.
+                if not await self.sessions.revoke(key, reason="expired"):
+                    self._ended([key], record.user_id, "expired")
             else:
                 self._arm(key, min(record.expires_at, record.absolute_expires_at))
 

@@ -321,11 +321,14 @@ class SessionManager:
         session._next_token = None
         return CookieChange(token, int(record.expires_at - now))
 
-    async def _end(self, key: str, user_id: str | None, reason: str) -> None:
+    async def _end(self, key: str, user_id: str | None, reason: str) -> bool:
+        """Delete and announce; False if the store had already let the record go."""
         if self.cache is not None:
             self.cache.drop([key])
-        if await self.backend.delete(key):
-            await self._announce([key], user_id, reason)
+        if not await self.backend.delete(key):
+            return False
+        await self._announce([key], user_id, reason)
+        return True
 
     async def _announce(self, keys: list[str], user_id: str | None, reason: str) -> None:
         """Tell every process (open sockets, caches) that these sessions ended."""
@@ -341,10 +344,10 @@ class SessionManager:
         records = [r for r in await self.backend.list_user(user_id) if not r.expired(now)]
         return sorted(records, key=lambda r: r.created_at, reverse=True)
 
-    async def revoke(self, key: str, reason: str = "revoked") -> None:
-        """End one session by its store key."""
+    async def revoke(self, key: str, reason: str = "revoked") -> bool:
+        """End one session by its store key; False if it was already gone."""
         record = await self.backend.load(key)
-        await self._end(key, record.user_id if record else None, reason)
+        return await self._end(key, record.user_id if record else None, reason)
 
     async def revoke_user(
         self, user_id: str, keep: str | None = None, reason: str = "revoked"
