@@ -7,6 +7,7 @@ import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -339,6 +340,16 @@ async def start_server(
     http = http_server(app, settings)
     http.add_sockets([sock])
     return Server(services, port, http)
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Server]:
+    """The app on an unused port for the length of a ``with`` block."""
+    server = await start_server(settings)
+    try:
+        yield server
+    finally:
+        await stop_server(server)
 
 
 async def stop_server(server: Server) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tornado.web import decode_signed_value
 
-from .conftest import Client, Server, Store, body, settings_for, start_server, stop_server
+from .conftest import Client, Server, Store, body, serving, settings_for, start_server, stop_server
 
 PASSWORD = "correct horse battery"
 SECRET = "x" * 40
@@ -109,13 +109,10 @@ async def test_production_cookie_is_host_prefixed_secure_httponly_lax(store: Sto
 
 
 async def test_samesite_strict_by_setting(store: Store):
-    server = await start_server(settings_for(store, sessions__samesite="strict"))
-    try:
+    async with serving(settings_for(store, sessions__samesite="strict")) as server:
         await server.add_user("ann@example.com", PASSWORD)
         response = await server.client().login("ann@example.com", PASSWORD)
         assert "SameSite=Strict" in response.headers["Set-Cookie"]
-    finally:
-        await stop_server(server)
 
 
 async def test_development_cookie_works_over_plain_http(server: Server):

@@ -16,6 +16,7 @@ from .conftest import (
     body,
     free_port,
     require_service,
+    serving,
     settings_for,
     start_server,
     stop_server,
@@ -105,35 +106,26 @@ async def test_redis_down_gives_503_and_readyz_names_it_then_recovers(place, pri
 
 async def test_anonymous_requests_do_not_need_the_session_store(place):
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    server = await start_server(settings_for(place, sessions__url=dead))
-    try:
+    async with serving(settings_for(place, sessions__url=dead)) as server:
         response = await server.client().get("/api/dashboard")
         assert response.code == 401  # no cookie: nothing to look up
         assert (await server.client().get("/healthz")).code == 200
-    finally:
-        await stop_server(server)
 
 
 async def test_mongodb_user_store_down_gives_503_naming_the_user_store(place):
     dead = f"mongodb://127.0.0.1:{free_port()}/ta_down?serverSelectionTimeoutMS=300"
-    server = await start_server(settings_for(place, users__url=dead))
-    try:
+    async with serving(settings_for(place, users__url=dead)) as server:
         response = await server.client().login("ann@example.com", PASSWORD)
         assert response.code == 503
         assert body(response) == {"error": "User store unavailable"}
         ready = await server.client().get("/readyz")
         assert ready.code == 503
         assert body(ready)["down"] == ["user store (mongodb)"]
-    finally:
-        await stop_server(server)
 
 
 async def test_mongodb_session_store_down_gives_503(place):
     dead = f"mongodb://127.0.0.1:{free_port()}/ta_down?serverSelectionTimeoutMS=300"
-    server = await start_server(settings_for(place, sessions__url=dead))
-    try:
+    async with serving(settings_for(place, sessions__url=dead)) as server:
         ready = await server.client().get("/readyz")
         assert ready.code == 503
         assert body(ready)["down"] == ["session store (mongodb)"]
-    finally:
-        await stop_server(server)
