@@ -231,9 +231,10 @@ class SessionManager:
     def cached(self, token: str, key: str) -> Session | None:
         """The session from this process's cache, without a store round trip; None if not there
         (then ``load`` asks the store: the store decides expiry, never the cache)."""
-        if self.cache is None or not self.backend.events_live:
+        cache = self._usable_cache()
+        if cache is None:
             return None
-        record = self.cache.get(key)
+        record = cache.get(key)
         if record is None or record.expired(self.clock()):
             return None
         return Session(record, token)
@@ -251,9 +252,14 @@ class SessionManager:
         if record.expired(now):
             await self._end(record.key, record.user_id, "expired")
             return None
-        if self.cache is not None and self.backend.events_live:
-            self.cache.put(record)
+        cache = self._usable_cache()
+        if cache is not None:
+            cache.put(record)
         return Session(record, token)
+
+    def _usable_cache(self) -> RecordCache | None:
+        """The cache, unless events may be missed right now (then the store answers)."""
+        return self.cache if self.cache is not None and self.backend.events_live else None
 
     def needs_commit(self, session: Session) -> bool:
         """Whether ``commit`` would do anything; lets a response skip the async commit."""
