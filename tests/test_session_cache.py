@@ -68,6 +68,21 @@ async def test_cache_serves_repeat_reads_without_the_store(processes):
         await a.backend.start()
 
 
+async def test_requests_sharing_a_cached_record_never_see_each_others_changes(processes):
+    a, _ = processes
+    session = await sign_in(a.manager)
+    first = await a.manager.load(session.token)
+    second = await a.manager.load(session.token)
+    assert first.record is second.record  # both served from the one cached record
+    first["theme"] = "dark"
+    del first["role"]
+    second.destroy()
+    assert "theme" not in second and "role" not in first
+    third = await a.manager.load(session.token)
+    assert third.record.data == {"email": "u1@example.com", "role": "user", "remember_me": False}
+    assert "theme" not in third and third["role"] == "user"
+
+
 async def test_revocation_in_this_process_is_never_served_from_cache(processes):
     a, _ = processes
     session = await sign_in(a.manager)

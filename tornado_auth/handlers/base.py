@@ -12,7 +12,7 @@ import urllib.parse
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import tornado.web
 from tornado import httputil
@@ -58,25 +58,47 @@ class InFlight:
         await self._idle.wait()
 
 
+class VerifiedCookie(NamedTuple):
+    token: str
+    key: str  # the store key: the token's SHA-256
+    version: int | None  # the signing key's version
+    signed_at: float
+
+
 class SignedCookies:
-    """Verifies session cookies, remembering recent good ones: the HMAC runs once per cookie.
+    """Finds and verifies the session cookie of a Cookie header, remembering recent good ones:
+    the header is parsed and the HMAC checked once per distinct header.
 
     A remembered cookie still honours its signed timestamp, so it expires exactly when Tornado
-    would refuse it.
+    would refuse it. Only verified cookies are remembered; headers longer than
+    ``MAX_REMEMBERED_HEADER`` are remembered by their session cookie alone, which bounds memory.
     """
+
+    MAX_REMEMBERED_HEADER = 1024
 
     def __init__(self, secret: str | dict[int, str], name: str, max_age_days: float) -> None:
         self.secret, self.name, self.max_age = secret, name, max_age_days * 86400
-        self._known: OrderedDict[str, tuple[str, str, int | None, float]] = OrderedDict()
+        self._known: OrderedDict[str, VerifiedCookie] = OrderedDict()
         self.size = 10000
 
-    def decode(self, value: str) -> tuple[str, str, int | None] | None:
-        """The token in a signed cookie, its store key and the signing key version; or None."""
-        known = self._known.get(value)
-        if known is not None:
-            if time.time() - known[3] <= self.max_age:
-                return known[:3]
-            del self._known[value]
+    def from_header(self, header: str) -> VerifiedCookie | None:
+        """The verified session cookie of a Cookie header; None if absent, bad or expired."""
+        known = self._known.get(header)
+        if known is None:
+            value = httputil.parse_cookie(header).get(self.name)  # a dict, no Morsels
+            if not value:
+                return None
+            known = self._known.get(value) or self._verify(value)
+            if known is None:
+                return None
+            self._remember(value, known)
+            if len(header) <= self.MAX_REMEMBERED_HEADER:
+                self._remember(header, known)
+        if time.time() - known.signed_at > self.max_age:
+            return None  # Tornado would refuse it now; the entry ages out of the cache
+        return known
+
+    def _verify(self, value: str) -> VerifiedCookie | None:
         token = tornado.web.decode_signed_value(
             self.secret, self.name, value, max_age_days=self.max_age / 86400, min_version=2
         )
@@ -88,10 +110,12 @@ class SignedCookies:
             return None  # validly signed, yet not one of our tokens: anonymous
         version = tornado.web.get_signature_key_version(value)
         signed_at = float(value.split("|")[2].split(":")[1])  # verified v2: "2|kv|ts|name|..."
-        self._known[value] = (text, token_key(text), version, signed_at)
+        return VerifiedCookie(text, token_key(text), version, signed_at)
+
+    def _remember(self, text: str, cookie: VerifiedCookie) -> None:
+        self._known[text] = cookie
         if len(self._known) > self.size:
             self._known.popitem(last=False)
-        return self._known[value][:3]
 
 
 class ApiError(tornado.web.HTTPError):
@@ -172,30 +196,29 @@ class BaseHandler(tornado.web.RequestHandler):
             raise ApiError(431, "Request headers too large")
         if not self.uses_session:
             return None
-        name = self.settings["session_cookie"]
+        settings = self.settings
         header = headers.get("Cookie")
-        if header is None or name not in header:
+        if header is None or settings["session_cookie"] not in header:
             return None
-        value = httputil.parse_cookie(header).get(name)  # a dict, not http.cookies' Morsels
-        decoded = self.settings["signed_cookies"].decode(value) if value else None
-        if decoded is None:
-            self._clear_session_cookie()  # tampered or expired: anonymous
+        cookie = settings["signed_cookies"].from_header(header)
+        if cookie is None:
+            self._clear_session_cookie()  # absent, tampered or expired: anonymous
             return None
-        session = self.services.sessions.cached(decoded[0], decoded[1])
+        session = settings["services"].sessions.cached(cookie.token, cookie.key)
         if session is None:
-            return self._load_session(decoded)
-        self._use_session(session, decoded[2])
+            return self._load_session(cookie)
+        self._use_session(session, cookie.version)
         return None
 
-    async def _load_session(self, decoded: tuple[str, str, int | None]) -> None:
+    async def _load_session(self, cookie: VerifiedCookie) -> None:
         try:
-            session = await self.services.sessions.load(decoded[0], decoded[1])
+            session = await self.services.sessions.load(cookie.token, cookie.key)
         except StoreUnavailable as error:
             raise ApiError(503, error.public_message) from error
         if session is None:
             self._clear_session_cookie()  # unknown or expired: anonymous
         else:
-            self._use_session(session, decoded[2])
+            self._use_session(session, cookie.version)
 
     def _use_session(self, session: Session, key_version: int | None) -> None:
         self._session = session

@@ -63,6 +63,7 @@ class Session:
         "_destroyed",
         "_login",
         "_next_token",
+        "_owned",
         "_removed",
         "_rotate",
         "_ttl",
@@ -76,7 +77,9 @@ class Session:
     def __init__(self, record: SessionRecord | None = None, token: str | None = None) -> None:
         self.record = record
         self.token = token
-        self._data: dict[str, Any] = dict(record.data) if record else {}
+        # The record's data is shared (records are never mutated) until the first change.
+        self._data: dict[str, Any] = record.data if record else {}
+        self._owned = record is None
         self._changed: dict[str, Any] = {}
         self._removed: set[str] = set()
         self._user_id = record.user_id if record else None
@@ -116,11 +119,15 @@ class Session:
             raise KeyError(f"invalid session key {name!r}: use letters, digits and _")
         if self._data.get(name, _MISSING) == value:
             return
+        self._own()
         self._data[name] = value
         self._changed[name] = value
         self._removed.discard(name)
 
     def __delitem__(self, name: str) -> None:
+        if name not in self._data:
+            raise KeyError(name)
+        self._own()
         del self._data[name]
         self._changed.pop(name, None)
         self._removed.add(name)
@@ -149,7 +156,11 @@ class Session:
     def destroy(self) -> None:
         """End the session: the record is deleted and the cookie cleared at commit."""
         self._destroyed = True
-        self._data.clear()
+        self._data, self._owned = {}, True
+
+    def _own(self) -> None:
+        if not self._owned:
+            self._data, self._owned = dict(self._data), True
 
     @property
     def pending(self) -> bool:
@@ -174,16 +185,15 @@ class RecordCache:
         self.clock = clock
         self._entries: OrderedDict[str, tuple[SessionRecord, float]] = OrderedDict()
 
-    def get(self, key: str) -> SessionRecord | None:
+    def get(self, key: str, now: float) -> SessionRecord | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        record, cached_at = entry
-        if self.clock() - cached_at > self.ttl:
+        if now - entry[1] > self.ttl:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
-        return record  # shared: records are never mutated, Session copies the data it changes
+        return entry[0]  # shared: records are never mutated, Session copies data it changes
 
     def put(self, record: SessionRecord) -> None:
         self._entries[record.key] = (record, self.clock())
@@ -234,8 +244,9 @@ class SessionManager:
         cache = self._usable_cache()
         if cache is None:
             return None
-        record = cache.get(key)
-        if record is None or record.expired(self.clock()):
+        now = self.clock()
+        record = cache.get(key, now)
+        if record is None or record.expired(now):
             return None
         return Session(record, token)
 
