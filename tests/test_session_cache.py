@@ -83,6 +83,50 @@ async def test_requests_sharing_a_cached_record_never_see_each_others_changes(pr
     assert "theme" not in third and third["role"] == "user"
 
 
+class GatedLoads:
+    """Wraps a backend's load: counts the calls and holds each answer until released."""
+
+    def __init__(self, backend) -> None:
+        self.real, self.calls = backend.load, 0
+        self.answered, self.release = asyncio.Event(), asyncio.Event()
+        backend.load = self
+
+    async def __call__(self, key: str):
+        self.calls += 1
+        record = await self.real(key)
+        self.answered.set()  # the store has answered; the caller gets it on release
+        await self.release.wait()
+        return record
+
+
+async def test_requests_missing_the_cache_at_once_share_one_store_read(processes):
+    a, _ = processes
+    session = await sign_in(a.manager)
+    loads = GatedLoads(a.backend)
+    readers = [asyncio.ensure_future(a.manager.load(session.token)) for _ in range(20)]
+    await loads.answered.wait()  # a store round trip later, every reader is waiting
+    loads.release.set()
+    sessions = await asyncio.gather(*readers)
+    assert loads.calls == 1
+    assert all(s is not None and s["email"] == "u1@example.com" for s in sessions)
+    assert len({id(s) for s in sessions}) == 20  # one Session per request, one shared record
+
+
+async def test_a_read_in_flight_when_its_session_ends_is_not_cached(processes):
+    a, b = processes
+    session = await sign_in(a.manager)
+    loads = GatedLoads(a.backend)
+    reader = asyncio.ensure_future(a.manager.load(session.token))
+    await loads.answered.wait()  # the store has answered with the live record...
+    await b.manager.revoke(session.key)  # ...another process ends the session...
+    await a.next_event("ended")  # ...and this process hears of it before the answer arrives
+    loads.release.set()
+    await reader  # the answer may be the record from before the revocation...
+    assert len(a.manager.cache) == 0  # ...but it is not kept
+    assert await a.manager.load(session.token) is None
+    assert loads.calls == 2  # the later request asked the store again
+
+
 async def test_revocation_in_this_process_is_never_served_from_cache(processes):
     a, _ = processes
     session = await sign_in(a.manager)

@@ -86,6 +86,37 @@ async def test_sliding_expiry_touches_at_most_once_per_interval(manager, backend
     assert reloaded.record.expires_at == clock.now + LIFETIME.ttl
 
 
+async def test_requests_that_loaded_before_a_touch_do_not_touch_again(manager, backend, clock):
+    session = await signed_in(manager)
+    loaded = [await manager.load(session.token) for _ in range(6)]  # in flight together
+    clock.now += 61
+    writes = backend.writes
+    first, *others = loaded
+    changes = await asyncio.gather(*(manager.commit(request) for request in [first, *others]))
+    assert backend.writes == writes + 1  # one touch for the six requests
+    assert changes[0] is not None and changes[0].max_age == int(LIFETIME.ttl)
+    assert changes[1:] == [None] * 5  # the cookie went out once; the others send none
+    reloaded = await manager.load(session.token)
+    assert reloaded.record.expires_at == clock.now + LIFETIME.ttl
+
+
+async def test_a_late_write_of_an_older_expiry_never_moves_it_back(manager, backend, clock):
+    session = await signed_in(manager)
+    key, record = session.key, session.record
+    later_seen, later = clock.now + 120, record.expires_at + 120
+    assert await backend.update(key, {}, set(), later_seen, later)  # one request's touch...
+    # ...then another request's change, written with the expiry it loaded before that touch
+    assert await backend.update(
+        key, {"theme": "dark"}, set(), record.last_seen_at, record.expires_at
+    )
+    stored = await backend.load(key)
+    assert stored.data["theme"] == "dark"
+    assert (stored.last_seen_at, stored.expires_at) == (later_seen, later)
+    if hasattr(backend, "live_key"):  # Redis: the key's own expiry and the live index agree
+        assert await backend.client.pexpiretime(backend.session_key(key)) == int(later * 1000)
+        assert await backend.client.zscore(backend.live_key, key) == later
+
+
 async def test_idle_session_expires_and_is_never_returned(manager, clock):
     session = await signed_in(manager)
     clock.now += LIFETIME.ttl + 1

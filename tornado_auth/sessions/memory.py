@@ -47,7 +47,8 @@ class MemorySessionBackend(SessionBackend):
         record.data.update(changed)
         for name in removed:
             record.data.pop(name, None)
-        record.last_seen_at, record.expires_at = last_seen_at, expires_at
+        if expires_at > record.expires_at:  # a late write of an older expiry never moves it back
+            record.last_seen_at, record.expires_at = last_seen_at, expires_at
         return True
 
     async def delete(self, key: str) -> bool:

@@ -104,13 +104,15 @@ class MongoSessionBackend(SessionBackend):
     ) -> bool:
         self.writes += 1
         update: dict[str, Any] = {
-            "$set": {
+            # $max: a late write of an older expiry never moves it back
+            "$max": {
                 "last_seen_at": last_seen_at,
                 "expires": expires_at,
                 "expires_at": _date(expires_at),
-                **{f"data.{name}": value for name, value in changed.items()},
             }
         }
+        if changed:
+            update["$set"] = {f"data.{name}": value for name, value in changed.items()}
         if removed:
             update["$unset"] = {f"data.{name}": "" for name in removed}
         async with available("session"):

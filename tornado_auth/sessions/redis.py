@@ -51,15 +51,20 @@ FIELDS = {
 }
 DATA_PREFIX = "d:"
 
-# Update only a live session: a session revoked meanwhile is never recreated.
+# Update only a live session: a session revoked meanwhile is never recreated. The expiry only
+# moves forward: a late write of an older expiry (a request that loaded the record before
+# another's touch) leaves it alone.
 UPDATE_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local expires = redis.call('HGET', KEYS[1], 'e')
+if not expires then return 0 end
 local removed = tonumber(ARGV[4])
-local fields = {'l', ARGV[1], 'e', ARGV[2]}
+local fields = {}
+local later = tonumber(ARGV[2]) > tonumber(expires)
+if later then fields = {'l', ARGV[1], 'e', ARGV[2]} end
 for i = 5 + removed, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
+if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
 if removed > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 5, 4 + removed)) end
-redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+if later then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
 return 1
 """
 # Delete a session and return its user id, so its index entry can be removed.
@@ -266,7 +271,7 @@ class RedisSessionBackend(SessionBackend):
         async with _available():
             if not await self._update(keys=[self.session_key(key)], args=args):
                 return False
-            await self.client.zadd(self.live_key, {key: expires_at}, xx=True)
+            await self.client.zadd(self.live_key, {key: expires_at}, xx=True, gt=True)
         return True
 
     async def delete(self, key: str) -> bool:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ log = logging.getLogger("tornado_auth.sessions")
 
 TOKEN_BYTES = 32  # 256 random bits
 MAX_USER_AGENT = 256
+TOUCHES_REMEMBERED = 10000  # sessions whose last touch by this process is remembered
 # Data keys are plain names so that every store can address one key alone (no dots, no $).
 DATA_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
@@ -177,6 +179,10 @@ class RecordCache:
     Entries are dropped when this process writes, when another process announces a change or an
     end (Redis pub/sub), all at once when the event connection was lost, and after ``ttl`` seconds
     in any case, which bounds staleness should an event ever be missed.
+
+    Misses are coalesced: requests asking for the same record at once share one store round trip.
+    A load that was in flight when its key was dropped is neither cached nor joined afterwards,
+    since its answer may predate the change.
     """
 
     def __init__(self, size: int, ttl: float, clock: Callable[[], float]) -> None:
@@ -184,6 +190,7 @@ class RecordCache:
         self.ttl = ttl
         self.clock = clock
         self._entries: OrderedDict[str, tuple[SessionRecord, float]] = OrderedDict()
+        self._loads: dict[str, asyncio.Future[SessionRecord | None]] = {}
 
     def get(self, key: str, now: float) -> SessionRecord | None:
         entry = self._entries.get(key)
@@ -204,9 +211,31 @@ class RecordCache:
     def drop(self, keys: list[str]) -> None:
         for key in keys:
             self._entries.pop(key, None)
+            self._loads.pop(key, None)
 
     def clear(self) -> None:
         self._entries.clear()
+        self._loads.clear()
+
+    async def fetch(
+        self, key: str, load: Callable[[str], Awaitable[SessionRecord | None]]
+    ) -> SessionRecord | None:
+        """The record from the store through ``load``, one call for every request asking now."""
+        pending = self._loads.get(key)
+        if pending is None:
+            pending = self._loads[key] = asyncio.ensure_future(load(key))
+            pending.add_done_callback(functools.partial(self._loaded, key))
+        return await asyncio.shield(pending)  # a waiter that goes away leaves the load running
+
+    def _loaded(self, key: str, load: asyncio.Future[SessionRecord | None]) -> None:
+        if self._loads.get(key) is not load:
+            return  # dropped while in flight: the answer may predate the change
+        del self._loads[key]
+        if load.cancelled() or load.exception() is not None:
+            return
+        record = load.result()
+        if record is not None and not record.expired(self.clock()):
+            self.put(record)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -227,6 +256,9 @@ class SessionManager:
         self.lifetime = lifetime
         self.clock = clock
         self._sweeper: asyncio.Task[None] | None = None
+        # When this process last moved each session's expiry (started to): requests that loaded
+        # the record before that touch must not touch it again within the interval.
+        self._touched: OrderedDict[str, float] = OrderedDict()
         self.cache: RecordCache | None = None
         if cache_size > 0 and cache_ttl > 0 and backend.cacheable:
             self.cache = RecordCache(cache_size, cache_ttl, clock)
@@ -257,15 +289,16 @@ class SessionManager:
         if session is not None:
             return session
         now = self.clock()
-        record = await self.backend.load(key)
+        cache = self._usable_cache()
+        if cache is not None:
+            record = await cache.fetch(key, self.backend.load)
+        else:
+            record = await self.backend.load(key)
         if record is None:
             return None
         if record.expired(now):
             await self._end(record.key, record.user_id, "expired")
             return None
-        cache = self._usable_cache()
-        if cache is not None:
-            cache.put(record)
         return Session(record, token)
 
     def _usable_cache(self) -> RecordCache | None:
@@ -277,7 +310,22 @@ class SessionManager:
         record = session.record
         if session.pending or record is None:
             return session.pending or bool(session._data) or session._user_id is not None
-        return self.clock() - record.last_seen_at >= self.lifetime.touch_interval
+        return self._touch_due(record, self.clock())
+
+    def _touch_due(self, record: SessionRecord, now: float) -> bool:
+        """Whether this request should move the expiry: once per interval, counting touches by
+        other requests of this process (concurrent requests of one session touch once)."""
+        last_seen = max(record.last_seen_at, self._touched.get(record.key, 0.0))
+        return now - last_seen >= self.lifetime.touch_interval
+
+    def _note_touch(self, key: str, at: float | None) -> None:
+        if at is None:
+            self._touched.pop(key, None)
+            return
+        self._touched[key] = at
+        self._touched.move_to_end(key)
+        if len(self._touched) > TOUCHES_REMEMBERED:
+            self._touched.popitem(last=False)
 
     async def commit(self, session: Session) -> CookieChange | None:
         """Write what changed, at most one store call in the common case; the cookie to send."""
@@ -292,14 +340,22 @@ class SessionManager:
             if record is None and not session._data and session._user_id is None:
                 return None  # a visitor who stores nothing costs nothing
             return await self._store_new(session, now)
-        touch = now - record.last_seen_at >= self.lifetime.touch_interval
+        touch = self._touch_due(record, now)
         if not touch and not session.pending:
             return None
         last_seen = now if touch else record.last_seen_at
         expires = min(now + record.ttl, record.absolute_expires_at) if touch else record.expires_at
-        if not await self.backend.update(
-            record.key, session._changed, session._removed, last_seen, expires
-        ):
+        if touch:
+            self._note_touch(record.key, now)
+        try:
+            updated = await self.backend.update(
+                record.key, session._changed, session._removed, last_seen, expires
+            )
+        except BaseException:
+            if touch:
+                self._note_touch(record.key, None)  # not done: the next request tries again
+            raise
+        if not updated:
             return CookieChange(None)  # revoked meanwhile: never recreate it
         if self.cache is not None:
             self.cache.drop([record.key])

@@ -30,6 +30,11 @@ CREATE TABLE IF NOT EXISTS counters (
     ends_at REAL NOT NULL
 );
 """
+# Expiry only moves forward: a late write of an older expiry never moves it back.
+MOVE_EXPIRY = (
+    "UPDATE sessions SET last_seen_at = MAX(last_seen_at, ?), expires_at = MAX(expires_at, ?) "
+    "WHERE key = ?"
+)
 COLUMNS = (
     "key, user_id, created_at, last_seen_at, expires_at, absolute_expires_at, ttl, ip, "
     "user_agent, data"
@@ -82,8 +87,7 @@ class SQLiteSessionBackend(SessionBackend):
         self.writes += 1
 
         def touch(connection: sqlite3.Connection) -> bool:
-            sql = "UPDATE sessions SET last_seen_at = ?, expires_at = ? WHERE key = ?"
-            return connection.execute(sql, (last_seen_at, expires_at, key)).rowcount == 1
+            return connection.execute(MOVE_EXPIRY, (last_seen_at, expires_at, key)).rowcount == 1
 
         def merge(connection: sqlite3.Connection) -> bool:
             row = connection.execute("SELECT data FROM sessions WHERE key = ?", (key,)).fetchone()
@@ -93,8 +97,9 @@ class SQLiteSessionBackend(SessionBackend):
             data.update(changed)
             for name in removed:
                 data.pop(name, None)
-            sql = "UPDATE sessions SET data = ?, last_seen_at = ?, expires_at = ? WHERE key = ?"
-            connection.execute(sql, (json.dumps(data), last_seen_at, expires_at, key))
+            sql = "UPDATE sessions SET data = ? WHERE key = ?"
+            connection.execute(sql, (json.dumps(data), key))
+            connection.execute(MOVE_EXPIRY, (last_seen_at, expires_at, key))
             return True
 
         if not changed and not removed:
