@@ -41,7 +41,10 @@ RESULTS = BENCH / "RESULTS.md"
 CHART = BENCH / "throughput.png"
 QUICK = {
     "sessions": ["--ops", "300", "--warmup", "50", "--sessions", "2000"],
-    "http": ["--duration", "3", "--login-duration", "5", "--sockets", "2000"],
+    "http": [
+        *("--duration", "3", "--pair-duration", "2", "--login-duration", "5"),
+        *("--sockets", "2000"),
+    ],
 }
 
 
