@@ -1,13 +1,13 @@
 """The HTTP server under load: session overhead, sign-in throughput, a sign-in storm, idle sockets.
 
-    .venv/bin/python bench/http_load.py [--duration 10] [--pairs 3] [--pair-duration 5]
+    .venv/bin/python bench/http_load.py [--duration 10] [--pairs 7] [--pair-duration 3]
         [--sockets 10000] [--json F]
 
 Starts one ``tornado-auth serve`` process (Redis sessions under a unique key prefix, users in a
 unique MongoDB database, bcrypt cost 12, no access log) and drives it with ``wrk`` on loopback:
 
 a. ``GET /api/dashboard`` with a session cookie vs ``GET /healthz`` at 1, 10, 50 (and 200)
-   connections, as three back-to-back pairs of runs per level (the median pair is reported);
+   connections, as seven back-to-back pairs of short runs per level (the median pair is reported);
 b. ``POST /api/login`` in a loop, against the bcrypt limit: cores / (one cost-12 check);
 c. dashboard latency at 10 connections with and without a 50-connection sign-in storm;
 d. server memory (VmRSS) per idle, authenticated ``/ws/dashboard`` WebSocket.
@@ -438,8 +438,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk run of (c)")
-    parser.add_argument("--pairs", type=int, default=3, help="healthz/dashboard pairs of (a)")
-    parser.add_argument("--pair-duration", type=float, default=5, help="seconds per run of (a)")
+    parser.add_argument("--pairs", type=int, default=7, help="healthz/dashboard pairs of (a)")
+    parser.add_argument("--pair-duration", type=float, default=3, help="seconds per run of (a)")
     parser.add_argument("--login-duration", type=float, default=15, help="seconds of (b)")
     parser.add_argument("--login-clients", type=int, default=4, help="connections of (b)")
     parser.add_argument("--sockets", type=int, default=10_000, help="WebSockets of (d); 0 skips")

@@ -42,7 +42,7 @@ CHART = BENCH / "throughput.png"
 QUICK = {
     "sessions": ["--ops", "300", "--warmup", "50", "--sessions", "2000"],
     "http": [
-        *("--duration", "3", "--pair-duration", "2", "--login-duration", "5"),
+        *("--duration", "3", "--pairs", "3", "--pair-duration", "2", "--login-duration", "5"),
         *("--sockets", "2000"),
     ],
 }
