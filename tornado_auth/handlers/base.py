@@ -30,6 +30,8 @@ log = logging.getLogger("tornado_auth")
 access_log = logging.getLogger("tornado.access")
 M = TypeVar("M", bound=Callable[..., Any])
 
+# One encoder for every JSON response: json.dumps with separators builds a new one per call.
+to_json = json.JSONEncoder(separators=(",", ":")).encode
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
@@ -386,7 +388,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(payload, separators=(",", ":")))
+        self.finish(to_json(payload))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
