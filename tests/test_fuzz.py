@@ -807,7 +807,8 @@ def test_arbitrary_query_strings_never_fail(live, route, query):
 # and iostream.py (6.6) and asserted exactly here:
 # - a header block longer than server.max_header_size gets 431 from the app; Tornado reads up to
 #   16 times that, and past it the read is unsatisfiable: the connection is closed, no response;
-# - a Content-Length above max_body_size, or a chunked body growing past it, is an HTTPInputError:
+# - a body longer than server.max_body_size gets 413 from the app; Tornado reads up to 16 times
+#   that, and a Content-Length above it, or a chunked body growing past it, is an HTTPInputError:
 #   a bare "HTTP/1.1 400 Bad Request" with no body (not the JSON error of the API), then close;
 # - a header value with a control character is an HTTPInputError too: the same bare 400.
 
@@ -864,14 +865,44 @@ def test_control_characters_in_a_header_get_tornados_bare_400(live, value):
     assert raw_exchange(live.port, request_head(live, route, b"User-Agent: " + value)) == BARE_400
 
 
+def route_headers(live: LiveApp, route: Route) -> dict[str, bytes]:
+    cookie = {"Cookie": live.cookies[route.who]} if route.needs_session else {}
+    return json_headers() | cookie
+
+
 @pytest.mark.parametrize("route", BODY_LIMIT_ROUTES, ids=str)
-def test_a_declared_body_over_max_body_size_is_refused_before_the_handler(live, route):
+def test_a_body_over_max_body_size_gets_413_and_changes_nothing(live, route):
+    raw = b'{"email": "big@fuzz.test", "password": "' + b"p" * live.max_body_size + b'"}'
+    before = live.snapshot()
+    reply = live.send(route.method, route.url(live), route_headers(live, route), raw)
+    assert reply.status == 413
+    assert reply.json() == {"error": "Request body too large"}
+    assert live.snapshot() == before
+
+
+@pytest.mark.parametrize("route", BODY_LIMIT_ROUTES, ids=str)
+def test_a_chunked_body_over_max_body_size_gets_413_and_changes_nothing(live, route):
+    half = live.max_body_size // 2 + 1
+    first = b'{"email": "chunk@fuzz.test", "password": "' + b"p" * half
+    second = b"p" * half + b'"}'
+    head = request_head(
+        live, route, b"Content-Type: application/json", b"Transfer-Encoding: chunked"
+    )
+    chunks = b"".join(f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in (first, second))
+    before = live.snapshot()
+    reply = raw_exchange(live.port, head + chunks + b"0\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 413 ")
+    assert reply.endswith(b'{"error": "Request body too large"}')
+    assert live.snapshot() == before
+
+
+@pytest.mark.parametrize("route", BODY_LIMIT_ROUTES, ids=str)
+def test_a_declared_body_past_what_tornado_reads_is_refused_before_the_handler(live, route):
+    limit = live.server.http.conn_params.max_body_size
+    assert limit == 16 * live.max_body_size
     before = live.snapshot()
     head = request_head(
-        live,
-        route,
-        b"Content-Type: application/json",
-        f"Content-Length: {live.max_body_size + 1}".encode(),
+        live, route, b"Content-Type: application/json", f"Content-Length: {limit + 1}".encode()
     )
     # The body is never sent: Tornado answers as soon as it has read the length.
     assert raw_exchange(live.port, head) == BARE_400
@@ -879,8 +910,8 @@ def test_a_declared_body_over_max_body_size_is_refused_before_the_handler(live, 
 
 
 @pytest.mark.parametrize("route", BODY_LIMIT_ROUTES, ids=str)
-def test_a_chunked_body_growing_past_max_body_size_is_refused_and_stores_nothing(live, route):
-    half = live.max_body_size // 2 + 1
+def test_a_chunked_body_growing_past_what_tornado_reads_is_refused_and_stores_nothing(live, route):
+    half = live.server.http.conn_params.max_body_size // 2 + 1
     first = b'{"email": "chunk@fuzz.test", "password": "' + b"p" * half
     head = request_head(
         live, route, b"Content-Type: application/json", b"Transfer-Encoding: chunked"

@@ -139,6 +139,7 @@ def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
         "default_handler_class": handlers.pages.PageNotFoundHandler,
         "access_log": settings["logging.access_log"],
         "max_header_size": settings["server.max_header_size"],
+        "max_body_size": settings["server.max_body_size"],
         "websocket_ping_interval": settings["live.ping_interval"],
         "websocket_ping_timeout": settings["live.ping_interval"],
     }

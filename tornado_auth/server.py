@@ -60,18 +60,18 @@ async def run_worker(settings: Settings, sockets: list) -> None:
     await services.close()
 
 
-HEADER_READ_LIMIT = 16  # times server.max_header_size: the headers Tornado reads at most
+READ_LIMIT = 16  # times server.max_header_size / max_body_size: what Tornado reads at most
 
 
 def http_server(app: tornado.web.Application, settings: Settings) -> tornado.httpserver.HTTPServer:
-    """The HTTP server for the app. Tornado closes a connection without a response when headers
-    pass its own limit, so it reads more than ``server.max_header_size``, and the app answers
-    431 to anything over the setting."""
+    """The HTTP server for the app. Past its own limits Tornado closes the connection without a
+    response (headers) or with a bare 400 (bodies), so it reads up to READ_LIMIT times the
+    settings, and the app answers anything over a setting with a JSON 431 or 413."""
     return tornado.httpserver.HTTPServer(
         app,
         xheaders=settings["server.xheaders"],
-        max_body_size=settings["server.max_body_size"],
-        max_header_size=settings["server.max_header_size"] * HEADER_READ_LIMIT,
+        max_body_size=settings["server.max_body_size"] * READ_LIMIT,
+        max_header_size=settings["server.max_header_size"] * READ_LIMIT,
         idle_connection_timeout=60,
     )
 

@@ -196,6 +196,8 @@ class BaseHandler(tornado.web.RequestHandler):
         size = sum(len(name) + len(value) + 4 for name, value in headers.get_all())
         if size > self.settings["max_header_size"]:
             raise ApiError(431, "Request headers too large")
+        if len(self.request.body) > self.settings["max_body_size"]:
+            raise ApiError(413, "Request body too large")
         if not self.uses_session:
             return None
         settings = self.settings
