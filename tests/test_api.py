@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
+
+from tornado_auth import accounts
+from tornado_auth.users import passwords
 
 from .conftest import Client, Server, body, settings_for, start_server, stop_server
 
@@ -373,6 +377,65 @@ async def test_healthz_answers_while_cost_12_logins_are_computed(store):
         assert health.code == 200
         assert not all(login.done() for login in logins)  # answered while hashing went on
         assert [(await login).code for login in logins] == [200] * 4
+    finally:
+        await stop_server(running)
+
+
+class CountedChecks:
+    """Counts password checks asked for (queued) and computed (run by a bcrypt thread)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.queued = self.computed = 0
+        self._waiters: dict[int, asyncio.Event] = {}
+        real_verify, real_check = accounts.verify_password, passwords._verify
+
+        async def verify(password: str, stored: str) -> bool:
+            self.queued += 1
+            for count, event in self._waiters.items():
+                if self.queued >= count:
+                    event.set()
+            return await real_verify(password, stored)
+
+        def check(password: str, stored: str) -> bool:
+            self.computed += 1  # in a bcrypt thread
+            return real_check(password, stored)
+
+        monkeypatch.setattr(accounts, "verify_password", verify)
+        monkeypatch.setattr(passwords, "_verify", check)
+
+    async def queued_at_least(self, count: int) -> None:
+        event = self._waiters.setdefault(count, asyncio.Event())
+        if self.queued >= count:
+            event.set()
+        await event.wait()
+
+
+async def test_a_sign_in_whose_client_left_is_never_hashed(store, monkeypatch):
+    running = await start_server(settings_for(store, users__bcrypt_rounds=12))
+    try:
+        await running.add_user("ann@example.com", PASSWORD)
+        checks = CountedChecks(monkeypatch)
+        threads = passwords.pool()._max_workers
+        busy = [  # one cost-12 check per bcrypt thread: the next one has to queue
+            asyncio.ensure_future(running.client().login("ann@example.com", PASSWORD))
+            for _ in range(threads)
+        ]
+        await checks.queued_at_least(threads)
+        login = json.dumps({"email": "ann@example.com", "password": PASSWORD}).encode()
+        _, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        writer.write(
+            b"POST /api/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(login)}\r\n\r\n".encode()
+            + login
+        )
+        await checks.queued_at_least(threads + 1)  # its check waits for a thread...
+        writer.close()  # ...when the client gives up
+        await writer.wait_closed()
+        assert [(await login).code for login in busy] == [200] * threads
+        # A later sign-in queues behind the abandoned one: had that stayed queued, it ran first.
+        assert (await running.client().login("ann@example.com", PASSWORD)).code == 200
+        assert checks.queued == threads + 2
+        assert checks.computed == threads + 1  # every check but the abandoned one
     finally:
         await stop_server(running)
 

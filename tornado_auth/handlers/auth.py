@@ -41,7 +41,9 @@ class RegisterHandler(ApiHandler):
         if problem:
             raise ApiError(400, problem)
         try:
-            user = await self.services.accounts.register(email, name, password)
+            user = await self.unless_abandoned(
+                self.services.accounts.register(email, name, password)
+            )
         except EmailTaken:
             raise ApiError(409, "Email already registered") from None
         await self.sign_in(user.id, user.email, user.role, remember_me=False)

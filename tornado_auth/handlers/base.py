@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("tornado_auth")
 access_log = logging.getLogger("tornado.access")
 M = TypeVar("M", bound=Callable[..., Any])
+T = TypeVar("T")
+CLIENT_GONE = 499  # logged for a request whose client disconnected before the answer
 
 # One encoder for every JSON response: json.dumps with separators builds a new one per call.
 to_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -152,6 +154,8 @@ class BaseHandler(tornado.web.RequestHandler):
         if self._in_flight is not None:
             self._in_flight.begin()
         self._commit: asyncio.Future[None] | None = None
+        self._abandonable: asyncio.Future[Any] | None = None
+        self._client_gone = False
 
     @property
     def services(self) -> Services:
@@ -179,8 +183,28 @@ class BaseHandler(tornado.web.RequestHandler):
         super().on_finish()
 
     def on_connection_close(self) -> None:
+        self._client_gone = True
+        if self._abandonable is not None:
+            self._abandonable.cancel()  # a password check still queued is never computed
         self._done()
         super().on_connection_close()
+
+    async def unless_abandoned(self, work: Awaitable[T]) -> T:
+        """Await work that only this client is waiting for (a password check or hash); if the
+        client disconnects first, the work is cancelled and the request ends there, unanswered,
+        so a client that gives up (or retries) does not leave bcrypt work behind."""
+        self._abandonable = asyncio.ensure_future(work)
+        if self._client_gone:  # gone before the work began
+            self._abandonable.cancel()
+        try:
+            return await self._abandonable
+        except asyncio.CancelledError:
+            if not self._client_gone:
+                raise
+            self.set_status(CLIENT_GONE)
+            raise tornado.web.Finish() from None
+        finally:
+            self._abandonable = None
 
     def _done(self) -> None:
         if self._in_flight is not None:
@@ -248,7 +272,7 @@ class BaseHandler(tornado.web.RequestHandler):
         if retry_after is not None:
             await self.audit("signin_throttled", email=email)
             raise ApiError(429, "Too many failed sign-ins; try again later", retry_after)
-        user = await services.accounts.authenticate(email, password)
+        user = await self.unless_abandoned(services.accounts.authenticate(email, password))
         if user is None:
             await services.throttle.failed(email, ip)
             await services.live.sign_in_failed()
