@@ -329,10 +329,16 @@ def after_storm(storm: dict[str, Any], bcrypt: dict[str, Any]) -> list[str]:
         f"{after['seconds_until_idle']:.0f} s and used {after['server_cpu_seconds']:.1f} "
         f"CPU-seconds, about {checks:.0f} cost-12 checks"
     )
+    threads = bcrypt["cores"]  # the server hashes on one thread per core
     if checks > storm["storm_connections"] / 5:
         line += (
             ": sign-ins whose clients have gone are still computed, so a client that gives up "
             "still costs a check, and one that retries costs two."
+        )
+    elif checks <= 2 * threads:
+        line += (
+            f" (at most the {threads} checks already running): a sign-in whose client has gone "
+            "is dropped before its check starts, so a client that gives up costs nothing more."
         )
     return [line + ("" if line.endswith(".") else "."), ""]
 
