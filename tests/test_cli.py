@@ -13,6 +13,7 @@ import pytest
 
 from tornado_auth.sessions import Lifetime, Session, SessionManager
 from tornado_auth.sessions.sqlite import SQLiteSessionBackend
+from tornado_auth.users.sqlite import SQLiteUserStore
 
 from .conftest import Store, require_service
 
@@ -155,6 +156,35 @@ def test_duplicate_email_exits_1_and_keeps_the_first_user(tmp_path: Path):
     assert "a@example.com" in one_line_error(result, 1).lower()
     assert list(listed(tmp_path)) == ["a@example.com"]
     assert listed(tmp_path)["a@example.com"]["id"] in first.stdout
+
+
+async def _audit_events(tmp_path: Path) -> list[tuple[str, str | None, str, dict]]:
+    store = SQLiteUserStore(f"sqlite:///{tmp_path}/users.db")
+    await store.start()
+    entries, _ = await store.audit_page(0, 100)
+    await store.close()
+    return [(e.event, e.email, e.user_agent, e.detail) for e in reversed(entries)]
+
+
+def audit_events(tmp_path: Path) -> list[tuple[str, str | None, str, dict]]:
+    """The audit trail, oldest first: (event, email, user agent, detail)."""
+    return asyncio.run(_audit_events(tmp_path))
+
+
+def test_admin_actions_from_the_cli_are_audited(tmp_path: Path):
+    create_user(tmp_path)
+    user_id = listed(tmp_path)["a@example.com"]["id"]
+    open_sessions(tmp_path, user_id, user_id)
+    for args in (("set-role", "--role", "admin"), ("disable",), ("enable",), ("revoke-sessions",)):
+        result = cli(tmp_path, args[0], "--email", "a@example.com", *args[1:])
+        assert result.returncode == 0, result.stderr
+    cli_agent = "tornado-auth cli"
+    assert audit_events(tmp_path) == [
+        ("role_changed", "a@example.com", cli_agent, {"role": "admin", "by": "cli"}),
+        ("user_disabled", "a@example.com", cli_agent, {"by": "cli"}),
+        ("user_enabled", "a@example.com", cli_agent, {"by": "cli"}),
+        ("sessions_revoked", "a@example.com", cli_agent, {"count": 0, "by": "cli"}),
+    ]
 
 
 def test_set_role_makes_an_admin_and_ends_their_sessions(tmp_path: Path):

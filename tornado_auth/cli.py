@@ -10,10 +10,13 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from .app import Services, start_services
+from .audit import AuditEntry
 from .errors import StoreUnavailable
 from .settings import Settings, SettingsError, load_settings
 from .users import ROLES, EmailTaken, email_problem, normalize_email
 from .users.passwords import password_problem
+
+CLI_AGENT = "tornado-auth cli"  # the user agent of audit entries for actions taken here
 
 
 class CommandError(Exception):
@@ -71,6 +74,14 @@ async def _user_id(services: Services, email: str) -> str:
     return user.id
 
 
+async def _audit(
+    services: Services, event: str, user_id: str, email: str, **detail: object
+) -> None:
+    """The audit entry an admin's action gets in the web UI, marked as done from the CLI."""
+    entry = AuditEntry(event, user_id=user_id, email=email, user_agent=CLI_AGENT, detail=detail)
+    await services.audit.record(entry)
+
+
 async def create_user(services: Services, args: argparse.Namespace) -> None:
     problem = email_problem(args.email)
     password = _read_password(args.password_stdin)
@@ -86,12 +97,15 @@ async def create_user(services: Services, args: argparse.Namespace) -> None:
 
 async def set_role(services: Services, args: argparse.Namespace) -> None:
     user = await services.accounts.set_role(await _user_id(services, args.email), args.role)
+    await _audit(services, "role_changed", user.id, user.email, role=user.role, by="cli")
     print(f"{user.email} is now {user.role}; their sessions were ended")
 
 
 async def set_disabled(services: Services, args: argparse.Namespace) -> None:
     disabled = args.command == "disable"
     user = await services.accounts.set_disabled(await _user_id(services, args.email), disabled)
+    event = "user_disabled" if disabled else "user_enabled"
+    await _audit(services, event, user.id, user.email, by="cli")
     print(f"{user.email} {'disabled; their sessions were ended' if disabled else 'enabled'}")
 
 
@@ -108,7 +122,11 @@ async def list_users(services: Services, args: argparse.Namespace) -> None:
 
 
 async def revoke_sessions(services: Services, args: argparse.Namespace) -> None:
-    count = await services.sessions.revoke_user(await _user_id(services, args.email))
+    user_id = await _user_id(services, args.email)
+    count = await services.sessions.revoke_user(user_id)
+    await _audit(
+        services, "sessions_revoked", user_id, normalize_email(args.email), count=count, by="cli"
+    )
     print(f"revoked {count} session(s) of {args.email}")
 
 
