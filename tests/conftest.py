@@ -177,9 +177,8 @@ class Store:
             for client in await self.redis_masters():
                 async for key in client.scan_iter(match=self.prefix + "*"):
                     kind = await client.type(key)
-                    value = await (
-                        client.hgetall(key) if kind == "hash" else client.zrange(key, 0, -1)
-                    )
+                    read = {"hash": client.hgetall, "string": client.get}.get(kind)
+                    value = await (read(key) if read else client.zrange(key, 0, -1))
                     parts.append(f"{key}={value}")
                 await client.aclose()
             return "\n".join(parts)

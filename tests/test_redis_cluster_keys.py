@@ -18,7 +18,7 @@ from .conftest import REDIS_URL, Store, require_service
 LIFETIME = Lifetime(ttl=3600, remember_me_ttl=7200, absolute_ttl=86400, touch_interval=0)
 SINGLE_KEY = {
     "HGETALL", "HSET", "HDEL", "HGET", "PEXPIREAT", "PEXPIRE", "ZADD", "ZREM", "ZRANGE",
-    "ZREMRANGEBYSCORE", "ZCARD", "INCR", "PTTL", "GET", "EXPIRE", "EXISTS", "INCRBY",
+    "ZREMRANGEBYSCORE", "ZCARD", "INCR", "PTTL", "GET", "SET", "EXPIRE", "EXISTS", "INCRBY",
 }  # fmt: skip
 NO_KEYS = {"PING", "PUBLISH", "SUBSCRIBE", "MULTI", "EXEC", "SCRIPT", "CLIENT", "HELLO", "SELECT"}
 

@@ -1,3 +1,3 @@
 """tornado-auth: cookie sessions and authentication for Tornado."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,7 +1,15 @@
-"""Sessions in Redis: one hash per session, expired by Redis itself, and a sorted set per user.
+"""Sessions in Redis: one JSON string per session, expired by Redis itself, and a sorted set per
+user.
+
+A session is one compact string rather than a hash: a hash holding a browser's User-Agent (longer
+than ``hash-max-listpack-value``, 64 bytes) takes Redis's hashtable encoding, about twice the
+memory. Updates run as a Lua script that changes only the fields it is given, so concurrent
+writers of different data keys never lose each other's writes. Times are kept as the strings
+Python wrote and data values as their own JSON, so the script's cjson never rounds or retypes
+them.
 
 Every command touches a single key (or the keys of one hash slot), so the layout works unchanged
-on Redis Cluster: the session hash and the user index are written by separate commands.
+on Redis Cluster: the session and the user index are written by separate commands.
 
 URLs: ``redis://`` and ``rediss://`` name one server; ``redis+cluster://host:port,host:port`` a
 Redis Cluster (any reachable nodes; the client discovers the rest); and
@@ -32,6 +40,7 @@ from redis.exceptions import (
     InvalidPipelineStack,
     ReadOnlyError,
     RedisClusterException,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -41,37 +50,43 @@ from ..errors import StoreUnavailable
 from .base import SessionBackend, SessionRecord
 
 log = logging.getLogger("tornado_auth.sessions")
-# Hash fields: short names, because they are repeated in every session of a large store.
-FIELDS = {
+# Field names: short, because they are repeated in every session of a large store.
+TIMES = {
     "c": "created_at",
     "l": "last_seen_at",
     "e": "expires_at",
     "a": "absolute_expires_at",
     "t": "ttl",
 }
-DATA_PREFIX = "d:"
 
 # Update only a live session: a session revoked meanwhile is never recreated. The expiry only
 # moves forward: a late write of an older expiry (a request that loaded the record before
 # another's touch) leaves it alone.
 UPDATE_SCRIPT = """
-local expires = redis.call('HGET', KEYS[1], 'e')
-if not expires then return 0 end
+local stored = redis.pcall('GET', KEYS[1])
+if type(stored) ~= 'string' then return 0 end
+local session = cjson.decode(stored)
+local later = tonumber(ARGV[2]) > tonumber(session.e)
+if later then session.l, session.e = ARGV[1], ARGV[2] end
 local removed = tonumber(ARGV[4])
-local fields = {}
-local later = tonumber(ARGV[2]) > tonumber(expires)
-if later then fields = {'l', ARGV[1], 'e', ARGV[2]} end
-for i = 5 + removed, #ARGV do fields[#fields + 1] = ARGV[i] end
-if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
-if removed > 0 then redis.call('HDEL', KEYS[1], unpack(ARGV, 5, 4 + removed)) end
+for i = 5, 4 + removed do session.d[ARGV[i]] = nil end
+for i = 5 + removed, #ARGV, 2 do session.d[ARGV[i]] = ARGV[i + 1] end
+redis.call('SET', KEYS[1], cjson.encode(session), 'KEEPTTL')
 if later then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
 return 1
 """
 # Delete a session and return its user id, so its index entry can be removed.
 DELETE_SCRIPT = """
-local user = redis.call('HGET', KEYS[1], 'u')
+local stored = redis.pcall('GET', KEYS[1])
+local user
+if type(stored) == 'string' then
+  user = cjson.decode(stored).u
+elseif type(stored) == 'table' then
+  user = redis.call('HGET', KEYS[1], 'u')
+end
 if redis.call('DEL', KEYS[1]) == 0 then return false end
-return user or ''
+if type(user) ~= 'string' then return '' end
+return user
 """
 
 
@@ -96,6 +111,16 @@ LAYOUT_ERRORS = (CrossSlotTransactionError, InvalidPipelineStack)
 
 def _ms(seconds: float) -> int:
     return int(seconds * 1000)
+
+
+def _legacy(error: Exception) -> bool:
+    """A session key holding a hash, as versions before 0.2 stored sessions: signed out."""
+    return isinstance(error, ResponseError) and str(error).startswith("WRONGTYPE")
+
+
+def _encoded(data: dict[str, Any]) -> dict[str, str]:
+    """Session data values as JSON text: opaque strings to the update script's cjson."""
+    return {name: json.dumps(value, separators=(",", ":")) for name, value in data.items()}
 
 
 @asynccontextmanager
@@ -210,39 +235,39 @@ class RedisSessionBackend(SessionBackend):
 
     async def load(self, key: str) -> SessionRecord | None:
         async with _available():
-            fields = await self.client.hgetall(self.session_key(key))
-        return self._record(key, fields) if fields else None
+            try:
+                stored = await self.client.get(self.session_key(key))
+            except ResponseError as error:
+                if not _legacy(error):
+                    raise
+                return None
+        return self._record(key, stored) if stored else None
 
-    def _record(self, key: str, fields: dict[str, str]) -> SessionRecord:
-        data = {
-            name[len(DATA_PREFIX) :]: json.loads(value)
-            for name, value in fields.items()
-            if name.startswith(DATA_PREFIX)
-        }
-        times = {attr: float(fields[name]) for name, attr in FIELDS.items()}
+    def _record(self, key: str, stored: str) -> SessionRecord:
+        session = json.loads(stored)
         return SessionRecord(
             key=key,
-            user_id=fields.get("u") or None,
-            ip=fields.get("ip", ""),
-            user_agent=fields.get("ua", ""),
-            data=data,
-            **times,
+            user_id=session.get("u"),
+            ip=session["ip"],
+            user_agent=session["ua"],
+            data={name: json.loads(value) for name, value in (session["d"] or {}).items()},
+            **{attr: float(session[name]) for name, attr in TIMES.items()},
         )
 
     async def create(self, record: SessionRecord) -> None:
         self.writes += 1
-        mapping: dict[str, Any] = {name: getattr(record, attr) for name, attr in FIELDS.items()}
-        mapping.update(ip=record.ip, ua=record.user_agent)
+        session: dict[str, Any] = {
+            name: repr(float(getattr(record, attr))) for name, attr in TIMES.items()
+        }
+        session.update(ip=record.ip, ua=record.user_agent, d=_encoded(record.data))
         if record.user_id is not None:
-            mapping["u"] = record.user_id
-        for name, value in record.data.items():
-            mapping[DATA_PREFIX + name] = json.dumps(value, separators=(",", ":"))
-        key = self.session_key(record.key)
+            session["u"] = record.user_id
         async with _available():
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping=mapping)
-                pipe.pexpireat(key, _ms(record.expires_at))
-                await pipe.execute()
+            await self.client.set(
+                self.session_key(record.key),
+                json.dumps(session, separators=(",", ":")),
+                pxat=_ms(record.expires_at),
+            )
             await self.client.zadd(self.live_key, {record.key: record.expires_at})
             if record.user_id is not None:
                 await self._index(record.user_id, record.key, record.absolute_expires_at)
@@ -264,10 +289,11 @@ class RedisSessionBackend(SessionBackend):
         expires_at: float,
     ) -> bool:
         self.writes += 1
-        args: list[Any] = [last_seen_at, expires_at, _ms(expires_at), len(removed)]
-        args += [DATA_PREFIX + name for name in removed]
-        for name, value in changed.items():
-            args += [DATA_PREFIX + name, json.dumps(value, separators=(",", ":"))]
+        times = [repr(float(last_seen_at)), repr(float(expires_at))]
+        args: list[Any] = [*times, _ms(expires_at), len(removed)]
+        args += list(removed)
+        for name, value in _encoded(changed).items():
+            args += [name, value]
         async with _available():
             if not await self._update(keys=[self.session_key(key)], args=args):
                 return False
@@ -292,12 +318,16 @@ class RedisSessionBackend(SessionBackend):
                 return []
             async with self.client.pipeline(transaction=False) as pipe:
                 for key in keys:
-                    pipe.hgetall(self.session_key(key))
-                rows = await pipe.execute()
-            gone = [key for key, fields in zip(keys, rows, strict=True) if not fields]
+                    pipe.get(self.session_key(key))
+                rows = await pipe.execute(raise_on_error=False)
+            for row in rows:
+                if isinstance(row, Exception) and not _legacy(row):
+                    raise row
+            rows = [row if isinstance(row, str) else None for row in rows]
+            gone = [key for key, stored in zip(keys, rows, strict=True) if not stored]
             if gone:
                 await self.client.zrem(index, *gone)
-        return [self._record(key, fields) for key, fields in zip(keys, rows, strict=True) if fields]
+        return [self._record(key, stored) for key, stored in zip(keys, rows, strict=True) if stored]
 
     async def delete_user(self, user_id: str, keep: str | None = None) -> list[str]:
         self.writes += 1
@@ -315,7 +345,7 @@ class RedisSessionBackend(SessionBackend):
         return [key for key, count in zip(keys, deleted, strict=True) if count]
 
     async def sweep(self, now: float) -> int:
-        return 0  # Redis expires session hashes by their TTL
+        return 0  # Redis expires sessions by their TTL
 
     async def count(self, now: float) -> int:
         async with _available():
