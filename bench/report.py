@@ -302,6 +302,7 @@ def storm_section(http: dict[str, Any]) -> list[str]:
             ]
         )
     verdict = "met" if storm["p99_ratio"] <= TARGET_STORM else "**missed**"
+    ratios = storm.get("p99_ratios", [storm["p99_ratio"]])
     return [
         "## (c) Dashboard latency during a sign-in storm",
         "",
@@ -312,7 +313,15 @@ def storm_section(http: dict[str, Any]) -> list[str]:
         *_table(["dashboard", "req/s", "p50 ms", "p99 ms", "max ms", "non-2xx", "CPU cores"], rows),
         "",
         f"p99 during / alone = **{storm['p99_ratio']:.1f}x** (target <= {TARGET_STORM:g}x: "
-        f"{verdict}); p50 {storm['p50_ratio']:.1f}x.",
+        f"{verdict}); p50 {storm['p50_ratio']:.1f}x."
+        + (
+            f" The measurement was made {len(ratios)} times, each pair after the machine was "
+            "quiet; the table shows the run with the median p99 ratio. All p99 ratios: "
+            + " / ".join(f"{ratio:.1f}x" for ratio in ratios)
+            + "."
+            if len(ratios) > 1
+            else ""
+        ),
         "",
         *after_storm(storm, http["bcrypt"]),
     ]

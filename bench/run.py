@@ -43,7 +43,7 @@ QUICK = {
     "sessions": ["--ops", "300", "--warmup", "50", "--sessions", "2000"],
     "http": [
         *("--duration", "3", "--pairs", "3", "--pair-duration", "2", "--login-duration", "5"),
-        *("--sockets", "2000"),
+        *("--sockets", "2000", "--storm-runs", "1"),
     ],
 }
 

@@ -21,7 +21,7 @@ SCHEME = "bcrypt-sha256$"
 MIN_LENGTH = 8
 MAX_LENGTH = 1024
 
-BCRYPT_NICENESS = 10
+BCRYPT_NICENESS = 19  # the lowest priority: hashing yields to requests, stores and proxies
 
 
 def _yield_to_the_event_loop() -> None:
