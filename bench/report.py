@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,13 @@ def summary(sessions: dict[str, Any], http: dict[str, Any]) -> list[str]:
     return _table(["measure", "target", "measured", "verdict"], rows)
 
 
+def _spread(values: list[float]) -> str:
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return f"{ordered[0]:.2f}"
+    return f"{ordered[0]:.2f} / {statistics.median(ordered):.2f} / {ordered[-1]:.2f}"
+
+
 def overhead_section(http: dict[str, Any], chart_name: str) -> list[str]:
     params = http["params"]
     pairs, seconds = params.get("pairs", 1), params.get("pair_duration", params["duration"])
@@ -152,7 +160,7 @@ def overhead_section(http: dict[str, Any], chart_name: str) -> list[str]:
                 f"{health['rps']:,.0f}",
                 f"{dash['rps']:,.0f}",
                 f"**{row['ratio']:.2f}**",
-                " / ".join(f"{ratio:.2f}" for ratio in row.get("ratios", [row["ratio"]])),
+                _spread(row.get("ratios", [row["ratio"]])),
                 f"{_ms(health['latency_ms']['p50'])} / {_ms(health['latency_ms']['p99'])}",
                 f"{_ms(dash['latency_ms']['p50'])} / {_ms(dash['latency_ms']['p99'])}",
                 f"{health['non_2xx']} / {dash['non_2xx']}",
@@ -167,7 +175,7 @@ def overhead_section(http: dict[str, Any], chart_name: str) -> list[str]:
         "healthz req/s",
         "dashboard req/s",
         "ratio",
-        "all pairs' ratios",
+        "pairs' ratios: min / median / max",
         "healthz p50 / p99 ms",
         "dashboard p50 / p99 ms",
         "non-2xx (h / d)",
@@ -188,11 +196,14 @@ def overhead_section(http: dict[str, Any], chart_name: str) -> list[str]:
         "",
         f"![throughput and latency against concurrency]({chart_name})",
         "",
-        f"Each level is measured as {pairs} back-to-back pairs of {seconds:g} s runs (healthz "
-        "then dashboard, then the other way round, and so on), each run after the machine is "
-        "quiet; the row shows the pair with the median ratio, and the ratios of all pairs follow "
-        "it. On this shared machine, repeated runs of the same endpoint differ by up to about "
-        "10%, which is why a single pair is not taken as the verdict.",
+        f"Each level is one block of {pairs} back-to-back pairs of {seconds:g} s runs (healthz "
+        "then dashboard, then the other way round, and so on), started once the machine is "
+        "quiet. The figures of each endpoint pool its runs: requests over time, the median of "
+        "each latency percentile. The ratio is the dashboard's pooled req/s over healthz's. On "
+        "this shared machine the speed of the CPU varies from one second to the next with "
+        "other tenants' load, so single pairs range widely (their spread is shown); short "
+        "alternating runs put the slow and fast moments on both endpoints alike, and pooling "
+        "them averages the rest out.",
         "",
     ]
     levels = [r for r in http["overhead"] if r["concurrency"] in TARGET_LEVELS]
@@ -231,6 +242,36 @@ def overhead_section(http: dict[str, Any], chart_name: str) -> list[str]:
             note += "No dashboard response failed in this run."
         lines += [note, ""]
     return lines
+
+
+def request_path_section(path: dict[str, Any] | None) -> list[str]:
+    if not path:
+        return []
+    rows = [
+        [name, f"{row['min_us']:.1f}", f"{row['median_us']:.1f}"]
+        for name, row in path["endpoints"].items()
+    ]
+    healthz = path["endpoints"]["healthz"]["min_us"]
+    steps = [[label, f"{ns:,.0f}"] for label, ns in path["steps_ns"].items()]
+    params = path["params"]
+    return [
+        "### The same two requests in-process, without the network",
+        "",
+        f"`bench/request_path.py` hands the app {params['requests']:,} requests of each kind per "
+        f"round, {params['rounds']} rounds, as `HTTPServerRequest` objects with the headers wrk "
+        "sends, on the same Redis session store and cache, with no socket and no HTTP parsing: "
+        "routing, handler, session and response only. These figures barely vary between runs.",
+        "",
+        *_table(["request", "min µs", "median µs"], rows),
+        "",
+        f"The session costs the dashboard **{path['session_us']:.1f} µs** a request over "
+        f"`/healthz` ({path['session_us'] / healthz:.0%} of this in-process path), which the "
+        "HTTP layer and the kernel then dilute in the wrk figures above. Its steps, each timed "
+        "alone:",
+        "",
+        *_table(["step", "ns"], steps),
+        "",
+    ]
 
 
 def login_section(http: dict[str, Any]) -> list[str]:
@@ -560,6 +601,7 @@ def render(
     sessions: dict[str, Any],
     http: dict[str, Any],
     chart_name: str,
+    path: dict[str, Any] | None = None,
 ) -> str:
     services = (
         "a private redis-server and MongoDB-compatible server started for the run on free "
@@ -588,6 +630,7 @@ def render(
         *summary(sessions, http),
         "",
         *overhead_section(http, chart_name),
+        *request_path_section(path),
         *login_section(http),
         *storm_section(http),
         *websocket_section(http),

@@ -41,6 +41,7 @@ RESULTS = BENCH / "RESULTS.md"
 CHART = BENCH / "throughput.png"
 QUICK = {
     "sessions": ["--ops", "300", "--warmup", "50", "--sessions", "2000"],
+    "request_path": ["--requests", "3000", "--rounds", "3"],
     "http": [
         *("--duration", "3", "--pairs", "3", "--pair-duration", "2", "--login-duration", "5"),
         *("--sockets", "2000", "--storm-runs", "1"),
@@ -210,6 +211,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         commands = {
             "sessions": run_script("sessions.py", QUICK["sessions"] if args.quick else [], env),
             "http": run_script("http_load.py", QUICK["http"] if args.quick else [], env),
+            "request_path": run_script(
+                "request_path.py", QUICK["request_path"] if args.quick else [], env
+            ),
         }
     invoked = shlex.join(["bench/run.py", *sys.argv[1:]])
     return {
@@ -228,11 +232,14 @@ def publish(meta: dict[str, Any]) -> None:
 
     sessions = json.loads((OUT / "sessions.json").read_text())
     http = json.loads((OUT / "http_load.json").read_text())
+    path_file = OUT / "request_path.json"
+    path = json.loads(path_file.read_text()) if path_file.exists() else None
     chart(http, CHART)
     text = render(
         **meta | {"started": datetime.datetime.fromisoformat(meta["started"])},
         sessions=sessions,
         http=http,
+        path=path,
         chart_name=CHART.name,
     )
     RESULTS.write_text(text)
