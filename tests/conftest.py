@@ -231,6 +231,16 @@ async def backend(store: Store) -> AsyncIterator[SessionBackend]:
     await backend.close()
 
 
+class Clock:
+    """A clock a test moves by hand: ``clock.now += 61``."""
+
+    def __init__(self, now: float = 1_900_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def settings_for(store: Store, **overrides: Any) -> Settings:
     values = {
         "sessions.url": store.session_url(),

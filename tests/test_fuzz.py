@@ -697,18 +697,30 @@ FIELD_ROUTES = [route for route in BODY_ROUTES if route.path in ROUTE_FIELDS]
 OTHER_BODY_ROUTES = [route for route in BODY_ROUTES if route.path not in ROUTE_FIELDS]
 
 
-def post_document(live: LiveApp, route: Route, document: Any) -> None:
-    raw = json.dumps(document).encode()
-    assume(len(raw) <= live.max_body_size)  # bigger bodies: see the size tests below
-    headers = json_headers()
+def route_headers(
+    live: LiveApp, route: Route, content_type: bytes | None = b"application/json"
+) -> dict[str, bytes]:
+    """A body's Content-Type, and the session cookie of whoever the route is for."""
+    headers = json_headers(content_type)
     if route.needs_session:
         headers["Cookie"] = live.cookies[route.who]
+    return headers
+
+
+def post_checked(live: LiveApp, route: Route, headers: dict[str, bytes], raw: bytes) -> None:
+    """Send a body: the route handles it, and stores nothing unless it accepted it."""
     before = live.snapshot()
     reply = live.send(route.method, route.url(live), headers, raw)
     event(f"status {reply.status}: {reply.body[:60]!r}")
     assert_handled(route, reply)
     assert_session_reached_the_handler(live, route, reply)
     assert_stored_nothing_unless_accepted(live, route, reply, before, not route.needs_session)
+
+
+def post_document(live: LiveApp, route: Route, document: Any) -> None:
+    raw = json.dumps(document).encode()
+    assume(len(raw) <= live.max_body_size)  # bigger bodies: see the size tests below
+    post_checked(live, route, route_headers(live, route), raw)
 
 
 @pytest.mark.parametrize("route", FIELD_ROUTES, ids=str)
@@ -740,15 +752,7 @@ def test_routes_that_read_no_body_ignore_any_json_document(live, route, document
 def test_arbitrary_bytes_with_any_content_type_never_fail_and_store_nothing(
     live, route, raw, content_type
 ):
-    headers = json_headers(content_type)
-    if route.needs_session:
-        headers["Cookie"] = live.cookies[route.who]
-    before = live.snapshot()
-    reply = live.send(route.method, route.url(live), headers, raw)
-    event(f"status {reply.status}: {reply.body[:60]!r}")
-    assert_handled(route, reply)
-    assert_session_reached_the_handler(live, route, reply)
-    assert_stored_nothing_unless_accepted(live, route, reply, before, not route.needs_session)
+    post_checked(live, route, route_headers(live, route, content_type), raw)
 
 
 @pytest.mark.parametrize("route", ALL_ROUTES, ids=str)
@@ -863,11 +867,6 @@ def test_headers_past_what_tornado_reads_close_the_connection_without_a_response
 def test_control_characters_in_a_header_get_tornados_bare_400(live, value):
     route = Route("GET", "/api/dashboard", "anon")
     assert raw_exchange(live.port, request_head(live, route, b"User-Agent: " + value)) == BARE_400
-
-
-def route_headers(live: LiveApp, route: Route) -> dict[str, bytes]:
-    cookie = {"Cookie": live.cookies[route.who]} if route.needs_session else {}
-    return json_headers() | cookie
 
 
 @pytest.mark.parametrize("route", BODY_LIMIT_ROUTES, ids=str)

@@ -13,7 +13,7 @@ import pytest
 from tornado_auth.sessions import Lifetime, Session, SessionManager, backend_for_url
 from tornado_auth.sessions.redis import RedisSessionBackend
 
-from .conftest import REDIS_URLS, Store, require_service
+from .conftest import REDIS_URLS, Clock, Store, require_service
 
 LIFETIME = Lifetime(ttl=3600, remember_me_ttl=7200, absolute_ttl=86400, touch_interval=60)
 AGENT = (
@@ -32,14 +32,6 @@ VALUES = {
 }
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture(params=list(REDIS_URLS))
 async def redis_backend(request, tmp_path: Path) -> AsyncIterator[RedisSessionBackend]:
     require_service(request.param)
@@ -53,7 +45,7 @@ async def redis_backend(request, tmp_path: Path) -> AsyncIterator[RedisSessionBa
 
 async def test_a_session_is_one_string_with_no_raw_token(redis_backend):
     backend = redis_backend
-    manager = SessionManager(backend, LIFETIME, Clock())
+    manager = SessionManager(backend, LIFETIME, Clock(time.time()))
     session = Session()
     session.login("u1", {"email": "a@example.com", "role": "user"}, False, LIFETIME.ttl)
     session.user_agent = AGENT
@@ -67,7 +59,7 @@ async def test_a_session_is_one_string_with_no_raw_token(redis_backend):
 
 async def test_values_survive_updates_by_the_script_exactly(redis_backend):
     backend = redis_backend
-    clock = Clock()
+    clock = Clock(time.time())
     manager = SessionManager(backend, LIFETIME, clock)
     session = Session()
     session.login("u1", {"email": "a@example.com"}, False, LIFETIME.ttl)
@@ -92,7 +84,7 @@ async def test_values_survive_updates_by_the_script_exactly(redis_backend):
 
 async def test_removing_every_data_key_leaves_an_empty_mapping(redis_backend):
     backend = redis_backend
-    manager = SessionManager(backend, LIFETIME, Clock())
+    manager = SessionManager(backend, LIFETIME, Clock(time.time()))
     session = Session()
     session["theme"] = "dark"
     await manager.commit(session)
@@ -104,7 +96,7 @@ async def test_removing_every_data_key_leaves_an_empty_mapping(redis_backend):
 
 async def test_a_session_in_the_old_hash_layout_reads_as_signed_out(redis_backend):
     backend = redis_backend
-    manager = SessionManager(backend, LIFETIME, Clock())
+    manager = SessionManager(backend, LIFETIME, Clock(time.time()))
     session = Session()
     session.login("u1", {"email": "a@example.com"}, False, LIFETIME.ttl)
     await manager.commit(session)

@@ -11,20 +11,12 @@ from tornado.web import create_signed_value, decode_signed_value
 from tornado_auth.sessions import Lifetime, Session, SessionManager, backend_for_url, token_key
 from tornado_auth.sessions.session import TOKEN_BYTES
 
-from .conftest import Store, body
+from .conftest import Clock, Store, body
 
 HOUR = 3600.0
 LIFETIME = Lifetime(
     ttl=24 * HOUR, remember_me_ttl=720 * HOUR, absolute_ttl=48 * HOUR, touch_interval=60
 )
-
-
-class Clock:
-    def __init__(self, now: float = 1_900_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -66,7 +66,8 @@ class SessionBackend(ABC):
         """Set and remove single data keys and move the expiry; False if the record is gone.
 
         Only the named keys are written, so concurrent updates of different keys all survive,
-        and a record deleted meanwhile is never recreated.
+        and a record deleted meanwhile is never recreated. The expiry (with ``last_seen_at``)
+        only moves forward: an update carrying an older one leaves it as it is.
         """
 
     @abstractmethod

@@ -315,8 +315,10 @@ class SessionManager:
     def _touch_due(self, record: SessionRecord, now: float) -> bool:
         """Whether this request should move the expiry: once per interval, counting touches by
         other requests of this process (concurrent requests of one session touch once)."""
-        last_seen = max(record.last_seen_at, self._touched.get(record.key, 0.0))
-        return now - last_seen >= self.lifetime.touch_interval
+        interval = self.lifetime.touch_interval
+        if now - record.last_seen_at < interval:
+            return False  # the common case: seen within the interval
+        return now - self._touched.get(record.key, 0.0) >= interval
 
     def _note_touch(self, key: str, at: float | None) -> None:
         if at is None:
