@@ -286,3 +286,84 @@ async def test_shutdown_closes_sockets_with_going_away(tmp_path):
         assert code == 1001
     finally:
         assert await stop_process(process) == 0
+
+
+# -- caps ------------------------------------------------------------------------------------------
+
+TOO_MANY_SOCKETS = 4008
+
+
+async def test_sockets_past_the_per_session_cap_close_the_oldest(store: Store):
+    server = await start_server(settings_for(store, live__max_sockets_per_session=3))
+    try:
+        client = await signed_in(server)
+        sockets = []
+        for _ in range(4):
+            sockets.append(await open_socket(client))
+            await next_event(sockets[-1], "hello")
+        assert await closed_within(sockets[0], 1.0) == (
+            TOO_MANY_SOCKETS,
+            "too many open dashboards",
+        )
+        assert server.services.live.open_sockets == 3
+        other = await signed_in(server)  # the cap is per session: another session may open one
+        extra = await open_socket(other)
+        await next_event(extra, "hello")
+        assert server.services.live.open_sockets == 4
+        for socket in [*sockets[1:], extra]:
+            assert socket.close_code is None
+            socket.close()
+    finally:
+        await stop(server)
+
+
+async def test_sockets_past_the_per_user_cap_close_the_users_oldest(store: Store):
+    server = await start_server(settings_for(store, live__max_sockets_per_user=2))
+    try:
+        tabs = [await signed_in(server) for _ in range(3)]  # three sessions of one user
+        sockets = []
+        for tab in tabs:
+            sockets.append(await open_socket(tab))
+            await next_event(sockets[-1], "hello")
+        assert (await closed_within(sockets[0], 1.0))[0] == TOO_MANY_SOCKETS
+        assert server.services.live.open_sockets == 2
+        for socket in sockets[1:]:
+            socket.close()
+    finally:
+        await stop(server)
+
+
+async def test_a_sign_in_past_the_session_cap_closes_the_oldest_sessions_socket(store: Store):
+    server = await start_server(settings_for(store, sessions__max_per_user=2))
+    try:
+        oldest = await signed_in(server)
+        socket = await open_socket(oldest)
+        await next_event(socket, "hello")
+        await signed_in(server)
+        await signed_in(server)  # the third session: the oldest ends
+        assert await closed_within(socket, 1.0) == (SESSION_ENDED, "limit")
+        assert (await oldest.get("/api/dashboard")).code == 401
+    finally:
+        await stop(server)
+
+
+def test_sign_in_counters_stay_bounded_under_a_flood_and_count_the_last_minute():
+    from tornado_auth.live import RateWindow
+
+    from .conftest import Clock
+
+    clock = Clock()
+    window = RateWindow(clock)
+    for _ in range(1000):  # a burst within one second
+        window.add()
+    clock.now += 30
+    for _ in range(500):
+        window.add()
+    assert window.count() == 1500
+    clock.now += 31  # the burst is now more than a minute old
+    assert window.count() == 500
+    for _ in range(600 * 128):  # a flood over ten minutes: memory stays at a minute's buckets
+        clock.now += 1 / 128  # (exact in binary: the seconds fall where they should)
+        window.add()
+    assert len(window.buckets) <= 61
+    assert window.count() == 60 * 128 + 1  # the events of the last 60 s, both ends included

@@ -340,3 +340,88 @@ async def test_cookie_signed_with_old_key_version_is_reissued(store: Store):
     finally:
         new.http.stop()
         await stop_server(old)
+
+
+# -- caps: sessions per user, index entries of expired sessions -----------------------------------
+
+
+async def heard_events(backend) -> asyncio.Queue:
+    """Every event the store delivers from now on."""
+    events: asyncio.Queue = asyncio.Queue()
+    backend.subscribe(events.put_nowait)
+    connected = getattr(backend, "events_connected", None)
+    if connected is not None:  # Redis: delivered through pub/sub once subscribed
+        await asyncio.wait_for(connected.wait(), 5)
+    return events
+
+
+async def test_a_sign_in_past_the_per_user_cap_ends_the_oldest_sessions(backend, clock):
+    manager = SessionManager(backend, LIFETIME, clock, max_per_user=3)
+    events = await heard_events(backend)
+    sessions = []
+    for _ in range(5):
+        clock.now += 1
+        sessions.append(await signed_in(manager, "alice"))
+    other = await signed_in(manager, "bob")
+    listed = {record.key for record in await manager.list_user("alice")}
+    assert listed == {session.key for session in sessions[2:]}  # the three newest
+    for session in sessions[:2]:
+        assert await manager.load(session.token) is None
+    assert await manager.load(other.token) is not None
+    ended = []
+    while len(ended) < 2:  # announced like any other end, so their sockets close
+        event = await asyncio.wait_for(events.get(), 5)
+        if event["type"] == "ended":
+            assert (event["user"], event["reason"]) == ("alice", "limit")
+            ended += event["keys"]
+    assert ended == [sessions[0].key, sessions[1].key]
+
+
+async def test_concurrent_sign_ins_of_one_user_leave_exactly_the_cap(backend, clock):
+    """Each creation trims after it is stored, so the last trim sees every session: a burst may
+    overshoot while it runs, never once it is done, and never ends one of the newest."""
+    manager = SessionManager(backend, LIFETIME, clock, max_per_user=5)
+    sessions = []
+    for _ in range(30):
+        session = Session()
+        session.login("alice", {"email": "alice@example.com"}, False, LIFETIME.ttl)
+        sessions.append(session)
+    await asyncio.gather(*(manager.commit(session) for session in sessions))
+    assert len(await manager.list_user("alice")) == 5
+    alive = [session for session in sessions if await manager.load(session.token) is not None]
+    assert len(alive) == 5
+
+
+async def test_no_store_keeps_entries_of_expired_sessions_without_anyone_watching(
+    backend, store: Store
+):
+    """Sessions that expire by themselves leave nothing behind (records, the Redis live and user
+    indexes) once the periodic sweep has run and the user signed in again; no dashboard open."""
+    import time
+
+    lifetime = Lifetime(ttl=HOUR, remember_me_ttl=HOUR, absolute_ttl=48 * HOUR, touch_interval=60)
+    clock = Clock(time.time() - 2 * HOUR)  # idle-expired an hour ago, by Redis's clock too
+    manager = SessionManager(backend, lifetime, clock, max_per_user=2)
+
+    async def sign_in() -> Session:
+        session = Session()
+        session.login("alice", {"email": "alice@example.com"}, False, lifetime.ttl)
+        await manager.commit(session)
+        return session
+
+    expired = [await sign_in() for _ in range(3)]
+    visitor = Session()  # a session of nobody, in no user index
+    visitor["theme"] = "dark"
+    await manager.commit(visitor)
+    expired.append(visitor)
+    clock.now = time.time()
+    await backend.sweep(clock.now)  # what the periodic sweeper does
+    fresh = await sign_in()
+    if store.kind == "sqlite":  # the file keeps deleted rows' bytes in free pages: read rows
+        rows = await backend.db.run(lambda db: db.execute("SELECT * FROM sessions").fetchall())
+        dump = repr(rows)
+    else:
+        dump = await store.dump(backend)
+    assert fresh.key in dump
+    for session in expired:
+        assert session.key not in dump

@@ -90,13 +90,19 @@ async def start_services(settings: Settings) -> Services:
         lifetime,
         cache_size=settings["sessions.cache_size"],
         cache_ttl=settings["sessions.cache_ttl"],
+        max_per_user=settings["sessions.max_per_user"],
     )
     await users.start()
-    if backend.name != "redis":
-        sessions.start_sweeper(settings["sessions.sweep_interval"])
+    sessions.start_sweeper(settings["sessions.sweep_interval"])
     accounts = Accounts(users, sessions, settings["users.bcrypt_rounds"])
     await accounts.start()
-    live = LiveHub(sessions, settings["live.check_interval"], settings["live.stats_interval"])
+    live = LiveHub(
+        sessions,
+        settings["live.check_interval"],
+        settings["live.stats_interval"],
+        max_per_session=settings["live.max_sockets_per_session"],
+        max_per_user=settings["live.max_sockets_per_user"],
+    )
     live.start()
     limits = Limits(
         account_ip_failures=settings["throttle.account_ip_failures"],

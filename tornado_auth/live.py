@@ -26,9 +26,35 @@ from .sessions import SessionManager, public_id
 log = logging.getLogger("tornado_auth.live")
 
 SESSION_ENDED = 4001  # the close code that tells the page to go to /login
+TOO_MANY_SOCKETS = 4008  # the close code of a socket pushed out by newer ones; not reopened
 GOING_AWAY = 1001
 MINUTE = 60.0
 _NEVER = float("inf")
+
+
+class RateWindow:
+    """Events of the last minute, counted in one-second buckets: bounded however many arrive."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.buckets: deque[list[int]] = deque()  # [second, count], oldest first
+
+    def add(self) -> None:
+        second = int(self.clock())
+        if self.buckets and self.buckets[-1][0] == second:
+            self.buckets[-1][1] += 1
+        else:
+            self.buckets.append([second, 1])
+            self._forget(second)
+
+    def count(self) -> int:
+        """Events since the start of the second a minute ago."""
+        self._forget(int(self.clock()))
+        return sum(count for _, count in self.buckets)
+
+    def _forget(self, second: int) -> None:
+        while self.buckets and self.buckets[0][0] < second - MINUTE:
+            self.buckets.popleft()
 
 
 class Socket(Protocol):
@@ -48,15 +74,20 @@ class LiveHub:
         check_interval: float,
         stats_interval: float,
         clock: Callable[[], float] = time.time,
+        max_per_session: int = 0,
+        max_per_user: int = 0,
     ) -> None:
         self.sessions = sessions
         self.check_interval = check_interval
         self.stats_interval = stats_interval
         self.clock = clock
-        self.by_key: dict[str, set[Socket]] = {}
-        self.by_user: dict[str, set[Socket]] = {}
-        self.sign_ins: deque[float] = deque()
-        self.failures: deque[float] = deque()
+        self.max_per_session = max_per_session
+        self.max_per_user = max_per_user
+        # Sockets in the order they opened (dicts as ordered sets): the oldest go first.
+        self.by_key: dict[str, dict[Socket, None]] = {}
+        self.by_user: dict[str, dict[Socket, None]] = {}
+        self.sign_ins = RateWindow(clock)
+        self.failures = RateWindow(clock)
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._expiry: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -76,15 +107,24 @@ class LiveHub:
         return sum(len(sockets) for sockets in self.by_key.values())
 
     def add(self, socket: Socket, expires_at: float) -> None:
-        self.by_key.setdefault(socket.session_key, set()).add(socket)
-        self.by_user.setdefault(socket.user_id, set()).add(socket)
+        """Track a new socket; past a cap, the oldest socket of its session or user closes."""
+        for index, name, cap in (
+            (self.by_key, socket.session_key, self.max_per_session),
+            (self.by_user, socket.user_id, self.max_per_user),
+        ):
+            sockets = index.setdefault(name, {})
+            sockets[socket] = None
+            while cap and len(sockets) > cap:
+                oldest = next(iter(sockets))
+                self.remove(oldest)  # at once: its close handshake may take a while
+                oldest.end(TOO_MANY_SOCKETS, "too many open dashboards")
         self._arm(socket.session_key, expires_at)
 
     def remove(self, socket: Socket) -> None:
         for index, name in ((self.by_key, socket.session_key), (self.by_user, socket.user_id)):
             sockets = index.get(name)
             if sockets is not None:
-                sockets.discard(socket)
+                sockets.pop(socket, None)
                 if not sockets:
                     del index[name]
         if socket.session_key not in self.by_key:
@@ -114,12 +154,12 @@ class LiveHub:
         if kind == "ended":
             self._ended(event["keys"], event["user"], event.get("reason", "ended"))
         elif kind == "signin":
-            self.sign_ins.append(now)
+            self.sign_ins.add()
             at = {"type": "signin", "at": now, "ip": event["ip"], "userAgent": event["userAgent"]}
             for socket in list(self.by_user.get(event["user"], ())):
                 socket.send(at)
         elif kind == "signin_failed":
-            self.failures.append(now)
+            self.failures.add()
         elif kind == "resync":
             self._spawn(self.check())
 
@@ -127,7 +167,7 @@ class LiveHub:
         for key in keys:
             for socket in list(self.by_key.get(key, ())):
                 socket.end(SESSION_ENDED, reason)
-        if reason in ("revoked", "password", "expired", "logout"):
+        if reason in ("revoked", "password", "expired", "logout", "limit"):
             ids = [public_id(key) for key in keys]
             for socket in list(self.by_user.get(user_id, ())):
                 socket.send({"type": "sessions_ended", "ids": ids, "reason": reason})
@@ -170,9 +210,6 @@ class LiveHub:
 
     async def stats(self) -> dict[str, Any]:
         now = self.clock()
-        for window in (self.sign_ins, self.failures):
-            while window and window[0] < now - MINUTE:
-                window.popleft()
         try:
             active: int | None = await self.sessions.backend.count(now)
         except StoreUnavailable:
@@ -180,8 +217,8 @@ class LiveHub:
         return {
             "type": "stats",
             "activeSessions": active,
-            "signInsPerMinute": len(self.sign_ins),
-            "failedSignInsPerMinute": len(self.failures),
+            "signInsPerMinute": self.sign_ins.count(),
+            "failedSignInsPerMinute": self.failures.count(),
             "openSockets": self.open_sockets,
         }
 

@@ -177,6 +177,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "sessions.cache_size": (10000, _int(0, 10**7)),
     "sessions.cache_ttl": ("5s", parse_duration),
     "sessions.key_prefix": ("ta:", _str),
+    "sessions.max_per_user": (50, _int(0, 10**6)),
     "users.url": ("sqlite:///var/users.db", _url),
     "users.bcrypt_rounds": (12, _int(4, 20)),
     "users.demo_users": (True, _bool),
@@ -186,6 +187,8 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "live.check_interval": ("2s", parse_duration),
     "live.stats_interval": ("5s", parse_duration),
     "live.ping_interval": ("20s", parse_duration),
+    "live.max_sockets_per_session": (10, _int(0, 10**6)),
+    "live.max_sockets_per_user": (50, _int(0, 10**6)),
     "logging.level": ("info", _log_level),
     "logging.access_log": (True, _bool),
 }

@@ -2,6 +2,7 @@
 "use strict";
 (function () {
   const SESSION_ENDED = 4001;
+  const TOO_MANY_SOCKETS = 4008; // newer dashboards of this session pushed this one out
   const status = document.getElementById("live-status");
   const events = document.getElementById("events");
   const reasons = {
@@ -11,6 +12,7 @@
     disabled: "your account was disabled",
     role: "your role was changed",
     expired: "your session expired",
+    limit: "you signed in on too many devices",
     ended: "your session ended",
   };
   let delay = 500;
@@ -58,6 +60,10 @@
           location.assign("/login?ended=" + encodeURIComponent(close.reason || "ended"));
         }, 1200);
         return;
+      }
+      if (close.code === TOO_MANY_SOCKETS) {
+        setStatus("paused", "Live updates paused: this session has newer dashboards open. Reload to resume.");
+        return; // reopening would push out another tab's socket, and so on
       }
       setStatus("connecting", "Reconnecting…");
       setTimeout(reconnect, delay);

@@ -23,6 +23,7 @@ ENDED = {
     "disabled": "Your account was disabled.",
     "role": "Your role was changed. Please sign in again.",
     "expired": "Your session expired. Please sign in again.",
+    "limit": "You signed in on too many devices; this, your oldest session, was ended.",
     "ended": "Your session ended. Please sign in again.",
 }
 

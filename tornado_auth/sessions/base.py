@@ -87,8 +87,17 @@ class SessionBackend(ABC):
         return removed
 
     @abstractmethod
+    async def trim_user(self, user_id: str, keep: int, now: float) -> list[str]:
+        """Remove every live session of a user but the newest ``keep`` (by creation time, ties
+        by key); the keys removed.
+
+        Every caller orders the sessions alike, so concurrent calls never remove one of the
+        newest ``keep``, and the last call leaves exactly ``keep``."""
+
+    @abstractmethod
     async def sweep(self, now: float) -> int:
-        """Remove expired records the store does not expire by itself; how many."""
+        """Remove expired records and index entries the store does not expire by itself; how
+        many records. Each call does a bounded amount of work."""
 
     @abstractmethod
     async def ping(self) -> None:

@@ -57,12 +57,25 @@ class MemorySessionBackend(SessionBackend):
         if record is None:
             return False
         if record.user_id is not None:
-            self._users.get(record.user_id, set()).discard(key)
+            keys = self._users.get(record.user_id)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:  # no empty index left behind for every user ever signed in
+                    del self._users[record.user_id]
         return True
 
     async def list_user(self, user_id: str) -> list[SessionRecord]:
         keys = self._users.get(user_id, set())
         return [_copy(self._records[key]) for key in keys if key in self._records]
+
+    async def trim_user(self, user_id: str, keep: int, now: float) -> list[str]:
+        records = [self._records[key] for key in self._users.get(user_id, ())]
+        live = [record for record in records if not record.expired(now)]
+        live.sort(key=lambda record: (-record.created_at, record.key))
+        ended = [record.key for record in live[keep:]]
+        for key in ended:
+            await self.delete(key)
+        return ended
 
     async def sweep(self, now: float) -> int:
         expired = [key for key, record in self._records.items() if record.expired(now)]

@@ -139,6 +139,16 @@ class MongoSessionBackend(SessionBackend):
                 await self.revocations.delete_many({"_id": {"$in": keys}})
         return keys
 
+    async def trim_user(self, user_id: str, keep: int, now: float) -> list[str]:
+        query = {"user_id": user_id, "expires": {"$gt": now}, "absolute_expires_at": {"$gt": now}}
+        newest_first = [("created_at", -1), ("_id", 1)]
+        async with available("session"):
+            cursor = self.sessions.find(query, {"_id": 1}).sort(newest_first).skip(keep)
+            keys = [doc["_id"] for doc in await cursor.to_list(None)]
+            if keys:
+                await self.revocations.delete_many({"_id": {"$in": keys}})
+        return keys
+
     async def sweep(self, now: float) -> int:
         query = {"$or": [{"expires": {"$lte": now}}, {"absolute_expires_at": {"$lte": now}}]}
         async with available("session"):

@@ -89,6 +89,16 @@ if type(user) ~= 'string' then return '' end
 return user
 """
 
+# Remove at most ARGV[2] members scored at or before ARGV[1]: bounded work however many expired.
+TRIM_SCRIPT = """
+local gone = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2])
+if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
+return #gone
+"""
+TRIM_ON_WRITE = 100  # live index entries of expired sessions removed by each new session
+TRIM_BATCH = 1000  # ...and by each step of the periodic sweep
+SWEEP_STEPS = 10  # steps of one sweep at most
+
 
 MAX_CONNECTIONS = 256
 POOL_WAIT = 5.0  # seconds a request waits for a pooled connection before a 503
@@ -224,6 +234,14 @@ class RedisSessionBackend(SessionBackend):
         )
         self._update = self.client.register_script(UPDATE_SCRIPT)
         self._delete = self.client.register_script(DELETE_SCRIPT)
+        self._trim = self.client.register_script(TRIM_SCRIPT)
+        if isinstance(self.client, RedisCluster):
+            # redis-py initialises a cluster client at its first command, and concurrent first
+            # commands race in it (a connection used before it is open): initialise it now.
+            try:
+                await self.client.initialize()
+            except UNAVAILABLE as error:  # down at start: requests get 503 until it answers
+                log.warning("redis cluster unavailable at start (%s)", error)
         if isinstance(getattr(self.client, "connection_pool", None), SentinelConnectionPool):
             self._follower = asyncio.create_task(self._follow_master(self.client.connection_pool))
 
@@ -269,12 +287,14 @@ class RedisSessionBackend(SessionBackend):
                 pxat=_ms(record.expires_at),
             )
             await self.client.zadd(self.live_key, {record.key: record.expires_at})
+            await self._trim(keys=[self.live_key], args=[record.created_at, TRIM_ON_WRITE])
             if record.user_id is not None:
                 await self._index(record.user_id, record.key, record.absolute_expires_at)
 
     async def _index(self, user_id: str, key: str, until: float) -> None:
         index = self.user_key(user_id)
         async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zremrangebyscore(index, "-inf", f"({time.time()}")  # past their absolute expiry
             pipe.zadd(index, {key: until})
             pipe.pexpireat(index, _ms(until), nx=True)
             pipe.pexpireat(index, _ms(until), gt=True)
@@ -344,8 +364,42 @@ class RedisSessionBackend(SessionBackend):
             await self.client.zrem(self.live_key, *keys)
         return [key for key, count in zip(keys, deleted, strict=True) if count]
 
+    async def trim_user(self, user_id: str, keep: int, now: float) -> list[str]:
+        index = self.user_key(user_id)
+        async with _available():
+            # oldest first: scored by absolute expiry, a fixed time after sign-in
+            keys = await self.client.zrange(index, 0, -1)
+            if len(keys) <= keep:
+                return []
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.exists(self.session_key(key))
+                found = await pipe.execute()
+            live = [key for key, exists in zip(keys, found, strict=True) if exists]
+            gone = [key for key, exists in zip(keys, found, strict=True) if not exists]
+            if gone:  # sessions Redis expired by itself: their entries go without counting
+                await self.client.zrem(index, *gone)
+            oldest = live[: max(0, len(live) - keep)]
+            if not oldest:
+                return []
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in oldest:
+                    pipe.delete(self.session_key(key))
+                deleted = await pipe.execute()
+            await self.client.zrem(index, *oldest)
+            await self.client.zrem(self.live_key, *oldest)
+        return [key for key, count in zip(oldest, deleted, strict=True) if count]
+
     async def sweep(self, now: float) -> int:
-        return 0  # Redis expires sessions by their TTL
+        """Redis expires sessions by their TTL; their live index entries go here, in batches."""
+        removed = 0
+        async with _available():
+            for _ in range(SWEEP_STEPS):
+                batch = await self._trim(keys=[self.live_key], args=[now, TRIM_BATCH])
+                removed += batch
+                if batch < TRIM_BATCH:
+                    break
+        return removed
 
     async def count(self, now: float) -> int:
         async with _available():

@@ -251,10 +251,12 @@ class SessionManager:
         clock: Callable[[], float] = time.time,
         cache_size: int = 0,
         cache_ttl: float = 0.0,
+        max_per_user: int = 0,
     ) -> None:
         self.backend = backend
         self.lifetime = lifetime
         self.clock = clock
+        self.max_per_user = max_per_user
         self._sweeper: asyncio.Task[None] | None = None
         # When this process last moved each session's expiry (started to): requests that loaded
         # the record before that touch must not touch it again within the interval.
@@ -390,6 +392,10 @@ class SessionManager:
         await self.backend.create(record)
         if old is not None:
             await self._end(old.key, old.user_id, "regenerated")
+        if record.user_id is not None and self.max_per_user > 0:
+            # After the create, so that of concurrent sign-ins the last to trim sees them all.
+            ended = await self.backend.trim_user(record.user_id, self.max_per_user, now)
+            await self._announce(ended, record.user_id, "limit")
         session.record, session.token = record, token
         session._changed, session._removed = {}, set()
         session._rotate = session._login = False

@@ -125,6 +125,17 @@ class SQLiteSessionBackend(SessionBackend):
 
         return await self.db.transaction(delete_all)
 
+    async def trim_user(self, user_id: str, keep: int, now: float) -> list[str]:
+        sql = (
+            "DELETE FROM sessions WHERE key IN (SELECT key FROM sessions "
+            "WHERE user_id = ? AND expires_at > ? AND absolute_expires_at > ? "
+            "ORDER BY created_at DESC, key LIMIT -1 OFFSET ?) RETURNING key"
+        )
+        arguments = (user_id, now, now, keep)
+        return await self.db.run(
+            lambda connection: [row[0] for row in connection.execute(sql, arguments).fetchall()]
+        )
+
     async def sweep(self, now: float) -> int:
         def remove(connection: sqlite3.Connection) -> int:
             connection.execute("DELETE FROM counters WHERE ends_at <= ?", (now,))
