@@ -368,7 +368,7 @@ class Bench:
         env = self.server.env
         backend = backend_for_url(REDIS_URL, env["TORNADO_AUTH_SESSIONS__KEY_PREFIX"])
         await backend.start()
-        manager = SessionManager(backend, LIFETIME)
+        manager = SessionManager(backend.store, backend.events, LIFETIME)
         secret = env["TORNADO_AUTH_SECRETS__COOKIE_SECRET"]
         cookies = []
         try:

@@ -79,7 +79,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     )
     services = await start_services(settings)
     try:
-        await asyncio.wait_for(services.sessions.backend.events_connected.wait(), 10)
+        await asyncio.wait_for(services.sessions.events.connected(), 10)
         app = make_app(services)
         session = login_session(0)
         change = await services.sessions.commit(session)
@@ -149,7 +149,7 @@ def steps(app: web.Application, services: Any, cookie_header: str) -> dict[str, 
         "the signed-in user": lambda: SessionUser(
             session.user_id, session.get("email", ""), session.get("role", "user")
         ),
-        "commit needed? (no)": lambda: sessions.needs_commit(session),
+        "commit needed? (no)": lambda: sessions.plan(session),
         "dashboard JSON": lambda: to_json(payload),
         "healthz JSON": lambda: to_json({"status": "ok"}),
     }

@@ -44,7 +44,7 @@ from _common import (
 )
 
 from tornado_auth.sessions import SessionManager, backend_for_url
-from tornado_auth.sessions.redis import RedisSessionBackend
+from tornado_auth.sessions.redis import RedisSessionStore
 
 # "*_full": again, with the 1 + warmup + count sessions the creates left in the store.
 OPS = ("load", "touch", "save", "create", "load_full", "touch_full")
@@ -68,7 +68,8 @@ async def bench_backend(url: str, prefix: str, count: int, warmup: int) -> dict[
     filled it."""
     backend = backend_for_url(url, prefix)
     await backend.start()
-    manager = SessionManager(backend, LIFETIME)
+    store = backend.store
+    manager = SessionManager(store, backend.events, LIFETIME)
     try:
         first = login_session(0)
         await manager.commit(first)
@@ -76,15 +77,15 @@ async def bench_backend(url: str, prefix: str, count: int, warmup: int) -> dict[
         assert key is not None
 
         async def load(number: int) -> None:
-            assert await backend.load(key) is not None
+            assert await store.load(key) is not None
 
         async def touch(number: int) -> None:
             now = time.time()
-            assert await backend.update(key, {}, set(), now, now + LIFETIME.ttl)
+            assert await store.update(key, {}, set(), now, now + LIFETIME.ttl)
 
         async def save(number: int) -> None:
             now = time.time()
-            assert await backend.update(key, {"counter": number}, set(), now, now + LIFETIME.ttl)
+            assert await store.update(key, {"counter": number}, set(), now, now + LIFETIME.ttl)
 
         async def create(number: int) -> None:
             await manager.commit(login_session(number))
@@ -103,9 +104,11 @@ async def redis_info_memory(client: aioredis.Redis) -> int:
 
 async def redis_memory(count: int, prefix: str) -> dict[str, Any]:
     """Memory of ``count`` sign-ins of distinct users, one connection, created one at a time."""
-    backend = RedisSessionBackend(REDIS_URL, prefix)
-    await backend.start()
-    manager = SessionManager(backend, LIFETIME)
+    opened = backend_for_url(REDIS_URL, prefix)
+    await opened.start()
+    backend = opened.store
+    assert isinstance(backend, RedisSessionStore)
+    manager = SessionManager(backend, opened.events, LIFETIME)
     client = aioredis.from_url(REDIS_URL, decode_responses=True)
     try:
         await manager.commit(login_session(-1))  # connections, scripts and the live index exist
@@ -148,7 +151,7 @@ async def redis_memory(count: int, prefix: str) -> dict[str, Any]:
             "reference_connect_redis_bytes": REFERENCE_CONNECT_REDIS,
         }
     finally:
-        await backend.close()
+        await opened.close()
         await client.aclose()
 
 

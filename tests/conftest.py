@@ -24,7 +24,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from tornado_auth.app import Services, make_app, start_services
 from tornado_auth.server import http_server
-from tornado_auth.sessions import SessionBackend, backend_for_url
+from tornado_auth.sessions import Backend, backend_for_url
 from tornado_auth.sessions.redis import parse_url, redis_client
 from tornado_auth.settings import Settings, load_settings
 
@@ -170,7 +170,7 @@ class Store:
             await client.aclose()
         return found
 
-    async def dump(self, backend: SessionBackend | None = None) -> str:
+    async def dump(self, backend: Backend | None = None) -> str:
         """Everything this test stored, as text, to search for secrets."""
         if self.kind == "redis":
             parts = []
@@ -193,7 +193,7 @@ class Store:
             return "\n".join(
                 path.read_bytes().decode("latin-1") for path in self.tmp_path.glob("*.db*")
             )
-        return repr(backend._records) + repr(backend._users)
+        return repr(backend.store._records) + repr(backend.store._users)
 
     async def cleanup(self) -> None:
         if self.kind == "redis":
@@ -224,7 +224,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 @pytest.fixture
-async def backend(store: Store) -> AsyncIterator[SessionBackend]:
+async def backend(store: Store) -> AsyncIterator[Backend]:
     backend = backend_for_url(store.session_url(), store.prefix)
     await backend.start()
     yield backend

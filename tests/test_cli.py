@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tornado_auth.sessions import Lifetime, Session, SessionManager
-from tornado_auth.sessions.sqlite import SQLiteSessionBackend
+from tornado_auth.sessions import Lifetime, Session, SessionManager, backend_for_url
 from tornado_auth.users.sqlite import SQLiteUserStore
 
 from .conftest import Store, require_service
@@ -76,22 +75,23 @@ def one_line_error(result: subprocess.CompletedProcess[str], status: int) -> str
 
 
 async def _open_sessions(tmp_path: Path, user_ids: list[str]) -> list[str]:
-    manager = SessionManager(SQLiteSessionBackend(f"sqlite:///{tmp_path}/sessions.db"), LIFETIME)
-    await manager.backend.start()
+    backend = backend_for_url(f"sqlite:///{tmp_path}/sessions.db")
+    await backend.start()
+    manager = SessionManager(backend.store, backend.events, LIFETIME)
     keys = []
     for user_id in user_ids:
         session = Session()
         session.login(user_id, {"email": "a@example.com"}, False, LIFETIME.ttl)
         await manager.commit(session)
         keys.append(session.key)
-    await manager.close()
+    await backend.close()
     return keys
 
 
 async def _live_sessions(tmp_path: Path, keys: list[str]) -> list[str]:
-    backend = SQLiteSessionBackend(f"sqlite:///{tmp_path}/sessions.db")
+    backend = backend_for_url(f"sqlite:///{tmp_path}/sessions.db")
     await backend.start()
-    live = [key for key in keys if await backend.load(key) is not None]
+    live = [key for key in keys if await backend.store.load(key) is not None]
     await backend.close()
     return live
 

@@ -42,6 +42,7 @@ from tornado_auth.app import make_app, start_services
 from tornado_auth.server import http_server
 
 from .conftest import Server, Store, require_service, settings_for, stop_server
+from .counting import count_writes
 
 PASSWORD = "fuzz-password-123"
 COOKIE = "session"
@@ -93,6 +94,7 @@ class LiveApp:
             sessions__touch_interval="1d",
         )
         services = await start_services(settings)
+        self.counted = count_writes(services.sessions)
         server = http_server(make_app(services), settings.replace(server__xheaders=True))
         sock, port = tornado.testing.bind_unused_port()
         server.add_sockets([sock])
@@ -178,8 +180,7 @@ class LiveApp:
 
     @property
     def writes(self) -> int:
-        assert self.server is not None
-        return self.server.services.sessions.backend.writes
+        return self.counted.writes
 
     def user_total(self) -> int:
         assert self.server is not None

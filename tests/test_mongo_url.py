@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tornado_auth.sessions.mongo import MongoSessionBackend
+from tornado_auth.mongo import MongoDatabase
+from tornado_auth.sessions.mongo import MongoSessionStore
 
 URL = (
     "mongodb://app:secret@db1.example:27017,db2.example:27018/accounts"
@@ -16,7 +17,7 @@ async def no_setup() -> None:
 
 
 async def test_standard_connection_string_is_passed_through_unchanged():
-    backend = MongoSessionBackend(URL)
+    backend = MongoSessionStore(MongoDatabase(URL, "session"))
     await backend.mongo.start(no_setup)  # the driver connects lazily: nothing is contacted
     try:
         options = backend.mongo.client.options

@@ -11,7 +11,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from tornado_auth.sessions import Lifetime, Session, SessionManager, backend_for_url
+from tornado_auth.sessions import Counters, Lifetime, Session, SessionManager, backend_for_url
 
 from .conftest import REDIS_URL, Store, require_service
 
@@ -35,25 +35,26 @@ def keys_of(command: list[str]) -> list[str]:
     return []
 
 
-async def exercise(manager: SessionManager) -> None:
+async def exercise(manager: SessionManager, counters: Counters) -> None:
     """Everything the app does with Redis: sign-ins, touches, changes, lists, revocations."""
     sessions = []
-    for _ in range(3):
+    for _ in range(4):  # one past the cap: the oldest is trimmed
         session = Session()
         session.login("alice", {"email": "a@example.com", "role": "user"}, False, LIFETIME.ttl)
         await manager.commit(session)
         sessions.append(session)
-    loaded = await manager.load(sessions[0].token)
+    loaded = await manager.load(sessions[-1].token)
     loaded["theme"] = "dark"
     del loaded["role"]
     await manager.commit(loaded)
     loaded.regenerate()
     await manager.commit(loaded)
     await manager.list_user("alice")
-    await manager.backend.count(time.time())
-    await manager.backend.hit("login:x", 60, time.time())
-    await manager.backend.peek("login:x", time.time())
-    await manager.backend.clear("login:x")
+    await manager.store.count(time.time())
+    await manager.store.sweep(time.time())
+    await counters.hit("login:x", 60, time.time())
+    await counters.peek("login:x", time.time())
+    await counters.clear("login:x")
     await manager.revoke(sessions[1].key)
     await manager.revoke_user("alice", keep=loaded.key)
     loaded.destroy()
@@ -63,9 +64,9 @@ async def exercise(manager: SessionManager) -> None:
 async def test_no_command_spans_hash_slots(tmp_path: Path):
     require_service("redis")
     place = Store("redis", tmp_path)
-    backend = backend_for_url(REDIS_URL, place.prefix)
+    backend = backend_for_url(REDIS_URL, place.prefix, cache_size=100, cache_ttl=60)
     await backend.start()
-    manager = SessionManager(backend, LIFETIME, cache_size=100, cache_ttl=60)
+    manager = SessionManager(backend.store, backend.events, LIFETIME, max_per_user=3)
     commands: list[list[str]] = []
     monitor_client = aioredis.from_url(REDIS_URL, decode_responses=True)
     started, finished = asyncio.Event(), asyncio.Event()
@@ -83,8 +84,8 @@ async def test_no_command_spans_hash_slots(tmp_path: Path):
     watcher = asyncio.create_task(record())
     await started.wait()
     try:
-        await exercise(manager)
-        await backend.client.echo(f"{place.prefix}done")
+        await exercise(manager, backend.counters)
+        await backend.counters.store.client.echo(f"{place.prefix}done")
         await asyncio.wait_for(finished.wait(), 10)
     finally:
         watcher.cancel()

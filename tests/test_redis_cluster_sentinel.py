@@ -100,9 +100,10 @@ def test_serve_with_a_malformed_url_exits_2_with_one_line(tmp_path):
 async def test_cluster_spreads_sessions_over_the_masters_and_still_lists_and_revokes(tmp_path):
     require_service("redis-cluster")
     place = Store("redis-cluster", tmp_path)
-    backend = backend_for_url(place.session_url(), place.prefix)
-    await backend.start()
-    manager = SessionManager(backend, LIFETIME)
+    opened = backend_for_url(place.session_url(), place.prefix)
+    await opened.start()
+    backend = opened.store
+    manager = SessionManager(backend, opened.events, LIFETIME)
     try:
         await backend.client.initialize()
         masters = {node.name for node in backend.client.get_primaries()}
@@ -144,7 +145,7 @@ async def test_cluster_spreads_sessions_over_the_masters_and_still_lists_and_rev
             assert backend.session_key(key) not in left
         assert backend.user_key(first) not in left
     finally:
-        await backend.close()
+        await opened.close()
         await place.cleanup()
 
 
@@ -158,10 +159,10 @@ async def test_events_resubscribe_and_resync_when_the_connection_drops(service, 
     backend = backend_for_url(place.session_url(), place.prefix)
     await backend.start()
     events: asyncio.Queue[dict] = asyncio.Queue()
-    backend.subscribe(events.put_nowait)
+    backend.events.subscribe(events.put_nowait)
     try:
-        await asyncio.wait_for(backend.events_connected.wait(), 5)
-        await backend.publish({"type": "probe", "n": 1})
+        await asyncio.wait_for(backend.events.connected(), 5)
+        await backend.events.publish({"type": "probe", "n": 1})
         assert await asyncio.wait_for(events.get(), 2) == {"type": "probe", "n": 1}
         killed = 0
         for master in await place.redis_masters():
@@ -172,8 +173,8 @@ async def test_events_resubscribe_and_resync_when_the_connection_drops(service, 
             await master.aclose()
         assert killed >= 1
         assert await asyncio.wait_for(events.get(), 5) == {"type": "resync"}
-        assert backend.events_connected.is_set()  # set again as it resubscribed
-        await backend.publish({"type": "probe", "n": 2})
+        assert backend.events.live  # set again as it resubscribed
+        await backend.events.publish({"type": "probe", "n": 2})
         assert await asyncio.wait_for(events.get(), 2) == {"type": "probe", "n": 2}
     finally:
         await backend.close()

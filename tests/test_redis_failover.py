@@ -72,9 +72,9 @@ async def test_failover_loses_no_session_and_the_app_recovers_by_itself(tmp_path
     sentinels = [aioredis.Redis(host=h, port=p, decode_responses=True) for h, p in nodes]
     place = Store("redis-sentinel", tmp_path)
     server = await start_server(settings_for(place))
-    backend = server.services.sessions.backend
+    events = server.services.backend.events
     resyncs = asyncio.Event()
-    backend.subscribe(lambda event: event["type"] == "resync" and resyncs.set())
+    events.subscribe(lambda event: event["type"] == "resync" and resyncs.set())
     try:
         old = await until(lambda: agreed_master(sentinels, name), SETTLE_SECONDS, "a master")
         await server.add_user("ann@example.com", PASSWORD)
@@ -144,7 +144,7 @@ async def test_failover_loses_no_session_and_the_app_recovers_by_itself(tmp_path
         assert (await late.get("/api/dashboard")).code == 401
         # the connections to the old master were closed: events resubscribed, caches told so
         await asyncio.wait_for(resyncs.wait(), 5)
-        await asyncio.wait_for(backend.events_connected.wait(), 5)
+        await asyncio.wait_for(events.connected(), 5)
     finally:
         await stop_server(server)
         await place.cleanup()

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tornado_auth.sessions import Lifetime, Session, SessionManager, backend_for_url
-from tornado_auth.sessions.redis import RedisSessionBackend
+from tornado_auth.sessions import Backend, Lifetime, Session, SessionManager, backend_for_url
 
 from .conftest import REDIS_URLS, Clock, Store, require_service
 
@@ -33,7 +32,7 @@ VALUES = {
 
 
 @pytest.fixture(params=list(REDIS_URLS))
-async def redis_backend(request, tmp_path: Path) -> AsyncIterator[RedisSessionBackend]:
+async def redis_backend(request, tmp_path: Path) -> AsyncIterator[Backend]:
     require_service(request.param)
     store = Store(request.param, tmp_path)
     backend = backend_for_url(store.session_url(), store.prefix)
@@ -44,8 +43,8 @@ async def redis_backend(request, tmp_path: Path) -> AsyncIterator[RedisSessionBa
 
 
 async def test_a_session_is_one_string_with_no_raw_token(redis_backend):
-    backend = redis_backend
-    manager = SessionManager(backend, LIFETIME, Clock(time.time()))
+    backend = redis_backend.store
+    manager = SessionManager(backend, redis_backend.events, LIFETIME, Clock(time.time()))
     session = Session()
     session.login("u1", {"email": "a@example.com", "role": "user"}, False, LIFETIME.ttl)
     session.user_agent = AGENT
@@ -58,9 +57,9 @@ async def test_a_session_is_one_string_with_no_raw_token(redis_backend):
 
 
 async def test_values_survive_updates_by_the_script_exactly(redis_backend):
-    backend = redis_backend
+    backend = redis_backend.store
     clock = Clock(time.time())
-    manager = SessionManager(backend, LIFETIME, clock)
+    manager = SessionManager(backend, redis_backend.events, LIFETIME, clock)
     session = Session()
     session.login("u1", {"email": "a@example.com"}, False, LIFETIME.ttl)
     session.user_agent = AGENT + " é"
@@ -83,8 +82,8 @@ async def test_values_survive_updates_by_the_script_exactly(redis_backend):
 
 
 async def test_removing_every_data_key_leaves_an_empty_mapping(redis_backend):
-    backend = redis_backend
-    manager = SessionManager(backend, LIFETIME, Clock(time.time()))
+    backend = redis_backend.store
+    manager = SessionManager(backend, redis_backend.events, LIFETIME, Clock(time.time()))
     session = Session()
     session["theme"] = "dark"
     await manager.commit(session)
@@ -95,8 +94,8 @@ async def test_removing_every_data_key_leaves_an_empty_mapping(redis_backend):
 
 
 async def test_a_session_in_the_old_hash_layout_reads_as_signed_out(redis_backend):
-    backend = redis_backend
-    manager = SessionManager(backend, LIFETIME, Clock(time.time()))
+    backend = redis_backend.store
+    manager = SessionManager(backend, redis_backend.events, LIFETIME, Clock(time.time()))
     session = Session()
     session.login("u1", {"email": "a@example.com"}, False, LIFETIME.ttl)
     await manager.commit(session)

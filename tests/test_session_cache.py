@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tornado_auth.sessions import Lifetime, Session, SessionManager, backend_for_url
+from tornado_auth.sessions import CachedStore, Lifetime, Session, SessionManager, backend_for_url
 
 from .conftest import REDIS_URL, Store, require_service
 
@@ -19,14 +19,17 @@ class Process:
     """One server process's view: its own Redis client, pub/sub listener and cache."""
 
     def __init__(self, prefix: str) -> None:
-        self.backend = backend_for_url(REDIS_URL, prefix)
+        self.backend = backend_for_url(REDIS_URL, prefix, cache_size=100, cache_ttl=60)
+        self.cache = self.backend.store
+        assert isinstance(self.cache, CachedStore)
+        self.redis = self.cache.store  # the store behind the cache
         self.events: asyncio.Queue[dict] = asyncio.Queue()
 
     async def start(self) -> SessionManager:
         await self.backend.start()
-        self.manager = SessionManager(self.backend, LIFETIME, cache_size=100, cache_ttl=60)
-        self.backend.subscribe(self.events.put_nowait)
-        await asyncio.wait_for(self.backend.events_connected.wait(), 5)
+        self.manager = SessionManager(self.backend.store, self.backend.events, LIFETIME)
+        self.backend.events.subscribe(self.events.put_nowait)
+        await asyncio.wait_for(self.backend.events.connected(), 5)
         return self.manager
 
     async def next_event(self, kind: str) -> dict:
@@ -60,12 +63,12 @@ async def test_cache_serves_repeat_reads_without_the_store(processes):
     a, _ = processes
     session = await sign_in(a.manager)
     assert (await a.manager.load(session.token)) is not None
-    await a.backend.client.aclose()  # the store is now unreachable from this client...
+    await a.redis.client.aclose()  # the store is now unreachable from this client...
     try:
         cached = await a.manager.load(session.token)  # ...yet the cached record answers
         assert cached is not None and cached["email"] == "u1@example.com"
     finally:
-        await a.backend.start()
+        await a.redis.start()
 
 
 async def test_requests_sharing_a_cached_record_never_see_each_others_changes(processes):
@@ -84,12 +87,12 @@ async def test_requests_sharing_a_cached_record_never_see_each_others_changes(pr
 
 
 class GatedLoads:
-    """Wraps a backend's load: counts the calls and holds each answer until released."""
+    """Wraps a store's load: counts the calls and holds each answer until released."""
 
-    def __init__(self, backend) -> None:
-        self.real, self.calls = backend.load, 0
+    def __init__(self, store) -> None:
+        self.real, self.calls = store.load, 0
         self.answered, self.release = asyncio.Event(), asyncio.Event()
-        backend.load = self
+        store.load = self
 
     async def __call__(self, key: str):
         self.calls += 1
@@ -102,7 +105,7 @@ class GatedLoads:
 async def test_requests_missing_the_cache_at_once_share_one_store_read(processes):
     a, _ = processes
     session = await sign_in(a.manager)
-    loads = GatedLoads(a.backend)
+    loads = GatedLoads(a.redis)
     readers = [asyncio.ensure_future(a.manager.load(session.token)) for _ in range(20)]
     await loads.answered.wait()  # a store round trip later, every reader is waiting
     loads.release.set()
@@ -115,14 +118,14 @@ async def test_requests_missing_the_cache_at_once_share_one_store_read(processes
 async def test_a_read_in_flight_when_its_session_ends_is_not_cached(processes):
     a, b = processes
     session = await sign_in(a.manager)
-    loads = GatedLoads(a.backend)
+    loads = GatedLoads(a.redis)
     reader = asyncio.ensure_future(a.manager.load(session.token))
     await loads.answered.wait()  # the store has answered with the live record...
     await b.manager.revoke(session.key)  # ...another process ends the session...
     await a.next_event("ended")  # ...and this process hears of it before the answer arrives
     loads.release.set()
     await reader  # the answer may be the record from before the revocation...
-    assert len(a.manager.cache) == 0  # ...but it is not kept
+    assert len(a.cache) == 0  # ...but it is not kept
     assert await a.manager.load(session.token) is None
     assert loads.calls == 2  # the later request asked the store again
 
@@ -160,8 +163,8 @@ async def test_cache_is_bypassed_while_events_may_be_missed(processes):
     a, b = processes
     session = await sign_in(a.manager)
     assert await a.manager.load(session.token) is not None  # cached in A
-    a.backend.events_connected.clear()  # as while A's pub/sub connection is down
-    await b.backend.delete(session.key)  # an end whose event A would not hear
+    a.backend.events.connected_event.clear()  # as while A's pub/sub connection is down
+    await b.redis.delete(session.key)  # an end whose event A would not hear
     assert await a.manager.load(session.token) is None
 
 
@@ -169,9 +172,9 @@ async def test_resync_after_a_lost_connection_empties_the_cache(processes):
     a, _ = processes
     session = await sign_in(a.manager)
     await a.manager.load(session.token)
-    assert len(a.manager.cache) == 1
-    a.backend._deliver({"type": "resync"})
-    assert len(a.manager.cache) == 0
+    assert len(a.cache) == 1
+    a.backend.events.deliver({"type": "resync"})
+    assert len(a.cache) == 0
 
 
 async def test_cache_is_bounded(processes):
@@ -179,13 +182,14 @@ async def test_cache_is_bounded(processes):
     for index in range(150):
         session = await sign_in(a.manager, f"user{index}")
         await a.manager.load(session.token)
-    assert len(a.manager.cache) == 100
+    assert len(a.cache) == 100
 
 
 def test_only_stores_that_announce_every_change_are_cached(tmp_path):
     for url in ("memory://", f"sqlite:///{tmp_path}/s.db", "mongodb://127.0.0.1:27017/x"):
-        manager = SessionManager(backend_for_url(url), LIFETIME, cache_size=100, cache_ttl=60)
-        assert manager.cache is None, url
+        backend = backend_for_url(url, cache_size=100, cache_ttl=60)
+        assert not isinstance(backend.store, CachedStore), url
+    assert isinstance(backend_for_url(REDIS_URL, cache_size=100, cache_ttl=60).store, CachedStore)
 
 
 async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing(processes):
@@ -193,6 +197,6 @@ async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing(proce
     session = await sign_in(a.manager)
     from tornado_auth.sessions.redis import MAX_CONNECTIONS
 
-    loads = [a.backend.load(session.key) for _ in range(MAX_CONNECTIONS * 4)]
+    loads = [a.redis.load(session.key) for _ in range(MAX_CONNECTIONS * 4)]
     records = await asyncio.gather(*loads)  # a StoreUnavailable here would fail the test
     assert all(record is not None and record.key == session.key for record in records)

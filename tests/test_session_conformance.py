@@ -12,6 +12,7 @@ from tornado_auth.sessions import Lifetime, Session, SessionManager, backend_for
 from tornado_auth.sessions.session import TOKEN_BYTES
 
 from .conftest import Clock, Store, body
+from .counting import CountingStore, count_writes
 
 HOUR = 3600.0
 LIFETIME = Lifetime(
@@ -26,7 +27,13 @@ def clock() -> Clock:
 
 @pytest.fixture
 def manager(backend, clock) -> SessionManager:
-    return SessionManager(backend, LIFETIME, clock)
+    return SessionManager(backend.store, backend.events, LIFETIME, clock)
+
+
+@pytest.fixture
+def counted(manager) -> CountingStore:
+    """The writes ``manager`` makes."""
+    return count_writes(manager)
 
 
 async def signed_in(
@@ -57,35 +64,35 @@ async def test_http_login_leaves_no_raw_token_in_the_store(server, store: Store)
     assert (await client.login("ann@example.com", "password123")).code == 200
     cookie = client.cookies["session"].strip('"')
     token = decode_signed_value(server.secret, "session", cookie).decode()
-    dump = await store.dump(server.services.sessions.backend)
+    dump = await store.dump(server.services.backend)
     assert token_key(token) in dump
     assert token not in dump
 
 
-async def test_sliding_expiry_touches_at_most_once_per_interval(manager, backend, clock):
+async def test_sliding_expiry_touches_at_most_once_per_interval(manager, counted, clock):
     session = await signed_in(manager)
-    writes = backend.writes
+    writes = counted.writes
     clock.now += 30  # inside touch_interval: nothing to write
     loaded = await manager.load(session.token)
     assert await manager.commit(loaded) is None
-    assert backend.writes == writes
+    assert counted.writes == writes
     clock.now += 60  # past touch_interval: one write, and the cookie moves with the expiry
     loaded = await manager.load(session.token)
     change = await manager.commit(loaded)
-    assert backend.writes == writes + 1
+    assert counted.writes == writes + 1
     assert change is not None and change.max_age == int(LIFETIME.ttl)
     reloaded = await manager.load(session.token)
     assert reloaded.record.expires_at == clock.now + LIFETIME.ttl
 
 
-async def test_requests_that_loaded_before_a_touch_do_not_touch_again(manager, backend, clock):
+async def test_requests_that_loaded_before_a_touch_do_not_touch_again(manager, counted, clock):
     session = await signed_in(manager)
     loaded = [await manager.load(session.token) for _ in range(6)]  # in flight together
     clock.now += 61
-    writes = backend.writes
+    writes = counted.writes
     first, *others = loaded
     changes = await asyncio.gather(*(manager.commit(request) for request in [first, *others]))
-    assert backend.writes == writes + 1  # one touch for the six requests
+    assert counted.writes == writes + 1  # one touch for the six requests
     assert changes[0] is not None and changes[0].max_age == int(LIFETIME.ttl)
     assert changes[1:] == [None] * 5  # the cookie went out once; the others send none
     reloaded = await manager.load(session.token)
@@ -96,17 +103,19 @@ async def test_a_late_write_of_an_older_expiry_never_moves_it_back(manager, back
     session = await signed_in(manager)
     key, record = session.key, session.record
     later_seen, later = clock.now + 120, record.expires_at + 120
-    assert await backend.update(key, {}, set(), later_seen, later)  # one request's touch...
+    assert await backend.store.update(key, {}, set(), later_seen, later)  # one request's touch...
     # ...then another request's change, written with the expiry it loaded before that touch
-    assert await backend.update(
+    assert await backend.store.update(
         key, {"theme": "dark"}, set(), record.last_seen_at, record.expires_at
     )
-    stored = await backend.load(key)
+    stored = await backend.store.load(key)
     assert stored.data["theme"] == "dark"
     assert (stored.last_seen_at, stored.expires_at) == (later_seen, later)
-    if hasattr(backend, "live_key"):  # Redis: the key's own expiry and the live index agree
-        assert await backend.client.pexpiretime(backend.session_key(key)) == int(later * 1000)
-        assert await backend.client.zscore(backend.live_key, key) == later
+    if hasattr(backend.store, "live_key"):  # Redis: the key's own expiry and the live index agree
+        assert await backend.store.client.pexpiretime(backend.store.session_key(key)) == int(
+            later * 1000
+        )
+        assert await backend.store.client.zscore(backend.store.live_key, key) == later
 
 
 async def test_idle_session_expires_and_is_never_returned(manager, clock):
@@ -138,33 +147,33 @@ async def test_redis_key_ttl_follows_expiry(tmp_path):
     backend = backend_for_url(place.session_url(), place.prefix)
     await backend.start()
     clock = Clock(time.time())
-    manager = SessionManager(backend, LIFETIME, clock)
+    manager = SessionManager(backend.store, backend.events, LIFETIME, clock)
     try:
         session = await signed_in(manager)
-        pttl = await backend.client.pttl(backend.session_key(session.key))
+        pttl = await backend.store.client.pttl(backend.store.session_key(session.key))
         assert abs(pttl / 1000 - LIFETIME.ttl) < 5
         clock.now += 12 * HOUR
         loaded = await manager.load(session.token)
         await manager.commit(loaded)
-        pttl = await backend.client.pttl(backend.session_key(session.key))
+        pttl = await backend.store.client.pttl(backend.store.session_key(session.key))
         assert abs(pttl / 1000 - (LIFETIME.ttl + 12 * HOUR)) < 5
     finally:
         await backend.close()
         await place.cleanup()
 
 
-async def test_visitor_who_stores_nothing_costs_no_write(manager, backend):
+async def test_visitor_who_stores_nothing_costs_no_write(manager, counted):
     assert await manager.commit(Session()) is None
-    assert backend.writes == 0
+    assert counted.writes == 0
 
 
-async def test_unchanged_session_is_not_written(manager, backend):
+async def test_unchanged_session_is_not_written(manager, counted):
     session = await signed_in(manager)
-    writes = backend.writes
+    writes = counted.writes
     loaded = await manager.load(session.token)
     loaded["role"] = "user"  # the same value: not a change
     assert await manager.commit(loaded) is None
-    assert backend.writes == writes
+    assert counted.writes == writes
 
 
 async def test_regenerate_keeps_data_and_kills_old_token(manager):
@@ -187,7 +196,7 @@ async def test_destroy_removes_record(manager, backend):
     loaded.destroy()
     change = await manager.commit(loaded)
     assert change is not None and change.token is None
-    assert await backend.load(session.key) is None
+    assert await backend.store.load(session.key) is None
 
 
 async def test_user_index_lists_and_revokes_sessions(manager):
@@ -227,69 +236,70 @@ async def test_update_after_revocation_does_not_resurrect(manager, backend):
     loaded["late"] = True
     change = await manager.commit(loaded)
     assert change is not None and change.token is None
-    assert await backend.load(session.key) is None
+    assert await backend.store.load(session.key) is None
 
 
 async def test_expired_records_are_removed_by_the_sweep_or_the_store(
     manager, backend, store: Store, clock
 ):
     session = await signed_in(manager)
-    assert await backend.sweep(clock.now) == 0
+    assert await backend.store.sweep(clock.now) == 0
     if store.kind == "redis":  # Redis removes them itself: the key carries the expiry
-        expires_at = await backend.client.pexpiretime(backend.session_key(session.key))
+        expires_at = await backend.store.client.pexpiretime(backend.store.session_key(session.key))
         assert expires_at == int(session.record.expires_at * 1000)
         return
-    assert await backend.sweep(clock.now + LIFETIME.ttl + 1) == 1
-    assert await backend.load(session.key) is None
+    assert await backend.store.sweep(clock.now + LIFETIME.ttl + 1) == 1
+    assert await backend.store.load(session.key) is None
 
 
 async def test_counters_count_within_a_window_and_clear(backend, clock):
-    assert await backend.peek("login:x", clock.now) == (0, clock.now)
-    assert await backend.hit("login:x", 600, clock.now) == (
+    assert await backend.counters.peek("login:x", clock.now) == (0, clock.now)
+    assert await backend.counters.hit("login:x", 600, clock.now) == (
         1,
         pytest.approx(clock.now + 600, abs=1),
     )
-    count, ends = await backend.hit("login:x", 600, clock.now + 1)
+    count, ends = await backend.counters.hit("login:x", 600, clock.now + 1)
     assert count == 2 and ends == pytest.approx(clock.now + 600, abs=1)
-    assert (await backend.peek("login:x", clock.now + 2))[0] == 2
-    assert (await backend.peek("login:y", clock.now))[0] == 0
-    await backend.clear("login:x")
-    assert (await backend.peek("login:x", clock.now + 3))[0] == 0
+    assert (await backend.counters.peek("login:x", clock.now + 2))[0] == 2
+    assert (await backend.counters.peek("login:y", clock.now))[0] == 0
+    await backend.counters.clear("login:x")
+    assert (await backend.counters.peek("login:x", clock.now + 3))[0] == 0
 
 
 async def test_counter_window_ends(backend, store: Store):
     import time
 
     now = time.time()  # Redis expires counters by its own clock
-    await backend.hit("login:w", 0.2, now)
-    assert (await backend.peek("login:w", now))[0] == 1
+    await backend.counters.hit("login:w", 0.2, now)
+    assert (await backend.counters.peek("login:w", now))[0] == 1
     later = now + 0.3
     if store.kind == "redis":
         await asyncio.sleep(0.3)  # let Redis's own clock pass the window
-    assert (await backend.peek("login:w", later))[0] == 0
-    assert (await backend.hit("login:w", 0.2, later))[0] == 1
+    assert (await backend.counters.peek("login:w", later))[0] == 0
+    assert (await backend.counters.hit("login:w", 0.2, later))[0] == 1
 
 
 # -- through HTTP: the BaseHandler's resolution of the cookie -----------------------------------
 
 
 async def test_anonymous_request_gets_no_cookie_and_no_write(server):
+    counted = count_writes(server.services.sessions)
     response = await server.client().get("/api/dashboard")
     assert response.code == 401
     assert "Set-Cookie" not in response.headers
-    assert server.services.sessions.backend.writes == 0
+    assert counted.writes == 0
 
 
 async def test_authenticated_request_within_touch_interval_writes_nothing(server):
     await server.add_user("ann@example.com")
     client = server.client()
     await client.login("ann@example.com", "password123")
-    writes = server.services.sessions.backend.writes
+    counted = count_writes(server.services.sessions)
     for _ in range(3):
         response = await client.get("/api/dashboard")
         assert response.code == 200
         assert "Set-Cookie" not in response.headers
-    assert server.services.sessions.backend.writes == writes
+    assert counted.writes == 0
 
 
 @pytest.mark.parametrize(
@@ -348,15 +358,13 @@ async def test_cookie_signed_with_old_key_version_is_reissued(store: Store):
 async def heard_events(backend) -> asyncio.Queue:
     """Every event the store delivers from now on."""
     events: asyncio.Queue = asyncio.Queue()
-    backend.subscribe(events.put_nowait)
-    connected = getattr(backend, "events_connected", None)
-    if connected is not None:  # Redis: delivered through pub/sub once subscribed
-        await asyncio.wait_for(connected.wait(), 5)
+    backend.events.subscribe(events.put_nowait)
+    await asyncio.wait_for(backend.events.connected(), 5)  # Redis: once subscribed
     return events
 
 
 async def test_a_sign_in_past_the_per_user_cap_ends_the_oldest_sessions(backend, clock):
-    manager = SessionManager(backend, LIFETIME, clock, max_per_user=3)
+    manager = SessionManager(backend.store, backend.events, LIFETIME, clock, max_per_user=3)
     events = await heard_events(backend)
     sessions = []
     for _ in range(5):
@@ -380,7 +388,7 @@ async def test_a_sign_in_past_the_per_user_cap_ends_the_oldest_sessions(backend,
 async def test_concurrent_sign_ins_of_one_user_leave_exactly_the_cap(backend, clock):
     """Each creation trims after it is stored, so the last trim sees every session: a burst may
     overshoot while it runs, never once it is done, and never ends one of the newest."""
-    manager = SessionManager(backend, LIFETIME, clock, max_per_user=5)
+    manager = SessionManager(backend.store, backend.events, LIFETIME, clock, max_per_user=5)
     sessions = []
     for _ in range(30):
         session = Session()
@@ -401,7 +409,7 @@ async def test_no_store_keeps_entries_of_expired_sessions_without_anyone_watchin
 
     lifetime = Lifetime(ttl=HOUR, remember_me_ttl=HOUR, absolute_ttl=48 * HOUR, touch_interval=60)
     clock = Clock(time.time() - 2 * HOUR)  # idle-expired an hour ago, by Redis's clock too
-    manager = SessionManager(backend, lifetime, clock, max_per_user=2)
+    manager = SessionManager(backend.store, backend.events, lifetime, clock, max_per_user=2)
 
     async def sign_in() -> Session:
         session = Session()
@@ -418,7 +426,9 @@ async def test_no_store_keeps_entries_of_expired_sessions_without_anyone_watchin
     await backend.sweep(clock.now)  # what the periodic sweeper does
     fresh = await sign_in()
     if store.kind == "sqlite":  # the file keeps deleted rows' bytes in free pages: read rows
-        rows = await backend.db.run(lambda db: db.execute("SELECT * FROM sessions").fetchall())
+        rows = await backend.store.db.run(
+            lambda db: db.execute("SELECT * FROM sessions").fetchall()
+        )
         dump = repr(rows)
     else:
         dump = await store.dump(backend)

@@ -13,7 +13,7 @@ import pytest
 from tornado_auth import accounts as accounts_module
 from tornado_auth.accounts import Accounts
 from tornado_auth.sessions import Lifetime, SessionManager
-from tornado_auth.sessions.memory import MemorySessionBackend
+from tornado_auth.sessions.memory import memory_backend
 from tornado_auth.users import EmailTaken, User, UserStore, new_user_id, store_for_url
 from tornado_auth.users.passwords import (
     hash_password,
@@ -264,7 +264,8 @@ def test_password_problem_bounds_and_type(password: object, acceptable: bool):
 
 def accounts_for(users: UserStore, rounds: int) -> Accounts:
     lifetime = Lifetime(ttl=3600, remember_me_ttl=86400, absolute_ttl=86400, touch_interval=60)
-    return Accounts(users, SessionManager(MemorySessionBackend(), lifetime), rounds)
+    backend = memory_backend()
+    return Accounts(users, SessionManager(backend.store, backend.events, lifetime), rounds)
 
 
 @pytest.fixture

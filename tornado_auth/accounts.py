@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .sessions import SessionManager
+from .sessions import EndReason, SessionManager
 from .users import ROLES, User, UserStore, new_user_id, normalize_email
 from .users.passwords import DummyHash, hash_password, needs_rehash, verify_password
 
@@ -60,12 +60,12 @@ class Accounts:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         user = await self.users.set(user_id, role=role)
         if user is not None:
-            await self.sessions.revoke_user(user.id, reason="role")
+            await self.sessions.revoke_user(user.id, reason=EndReason.ROLE)
         return user
 
     async def set_disabled(self, user_id: str, disabled: bool) -> User | None:
         """Disable or enable a user; disabling ends every session at once."""
         user = await self.users.set(user_id, disabled=disabled)
         if user is not None and disabled:
-            await self.sessions.revoke_user(user.id, reason="disabled")
+            await self.sessions.revoke_user(user.id, reason=EndReason.DISABLED)
         return user

@@ -16,7 +16,7 @@ from .accounts import Accounts
 from .audit import Audit
 from .errors import StoreUnavailable
 from .live import LiveHub
-from .sessions import Lifetime, SessionManager, backend_for_url
+from .sessions import Backend, Lifetime, SessionManager, backend_for_url
 from .settings import Settings, SettingsError
 from .throttle import Limits, LoginThrottle
 from .users import UserStore, store_for_url
@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @dataclass
 class Services:
     settings: Settings
+    backend: Backend
     sessions: SessionManager
     users: UserStore
     accounts: Accounts
@@ -38,13 +39,13 @@ class Services:
 
     async def close(self) -> None:
         await self.live.close()
-        await self.sessions.close()
+        await self.backend.close()
         await self.users.close()
 
     async def down(self) -> list[str]:
         """The stores that do not answer, e.g. ``session store (redis)``."""
         down = []
-        for store in (self.sessions.backend, self.users):
+        for store in (self.backend.store, self.users):
             try:
                 await store.ping()
             except StoreUnavailable as error:
@@ -69,11 +70,14 @@ def cookie_secret(settings: Settings) -> str | dict[int, str]:
 
 async def start_services(settings: Settings) -> Services:
     """Connect the stores (inside the running loop, after any fork)."""
-    backend = backend_for_url(settings["sessions.url"], settings["sessions.key_prefix"])
-    if backend.name == "memory":
-        log.warning(
-            "memory:// sessions live in one process and vanish on restart: not for production"
-        )
+    backend = backend_for_url(
+        settings["sessions.url"],
+        settings["sessions.key_prefix"],
+        cache_size=settings["sessions.cache_size"],
+        cache_ttl=settings["sessions.cache_ttl"],
+    )
+    if backend.store.in_process:
+        log.warning("sessions in process memory vanish on restart: not for production")
     try:
         users = store_for_url(settings["users.url"])
     except ValueError as error:
@@ -86,14 +90,10 @@ async def start_services(settings: Settings) -> Services:
     )
     await backend.start()
     sessions = SessionManager(
-        backend,
-        lifetime,
-        cache_size=settings["sessions.cache_size"],
-        cache_ttl=settings["sessions.cache_ttl"],
-        max_per_user=settings["sessions.max_per_user"],
+        backend.store, backend.events, lifetime, max_per_user=settings["sessions.max_per_user"]
     )
     await users.start()
-    sessions.start_sweeper(settings["sessions.sweep_interval"])
+    backend.start_sweeper(settings["sessions.sweep_interval"], sessions.clock)
     accounts = Accounts(users, sessions, settings["users.bcrypt_rounds"])
     await accounts.start()
     live = LiveHub(
@@ -112,8 +112,8 @@ async def start_services(settings: Settings) -> Services:
     secret = cookie_secret(settings)
     current = secret[settings["secrets.key_version"]] if isinstance(secret, dict) else secret
     audit = Audit(users, current.encode())
-    throttle = LoginThrottle(backend, limits)
-    return Services(settings, sessions, users, accounts, live, throttle, audit, secret)
+    throttle = LoginThrottle(backend.counters, limits)
+    return Services(settings, backend, sessions, users, accounts, live, throttle, audit, secret)
 
 
 def make_app(services: Services, **overrides: Any) -> tornado.web.Application:

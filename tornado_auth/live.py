@@ -18,10 +18,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
+from enum import StrEnum
 from typing import Any, Protocol
 
 from .errors import StoreUnavailable
-from .sessions import SessionManager, public_id
+from .sessions import EndReason, EventType, SessionManager, public_id
 
 log = logging.getLogger("tornado_auth.live")
 
@@ -30,6 +31,19 @@ TOO_MANY_SOCKETS = 4008  # the close code of a socket pushed out by newer ones; 
 GOING_AWAY = 1001
 MINUTE = 60.0
 _NEVER = float("inf")
+# Ends the user's other dashboards hear of (not those the user sees anyway, like a regeneration).
+TOLD_TO_THE_USER = frozenset(
+    {EndReason.REVOKED, EndReason.PASSWORD, EndReason.EXPIRED, EndReason.LOGOUT, EndReason.LIMIT}
+)
+
+
+class Message(StrEnum):
+    """The ``type`` of a message to a dashboard page."""
+
+    HELLO = "hello"
+    SIGNIN = "signin"
+    SESSIONS_ENDED = "sessions_ended"
+    STATS = "stats"
 
 
 class RateWindow:
@@ -92,10 +106,10 @@ class LiveHub:
         self._expiry: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._running: set[asyncio.Future[None]] = set()
-        sessions.backend.subscribe(self._on_event)
+        sessions.events.subscribe(self._on_event)
 
     def start(self) -> None:
-        if not self.sessions.backend.shared_events and self.check_interval > 0:
+        if not self.sessions.events.shared and self.check_interval > 0:
             self._tasks.append(asyncio.create_task(self._every(self.check_interval, self.check)))
         if self.stats_interval > 0:
             self._tasks.append(
@@ -136,41 +150,47 @@ class LiveHub:
     # -- events ------------------------------------------------------------------------------
 
     async def signed_in(self, user_id: str, ip: str, user_agent: str) -> None:
-        event = {"type": "signin", "user": user_id, "ip": ip, "userAgent": user_agent}
+        event = {"type": EventType.SIGNIN, "user": user_id, "ip": ip, "userAgent": user_agent}
         await self._publish(event)
 
     async def sign_in_failed(self) -> None:
-        await self._publish({"type": "signin_failed"})
+        await self._publish({"type": EventType.SIGNIN_FAILED})
 
     async def _publish(self, event: dict[str, Any]) -> None:
         try:
-            await self.sessions.backend.publish(event)
+            await self.sessions.events.publish(event)
         except StoreUnavailable as error:
             log.warning("live event not published: %s", error)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         now = self.clock()
-        if kind == "ended":
-            self._ended(event["keys"], event["user"], event.get("reason", "ended"))
-        elif kind == "signin":
+        if kind == EventType.ENDED:
+            self._ended(event["keys"], event["user"], event.get("reason", EndReason.ENDED))
+        elif kind == EventType.SIGNIN:
             self.sign_ins.add()
-            at = {"type": "signin", "at": now, "ip": event["ip"], "userAgent": event["userAgent"]}
+            at = {
+                "type": Message.SIGNIN,
+                "at": now,
+                "ip": event["ip"],
+                "userAgent": event["userAgent"],
+            }
             for socket in list(self.by_user.get(event["user"], ())):
                 socket.send(at)
-        elif kind == "signin_failed":
+        elif kind == EventType.SIGNIN_FAILED:
             self.failures.add()
-        elif kind == "resync":
+        elif kind == EventType.RESYNC:
             self._spawn(self.check())
 
-    def _ended(self, keys: list[str], user_id: str, reason: str) -> None:
+    def _ended(self, keys: list[str], user_id: str | None, reason: str) -> None:
+        """Close the sessions' sockets; ``reason`` as sent, maybe by a newer process."""
         for key in keys:
             for socket in list(self.by_key.get(key, ())):
                 socket.end(SESSION_ENDED, reason)
-        if reason in ("revoked", "password", "expired", "logout", "limit"):
+        if user_id is not None and reason in TOLD_TO_THE_USER:
             ids = [public_id(key) for key in keys]
             for socket in list(self.by_user.get(user_id, ())):
-                socket.send({"type": "sessions_ended", "ids": ids, "reason": reason})
+                socket.send({"type": Message.SESSIONS_ENDED, "ids": ids, "reason": reason})
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -194,28 +214,29 @@ class LiveHub:
             if key not in self.by_key:
                 continue
             try:
-                record = await self.sessions.backend.load(key)
+                record = await self.sessions.store.load(key)
             except StoreUnavailable:
                 return  # unknown, not ended: check again later
             if record is None:  # expired by the store, or ended where events do not reach us
-                reason = "expired" if self.clock() >= self._expiry.get(key, _NEVER) else "ended"
+                expired = self.clock() >= self._expiry.get(key, _NEVER)
+                reason = EndReason.EXPIRED if expired else EndReason.ENDED
                 self._ended([key], next(iter(self.by_key[key])).user_id, reason)
             elif record.expired(self.clock()):
                 # Its event closes the sockets, unless the store (Redis's own expiry) got there
                 # first between the load and the delete: then nothing was announced.
-                if not await self.sessions.revoke(key, reason="expired"):
-                    self._ended([key], record.user_id, "expired")
+                if not await self.sessions.revoke(key, reason=EndReason.EXPIRED):
+                    self._ended([key], record.user_id, EndReason.EXPIRED)
             else:
                 self._arm(key, min(record.expires_at, record.absolute_expires_at))
 
     async def stats(self) -> dict[str, Any]:
         now = self.clock()
         try:
-            active: int | None = await self.sessions.backend.count(now)
+            active: int | None = await self.sessions.store.count(now)
         except StoreUnavailable:
             active = None
         return {
-            "type": "stats",
+            "type": Message.STATS,
             "activeSessions": active,
             "signInsPerMinute": self.sign_ins.count(),
             "failedSignInsPerMinute": self.failures.count(),

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .sessions import SessionBackend
+from .sessions import Counters
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,9 @@ def _name(kind: str, *parts: str) -> str:
 
 class LoginThrottle:
     def __init__(
-        self, backend: SessionBackend, limits: Limits, clock: Callable[[], float] = time.time
+        self, counters: Counters, limits: Limits, clock: Callable[[], float] = time.time
     ) -> None:
-        self.backend = backend
+        self.counters = counters
         self.limits = limits
         self.clock = clock
 
@@ -47,7 +47,7 @@ class LoginThrottle:
             (account_ip, self.limits.account_ip_failures),
             (by_ip, self.limits.ip_failures),
         ):
-            count, ends = await self.backend.peek(name, now)
+            count, ends = await self.counters.peek(name, now)
             if count >= limit:
                 waits.append(max(1, math.ceil(ends - now)))
         return max(waits) if waits else None
@@ -55,7 +55,7 @@ class LoginThrottle:
     async def failed(self, email: str, ip: str) -> None:
         now, window = self.clock(), self.limits.window
         for name in self._names(email, ip):
-            await self.backend.hit(name, window, now)
+            await self.counters.hit(name, window, now)
 
     async def succeeded(self, email: str, ip: str) -> None:
-        await self.backend.clear(self._names(email, ip)[0])
+        await self.counters.clear(self._names(email, ip)[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..sessions import EndReason
 from ..users import EmailTaken, email_problem
 from ..users.passwords import MAX_LENGTH, password_problem
 from .base import ApiError, ApiHandler, authenticated, bool_field, text_field
@@ -65,7 +66,9 @@ class PasswordHandler(ApiHandler):
         if not await self.services.accounts.change_password(user, current, new):
             raise ApiError(401, "Current password is incorrect")
         sessions = self.services.sessions
-        revoked = await sessions.revoke_user(user.id, keep=self.session.key, reason="password")
+        revoked = await sessions.revoke_user(
+            user.id, keep=self.session.key, reason=EndReason.PASSWORD
+        )
         self.session.regenerate()
         key = self.session.next_key
         await self.audit("password_changed", user.id, user.email, key, revoked=revoked)

@@ -20,7 +20,7 @@ from tornado.iostream import StreamClosedError
 
 from ..audit import AuditEntry
 from ..errors import StoreUnavailable
-from ..sessions import CookieChange, Session, token_key
+from ..sessions import CookieChange, Plan, Session, token_key
 from ..users import User
 
 if TYPE_CHECKING:
@@ -362,17 +362,17 @@ class BaseHandler(tornado.web.RequestHandler):
             or self._commit is not None
             or status >= 500
             or status == 101  # a WebSocket handshake
-            or not self.services.sessions.needs_commit(session)
+            or (plan := self.services.sessions.plan(session)) is None
         ):
             return super().finish(chunk)
         if chunk is not None:
             self.write(chunk)
-        self._commit = asyncio.ensure_future(self._commit_and_finish())
+        self._commit = asyncio.ensure_future(self._commit_and_finish(plan))
         return self._commit
 
-    async def _commit_and_finish(self) -> None:
+    async def _commit_and_finish(self, plan: Plan) -> None:
         try:
-            change = await self.services.sessions.commit(self.session)
+            change = await self.services.sessions.write(self.session, plan)
         except StoreUnavailable as error:
             log.warning("session commit failed: %s", error)
             self.clear()

@@ -7,6 +7,7 @@ from typing import Any
 
 import tornado.websocket
 
+from ..live import Message
 from .base import BaseHandler, authenticated
 
 
@@ -24,7 +25,7 @@ class DashboardSocket(BaseHandler, tornado.websocket.WebSocketHandler):
         self.is_admin = user.is_admin
         record = self.session.record
         self.services.live.add(self, min(record.expires_at, record.absolute_expires_at))
-        self.send({"type": "hello", "email": user.email, "role": user.role})
+        self.send({"type": Message.HELLO, "email": user.email, "role": user.role})
 
     def on_message(self, message: str | bytes) -> None:
         """The page sends nothing that matters; socket traffic is not session activity."""

@@ -1,33 +1,43 @@
-"""Sessions in this process's memory: for development and tests of a single process."""
+"""Sessions in this process's memory: for development and tests of a single process.
+
+Records in a dict with a set of keys per user, counters in a dict, events delivered in this
+process, which is every process there is.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from .base import SessionBackend, SessionRecord
+from .store import Backend, LocalEventBus, SessionRecord, SessionStore
 
 
 def _copy(record: SessionRecord) -> SessionRecord:
     return dataclasses.replace(record, data=dict(record.data))
 
 
-class MemorySessionBackend(SessionBackend):
+class MemorySessionStore(SessionStore):
     name = "memory"
-    shared_events = True  # one process is all there is
+    in_process = True
 
     def __init__(self) -> None:
-        super().__init__()
         self._records: dict[str, SessionRecord] = {}
         self._users: dict[str, set[str]] = {}
-        self._counters: dict[str, tuple[int, float]] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
 
     async def load(self, key: str) -> SessionRecord | None:
         record = self._records.get(key)
         return _copy(record) if record else None
 
     async def create(self, record: SessionRecord) -> None:
-        self.writes += 1
         self._records[record.key] = _copy(record)
         if record.user_id is not None:
             self._users.setdefault(record.user_id, set()).add(record.key)
@@ -40,7 +50,6 @@ class MemorySessionBackend(SessionBackend):
         last_seen_at: float,
         expires_at: float,
     ) -> bool:
-        self.writes += 1
         record = self._records.get(key)
         if record is None:
             return False
@@ -52,7 +61,6 @@ class MemorySessionBackend(SessionBackend):
         return True
 
     async def delete(self, key: str) -> bool:
-        self.writes += 1
         record = self._records.pop(key, None)
         if record is None:
             return False
@@ -68,6 +76,12 @@ class MemorySessionBackend(SessionBackend):
         keys = self._users.get(user_id, set())
         return [_copy(self._records[key]) for key in keys if key in self._records]
 
+    async def delete_user(self, user_id: str, keep: str | None = None) -> list[str]:
+        removed = [key for key in list(self._users.get(user_id, ())) if key != keep]
+        for key in removed:
+            await self.delete(key)
+        return removed
+
     async def trim_user(self, user_id: str, keep: int, now: float) -> list[str]:
         records = [self._records[key] for key in self._users.get(user_id, ())]
         live = [record for record in records if not record.expired(now)]
@@ -81,12 +95,15 @@ class MemorySessionBackend(SessionBackend):
         expired = [key for key, record in self._records.items() if record.expired(now)]
         for key in expired:
             await self.delete(key)
-        for name in [name for name, (_, ends) in self._counters.items() if ends <= now]:
-            del self._counters[name]
         return len(expired)
 
     async def count(self, now: float) -> int:
         return sum(not record.expired(now) for record in self._records.values())
+
+
+class MemoryCounters:
+    def __init__(self) -> None:
+        self._counters: dict[str, tuple[int, float]] = {}
 
     async def hit(self, name: str, window: float, now: float) -> tuple[int, float]:
         count, ends = await self.peek(name, now)
@@ -100,5 +117,12 @@ class MemorySessionBackend(SessionBackend):
     async def clear(self, name: str) -> None:
         self._counters.pop(name, None)
 
-    async def ping(self) -> None:
-        return None
+    async def sweep(self, now: float) -> int:
+        closed = [name for name, (_, ends) in self._counters.items() if ends <= now]
+        for name in closed:
+            del self._counters[name]
+        return len(closed)
+
+
+def memory_backend() -> Backend:
+    return Backend(MemorySessionStore(), MemoryCounters(), LocalEventBus(shared=True))

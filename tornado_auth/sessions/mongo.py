@@ -1,4 +1,8 @@
-"""Sessions in MongoDB: one document per session, a TTL index where the server has one, a sweep."""
+"""Sessions in MongoDB: one document per session, a TTL index where the server has one, a sweep.
+
+Counters are documents of a second collection. Events stay in this process: other processes
+over the same database learn of ended sessions by checking (``live.check_interval``).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from pymongo.errors import OperationFailure
 from pymongo.write_concern import WriteConcern
 
 from ..mongo import MongoDatabase, available
-from .base import SessionBackend, SessionRecord
+from .store import Backend, LocalEventBus, SessionRecord, SessionStore
 
 log = logging.getLogger("tornado_auth.sessions")
 NOT_IMPLEMENTED = 238
@@ -38,17 +42,22 @@ def _record(doc: dict[str, Any]) -> SessionRecord:
     )
 
 
-class MongoSessionBackend(SessionBackend):
+class MongoSessionStore(SessionStore):
     name = "mongodb"
 
-    def __init__(self, url: str, collection: str = "sessions") -> None:
-        super().__init__()
-        self.mongo = MongoDatabase(url, "session")
+    def __init__(self, mongo: MongoDatabase, collection: str = "sessions") -> None:
+        self.mongo = mongo
         self.collection_name = collection
         self.native_ttl = False
 
     async def start(self) -> None:
         await self.mongo.start(self._create_indexes)
+
+    async def close(self) -> None:
+        await self.mongo.close()
+
+    async def ping(self) -> None:
+        await self.mongo.ping()
 
     @property
     def sessions(self) -> AsyncCollection:
@@ -77,7 +86,6 @@ class MongoSessionBackend(SessionBackend):
         return _record(doc) if doc else None
 
     async def create(self, record: SessionRecord) -> None:
-        self.writes += 1
         doc = {
             "_id": record.key,
             "user_id": record.user_id,
@@ -102,7 +110,6 @@ class MongoSessionBackend(SessionBackend):
         last_seen_at: float,
         expires_at: float,
     ) -> bool:
-        self.writes += 1
         update: dict[str, Any] = {
             # $max: a late write of an older expiry never moves it back
             "$max": {
@@ -120,7 +127,6 @@ class MongoSessionBackend(SessionBackend):
         return result.matched_count == 1
 
     async def delete(self, key: str) -> bool:
-        self.writes += 1
         async with available("session"):
             result = await self.revocations.delete_one({"_id": key})
         return result.deleted_count == 1
@@ -131,7 +137,6 @@ class MongoSessionBackend(SessionBackend):
         return [_record(doc) for doc in docs]
 
     async def delete_user(self, user_id: str, keep: str | None = None) -> list[str]:
-        self.writes += 1
         query = {"user_id": user_id, "_id": {"$ne": keep}}
         async with available("session"):
             keys = [doc["_id"] for doc in await self.sessions.find(query, {"_id": 1}).to_list(None)]
@@ -153,7 +158,6 @@ class MongoSessionBackend(SessionBackend):
         query = {"$or": [{"expires": {"$lte": now}}, {"absolute_expires_at": {"$lte": now}}]}
         async with available("session"):
             result = await self.sessions.delete_many(query)
-            await self.counters.delete_many({"ends_at": {"$lte": now}})
         return result.deleted_count
 
     async def count(self, now: float) -> int:
@@ -161,9 +165,15 @@ class MongoSessionBackend(SessionBackend):
         async with available("session"):
             return await self.sessions.count_documents(query)
 
+
+class MongoCounters:
+    def __init__(self, mongo: MongoDatabase, collection: str = "sessions_counters") -> None:
+        self.mongo = mongo
+        self.collection_name = collection
+
     @property
     def counters(self) -> AsyncCollection:
-        return self.mongo.db[f"{self.collection_name}_counters"]
+        return self.mongo.db[self.collection_name]
 
     async def hit(self, name: str, window: float, now: float) -> tuple[int, float]:
         async with available("session"):
@@ -186,8 +196,12 @@ class MongoSessionBackend(SessionBackend):
         async with available("session"):
             await self.counters.delete_one({"_id": name})
 
-    async def ping(self) -> None:
-        await self.mongo.ping()
+    async def sweep(self, now: float) -> int:
+        async with available("session"):
+            result = await self.counters.delete_many({"ends_at": {"$lte": now}})
+        return result.deleted_count
 
-    async def close(self) -> None:
-        await self.mongo.close()
+
+def mongo_backend(url: str) -> Backend:
+    mongo = MongoDatabase(url, "session")
+    return Backend(MongoSessionStore(mongo), MongoCounters(mongo), LocalEventBus(shared=False))

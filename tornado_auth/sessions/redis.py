@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -47,7 +47,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import StoreUnavailable
-from .base import SessionBackend, SessionRecord
+from .store import Backend, EventType, LocalEventBus, SessionRecord, SessionStore
 
 log = logging.getLogger("tornado_auth.sessions")
 # Field names: short, because they are repeated in every session of a large store.
@@ -202,27 +202,19 @@ def redis_client(url: str, **options: Any) -> aioredis.Redis | RedisCluster:
     return Sentinel(nodes, sentinel_kwargs=asking, **options).master_for(master, db=db)
 
 
-class RedisSessionBackend(SessionBackend):
+class RedisSessionStore(SessionStore):
+    """Records, and the client the counters and the event bus share."""
+
     name = "redis"
-    shared_events = True  # through pub/sub, to every process
-    cacheable = True
 
     def __init__(self, url: str, prefix: str = "ta:") -> None:
-        super().__init__()
         if url.startswith((CLUSTER_SCHEME, SENTINEL_SCHEME)):
             parse_url(url)  # a malformed URL fails now, as a setting, not at the first request
         self.url = url
         self.prefix = prefix
         self.client: aioredis.Redis | RedisCluster | None = None
         self.live_key = f"{prefix}live"  # every live session, scored by its expiry
-        self.channel = f"{prefix}events"
-        self._listener: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None  # Sentinel: follows master switches
-        self.events_connected = asyncio.Event()  # set while the pub/sub subscription is up
-
-    @property
-    def events_live(self) -> bool:
-        return self.events_connected.is_set()
 
     async def start(self) -> None:
         self.client = redis_client(
@@ -273,7 +265,6 @@ class RedisSessionBackend(SessionBackend):
         )
 
     async def create(self, record: SessionRecord) -> None:
-        self.writes += 1
         session: dict[str, Any] = {
             name: repr(float(getattr(record, attr))) for name, attr in TIMES.items()
         }
@@ -308,7 +299,6 @@ class RedisSessionBackend(SessionBackend):
         last_seen_at: float,
         expires_at: float,
     ) -> bool:
-        self.writes += 1
         times = [repr(float(last_seen_at)), repr(float(expires_at))]
         args: list[Any] = [*times, _ms(expires_at), len(removed)]
         args += list(removed)
@@ -321,7 +311,6 @@ class RedisSessionBackend(SessionBackend):
         return True
 
     async def delete(self, key: str) -> bool:
-        self.writes += 1
         async with _available():
             user_id = await self._delete(keys=[self.session_key(key)])
             await self.client.zrem(self.live_key, key)
@@ -350,7 +339,6 @@ class RedisSessionBackend(SessionBackend):
         return [self._record(key, stored) for key, stored in zip(keys, rows, strict=True) if stored]
 
     async def delete_user(self, user_id: str, keep: str | None = None) -> list[str]:
-        self.writes += 1
         index = self.user_key(user_id)
         async with _available():
             keys = [key for key in await self.client.zrange(index, 0, -1) if key != keep]
@@ -406,63 +394,6 @@ class RedisSessionBackend(SessionBackend):
             await self.client.zremrangebyscore(self.live_key, "-inf", now)
             return await self.client.zcard(self.live_key)
 
-    def counter_key(self, name: str) -> str:
-        return f"{self.prefix}c:{name}"
-
-    async def hit(self, name: str, window: float, now: float) -> tuple[int, float]:
-        key = self.counter_key(name)
-        async with _available(), self.client.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.pexpire(key, _ms(window), nx=True)
-            pipe.pttl(key)
-            count, _, ttl = await pipe.execute()
-        return count, now + max(ttl, 0) / 1000
-
-    async def peek(self, name: str, now: float) -> tuple[int, float]:
-        key = self.counter_key(name)
-        async with _available(), self.client.pipeline(transaction=True) as pipe:
-            pipe.get(key)
-            pipe.pttl(key)
-            count, ttl = await pipe.execute()
-        return (int(count), now + ttl / 1000) if count and ttl > 0 else (0, now)
-
-    async def clear(self, name: str) -> None:
-        async with _available():
-            await self.client.delete(self.counter_key(name))
-
-    async def publish(self, event: dict[str, Any]) -> None:
-        async with _available():
-            await self.client.publish(self.channel, json.dumps(event))
-
-    def subscribe(self, callback: Callable[[dict[str, Any]], None]) -> None:
-        super().subscribe(callback)
-        if self._listener is None:
-            self._listener = asyncio.create_task(self._listen())
-
-    async def _listen(self) -> None:
-        """Deliver the channel's events; after a lost connection, resubscribe and say so."""
-        connected_before = False
-        while True:
-            pubsub = None
-            try:
-                if isinstance(self.client, RedisCluster):
-                    await self.client.initialize()  # the pub/sub node is chosen from the slots
-                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-                await pubsub.subscribe(self.channel)
-                if connected_before:
-                    self._deliver({"type": "resync"})  # events may have been missed
-                connected_before = True
-                self.events_connected.set()
-                async for message in pubsub.listen():
-                    self._deliver(json.loads(message["data"]))
-            except UNAVAILABLE as error:
-                self.events_connected.clear()
-                log.warning("session events: redis unavailable (%s); retrying", error)
-                await asyncio.sleep(1)
-            finally:
-                if pubsub is not None:
-                    await pubsub.aclose()
-
     async def _follow_master(self, pool: SentinelConnectionPool) -> None:
         """Leave the old master as soon as a sentinel announces the new one.
 
@@ -496,13 +427,107 @@ class RedisSessionBackend(SessionBackend):
             await self.client.ping()
 
     async def close(self) -> None:
-        for task in (self._listener, self._follower):
-            if task is not None:
-                task.cancel()
-        self._listener = self._follower = None
+        if self._follower is not None:
+            self._follower.cancel()
+            self._follower = None
         if self.client is not None:
             await self.client.aclose()
             pool = getattr(self.client, "connection_pool", None)  # RedisCluster has none
             sentinel = getattr(pool, "sentinel_manager", None)
             if sentinel is not None:  # its connections to the sentinels
                 await sentinel.aclose()
+
+
+class RedisCounters:
+    """Counters as plain keys that Redis expires when their window ends."""
+
+    def __init__(self, store: RedisSessionStore) -> None:
+        self.store = store
+
+    def counter_key(self, name: str) -> str:
+        return f"{self.store.prefix}c:{name}"
+
+    async def hit(self, name: str, window: float, now: float) -> tuple[int, float]:
+        key = self.counter_key(name)
+        async with _available(), self.store.client.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.pexpire(key, _ms(window), nx=True)
+            pipe.pttl(key)
+            count, _, ttl = await pipe.execute()
+        return count, now + max(ttl, 0) / 1000
+
+    async def peek(self, name: str, now: float) -> tuple[int, float]:
+        key = self.counter_key(name)
+        async with _available(), self.store.client.pipeline(transaction=True) as pipe:
+            pipe.get(key)
+            pipe.pttl(key)
+            count, ttl = await pipe.execute()
+        return (int(count), now + ttl / 1000) if count and ttl > 0 else (0, now)
+
+    async def clear(self, name: str) -> None:
+        async with _available():
+            await self.store.client.delete(self.counter_key(name))
+
+    async def sweep(self, now: float) -> int:
+        return 0  # Redis expires them by their TTL
+
+
+class RedisEventBus(LocalEventBus):
+    """Events through one pub/sub channel, to every process."""
+
+    def __init__(self, store: RedisSessionStore) -> None:
+        super().__init__(shared=True)
+        self.store = store
+        self.channel = f"{store.prefix}events"
+        self._listener: asyncio.Task[None] | None = None
+        self.connected_event = asyncio.Event()  # set while the pub/sub subscription is up
+
+    @property  # type: ignore[override]
+    def live(self) -> bool:
+        return self.connected_event.is_set()
+
+    async def connected(self) -> None:
+        await self.connected_event.wait()
+
+    async def publish(self, event: dict[str, Any]) -> None:
+        async with _available():
+            await self.store.client.publish(self.channel, json.dumps(event))
+
+    async def start(self) -> None:
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen())
+
+    async def _listen(self) -> None:
+        """Deliver the channel's events; after a lost connection, resubscribe and say so."""
+        connected_before = False
+        while True:
+            pubsub = None
+            try:
+                if isinstance(self.store.client, RedisCluster):
+                    # the pub/sub node is chosen from the slots
+                    await self.store.client.initialize()
+                pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
+                await pubsub.subscribe(self.channel)
+                if connected_before:
+                    self.deliver({"type": EventType.RESYNC})  # events may have been missed
+                connected_before = True
+                self.connected_event.set()
+                async for message in pubsub.listen():
+                    self.deliver(json.loads(message["data"]))
+            except UNAVAILABLE as error:
+                self.connected_event.clear()
+                log.warning("session events: redis unavailable (%s); retrying", error)
+                await asyncio.sleep(1)
+            finally:
+                if pubsub is not None:
+                    await pubsub.aclose()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            self._listener = None
+
+
+def redis_backend(url: str, prefix: str) -> Backend:
+    store = RedisSessionStore(url, prefix)
+    return Backend(store, RedisCounters(store), RedisEventBus(store))

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import functools
+import enum
 import hashlib
-import logging
 import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from .base import SessionBackend, SessionRecord, StoreUnavailable
-
-log = logging.getLogger("tornado_auth.sessions")
+from .store import EndReason, EventBus, EventType, SessionRecord, SessionStore
 
 TOKEN_BYTES = 32  # 256 random bits
 MAX_USER_AGENT = 256
@@ -56,19 +52,20 @@ class CookieChange:
     max_age: int = 0
 
 
-class Session:
-    """One request's view of a session: a mapping whose changes are tracked key by key."""
+class Session(MutableMapping[str, Any]):
+    """One request's view of a session: a mapping whose changes are tracked key by key.
+
+    The session manager commits it through the read-only properties below and ``committed``.
+    """
 
     __slots__ = (
         "_changed",
         "_data",
         "_destroyed",
-        "_login",
+        "_login_ttl",
         "_next_token",
         "_owned",
         "_removed",
-        "_rotate",
-        "_ttl",
         "_user_id",
         "ip",
         "record",
@@ -85,9 +82,7 @@ class Session:
         self._changed: dict[str, Any] = {}
         self._removed: set[str] = set()
         self._user_id = record.user_id if record else None
-        self._ttl: float | None = None
-        self._login = False
-        self._rotate = False
+        self._login_ttl: float | None = None
         self._next_token: str | None = None
         self._destroyed = False
         self.ip = ""
@@ -101,11 +96,13 @@ class Session:
     def user_id(self) -> str | None:
         return None if self._destroyed else self._user_id
 
+    # -- the mapping -----------------------------------------------------------------------------
+
     def __getitem__(self, name: str) -> Any:
         return self._data[name]
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self._data.get(name, default)
+        return self._data.get(name, default)  # faster than the mixin's, on every request
 
     def __contains__(self, name: object) -> bool:
         return name in self._data
@@ -134,20 +131,23 @@ class Session:
         self._changed.pop(name, None)
         self._removed.add(name)
 
+    def _own(self) -> None:
+        if not self._owned:
+            self._data, self._owned = dict(self._data), True
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
     def login(self, user_id: str, data: dict[str, Any], remember_me: bool, ttl: float) -> None:
         """Bind the session to a user under a fresh token (session fixation defence)."""
         self._user_id = user_id
-        self._ttl = ttl
-        self._login = True
+        self._login_ttl = ttl
         self.regenerate()
         self._destroyed = False
-        for name, value in data.items():
-            self[name] = value
+        self.update(data)
         self["remember_me"] = remember_me
 
     def regenerate(self) -> None:
         """Move the data to a new token at commit; the old token stops working."""
-        self._rotate = True
         self._next_token = new_token()
 
     @property
@@ -160,126 +160,102 @@ class Session:
         self._destroyed = True
         self._data, self._owned = {}, True
 
-    def _own(self) -> None:
-        if not self._owned:
-            self._data, self._owned = dict(self._data), True
+    # -- what a commit reads ---------------------------------------------------------------------
 
     @property
     def pending(self) -> bool:
-        """Whether commit has anything to write, apart from a touch."""
-        return bool(self._changed or self._removed or self._rotate or self._destroyed)
+        """Whether there is anything to write, apart from a touch."""
+        return bool(self._changed or self._removed or self._next_token or self._destroyed)
+
+    @property
+    def destroyed(self) -> bool:
+        return self._destroyed
+
+    @property
+    def rotating(self) -> bool:
+        """Whether commit moves the session to a new token."""
+        return self._next_token is not None
+
+    @property
+    def login_ttl(self) -> float | None:
+        """The idle lifetime a sign-in asked for, until committed."""
+        return self._login_ttl
+
+    @property
+    def owner(self) -> str | None:
+        """The user the record will belong to (also after ``destroy``)."""
+        return self._user_id
+
+    @property
+    def changed(self) -> dict[str, Any]:
+        """Data keys set since the last commit (read only)."""
+        return self._changed
+
+    @property
+    def removed(self) -> set[str]:
+        """Data keys deleted since the last commit (read only)."""
+        return self._removed
+
+    def data(self) -> dict[str, Any]:
+        """A copy of the data, for a new record."""
+        return dict(self._data)
+
+    def new_token(self) -> str:
+        """The token the next record gets."""
+        return self._next_token or new_token()
+
+    def committed(self, record: SessionRecord, token: str | None = None) -> None:
+        """The store now holds ``record`` (under ``token``, if it moved): nothing is pending."""
+        self.record = record
+        if token is not None:
+            self.token = token
+        self._changed, self._removed = {}, set()
+        self._next_token = self._login_ttl = None
 
 
 _MISSING = object()
 
 
-class RecordCache:
-    """A bounded in-process cache of session records, dropped on every change anywhere.
+class Write(enum.Enum):
+    DESTROY = enum.auto()  # delete the record, clear the cookie
+    CREATE = enum.auto()  # a new record: a first write, or a new token
+    UPDATE = enum.auto()  # changed keys and/or a touch of the expiry
 
-    Entries are dropped when this process writes, when another process announces a change or an
-    end (Redis pub/sub), all at once when the event connection was lost, and after ``ttl`` seconds
-    in any case, which bounds staleness should an event ever be missed.
 
-    Misses are coalesced: requests asking for the same record at once share one store round trip.
-    A load that was in flight when its key was dropped is neither cached nor joined afterwards,
-    since its answer may predate the change.
-    """
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a commit writes, decided once at ``now``."""
 
-    def __init__(self, size: int, ttl: float, clock: Callable[[], float]) -> None:
-        self.size = size
-        self.ttl = ttl
-        self.clock = clock
-        self._entries: OrderedDict[str, tuple[SessionRecord, float]] = OrderedDict()
-        self._loads: dict[str, asyncio.Future[SessionRecord | None]] = {}
-
-    def get(self, key: str, now: float) -> SessionRecord | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if now - entry[1] > self.ttl:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return entry[0]  # shared: records are never mutated, Session copies data it changes
-
-    def put(self, record: SessionRecord) -> None:
-        self._entries[record.key] = (record, self.clock())
-        self._entries.move_to_end(record.key)
-        if len(self._entries) > self.size:
-            self._entries.popitem(last=False)
-
-    def drop(self, keys: list[str]) -> None:
-        for key in keys:
-            self._entries.pop(key, None)
-            self._loads.pop(key, None)
-
-    def clear(self) -> None:
-        self._entries.clear()
-        self._loads.clear()
-
-    async def fetch(
-        self, key: str, load: Callable[[str], Awaitable[SessionRecord | None]]
-    ) -> SessionRecord | None:
-        """The record from the store through ``load``, one call for every request asking now."""
-        pending = self._loads.get(key)
-        if pending is None:
-            pending = self._loads[key] = asyncio.ensure_future(load(key))
-            pending.add_done_callback(functools.partial(self._loaded, key))
-        return await asyncio.shield(pending)  # a waiter that goes away leaves the load running
-
-    def _loaded(self, key: str, load: asyncio.Future[SessionRecord | None]) -> None:
-        if self._loads.get(key) is not load:
-            return  # dropped while in flight: the answer may predate the change
-        del self._loads[key]
-        if load.cancelled() or load.exception() is not None:
-            return
-        record = load.result()
-        if record is not None and not record.expired(self.clock()):
-            self.put(record)
-
-    def __len__(self) -> int:
-        return len(self._entries)
+    write: Write
+    now: float
+    touch: bool = False
 
 
 class SessionManager:
-    """Loads, commits and revokes sessions over one backend; every policy lives here."""
+    """Loads, commits and revokes sessions over one store; every policy lives here."""
 
     def __init__(
         self,
-        backend: SessionBackend,
+        store: SessionStore,
+        events: EventBus,
         lifetime: Lifetime,
         clock: Callable[[], float] = time.time,
-        cache_size: int = 0,
-        cache_ttl: float = 0.0,
         max_per_user: int = 0,
     ) -> None:
-        self.backend = backend
+        self.store = store
+        self.events = events
         self.lifetime = lifetime
         self.clock = clock
         self.max_per_user = max_per_user
-        self._sweeper: asyncio.Task[None] | None = None
         # When this process last moved each session's expiry (started to): requests that loaded
         # the record before that touch must not touch it again within the interval.
         self._touched: OrderedDict[str, float] = OrderedDict()
-        self.cache: RecordCache | None = None
-        if cache_size > 0 and cache_ttl > 0 and backend.cacheable:
-            self.cache = RecordCache(cache_size, cache_ttl, clock)
-            backend.subscribe(self._on_event)
-
-    def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("type") in ("ended", "changed"):
-            self.cache.drop(event["keys"])
-        elif event.get("type") == "resync":
-            self.cache.clear()
 
     def cached(self, token: str, key: str) -> Session | None:
-        """The session from this process's cache, without a store round trip; None if not there
-        (then ``load`` asks the store: the store decides expiry, never the cache)."""
-        cache = self._usable_cache()
-        if cache is None:
-            return None
+        """The session if this process holds it, without I/O; None if not (then ``load`` asks
+        the store: the store decides expiry, never a cached copy)."""
         now = self.clock()
-        record = cache.get(key, now)
+        record = self.store.held(key, now)
         if record is None or record.expired(now):
             return None
         return Session(record, token)
@@ -291,28 +267,45 @@ class SessionManager:
         if session is not None:
             return session
         now = self.clock()
-        cache = self._usable_cache()
-        if cache is not None:
-            record = await cache.fetch(key, self.backend.load)
-        else:
-            record = await self.backend.load(key)
+        record = await self.store.load(key)
         if record is None:
             return None
         if record.expired(now):
-            await self._end(record.key, record.user_id, "expired")
+            await self._end(record.key, record.user_id, EndReason.EXPIRED)
             return None
         return Session(record, token)
 
-    def _usable_cache(self) -> RecordCache | None:
-        """The cache, unless events may be missed right now (then the store answers)."""
-        return self.cache if self.cache is not None and self.backend.events_live else None
+    # -- commit ----------------------------------------------------------------------------------
 
-    def needs_commit(self, session: Session) -> bool:
-        """Whether ``commit`` would do anything; lets a response skip the async commit."""
+    def plan(self, session: Session) -> Plan | None:
+        """What committing ``session`` now would write; None when nothing (no async commit)."""
+        now = self.clock()
         record = session.record
-        if session.pending or record is None:
-            return session.pending or bool(session._data) or session._user_id is not None
-        return self._touch_due(record, self.clock())
+        if record is not None and not session.pending:  # the common case
+            return Plan(Write.UPDATE, now, touch=True) if self._touch_due(record, now) else None
+        if session.destroyed:
+            return Plan(Write.DESTROY, now) if record is not None else None
+        if record is None or session.rotating:
+            if record is None and not session and session.owner is None:
+                return None  # a visitor who stores nothing costs nothing
+            return Plan(Write.CREATE, now)
+        return Plan(Write.UPDATE, now, touch=self._touch_due(record, now))
+
+    async def commit(self, session: Session) -> CookieChange | None:
+        """Write what changed, at most one store call in the common case; the cookie to send."""
+        plan = self.plan(session)
+        return None if plan is None else await self.write(session, plan)
+
+    async def write(self, session: Session, plan: Plan) -> CookieChange | None:
+        """Carry out a plan from ``plan``; the cookie to send."""
+        record = session.record
+        if plan.write is Write.CREATE:
+            return await self._store_new(session, plan.now)
+        assert record is not None
+        if plan.write is Write.DESTROY:
+            await self._end(record.key, record.user_id, EndReason.LOGOUT)
+            return CookieChange(None)
+        return await self._update(session, record, plan)
 
     def _touch_due(self, record: SessionRecord, now: float) -> bool:
         """Whether this request should move the expiry: once per interval, counting touches by
@@ -331,29 +324,17 @@ class SessionManager:
         if len(self._touched) > TOUCHES_REMEMBERED:
             self._touched.popitem(last=False)
 
-    async def commit(self, session: Session) -> CookieChange | None:
-        """Write what changed, at most one store call in the common case; the cookie to send."""
-        now = self.clock()
-        record = session.record
-        if session._destroyed:
-            if record is not None:
-                await self._end(record.key, record.user_id, "logout")
-                return CookieChange(None)
-            return None
-        if record is None or session._rotate:
-            if record is None and not session._data and session._user_id is None:
-                return None  # a visitor who stores nothing costs nothing
-            return await self._store_new(session, now)
-        touch = self._touch_due(record, now)
-        if not touch and not session.pending:
-            return None
+    async def _update(
+        self, session: Session, record: SessionRecord, plan: Plan
+    ) -> CookieChange | None:
+        now, touch = plan.now, plan.touch
         last_seen = now if touch else record.last_seen_at
         expires = min(now + record.ttl, record.absolute_expires_at) if touch else record.expires_at
         if touch:
             self._note_touch(record.key, now)
         try:
-            updated = await self.backend.update(
-                record.key, session._changed, session._removed, last_seen, expires
+            updated = await self.store.update(
+                record.key, session.changed, session.removed, last_seen, expires
             )
         except BaseException:
             if touch:
@@ -361,22 +342,20 @@ class SessionManager:
             raise
         if not updated:
             return CookieChange(None)  # revoked meanwhile: never recreate it
-        if self.cache is not None:
-            self.cache.drop([record.key])
-            await self.backend.publish({"type": "changed", "keys": [record.key]})
-        # A new record, never a mutation: records may be shared through the cache.
-        session.record = dataclasses.replace(
-            record, last_seen_at=last_seen, expires_at=expires, data=dict(session._data)
+        # A new record, never a mutation: records may be shared through a cache.
+        session.committed(
+            dataclasses.replace(
+                record, last_seen_at=last_seen, expires_at=expires, data=session.data()
+            )
         )
-        session._changed, session._removed = {}, set()
         return CookieChange(session.token, int(expires - now)) if touch else None
 
     async def _store_new(self, session: Session, now: float) -> CookieChange:
         old = session.record
-        ttl = session._ttl or (old.ttl if old else self.lifetime.ttl)
-        keep_start = old is not None and not session._login
+        ttl = session.login_ttl or (old.ttl if old else self.lifetime.ttl)
+        keep_start = old is not None and session.login_ttl is None
         absolute = old.absolute_expires_at if keep_start else now + self.lifetime.absolute_ttl
-        token = session._next_token or new_token()
+        token = session.new_token()
         record = SessionRecord(
             key=token_key(token),
             created_at=old.created_at if keep_start else now,
@@ -384,77 +363,51 @@ class SessionManager:
             expires_at=min(now + ttl, absolute),
             absolute_expires_at=absolute,
             ttl=ttl,
-            user_id=session._user_id,
+            user_id=session.owner,
             ip=session.ip or (old.ip if old else ""),
             user_agent=(session.user_agent or (old.user_agent if old else ""))[:MAX_USER_AGENT],
-            data=dict(session._data),
+            data=session.data(),
         )
-        await self.backend.create(record)
+        await self.store.create(record)
         if old is not None:
-            await self._end(old.key, old.user_id, "regenerated")
+            await self._end(old.key, old.user_id, EndReason.REGENERATED)
         if record.user_id is not None and self.max_per_user > 0:
             # After the create, so that of concurrent sign-ins the last to trim sees them all.
-            ended = await self.backend.trim_user(record.user_id, self.max_per_user, now)
-            await self._announce(ended, record.user_id, "limit")
-        session.record, session.token = record, token
-        session._changed, session._removed = {}, set()
-        session._rotate = session._login = False
-        session._next_token = None
+            ended = await self.store.trim_user(record.user_id, self.max_per_user, now)
+            await self._announce(ended, record.user_id, EndReason.LIMIT)
+        session.committed(record, token)
         return CookieChange(token, int(record.expires_at - now))
 
-    async def _end(self, key: str, user_id: str | None, reason: str) -> bool:
+    # -- ends ------------------------------------------------------------------------------------
+
+    async def _end(self, key: str, user_id: str | None, reason: EndReason) -> bool:
         """Delete and announce; False if the store had already let the record go."""
-        if self.cache is not None:
-            self.cache.drop([key])
-        if not await self.backend.delete(key):
+        if not await self.store.delete(key):
             return False
         await self._announce([key], user_id, reason)
         return True
 
-    async def _announce(self, keys: list[str], user_id: str | None, reason: str) -> None:
-        """Tell every process (open sockets, caches) that these sessions ended."""
-        if self.cache is not None:
-            self.cache.drop(keys)
-        if keys and (user_id is not None or self.cache is not None):
-            event = {"type": "ended", "keys": keys, "user": user_id, "reason": reason}
-            await self.backend.publish(event)
+    async def _announce(self, keys: list[str], user_id: str | None, reason: EndReason) -> None:
+        """Tell every process (open sockets, cached copies) that these sessions ended."""
+        if keys:
+            event = {"type": EventType.ENDED, "keys": keys, "user": user_id, "reason": reason}
+            await self.events.publish(event)
 
     async def list_user(self, user_id: str) -> list[SessionRecord]:
         """A user's live sessions, newest first."""
         now = self.clock()
-        records = [r for r in await self.backend.list_user(user_id) if not r.expired(now)]
+        records = [r for r in await self.store.list_user(user_id) if not r.expired(now)]
         return sorted(records, key=lambda r: r.created_at, reverse=True)
 
-    async def revoke(self, key: str, reason: str = "revoked") -> bool:
+    async def revoke(self, key: str, reason: EndReason = EndReason.REVOKED) -> bool:
         """End one session by its store key; False if it was already gone."""
-        record = await self.backend.load(key)
+        record = await self.store.load(key)
         return await self._end(key, record.user_id if record else None, reason)
 
     async def revoke_user(
-        self, user_id: str, keep: str | None = None, reason: str = "revoked"
+        self, user_id: str, keep: str | None = None, reason: EndReason = EndReason.REVOKED
     ) -> int:
         """End every session of a user, except ``keep``; how many ended."""
-        removed = await self.backend.delete_user(user_id, keep)
+        removed = await self.store.delete_user(user_id, keep)
         await self._announce(removed, user_id, reason)
         return len(removed)
-
-    def start_sweeper(self, interval: float) -> None:
-        """Remove expired records every ``interval`` seconds, for stores without native expiry."""
-        if interval > 0 and self._sweeper is None:
-            self._sweeper = asyncio.create_task(self._sweep_forever(interval))
-
-    async def _sweep_forever(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                removed = await self.backend.sweep(self.clock())
-                if removed:
-                    log.info("swept %d expired sessions", removed)
-            except StoreUnavailable:
-                log.warning("session sweep skipped: store unavailable")
-
-    async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
-        await self.backend.close()

@@ -1,4 +1,9 @@
-"""Sessions in a SQLite file: the zero-setup default. Expired rows go in a periodic sweep."""
+"""Sessions in a SQLite file: the zero-setup default.
+
+Records are rows of one table indexed by user and expiry, counters rows of another; expired rows
+go in the periodic sweep. Events stay in this process: other processes over the same file learn
+of ended sessions by checking (``live.check_interval``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import sqlite3
 from typing import Any
 
 from ..sqlite import SQLiteDatabase
-from .base import SessionBackend, SessionRecord
+from .store import Backend, LocalEventBus, SessionRecord, SessionStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -48,15 +53,20 @@ def _record(row: tuple) -> SessionRecord:
     )
 
 
-class SQLiteSessionBackend(SessionBackend):
+class SQLiteSessionStore(SessionStore):
     name = "sqlite"
 
-    def __init__(self, url: str) -> None:
-        super().__init__()
-        self.db = SQLiteDatabase(url, SCHEMA, "session")
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
 
     async def start(self) -> None:
         await self.db.run(lambda connection: None)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def ping(self) -> None:
+        await self.db.run(lambda connection: connection.execute("SELECT 1").fetchone())
 
     async def load(self, key: str) -> SessionRecord | None:
         def read(connection: sqlite3.Connection) -> tuple | None:
@@ -67,7 +77,6 @@ class SQLiteSessionBackend(SessionBackend):
         return _record(row) if row else None
 
     async def create(self, record: SessionRecord) -> None:
-        self.writes += 1
         row = (
             record.key, record.user_id, record.created_at, record.last_seen_at,
             record.expires_at, record.absolute_expires_at, record.ttl, record.ip,
@@ -84,7 +93,6 @@ class SQLiteSessionBackend(SessionBackend):
         last_seen_at: float,
         expires_at: float,
     ) -> bool:
-        self.writes += 1
 
         def touch(connection: sqlite3.Connection) -> bool:
             return connection.execute(MOVE_EXPIRY, (last_seen_at, expires_at, key)).rowcount == 1
@@ -107,7 +115,6 @@ class SQLiteSessionBackend(SessionBackend):
         return await self.db.transaction(merge)
 
     async def delete(self, key: str) -> bool:
-        self.writes += 1
         sql = "DELETE FROM sessions WHERE key = ?"
         return await self.db.run(lambda connection: connection.execute(sql, (key,)).rowcount == 1)
 
@@ -117,7 +124,6 @@ class SQLiteSessionBackend(SessionBackend):
         return [_record(row) for row in rows]
 
     async def delete_user(self, user_id: str, keep: str | None = None) -> list[str]:
-        self.writes += 1
 
         def delete_all(connection: sqlite3.Connection) -> list[str]:
             sql = "DELETE FROM sessions WHERE user_id = ? AND key IS NOT ? RETURNING key"
@@ -137,18 +143,19 @@ class SQLiteSessionBackend(SessionBackend):
         )
 
     async def sweep(self, now: float) -> int:
-        def remove(connection: sqlite3.Connection) -> int:
-            connection.execute("DELETE FROM counters WHERE ends_at <= ?", (now,))
-            sql = "DELETE FROM sessions WHERE expires_at <= ? OR absolute_expires_at <= ?"
-            return connection.execute(sql, (now, now)).rowcount
-
-        return await self.db.run(remove)
+        sql = "DELETE FROM sessions WHERE expires_at <= ? OR absolute_expires_at <= ?"
+        return await self.db.run(lambda connection: connection.execute(sql, (now, now)).rowcount)
 
     async def count(self, now: float) -> int:
         sql = "SELECT COUNT(*) FROM sessions WHERE expires_at > ? AND absolute_expires_at > ?"
         return await self.db.run(
             lambda connection: connection.execute(sql, (now, now)).fetchone()[0]
         )
+
+
+class SQLiteCounters:
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self.db = db
 
     async def hit(self, name: str, window: float, now: float) -> tuple[int, float]:
         def count(connection: sqlite3.Connection) -> tuple[int, float]:
@@ -170,8 +177,11 @@ class SQLiteSessionBackend(SessionBackend):
         sql = "DELETE FROM counters WHERE name = ?"
         await self.db.run(lambda connection: connection.execute(sql, (name,)))
 
-    async def ping(self) -> None:
-        await self.db.run(lambda connection: connection.execute("SELECT 1").fetchone())
+    async def sweep(self, now: float) -> int:
+        sql = "DELETE FROM counters WHERE ends_at <= ?"
+        return await self.db.run(lambda connection: connection.execute(sql, (now,)).rowcount)
 
-    async def close(self) -> None:
-        await self.db.close()
+
+def sqlite_backend(url: str) -> Backend:
+    db = SQLiteDatabase(url, SCHEMA, "session")
+    return Backend(SQLiteSessionStore(db), SQLiteCounters(db), LocalEventBus(shared=False))

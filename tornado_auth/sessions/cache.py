@@ -1,0 +1,151 @@
+"""A session store with a bounded per-process cache in front, kept honest by the event bus.
+
+Like Django's ``cached_db``: reads are served from this process's memory where possible, every
+write goes to the store behind it. Entries are dropped when this process writes, when another
+process announces a change or an end, all at once when the event connection was lost (and the
+cache is bypassed while it is down), and after ``ttl`` seconds in any case, which bounds
+staleness should an event ever be missed. It is only correct over an event bus that reaches
+every process (``EventBus.shared``).
+
+Misses are coalesced: requests asking for the same record at once share one store round trip.
+A load that was in flight when its key was dropped is neither cached nor joined afterwards,
+since its answer may predate the change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from .store import EventBus, EventType, SessionRecord, SessionStore
+
+
+class CachedStore(SessionStore):
+    def __init__(
+        self,
+        store: SessionStore,
+        events: EventBus,
+        size: int,
+        ttl: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.events = events
+        self.name = store.name
+        self.size = size
+        self.ttl = ttl
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[SessionRecord, float]] = OrderedDict()
+        self._loads: dict[str, asyncio.Future[SessionRecord | None]] = {}
+        events.subscribe(self._on_event)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind in (EventType.ENDED, EventType.CHANGED):
+            self.drop(event["keys"])
+        elif kind == EventType.RESYNC:
+            self._entries.clear()
+            self._loads.clear()
+
+    def drop(self, keys: list[str]) -> None:
+        for key in keys:
+            self._entries.pop(key, None)
+            self._loads.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def held(self, key: str, now: float) -> SessionRecord | None:
+        if not self.events.live:
+            return None  # events may be missed right now: the store answers
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if now - entry[1] > self.ttl:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return entry[0]  # shared: records are never mutated, Session copies data it changes
+
+    async def load(self, key: str) -> SessionRecord | None:
+        if not self.events.live:
+            return await self.store.load(key)
+        pending = self._loads.get(key)
+        if pending is None:
+            pending = self._loads[key] = asyncio.ensure_future(self.store.load(key))
+            pending.add_done_callback(functools.partial(self._loaded, key))
+        return await asyncio.shield(pending)  # a waiter that goes away leaves the load running
+
+    def _loaded(self, key: str, load: asyncio.Future[SessionRecord | None]) -> None:
+        if self._loads.get(key) is not load:
+            return  # dropped while in flight: the answer may predate the change
+        del self._loads[key]
+        if load.cancelled() or load.exception() is not None:
+            return
+        record = load.result()
+        if record is not None and not record.expired(self.clock()):
+            self._put(record)
+
+    def _put(self, record: SessionRecord) -> None:
+        self._entries[record.key] = (record, self.clock())
+        self._entries.move_to_end(record.key)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    # -- writes: to the store, then every process's copy is dropped --------------------------------
+
+    async def create(self, record: SessionRecord) -> None:
+        await self.store.create(record)
+
+    async def update(
+        self,
+        key: str,
+        changed: dict[str, Any],
+        removed: set[str],
+        last_seen_at: float,
+        expires_at: float,
+    ) -> bool:
+        updated = await self.store.update(key, changed, removed, last_seen_at, expires_at)
+        self.drop([key])
+        if updated:
+            await self.events.publish({"type": EventType.CHANGED, "keys": [key]})
+        return updated
+
+    async def delete(self, key: str) -> bool:
+        self.drop([key])  # ends are announced by the session manager, to every process
+        return await self.store.delete(key)
+
+    async def delete_user(self, user_id: str, keep: str | None = None) -> list[str]:
+        removed = await self.store.delete_user(user_id, keep)
+        self.drop(removed)
+        return removed
+
+    async def trim_user(self, user_id: str, keep: int, now: float) -> list[str]:
+        removed = await self.store.trim_user(user_id, keep, now)
+        self.drop(removed)
+        return removed
+
+    # -- the rest as the store does it ---------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.store.start()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def ping(self) -> None:
+        await self.store.ping()
+
+    async def list_user(self, user_id: str) -> list[SessionRecord]:
+        return await self.store.list_user(user_id)
+
+    async def sweep(self, now: float) -> int:
+        return await self.store.sweep(now)
+
+    async def count(self, now: float) -> int:
+        return await self.store.count(now)
