@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import MutableMapping
 
 import pytest
 from tornado.web import create_signed_value, decode_signed_value
@@ -435,3 +436,45 @@ async def test_no_store_keeps_entries_of_expired_sessions_without_anyone_watchin
     assert fresh.key in dump
     for session in expired:
         assert session.key not in dump
+
+
+async def test_the_session_is_a_mutable_mapping_whose_every_change_is_committed(manager):
+    session = await signed_in(manager)
+    loaded = await manager.load(session.token)
+    assert isinstance(loaded, MutableMapping)
+    assert loaded.pop("role") == "user"
+    assert loaded.pop("missing", "fallback") == "fallback"
+    assert loaded.setdefault("theme", "dark") == "dark"
+    assert loaded.setdefault("theme", "light") == "dark"
+    loaded.update({"lang": "fr"}, count=1)
+    assert "lang" in loaded and "role" not in loaded
+    assert set(loaded) == {"email", "remember_me", "theme", "lang", "count"} == set(loaded.keys())
+    assert len(loaded) == 5 and dict(loaded.items())["count"] == 1
+    await manager.commit(loaded)
+    stored = await manager.load(session.token)
+    assert dict(stored) == {
+        "email": "u1@example.com",
+        "remember_me": False,
+        "theme": "dark",
+        "lang": "fr",
+        "count": 1,
+    }
+    stored.clear()
+    assert manager.plan(stored) is not None  # every removal is a change to write
+    await manager.commit(stored)
+    assert dict(await manager.load(session.token)) == {}
+
+
+async def test_the_periodic_sweep_runs_for_every_store(store: Store):
+    from .conftest import serving, settings_for
+
+    async with serving(settings_for(store, sessions__sweep_interval="0.05s")) as server:
+        backend = server.services.backend
+        sweep, swept = backend.sweep, asyncio.Event()
+
+        async def watched(now: float) -> int:
+            swept.set()
+            return await sweep(now)
+
+        backend.sweep = watched  # type: ignore[method-assign]
+        await asyncio.wait_for(swept.wait(), 2)
