@@ -298,7 +298,9 @@ def verify_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 async def test_login_rehashes_when_the_configured_rounds_changed(users: UserStore):
-    user = await accounts_for(users, ROUNDS).register("ann@example.com", "Ann", "password123", Origin())
+    user = await accounts_for(users, ROUNDS).register(
+        "ann@example.com", "Ann", "password123", Origin()
+    )
     assert cost(user.password_hash) == ROUNDS
 
     signed_in = await sign_in(accounts_for(users, ROUNDS + 1), "ann@example.com", "password123")
@@ -391,3 +393,16 @@ async def test_bcrypt_runs_off_the_event_loop_at_lower_priority():
     assert thread != loop_thread
     expected = os.getpriority(os.PRIO_PROCESS, loop_thread) + passwords.BCRYPT_NICENESS
     assert niceness == min(expected, 19)
+
+
+async def test_a_hash_of_a_lower_cost_takes_as_long_as_an_unknown_email(
+    users: UserStore, verify_calls: list[str]
+):
+    """A stored hash cheaper than the configured cost is followed by a check at that cost, so
+    the time taken tells neither a known account nor its hash's age."""
+    await accounts_for(users, ROUNDS).register("ann@example.com", "Ann", "password123", Origin())
+    accounts = accounts_for(users, ROUNDS + 1)
+
+    assert await sign_in(accounts, "ann@example.com", "wrong-password") is None
+
+    assert [cost(stored) for stored in verify_calls] == [ROUNDS, ROUNDS + 1]
