@@ -22,6 +22,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.sentinel import Sentinel
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
+from tornado_auth.accounts import Origin
 from tornado_auth.app import Services, make_app, start_services
 from tornado_auth.server import http_server
 from tornado_auth.sessions import Backend, backend_for_url
@@ -336,7 +337,7 @@ class Server:
     async def add_user(
         self, email: str, password: str = "password123", role: str = "user", name: str = "Test"
     ) -> Any:
-        return await self.services.accounts.register(email, name, password, role)
+        return await self.services.accounts.register(email, name, password, Origin(), role)
 
 
 async def start_server(

@@ -94,8 +94,6 @@ async def start_services(settings: Settings) -> Services:
     )
     await users.start()
     backend.start_sweeper(settings["sessions.sweep_interval"], sessions.clock)
-    accounts = Accounts(users, sessions, settings["users.bcrypt_rounds"])
-    await accounts.start()
     live = LiveHub(
         sessions,
         settings["live.check_interval"],
@@ -108,11 +106,16 @@ async def start_services(settings: Settings) -> Services:
         account_ip_failures=settings["throttle.account_ip_failures"],
         ip_failures=settings["throttle.ip_failures"],
         window=settings["throttle.window"],
+        ip_registrations=settings["throttle.ip_registrations"],
+        registration_window=settings["throttle.registration_window"],
     )
     secret = cookie_secret(settings)
     current = secret[settings["secrets.key_version"]] if isinstance(secret, dict) else secret
     audit = Audit(users, current.encode())
     throttle = LoginThrottle(backend.counters, limits)
+    rounds = settings["users.bcrypt_rounds"]
+    accounts = Accounts(users, sessions, throttle, audit, live, rounds)
+    await accounts.start()
     return Services(settings, backend, sessions, users, accounts, live, throttle, audit, secret)
 
 

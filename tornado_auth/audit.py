@@ -7,24 +7,29 @@ import hmac
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from .errors import StoreUnavailable
 
 log = logging.getLogger("tornado_auth.audit")
 
-EVENTS = (
-    "signin",
-    "signin_failed",
-    "signin_throttled",
-    "logout",
-    "session_revoked",
-    "sessions_revoked",
-    "password_changed",
-    "role_changed",
-    "user_disabled",
-    "user_enabled",
-)
+
+class AuditEvent(StrEnum):
+    SIGNIN = "signin"
+    SIGNIN_FAILED = "signin_failed"
+    SIGNIN_THROTTLED = "signin_throttled"
+    LOGOUT = "logout"
+    REGISTERED = "registered"
+    REGISTRATION_THROTTLED = "registration_throttled"
+    SESSION_REVOKED = "session_revoked"
+    SESSIONS_REVOKED = "sessions_revoked"
+    PASSWORD_CHANGED = "password_changed"
+    PASSWORD_CHECK_FAILED = "password_check_failed"
+    PASSWORD_CHECK_THROTTLED = "password_check_throttled"
+    ROLE_CHANGED = "role_changed"
+    USER_DISABLED = "user_disabled"
+    USER_ENABLED = "user_enabled"
 
 
 @dataclass(slots=True)
@@ -40,6 +45,7 @@ class AuditEntry:
 
     def public(self) -> dict[str, Any]:
         entry = asdict(self)
+        entry["event"] = str(self.event)
         entry["userId"] = entry.pop("user_id")
         entry["userAgent"] = entry.pop("user_agent")
         return entry

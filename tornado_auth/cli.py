@@ -9,14 +9,12 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 
+from .accounts import CLI, LastAdmin
 from .app import Services, start_services
-from .audit import AuditEntry
 from .errors import StoreUnavailable
 from .settings import Settings, SettingsError, load_settings
-from .users import ROLES, EmailTaken, email_problem, normalize_email
+from .users import ROLES, EmailTaken, User, email_problem, normalize_email
 from .users.passwords import password_problem
-
-CLI_AGENT = "tornado-auth cli"  # the user agent of audit entries for actions taken here
 
 
 class CommandError(Exception):
@@ -67,19 +65,21 @@ def _read_password(from_stdin: bool) -> str:
     return first
 
 
-async def _user_id(services: Services, email: str) -> str:
+async def _user(services: Services, email: str) -> User:
     user = await services.users.by_email(normalize_email(email))
     if user is None:
         raise CommandError(f"no user with email {email}")
-    return user.id
+    return user
 
 
-async def _audit(
-    services: Services, event: str, user_id: str, email: str, **detail: object
-) -> None:
-    """The audit entry an admin's action gets in the web UI, marked as done from the CLI."""
-    entry = AuditEntry(event, user_id=user_id, email=email, user_agent=CLI_AGENT, detail=detail)
-    await services.audit.record(entry)
+async def _change(services: Services, email: str, role: str | None, disabled: bool | None) -> User:
+    """The change an admin makes in the web UI, audited as done from the command line."""
+    try:
+        return await services.accounts.change_user(
+            await _user(services, email), role, disabled, CLI
+        )
+    except LastAdmin as error:
+        raise CommandError(str(error)) from None
 
 
 async def create_user(services: Services, args: argparse.Namespace) -> None:
@@ -89,23 +89,20 @@ async def create_user(services: Services, args: argparse.Namespace) -> None:
     if problem:
         raise CommandError(problem)
     try:
-        user = await services.accounts.register(args.email, args.name, password, args.role)
+        user = await services.accounts.register(args.email, args.name, password, CLI, args.role)
     except EmailTaken:
         raise CommandError(f"email already registered: {args.email}") from None
     print(f"created {user.role} {user.email} ({user.id})")
 
 
 async def set_role(services: Services, args: argparse.Namespace) -> None:
-    user = await services.accounts.set_role(await _user_id(services, args.email), args.role)
-    await _audit(services, "role_changed", user.id, user.email, role=user.role, by="cli")
+    user = await _change(services, args.email, args.role, None)
     print(f"{user.email} is now {user.role}; their sessions were ended")
 
 
 async def set_disabled(services: Services, args: argparse.Namespace) -> None:
     disabled = args.command == "disable"
-    user = await services.accounts.set_disabled(await _user_id(services, args.email), disabled)
-    event = "user_disabled" if disabled else "user_enabled"
-    await _audit(services, event, user.id, user.email, by="cli")
+    user = await _change(services, args.email, None, disabled)
     print(f"{user.email} {'disabled; their sessions were ended' if disabled else 'enabled'}")
 
 
@@ -122,11 +119,8 @@ async def list_users(services: Services, args: argparse.Namespace) -> None:
 
 
 async def revoke_sessions(services: Services, args: argparse.Namespace) -> None:
-    user_id = await _user_id(services, args.email)
-    count = await services.sessions.revoke_user(user_id)
-    await _audit(
-        services, "sessions_revoked", user_id, normalize_email(args.email), count=count, by="cli"
-    )
+    user = await _user(services, args.email)
+    count = await services.accounts.end_sessions(user.id, user.email, CLI)
     print(f"revoked {count} session(s) of {args.email}")
 
 

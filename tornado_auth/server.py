@@ -14,11 +14,13 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from .accounts import Origin
 from .app import Services, make_app, start_services
 from .handlers.base import InFlight
 from .settings import Settings
 
 log = logging.getLogger("tornado_auth")
+DEMO = Origin(user_agent="tornado-auth serve")  # who created the demo users, for the audit trail
 DEMO_USERS = (
     ("admin@example.com", "Demo Admin", "admin"),
     ("user@example.com", "Demo User", "user"),
@@ -34,7 +36,7 @@ async def create_demo_users(services: Services) -> None:
         return
     for email, name, role in DEMO_USERS:
         password = secrets.token_urlsafe(12)
-        await services.accounts.register(email, name, password, role)
+        await services.accounts.register(email, name, password, DEMO, role)
         print(f"demo {role}: {email}  password: {password}", flush=True)
 
 

@@ -184,6 +184,8 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "throttle.account_ip_failures": (10, _int(1, 10**9)),
     "throttle.ip_failures": (100, _int(1, 10**9)),
     "throttle.window": ("10m", parse_duration),
+    "throttle.ip_registrations": (20, _int(0, 10**9)),
+    "throttle.registration_window": ("1h", parse_duration),
     "live.check_interval": ("2s", parse_duration),
     "live.stats_interval": ("5s", parse_duration),
     "live.ping_interval": ("20s", parse_duration),

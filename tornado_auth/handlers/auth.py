@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..sessions import EndReason
+from ..throttle import Throttled
 from ..users import EmailTaken, email_problem
 from ..users.passwords import MAX_LENGTH, password_problem
 from .base import ApiError, ApiHandler, authenticated, bool_field, text_field
@@ -42,12 +42,9 @@ class RegisterHandler(ApiHandler):
         if problem:
             raise ApiError(400, problem)
         try:
-            user = await self.unless_abandoned(
-                self.services.accounts.register(email, name, password)
-            )
+            user = await self.register(email, name, password)
         except EmailTaken:
             raise ApiError(409, "Email already registered") from None
-        await self.sign_in(user.id, user.email, user.role, remember_me=False)
         self.send_json({"user": summary(user)}, status=201)
 
 
@@ -63,13 +60,14 @@ class PasswordHandler(ApiHandler):
         user = await self.services.users.get(self.current_user.id)
         if user is None:
             raise ApiError(401, "Not authenticated")
-        if not await self.services.accounts.change_password(user, current, new):
+        try:
+            revoked = await self.unless_abandoned(
+                self.services.accounts.change_password(user, current, new, self.origin())
+            )
+        except Throttled as throttled:
+            message = "Too many failed password checks; try again later"
+            raise ApiError(429, message, throttled.retry_after) from None
+        if revoked is None:
             raise ApiError(401, "Current password is incorrect")
-        sessions = self.services.sessions
-        revoked = await sessions.revoke_user(
-            user.id, keep=self.session.key, reason=EndReason.PASSWORD
-        )
         self.session.regenerate()
-        key = self.session.next_key
-        await self.audit("password_changed", user.id, user.email, key, revoked=revoked)
         self.send_json({"message": "Password changed", "revokedSessions": revoked})

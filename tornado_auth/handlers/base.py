@@ -18,9 +18,10 @@ import tornado.web
 from tornado import httputil
 from tornado.iostream import StreamClosedError
 
-from ..audit import AuditEntry
+from ..accounts import Origin
 from ..errors import StoreUnavailable
 from ..sessions import CookieChange, Plan, Session, token_key
+from ..throttle import Throttled
 from ..users import User
 
 if TYPE_CHECKING:
@@ -265,61 +266,73 @@ class BaseHandler(tornado.web.RequestHandler):
             self._session = Session()
         return self._session
 
-    async def log_in(self, email: str, password: str, remember_me: bool) -> User | None:
-        """Check credentials and sign in; None when they are wrong, 429 when throttled."""
-        services, ip = self.services, self.request.remote_ip or ""
-        retry_after = await services.throttle.retry_after(email, ip)
-        if retry_after is not None:
-            await self.audit("signin_throttled", email=email)
-            raise ApiError(429, "Too many failed sign-ins; try again later", retry_after)
-        user = await self.unless_abandoned(services.accounts.authenticate(email, password))
-        if user is None:
-            await services.throttle.failed(email, ip)
-            await services.live.sign_in_failed()
-            await self.audit("signin_failed", email=email)
-            return None
-        await services.throttle.succeeded(email, ip)
-        await self.sign_in(user.id, user.email, user.role, remember_me)
-        await self.audit("signin", user.id, user.email, self.session.next_key)
-        return user
-
-    async def audit(
-        self,
-        event: str,
-        user_id: str | None = None,
-        email: str | None = None,
-        session_key: str | None = None,
-        **detail: Any,
-    ) -> None:
-        """Record an event with this request's address and agent; the session only as a hash."""
-        audit = self.services.audit
-        entry = AuditEntry(
-            event,
-            user_id=user_id,
-            email=email,
+    def origin(self, as_admin: bool = False) -> Origin:
+        """This request as the use cases see it; ``as_admin`` names the acting admin."""
+        user = self.current_user
+        return Origin(
             ip=self.request.remote_ip or "",
             user_agent=self.request.headers.get("User-Agent", "")[:256],
-            session=audit.session_hash(session_key),
-            detail=detail,
+            session_key=self._session.key if self._session is not None else None,
+            by=user.id if as_admin and user is not None else None,
         )
-        await audit.record(entry)
 
-    async def sign_in(self, user_id: str, email: str, role: str, remember_me: bool) -> None:
-        """Bind this request's session to a user under a new token; tell their open dashboards."""
+    async def log_in(self, email: str, password: str, remember_me: bool) -> User | None:
+        """Check credentials and sign in; None when they are wrong, 429 when throttled."""
+        started = False
+
+        async def start(user: User) -> str:
+            nonlocal started
+            started = True
+            return await self.start_session(user, remember_me)
+
+        accounts = self.services.accounts
+        try:
+            user = await self.unless_abandoned(
+                accounts.sign_in(email, password, self.origin(), start)
+            )
+        except Throttled as throttled:
+            message = "Too many failed sign-ins; try again later"
+            raise ApiError(429, message, throttled.retry_after) from None
+        if user is None and started:  # its session was ended at once: send no cookie for it
+            self._session, self.current_user = None, None
+            self._clear_session_cookie()
+        return user
+
+    async def register(self, email: str, name: str, password: str) -> User:
+        """Register and sign in; EmailTaken, or 429 when this address registered too often."""
+        accounts = self.services.accounts
+
+        async def start(user: User) -> str:
+            return await self.start_session(user, remember_me=False)
+
+        try:
+            return await self.unless_abandoned(
+                accounts.register(email, name, password, self.origin(), start_session=start)
+            )
+        except Throttled as throttled:
+            message = "Too many registrations from this address; try again later"
+            raise ApiError(429, message, throttled.retry_after) from None
+
+    async def start_session(self, user: User, remember_me: bool) -> str:
+        """Bind this request's session to a user under a new token and store it now (the cookie
+        goes out with the response); its store key."""
         lifetime = self.services.sessions.lifetime
         ttl = lifetime.remember_me_ttl if remember_me else lifetime.ttl
         session = self.session
-        session.login(user_id, {"email": email, "role": role}, remember_me, ttl)
+        session.login(user.id, {"email": user.email, "role": user.role}, remember_me, ttl)
         session.ip = self.request.remote_ip or ""
         session.user_agent = self.request.headers.get("User-Agent", "")
-        self.current_user = SessionUser(user_id, email, role)
-        await self.services.live.signed_in(user_id, session.ip, session.user_agent)
+        self.current_user = SessionUser(user.id, user.email, user.role)
+        change = await self.services.sessions.commit(session)
+        if change is not None:
+            self._set_session_cookie(change)
+        assert session.key is not None
+        return session.key
 
     async def sign_out(self) -> None:
-        if self.current_user is not None:
-            await self.audit(
-                "logout", self.current_user.id, self.current_user.email, self.session.key
-            )
+        user = self.current_user
+        if user is not None:
+            await self.services.accounts.signed_out(user.id, user.email, self.origin())
         self.session.destroy()
         self.current_user = None
 

@@ -101,13 +101,12 @@ class RegisterPage(PageHandler):
             self.render("register.html", error=problem.capitalize() + ".", email=email, name=name)
             return
         try:
-            user = await self.services.accounts.register(email, name, password)
+            await self.register(email, name, password)
         except EmailTaken:
             self.set_status(409)
             error = "That email is already registered."
             self.render("register.html", error=error, email=email, name=name)
             return
-        await self.sign_in(user.id, user.email, user.role, remember_me=False)
         self.redirect("/dashboard")
 
 

@@ -192,6 +192,12 @@ class MongoCounters:
             doc = await self.counters.find_one({"_id": name, "ends_at": {"$gt": now}})
         return (doc["count"], doc["ends_at"]) if doc else (0, now)
 
+    async def release(self, name: str, now: float) -> None:
+        async with available("session"):
+            await self.counters.update_one(
+                {"_id": name, "ends_at": {"$gt": now}, "count": {"$gt": 0}}, {"$inc": {"count": -1}}
+            )
+
     async def clear(self, name: str) -> None:
         async with available("session"):
             await self.counters.delete_one({"_id": name})

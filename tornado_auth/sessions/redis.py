@@ -75,6 +75,13 @@ redis.call('SET', KEYS[1], cjson.encode(session), 'KEEPTTL')
 if later then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
 return 1
 """
+# Take back one counted event, never creating a counter (nor one without its expiry).
+RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) and tonumber(redis.call('GET', KEYS[1])) > 0 then
+    return redis.call('DECR', KEYS[1])
+end
+return 0
+"""
 # Delete a session and return its user id, so its index entry can be removed.
 DELETE_SCRIPT = """
 local stored = redis.pcall('GET', KEYS[1])
@@ -463,6 +470,11 @@ class RedisCounters:
             pipe.pttl(key)
             count, ttl = await pipe.execute()
         return (int(count), now + ttl / 1000) if count and ttl > 0 else (0, now)
+
+    async def release(self, name: str, now: float) -> None:
+        script = self.store.client.register_script(RELEASE_SCRIPT)  # no I/O: EVALSHA at the call
+        async with _available():
+            await script(keys=[self.counter_key(name)])
 
     async def clear(self, name: str) -> None:
         async with _available():

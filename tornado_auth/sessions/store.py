@@ -152,6 +152,9 @@ class Counters(Protocol):
     async def peek(self, name: str, now: float) -> tuple[int, float]:
         """The count and window end under ``name``; (0, now) when no window is open."""
 
+    async def release(self, name: str, now: float) -> None:
+        """Take back one event counted under ``name`` in its open window, if any."""
+
     async def clear(self, name: str) -> None:
         """Forget the counter ``name``."""
 

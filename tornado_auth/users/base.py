@@ -50,6 +50,9 @@ class User:
     created_at: float
     last_login_at: float | None = None
     disabled: bool = False
+    # Moves on with every change that must end the user's sessions (password, role, disable):
+    # a sign-in checks it again once its session exists, so none outlives such a change.
+    generation: int = 0
 
     @property
     def is_admin(self) -> bool:
@@ -87,8 +90,23 @@ class UserStore(ABC):
         """Users ordered by creation, and the total count."""
 
     @abstractmethod
-    async def set(self, user_id: str, **fields: Any) -> User | None:
-        """Change named fields; the updated user, or None if there is none."""
+    async def set(
+        self,
+        user_id: str,
+        *,
+        expect_generation: int | None = None,
+        new_generation: bool = False,
+        **fields: Any,
+    ) -> User | None:
+        """Change named fields; the updated user, or None if there is none.
+
+        With ``expect_generation``, only while the user's generation is that one (else None);
+        with ``new_generation``, the generation moves on in the same atomic write.
+        """
+
+    @abstractmethod
+    async def count_admins(self) -> int:
+        """How many enabled admins there are."""
 
     @abstractmethod
     async def record(self, entry: AuditEntry) -> None:

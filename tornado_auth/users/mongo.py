@@ -19,7 +19,8 @@ FIELDS = [field.name for field in dataclasses.fields(User) if field.name != "id"
 
 
 def _user(doc: dict[str, Any]) -> User:
-    return User(id=doc["_id"], **{name: doc.get(name) for name in FIELDS})
+    # Fields a document lacks keep their defaults: users stored by 0.2 have no generation.
+    return User(id=doc["_id"], **{name: doc[name] for name in FIELDS if name in doc})
 
 
 class MongoUserStore(UserStore):
@@ -68,16 +69,28 @@ class MongoUserStore(UserStore):
             total = await self.users.count_documents({})
         return [_user(doc) for doc in docs], total
 
-    async def set(self, user_id: str, **fields: Any) -> User | None:
-        unknown = set(fields) - set(FIELDS)
+    async def set(
+        self,
+        user_id: str,
+        *,
+        expect_generation: int | None = None,
+        new_generation: bool = False,
+        **fields: Any,
+    ) -> User | None:
+        unknown = set(fields) - set(FIELDS) | ({"generation"} & set(fields))
         if unknown:
             raise ValueError(f"unknown user fields: {sorted(unknown)}")
+        match: dict[str, Any] = {"_id": str(user_id)}
+        if expect_generation is not None:
+            # A user stored by 0.2 has no generation field: that is generation 0.
+            match["generation"] = expect_generation if expect_generation else {"$in": [0, None]}
+        change: dict[str, Any] = {"$set": fields} if fields else {}
+        if new_generation:
+            change["$inc"] = {"generation": 1}
         async with available("user"):
             try:  # role and disable changes must survive a failover: majority
                 doc = await self.users.with_options(write_concern=MAJORITY).find_one_and_update(
-                    {"_id": str(user_id)},
-                    {"$set": fields},
-                    return_document=ReturnDocument.AFTER,
+                    match, change, return_document=ReturnDocument.AFTER
                 )
             except DuplicateKeyError:
                 raise EmailTaken(fields.get("email", "")) from None
@@ -87,6 +100,10 @@ class MongoUserStore(UserStore):
                     raise
                 raise EmailTaken(fields.get("email", "")) from None
         return _user(doc) if doc else None
+
+    async def count_admins(self) -> int:
+        async with available("user"):
+            return await self.users.count_documents({"role": "admin", "disabled": False})
 
     @property
     def audit(self) -> AsyncCollection:

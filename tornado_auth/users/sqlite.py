@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS users (
     password_hash TEXT NOT NULL,
     created_at REAL NOT NULL,
     last_login_at REAL,
-    disabled INTEGER NOT NULL DEFAULT 0
+    disabled INTEGER NOT NULL DEFAULT 0,
+    generation INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS users_created_at ON users (created_at);
 CREATE TABLE IF NOT EXISTS audit (
@@ -47,6 +48,13 @@ def _user(row: tuple) -> User:
     return user
 
 
+def _add_generation(connection: sqlite3.Connection) -> None:
+    """Files made by 0.2 lack the generation column: add it, starting every user at 0."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(users)")}
+    if "generation" not in columns:
+        connection.execute("ALTER TABLE users ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+
+
 class SQLiteUserStore(UserStore):
     name = "sqlite"
 
@@ -54,7 +62,7 @@ class SQLiteUserStore(UserStore):
         self.db = SQLiteDatabase(url, SCHEMA, "user")
 
     async def start(self) -> None:
-        await self.db.run(lambda connection: None)
+        await self.db.run(_add_generation)
 
     async def add(self, user: User) -> None:
         row = tuple(getattr(user, name) for name in FIELDS)
@@ -84,13 +92,25 @@ class SQLiteUserStore(UserStore):
         rows, total = await self.db.run(read)
         return [_user(row) for row in rows], total
 
-    async def set(self, user_id: str, **fields: Any) -> User | None:
-        unknown = set(fields) - set(FIELDS[1:])
+    async def set(
+        self,
+        user_id: str,
+        *,
+        expect_generation: int | None = None,
+        new_generation: bool = False,
+        **fields: Any,
+    ) -> User | None:
+        unknown = set(fields) - set(FIELDS[1:]) | ({"generation"} & set(fields))
         if unknown:
             raise ValueError(f"unknown user fields: {sorted(unknown)}")
-        assignments = ", ".join(f"{name} = ?" for name in fields)
-        sql = f"UPDATE users SET {assignments} WHERE id = ? RETURNING {COLUMNS}"
-        values = (*fields.values(), str(user_id))
+        assignments = [f"{name} = ?" for name in fields]
+        if new_generation:
+            assignments.append("generation = generation + 1")
+        where, values = "id = ?", [*fields.values(), str(user_id)]
+        if expect_generation is not None:
+            where += " AND generation = ?"
+            values.append(expect_generation)
+        sql = f"UPDATE users SET {', '.join(assignments)} WHERE {where} RETURNING {COLUMNS}"
 
         def write(connection: sqlite3.Connection) -> tuple | None:
             return connection.execute(sql, values).fetchone()
@@ -100,6 +120,10 @@ class SQLiteUserStore(UserStore):
         except sqlite3.IntegrityError:
             raise EmailTaken(fields.get("email", "")) from None
         return _user(row) if row else None
+
+    async def count_admins(self) -> int:
+        sql = "SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0"
+        return await self.db.run(lambda connection: connection.execute(sql).fetchone()[0])
 
     async def record(self, entry: AuditEntry) -> None:
         row = (
