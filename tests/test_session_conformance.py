@@ -478,3 +478,48 @@ async def test_the_periodic_sweep_runs_for_every_store(store: Store):
 
         backend.sweep = watched  # type: ignore[method-assign]
         await asyncio.wait_for(swept.wait(), 2)
+
+
+async def test_concurrent_first_hits_of_a_mongodb_counter_all_count(tmp_path, monkeypatch):
+    """Every hit that finds no open window at once must not start its own window of 1."""
+    import time
+
+    from tornado_auth.sessions.mongo import MongoCounters
+
+    from .conftest import require_service
+
+    require_service("mongodb")
+    hits = 20
+    arrived, everyone = [0], asyncio.Event()
+
+    class Gated:
+        """The counters collection, holding each first look until every hit has looked."""
+
+        def __init__(self, collection) -> None:
+            self.collection = collection
+
+        def __getattr__(self, name: str):
+            return getattr(self.collection, name)
+
+        async def find_one_and_update(self, *args, **kwargs):
+            found = await self.collection.find_one_and_update(*args, **kwargs)
+            if not everyone.is_set():
+                arrived[0] += 1
+                if arrived[0] == hits:
+                    everyone.set()
+                await everyone.wait()
+            return found
+
+    real = MongoCounters.counters
+    monkeypatch.setattr(MongoCounters, "counters", property(lambda self: Gated(real.fget(self))))
+    place = Store("mongodb", tmp_path)
+    backend = backend_for_url(place.session_url())
+    await backend.start()
+    try:
+        now = time.time()
+        counts = await asyncio.gather(*(backend.counters.hit("x", 600, now) for _ in range(hits)))
+        assert sorted(count for count, _ in counts) == list(range(1, hits + 1))
+        assert (await backend.counters.peek("x", now))[0] == hits
+    finally:
+        await backend.close()
+        await place.cleanup()

@@ -12,7 +12,7 @@ from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import OperationFailure
+from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.write_concern import WriteConcern
 
 from ..mongo import MongoDatabase, available
@@ -176,16 +176,26 @@ class MongoCounters:
         return self.mongo.db[self.collection_name]
 
     async def hit(self, name: str, window: float, now: float) -> tuple[int, float]:
+        fresh = {"count": 1, "ends_at": now + window}
         async with available("session"):
-            doc = await self.counters.find_one_and_update(
-                {"_id": name, "ends_at": {"$gt": now}},
-                {"$inc": {"count": 1}},
-                return_document=ReturnDocument.AFTER,
-            )
-            if doc is None:  # no open window: start one
-                doc = {"_id": name, "count": 1, "ends_at": now + window}
-                await self.counters.replace_one({"_id": name}, doc, upsert=True)
-        return doc["count"], doc["ends_at"]
+            while True:
+                doc = await self.counters.find_one_and_update(
+                    {"_id": name, "ends_at": {"$gt": now}},
+                    {"$inc": {"count": 1}},
+                    return_document=ReturnDocument.AFTER,
+                )
+                if doc is not None:
+                    return doc["count"], doc["ends_at"]
+                # No open window: start one, once. Of concurrent first hits one restarts the
+                # closed window or inserts; the others count in the window it opened.
+                closed = {"_id": name, "ends_at": {"$lte": now}}
+                if (await self.counters.update_one(closed, {"$set": fresh})).modified_count:
+                    return 1, fresh["ends_at"]
+                try:
+                    await self.counters.insert_one({"_id": name, **fresh})
+                    return 1, fresh["ends_at"]
+                except DuplicateKeyError:
+                    continue
 
     async def peek(self, name: str, now: float) -> tuple[int, float]:
         async with available("session"):
