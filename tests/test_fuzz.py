@@ -38,7 +38,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from tornado import httputil
 
-from tornado_auth.app import make_app, start_services
+from tornado_auth import make_app, start_services
 from tornado_auth.server import http_server
 
 from .conftest import Server, Store, require_service, settings_for, stop_server

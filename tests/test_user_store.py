@@ -15,8 +15,8 @@ from tornado_auth.accounts import Accounts, Origin
 from tornado_auth.audit import Audit
 from tornado_auth.live import LiveHub
 from tornado_auth.sessions import Lifetime, Session, SessionManager
-from tornado_auth.throttle import Limits, LoginThrottle
 from tornado_auth.sessions.memory import MemorySessionBackend
+from tornado_auth.throttle import Limits, LoginThrottle
 from tornado_auth.users import EmailTaken, User, UserStore, new_user_id, store_for_url
 from tornado_auth.users.passwords import (
     hash_password,

@@ -15,8 +15,8 @@ import tornado.netutil
 import tornado.web
 
 from .accounts import Origin
-from .app import Services, make_app, start_services
-from .handlers.base import InFlight
+from .app import make_app
+from .services import Services, start_services
 from .settings import Settings
 
 log = logging.getLogger("tornado_auth")
@@ -25,6 +25,27 @@ DEMO_USERS = (
     ("admin@example.com", "Demo Admin", "admin"),
     ("user@example.com", "Demo User", "user"),
 )
+
+
+class InFlight:
+    """Counts requests being served, so a shutdown can wait until they are done."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def begin(self) -> None:
+        self.active += 1
+        self._idle.clear()
+
+    def end(self) -> None:
+        self.active -= 1
+        if self.active == 0:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
 
 
 async def create_demo_users(services: Services) -> None:

@@ -280,7 +280,8 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Defaults, then the YAML file, then the environment, then explicit overrides."""
+    """Defaults, then the YAML file, then the environment (``TORNADO_AUTH_*``), then explicit
+    overrides; SettingsError naming the key for any invalid value."""
     environ = os.environ if environ is None else environ
     raw = {path: default for path, (default, _) in SCHEMA.items()}
     config = config or environ.get(ENV_PREFIX + "CONFIG")
@@ -295,5 +296,6 @@ def load_settings(
             raise SettingsError(f"config: {config} must hold a mapping of settings")
         raw.update(_flatten(tree))
     raw.update(_env_overrides(environ))
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    # Overrides may be flat ("sessions.url") or nested ({"sessions": {"url": ...}}).
+    raw.update({k: v for k, v in _flatten(overrides or {}).items() if v is not None})
     return Settings(_validate(raw))
