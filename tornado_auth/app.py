@@ -16,6 +16,7 @@ from .accounts import Accounts
 from .audit import Audit
 from .errors import StoreUnavailable
 from .live import LiveHub
+from .oversized import Application
 from .sessions import Lifetime, SessionManager, backend_for_url
 from .settings import Settings, SettingsError
 from .throttle import Limits, LoginThrottle
@@ -149,4 +150,4 @@ def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
         app_settings["session_cookie"],
         app_settings["session_cookie_days"],
     )
-    return tornado.web.Application(handlers.routes(), **app_settings)
+    return Application(handlers.routes(), **app_settings)

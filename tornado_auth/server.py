@@ -16,6 +16,7 @@ import tornado.web
 
 from .app import Services, make_app, start_services
 from .handlers.base import InFlight
+from .oversized import READ_LIMIT
 from .settings import Settings
 
 log = logging.getLogger("tornado_auth")
@@ -60,13 +61,11 @@ async def run_worker(settings: Settings, sockets: list) -> None:
     await services.close()
 
 
-READ_LIMIT = 16  # times server.max_header_size / max_body_size: what Tornado reads at most
-
-
 def http_server(app: tornado.web.Application, settings: Settings) -> tornado.httpserver.HTTPServer:
     """The HTTP server for the app. Past its own limits Tornado closes the connection without a
-    response (headers) or with a bare 400 (bodies), so it reads up to READ_LIMIT times the
-    settings, and the app answers anything over a setting with a JSON 431 or 413."""
+    response (headers) or with a bare 400 (a chunked body), so it reads up to READ_LIMIT times
+    the settings, and the app answers anything over a setting with a JSON 431 or 413 (a declared
+    Content-Length over the limit at once: see ``oversized``)."""
     return tornado.httpserver.HTTPServer(
         app,
         xheaders=settings["server.xheaders"],
