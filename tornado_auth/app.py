@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import math
 import secrets
@@ -23,7 +24,15 @@ from .throttle import Limits, LoginThrottle
 from .users import UserStore, store_for_url
 
 log = logging.getLogger("tornado_auth")
-ROOT = Path(__file__).resolve().parent.parent
+
+
+def asset_path(name: str) -> str:
+    """``templates`` or ``static``: inside the installed package (a wheel), else at the top of
+    the checkout (an editable install or a source tree, where the package maps them there)."""
+    packaged = Path(str(importlib.resources.files(__package__) / name))
+    if packaged.is_dir():
+        return str(packaged)
+    return str(Path(__file__).resolve().parent.parent / name)
 
 
 @dataclass
@@ -132,8 +141,8 @@ def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
             "samesite": "Strict",
             "secure": settings.production,
         },
-        "template_path": str(ROOT / "templates"),
-        "static_path": str(ROOT / "static"),
+        "template_path": asset_path("templates"),
+        "static_path": asset_path("static"),
         "login_url": "/login",
         "serve_traceback": False,
         "log_function": handlers.base.log_request,
