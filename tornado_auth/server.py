@@ -50,13 +50,22 @@ async def run_worker(settings: Settings, sockets: list) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    log.info("shutting down: no new connections, %ss grace", settings["server.shutdown_grace"])
+    await shut_down(server, services, in_flight, settings["server.shutdown_grace"])
+
+
+async def shut_down(
+    server: tornado.httpserver.HTTPServer, services: Services, in_flight: InFlight, grace: float
+) -> None:
+    """No new connections; running requests get ``grace`` seconds, then those still running are
+    cut (503) before the stores close, so none of them reaches a closed store."""
+    log.info("shutting down: no new connections, %ss grace", grace)
     server.stop()
     services.live.close_all()
     try:
-        await asyncio.wait_for(in_flight.idle(), settings["server.shutdown_grace"])
+        await asyncio.wait_for(in_flight.idle(), grace)
     except TimeoutError:
-        log.warning("grace period over: %d requests still running are cut", in_flight.active)
+        log.warning("grace period over: %d requests still running get 503", in_flight.active)
+        await in_flight.cut()
     await server.close_all_connections()
     await services.close()
 
