@@ -2,12 +2,14 @@
 
 from typing import Any, NoReturn
 
+from .redact import redact
+
 
 class StoreUnavailable(Exception):
     """A backing store cannot be reached; the request gets a 503 naming the store."""
 
     def __init__(self, store: str, detail: str) -> None:
-        super().__init__(f"{store} store unavailable: {detail}")
+        super().__init__(f"{store} store unavailable: {redact(detail)}")
         self.store = store
 
     @property
