@@ -50,11 +50,15 @@ _lingering: set[asyncio.Task[None]] = set()  # refusals still draining: kept fro
 
 def declared_length(headers: httputil.HTTPHeaders) -> int | None:
     """The Content-Length, if there is one that Tornado would accept."""
-    values = {value.strip() for value in headers.get("Content-Length", "").split(",")}
-    if len(values) != 1:
+    text = headers.get("Content-Length")
+    if text is None:
         return None
-    (value,) = values
-    return int(value) if value.isascii() and value.isdigit() else None
+    if "," in text:  # repeated by a proxy: Tornado accepts it when every copy is the same
+        values = {value.strip() for value in text.split(",")}
+        if len(values) != 1:
+            return None
+        (text,) = values
+    return int(text) if text.isascii() and text.isdigit() else None
 
 
 async def linger(stream: IOStream, limit: int) -> None:
