@@ -13,6 +13,7 @@ import tornado.web
 from . import handlers
 from .cookies import SignedCookies
 from .handlers.access_log import log_request
+from .oversized import Application
 from .resources import STATIC, TEMPLATES
 from .services import Services
 from .templates import LayeredLoader
@@ -56,7 +57,8 @@ def make_app(
     template_path: str | Path | None = None,
     **overrides: Any,
 ) -> tornado.web.Application:
-    """A Tornado application with the app's own ``routes`` (matched first) and ours.
+    """A Tornado application with the app's own ``routes`` (matched first) and ours. It answers
+    a declared body over ``server.max_body_size`` with a 413 before reading it.
 
     ``template_path``: a folder of templates that replace ours by name (e.g. its own
     ``base.html`` restyles every page); any other Tornado setting can be passed as a keyword.
@@ -70,7 +72,7 @@ def make_app(
         app_settings["session_cookie"],
         app_settings["session_cookie_days"],
     )
-    return tornado.web.Application([*routes, *auth_routes(prefix, parts)], **app_settings)
+    return Application([*routes, *auth_routes(prefix, parts)], **app_settings)
 
 
 def auth_settings(

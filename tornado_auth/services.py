@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from pymongo.errors import ConfigurationError
 
 from .accounts import Accounts
 from .audit import Audit
 from .errors import StoreUnavailable
 from .live import LiveHub
+from .redact import redact
 from .sessions import Lifetime, SessionManager, backend_for_url
 from .settings import Settings, SettingsError
 from .throttle import Limits, LoginThrottle
@@ -62,31 +67,45 @@ def cookie_secret(settings: Settings) -> str | dict[int, str]:
     return path.read_text().strip()
 
 
+@contextmanager
+def url_setting(settings: Settings, key: str) -> Iterator[None]:
+    """A store that refuses its URL (a bad port, an unknown option) is an invalid setting naming
+    the key, and the message never shows the URL's password."""
+    url = settings[key]
+    try:
+        yield
+    except SettingsError as error:
+        raise SettingsError(redact(str(error), url)) from None
+    except (ValueError, ConfigurationError) as error:
+        raise SettingsError(f"{key}: {redact(str(error), url)}") from None
+
+
 async def start_services(settings: Settings) -> Services:
     """Connect the stores (inside the running loop, after any fork)."""
-    backend = backend_for_url(settings["sessions.url"], settings["sessions.key_prefix"])
+    with url_setting(settings, "sessions.url"):
+        backend = backend_for_url(settings["sessions.url"], settings["sessions.key_prefix"])
     if backend.name == "memory":
         log.warning(
             "memory:// sessions live in one process and vanish on restart: not for production"
         )
-    try:
+    with url_setting(settings, "users.url"):
         users = store_for_url(settings["users.url"])
-    except ValueError as error:
-        raise SettingsError(f"users.url: {error}") from None
     lifetime = Lifetime(
         ttl=settings["sessions.ttl"],
         remember_me_ttl=settings["sessions.remember_me_ttl"],
         absolute_ttl=settings["sessions.absolute_ttl"],
         touch_interval=settings["sessions.touch_interval"],
     )
-    await backend.start()
+    with url_setting(settings, "sessions.url"):
+        await backend.start()
     sessions = SessionManager(
         backend,
         lifetime,
         cache_size=settings["sessions.cache_size"],
         cache_ttl=settings["sessions.cache_ttl"],
     )
-    await users.start()
+    with url_setting(settings, "users.url"):
+        await users.start()
     if backend.name != "redis":
         sessions.start_sweeper(settings["sessions.sweep_interval"])
     live = LiveHub(sessions, settings["live.check_interval"], settings["live.stats_interval"])

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from .redact import redact_url
+
 ENV_PREFIX = "TORNADO_AUTH_"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -116,7 +118,7 @@ def _url(value: Any) -> str:
     text = _str(value)
     if not text.startswith(BACKEND_SCHEMES):
         schemes = ", ".join(s.rstrip("/") for s in BACKEND_SCHEMES)
-        raise ValueError(f"unsupported URL {text!r}: use one of {schemes}")
+        raise ValueError(f"unsupported URL {redact_url(text)!r}: use one of {schemes}")
     return text
 
 

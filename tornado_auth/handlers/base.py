@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tornado_auth")
 T = TypeVar("T")
 CLIENT_GONE = 499  # logged for a request whose client disconnected before the answer
+SHUTTING_DOWN = "Server is shutting down"
 
 # One encoder for every JSON response: json.dumps with separators builds a new one per call.
 to_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -60,7 +61,9 @@ class BaseHandler(tornado.web.RequestHandler):
         self._session: Session | None = None
         self._in_flight = self.settings.get("in_flight")
         if self._in_flight is not None:
-            self._in_flight.begin()
+            self._in_flight.begin(self)
+        self._task: asyncio.Task[Any] | None = None  # the one running prepare and the method
+        self._shutting_down = False
         self._commit: asyncio.Future[None] | None = None
         self._abandonable: asyncio.Future[Any] | None = None
         self._client_gone = False
@@ -130,14 +133,28 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def _done(self) -> None:
         if self._in_flight is not None:
-            self._in_flight.end()
+            self._in_flight.end(self)
             self._in_flight = None
+
+    def cut(self) -> asyncio.Future[Any] | None:
+        """At shutdown, past the grace: cancel this request's work, which then answers 503
+        (Tornado answers a cancelled handler task through ``send_error``), so it makes no store
+        call once the stores are closed. The work to wait for, or None if none is running."""
+        self._shutting_down = True
+        work = self._commit if self._commit is not None else self._task
+        if work is None or work.done():
+            return None
+        work.cancel()
+        return work
 
     # -- the session ---------------------------------------------------------------------------
 
     def prepare(self) -> Awaitable[None] | None:
         """Resolve the session from the cookie: at once from this process's cache, else from the
         store (then the returned awaitable finishes the job, and Tornado waits for it)."""
+        self._task = asyncio.current_task()
+        if self._shutting_down:
+            raise ApiError(503, SHUTTING_DOWN)
         headers = self.request.headers
         size = sum(len(name) + len(value) + 4 for name, value in headers.get_all())
         if size > self.settings["max_header_size"]:
@@ -307,17 +324,18 @@ class BaseHandler(tornado.web.RequestHandler):
     async def _commit_and_finish(self) -> None:
         try:
             change = await self.services.sessions.commit(self.session)
+        except asyncio.CancelledError:
+            if not self._shutting_down:
+                raise
+            self._answer_instead(503, SHUTTING_DOWN)
+            return
         except StoreUnavailable as error:
             log.warning("session commit failed: %s", error)
-            self.clear()
-            self.set_status(503)
-            self._write_error_body(error.public_message)
+            self._answer_instead(503, error.public_message)
             return
         except Exception:
             log.exception("session commit failed")
-            self.clear()
-            self.set_status(500)
-            self._write_error_body("Internal Server Error")
+            self._answer_instead(500, "Internal Server Error")
             return
         if change is not None:
             self._set_session_cookie(change)
@@ -338,7 +356,10 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(error, StoreUnavailable):
+        if self._shutting_down:
+            self.set_status(503)
+            message = SHUTTING_DOWN
+        elif isinstance(error, StoreUnavailable):
             self.set_status(503)
             message = error.public_message
         elif isinstance(error, ApiError):
@@ -353,6 +374,12 @@ class BaseHandler(tornado.web.RequestHandler):
                 if status_code in HTTPStatus._value2member_map_
                 else "Error"
             )
+        self._write_error_body(message)
+
+    def _answer_instead(self, status: int, message: str) -> None:
+        """Replace the response being built with an error."""
+        self.clear()
+        self.set_status(status)
         self._write_error_body(message)
 
     def _write_error_body(self, message: str) -> None:

@@ -29,9 +29,7 @@ def _gate(method: M, refusal: Callable[[Any], tuple[int, str] | None]) -> M:
     return wrapper  # type: ignore[return-value]
 
 
-def requires(
-    allowed: Callable[[Any], bool], message: str = "Access denied"
-) -> Callable[[M], M]:
+def requires(allowed: Callable[[Any], bool], message: str = "Access denied") -> Callable[[M], M]:
     """Only for a signed-in user for whom ``allowed(current_user)`` holds: 401 (or a redirect to
     the login page) when anonymous, 403 ``{"error": message}`` for anyone else."""
 

@@ -46,7 +46,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import StoreUnavailable
+from ..errors import ClosedClient, StoreUnavailable
 from .base import SessionBackend, SessionRecord
 
 log = logging.getLogger("tornado_auth.sessions")
@@ -458,9 +458,11 @@ class RedisSessionBackend(SessionBackend):
             if task is not None:
                 task.cancel()
         self._listener = self._follower = None
-        if self.client is not None:
+        if self.client is not None and not isinstance(self.client, ClosedClient):
             await self.client.aclose()
             pool = getattr(self.client, "connection_pool", None)  # RedisCluster has none
             sentinel = getattr(pool, "sentinel_manager", None)
             if sentinel is not None:  # its connections to the sentinels
                 await sentinel.aclose()
+            # a late call must not reconnect: it finds the store unavailable
+            self.client = self._update = self._delete = ClosedClient("session", "redis: closed")
