@@ -22,8 +22,8 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.sentinel import Sentinel
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
+from tornado_auth import Services, make_app, start_services
 from tornado_auth.accounts import Origin
-from tornado_auth.app import Services, make_app, start_services
 from tornado_auth.server import http_server
 from tornado_auth.sessions import Backend, backend_for_url
 from tornado_auth.sessions.redis import parse_url, redis_client

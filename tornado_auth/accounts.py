@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .audit import Audit, AuditEntry, AuditEvent
+from .hooks import Hook, Hooks
 from .live import LiveHub
 from .sessions import EndReason, SessionManager
 from .throttle import LoginThrottle, Throttled
 from .users import ROLES, EmailTaken, User, UserStore, new_user_id, normalize_email
+from .users.base import extra_problem
 from .users.passwords import DummyHash, cost, hash_password, needs_rehash, verify_password
 
 __all__ = ["Accounts", "EmailTaken", "LastAdmin", "Origin", "StartSession", "Throttled"]
@@ -65,7 +67,13 @@ class Accounts:
         self.audit = audit
         self.live = live
         self.rounds = bcrypt_rounds
+        self.hooks = Hooks()
         self._dummy = DummyHash()
+        sessions.on_end(self._sessions_ended)
+
+    def _sessions_ended(self, keys: list[str], user_id: str | None, reason: str) -> None:
+        for _ in keys:
+            self.hooks.spawn(Hook.SESSION_ENDED, user_id, reason)
 
     async def start(self) -> None:
         """Make the dummy hash now, so that no sign-in pays for it and stands out by its time."""
@@ -130,6 +138,7 @@ class Accounts:
             return None
         await self._record(AuditEvent.SIGNIN, _with_key(origin, key), user)
         await self.live.signed_in(user.id, origin.ip, origin.user_agent)
+        await self.hooks.run(Hook.SIGNED_IN, user, origin)
         return user
 
     async def register(
@@ -166,11 +175,13 @@ class Accounts:
         await self.users.add(user)
         key = await start_session(user) if start_session is not None else None
         await self._record(AuditEvent.REGISTERED, _with_key(origin, key), user)
+        await self.hooks.run(Hook.REGISTERED, user, origin)
         return user
 
     async def signed_out(self, user_id: str, email: str, origin: Origin) -> None:
         """Audit a sign-out (the caller ends its own session)."""
         await self._record(AuditEvent.LOGOUT, origin, None, email, user_id=user_id)
+        await self.hooks.run(Hook.SIGNED_OUT, user_id, origin)
 
     # -- changes that end sessions ---------------------------------------------------------------
 
@@ -238,6 +249,14 @@ class Accounts:
             origin = _with_key(origin, key)
             await self._record(AuditEvent.SESSION_REVOKED, origin, None, email, user_id=user_id)
         return ended
+
+    async def set_extra(self, user_id: str, **values: Any) -> User | None:
+        """Set the app's own fields of a user (None removes one); ValueError if they cannot be
+        stored. The updated user, or None if there is none."""
+        problem = extra_problem(values)
+        if problem:
+            raise ValueError(problem)
+        return await self.users.set_extra(user_id, values)
 
     # -- the audit trail -------------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from .accounts import CLI, LastAdmin
-from .app import Services, start_services
 from .errors import StoreUnavailable
+from .services import Services, start_services
 from .settings import Settings, SettingsError, load_settings
 from .users import ROLES, EmailTaken, User, email_problem, normalize_email
 from .users.passwords import password_problem

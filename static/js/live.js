@@ -3,6 +3,7 @@
 (function () {
   const SESSION_ENDED = 4001;
   const TOO_MANY_SOCKETS = 4008; // newer dashboards of this session pushed this one out
+  const prefix = document.body.dataset.prefix || ""; // where the app mounted our routes
   const status = document.getElementById("live-status");
   const events = document.getElementById("events");
   const reasons = {
@@ -41,7 +42,7 @@
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    const socket = new WebSocket(scheme + location.host + "/ws/dashboard");
+    const socket = new WebSocket(scheme + location.host + prefix + "/ws/dashboard");
     socket.addEventListener("open", function () {
       delay = 500;
       setStatus("open", "Live: connected");
@@ -57,7 +58,7 @@
         const why = reasons[close.reason] || reasons.ended;
         setStatus("ended", "Signed out: " + why + ". Taking you to the sign-in page…");
         setTimeout(function () {
-          location.assign("/login?ended=" + encodeURIComponent(close.reason || "ended"));
+          location.assign(prefix + "/login?ended=" + encodeURIComponent(close.reason || "ended"));
         }, 1200);
         return;
       }
@@ -73,8 +74,8 @@
 
   // A refused handshake looks like a dropped connection: ask the API whether we are signed in.
   function reconnect() {
-    fetch("/api/dashboard", { credentials: "same-origin" }).then(function (response) {
-      if (response.status === 401) location.assign("/login?ended=ended");
+    fetch(prefix + "/api/dashboard", { credentials: "same-origin" }).then(function (response) {
+      if (response.status === 401) location.assign(prefix + "/login?ended=ended");
       else connect();
     }, connect);
   }

@@ -5,7 +5,8 @@ from __future__ import annotations
 from ..accounts import LastAdmin
 from ..sessions import public_id
 from ..users import User
-from .base import ApiError, BaseHandler
+from .base import BaseHandler
+from .validation import ApiError
 
 
 async def revoke_own_session(handler: BaseHandler, session_id: str) -> bool:

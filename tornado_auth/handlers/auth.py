@@ -5,7 +5,9 @@ from __future__ import annotations
 from ..throttle import Throttled
 from ..users import EmailTaken, email_problem
 from ..users.passwords import MAX_LENGTH, password_problem
-from .base import ApiError, ApiHandler, authenticated, bool_field, text_field
+from .base import ApiHandler
+from .decorators import authenticated
+from .validation import ApiError, bool_field, text_field
 
 MAX_NAME = 100
 

@@ -13,7 +13,8 @@ from ..users import ROLES, EmailTaken, email_problem
 from ..users.passwords import MAX_LENGTH, password_problem
 from . import actions
 from .api import describe
-from .base import BaseHandler, admin_required, authenticated
+from .base import BaseHandler
+from .decorators import admin_required, authenticated
 
 PER_PAGE = 25
 ENDED = {
@@ -56,7 +57,7 @@ class RootHandler(BaseHandler):
     uses_session = False
 
     def get(self) -> None:
-        self.redirect("/dashboard")
+        self.redirect(self.url("/dashboard"))
 
 
 class LoginPage(PageHandler):
@@ -107,13 +108,13 @@ class RegisterPage(PageHandler):
             error = "That email is already registered."
             self.render("register.html", error=error, email=email, name=name)
             return
-        self.redirect("/dashboard")
+        self.redirect(self.url("/dashboard"))
 
 
 class LogoutPage(PageHandler):
     async def post(self) -> None:
         await self.sign_out()
-        self.redirect("/login")
+        self.redirect(self.url("/login"))
 
 
 class DashboardPage(PageHandler):
@@ -122,7 +123,7 @@ class DashboardPage(PageHandler):
         user = await self.services.users.get(self.current_user.id)
         if user is None:
             await self.sign_out()
-            self.redirect("/login")
+            self.redirect(self.url("/login"))
             return
         self.render("dashboard.html", user=user)
 
@@ -139,14 +140,14 @@ class RevokeSessionPage(PageHandler):
     @authenticated
     async def post(self, session_id: str) -> None:
         await actions.revoke_own_session(self, session_id)
-        self.redirect("/sessions" if self.current_user else "/login")
+        self.redirect(self.url("/sessions" if self.current_user else "/login"))
 
 
 class RevokeOthersPage(PageHandler):
     @authenticated
     async def post(self) -> None:
         await actions.revoke_other_sessions(self)
-        self.redirect("/sessions")
+        self.redirect(self.url("/sessions"))
 
 
 class AdminPage(PageHandler):
@@ -185,7 +186,7 @@ class AdminUserPage(PageHandler):
             await actions.revoke_user_sessions(self, user)
         else:
             raise tornado.web.HTTPError(400)
-        self.redirect("/admin")
+        self.redirect(self.url("/admin"))
 
 
 class PageNotFoundHandler(BaseHandler):

@@ -46,7 +46,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import StoreUnavailable
+from ..errors import ClosedClient, StoreUnavailable
 from .store import Backend, EventType, LocalEventBus, SessionRecord, SessionStore
 
 log = logging.getLogger("tornado_auth.sessions")
@@ -437,12 +437,15 @@ class RedisSessionStore(SessionStore):
         if self._follower is not None:
             self._follower.cancel()
             self._follower = None
-        if self.client is not None:
+        if self.client is not None and not isinstance(self.client, ClosedClient):
             await self.client.aclose()
             pool = getattr(self.client, "connection_pool", None)  # RedisCluster has none
             sentinel = getattr(pool, "sentinel_manager", None)
             if sentinel is not None:  # its connections to the sentinels
                 await sentinel.aclose()
+            # a late call must not reconnect: it finds the store unavailable
+            closed = ClosedClient("session", "redis: closed")
+            self.client = self._update = self._delete = self._trim = closed
 
 
 class RedisCounters:

@@ -250,6 +250,7 @@ class SessionManager:
         # When this process last moved each session's expiry (started to): requests that loaded
         # the record before that touch must not touch it again within the interval.
         self._touched: OrderedDict[str, float] = OrderedDict()
+        self._end_callbacks: list[Callable[[list[str], str | None, str], Any]] = []
 
     def cached(self, token: str, key: str) -> Session | None:
         """The session if this process holds it, without I/O; None if not (then ``load`` asks
@@ -387,9 +388,15 @@ class SessionManager:
         await self._announce([key], user_id, reason)
         return True
 
+    def on_end(self, callback: Callable[[list[str], str | None, str], Any]) -> None:
+        """Call ``callback(keys, user_id, reason)`` when this process ends sessions."""
+        self._end_callbacks.append(callback)
+
     async def _announce(self, keys: list[str], user_id: str | None, reason: EndReason) -> None:
         """Tell every process (open sockets, cached copies) that these sessions ended."""
         if keys:
+            for callback in self._end_callbacks:
+                callback(keys, user_id, reason)
             event = {"type": EventType.ENDED, "keys": keys, "user": user_id, "reason": reason}
             await self.events.publish(event)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bson import ObjectId
@@ -36,6 +37,22 @@ def email_problem(email: object) -> str | None:
     return None
 
 
+EXTRA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+MAX_EXTRA = 16384  # bytes of JSON, all extra fields of one user together
+
+
+def extra_problem(values: dict[str, Any]) -> str | None:
+    """Why these extra fields cannot be stored, or None."""
+    for name in values:
+        if not isinstance(name, str) or not EXTRA_NAME.match(name):
+            return f"invalid extra field name {name!r}: use letters, digits and _"
+    try:
+        size = len(json.dumps(values))
+    except (TypeError, ValueError):
+        return "extra fields must be JSON values"
+    return f"extra fields must be at most {MAX_EXTRA} bytes of JSON" if size > MAX_EXTRA else None
+
+
 def new_user_id() -> str:
     return str(ObjectId())
 
@@ -53,6 +70,8 @@ class User:
     # Moves on with every change that must end the user's sessions (password, role, disable):
     # a sign-in checks it again once its session exists, so none outlives such a change.
     generation: int = 0
+    # The app's own fields (JSON values by name), stored with the user in every store.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_admin(self) -> bool:
@@ -68,6 +87,7 @@ class User:
             "createdAt": self.created_at,
             "lastLoginAt": self.last_login_at,
             "disabled": self.disabled,
+            "extra": self.extra,
         }
 
 
@@ -103,6 +123,10 @@ class UserStore(ABC):
         With ``expect_generation``, only while the user's generation is that one (else None);
         with ``new_generation``, the generation moves on in the same atomic write.
         """
+
+    @abstractmethod
+    async def set_extra(self, user_id: str, values: dict[str, Any]) -> User | None:
+        """Set the named extra fields (None removes one), leaving the others as they are."""
 
     @abstractmethod
     async def count_admins(self) -> int:

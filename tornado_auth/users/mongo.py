@@ -77,7 +77,7 @@ class MongoUserStore(UserStore):
         new_generation: bool = False,
         **fields: Any,
     ) -> User | None:
-        unknown = set(fields) - set(FIELDS) | ({"generation"} & set(fields))
+        unknown = set(fields) - set(FIELDS) | ({"generation", "extra"} & set(fields))
         if unknown:
             raise ValueError(f"unknown user fields: {sorted(unknown)}")
         match: dict[str, Any] = {"_id": str(user_id)}
@@ -99,6 +99,21 @@ class MongoUserStore(UserStore):
                 if "UNIQUE constraint failed" not in str(error):
                     raise
                 raise EmailTaken(fields.get("email", "")) from None
+        return _user(doc) if doc else None
+
+    async def set_extra(self, user_id: str, values: dict[str, Any]) -> User | None:
+        change: dict[str, Any] = {}
+        for name, value in values.items():
+            if value is None:
+                change.setdefault("$unset", {})[f"extra.{name}"] = ""
+            else:
+                change.setdefault("$set", {})[f"extra.{name}"] = value
+        if not change:
+            return await self.get(user_id)
+        async with available("user"):
+            doc = await self.users.find_one_and_update(
+                {"_id": str(user_id)}, change, return_document=ReturnDocument.AFTER
+            )
         return _user(doc) if doc else None
 
     async def count_admins(self) -> int:

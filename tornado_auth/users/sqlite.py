@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS users (
     created_at REAL NOT NULL,
     last_login_at REAL,
     disabled INTEGER NOT NULL DEFAULT 0,
-    generation INTEGER NOT NULL DEFAULT 0
+    generation INTEGER NOT NULL DEFAULT 0,
+    extra TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS users_created_at ON users (created_at);
 CREATE TABLE IF NOT EXISTS audit (
@@ -45,14 +46,17 @@ COLUMNS = ", ".join(FIELDS)
 def _user(row: tuple) -> User:
     user = User(*row)
     user.disabled = bool(user.disabled)
+    user.extra = json.loads(row[-1])
     return user
 
 
-def _add_generation(connection: sqlite3.Connection) -> None:
-    """Files made by 0.2 lack the generation column: add it, starting every user at 0."""
+def _add_columns(connection: sqlite3.Connection) -> None:
+    """Files made by 0.2 lack the generation and extra columns: add them."""
     columns = {row[1] for row in connection.execute("PRAGMA table_info(users)")}
     if "generation" not in columns:
         connection.execute("ALTER TABLE users ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+    if "extra" not in columns:
+        connection.execute("ALTER TABLE users ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
 
 
 class SQLiteUserStore(UserStore):
@@ -62,10 +66,10 @@ class SQLiteUserStore(UserStore):
         self.db = SQLiteDatabase(url, SCHEMA, "user")
 
     async def start(self) -> None:
-        await self.db.run(_add_generation)
+        await self.db.run(_add_columns)
 
     async def add(self, user: User) -> None:
-        row = tuple(getattr(user, name) for name in FIELDS)
+        row = (*(getattr(user, name) for name in FIELDS[:-1]), json.dumps(user.extra))
         sql = f"INSERT INTO users ({COLUMNS}) VALUES ({', '.join('?' * len(FIELDS))})"
         try:
             await self.db.run(lambda connection: connection.execute(sql, row))
@@ -100,7 +104,7 @@ class SQLiteUserStore(UserStore):
         new_generation: bool = False,
         **fields: Any,
     ) -> User | None:
-        unknown = set(fields) - set(FIELDS[1:]) | ({"generation"} & set(fields))
+        unknown = set(fields) - set(FIELDS[1:]) | ({"generation", "extra"} & set(fields))
         if unknown:
             raise ValueError(f"unknown user fields: {sorted(unknown)}")
         assignments = [f"{name} = ?" for name in fields]
@@ -119,6 +123,14 @@ class SQLiteUserStore(UserStore):
             row = await self.db.run(write)
         except sqlite3.IntegrityError:
             raise EmailTaken(fields.get("email", "")) from None
+        return _user(row) if row else None
+
+    async def set_extra(self, user_id: str, values: dict[str, Any]) -> User | None:
+        sql = f"UPDATE users SET extra = json_patch(extra, ?) WHERE id = ? RETURNING {COLUMNS}"
+        patch = json.dumps(values)
+        row = await self.db.run(
+            lambda connection: connection.execute(sql, (patch, str(user_id))).fetchone()
+        )
         return _user(row) if row else None
 
     async def count_admins(self) -> int:
