@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..throttle import Throttled
 from ..users import EmailTaken, email_problem
-from ..users.passwords import MAX_LENGTH, password_problem
-from .base import ApiError, ApiHandler, authenticated, bool_field, text_field
+from ..users.passwords import password_problem
+from .base import ApiError, ApiHandler, authenticated, bool_field, password_field, text_field
 
 MAX_NAME = 100
 
@@ -18,7 +18,7 @@ class LoginHandler(ApiHandler):
     async def post(self) -> None:
         body = self.json_body()
         email = text_field(body, "email", 254)
-        password = text_field(body, "password", MAX_LENGTH)
+        password = password_field(body, "password")
         remember_me = bool_field(body, "rememberMe") or False
         user = await self.log_in(email, password, remember_me)
         if user is None:
@@ -52,7 +52,7 @@ class PasswordHandler(ApiHandler):
     @authenticated
     async def post(self) -> None:
         body = self.json_body()
-        current = text_field(body, "currentPassword", MAX_LENGTH)
+        current = password_field(body, "currentPassword")
         new = body.get("newPassword")
         problem = password_problem(new)
         if problem:

@@ -23,6 +23,7 @@ from ..errors import StoreUnavailable
 from ..sessions import CookieChange, Session, token_key
 from ..throttle import Throttled
 from ..users import User
+from ..users.passwords import MAX_LENGTH
 
 if TYPE_CHECKING:
     from ..app import Services
@@ -488,6 +489,15 @@ def text_field(
     if len(value) > max_length:
         raise ApiError(400, f"{name} must be at most {max_length} characters")
     if required and not value.strip():
+        raise ApiError(400, f"{name} is required")
+    return value
+
+
+def password_field(body: dict[str, Any], name: str) -> str:
+    """A password from a JSON body: any non-empty string, kept exactly (spaces too: it is opaque,
+    and must sign in whatever registration accepted)."""
+    value = text_field(body, name, MAX_LENGTH, required=False)
+    if not value:
         raise ApiError(400, f"{name} is required")
     return value
 

@@ -54,6 +54,12 @@ class PageHandler(BaseHandler):
         value = self.get_body_argument(name, "")
         return value[:max_length]
 
+    def password(self) -> str:
+        """The password field exactly as typed: Tornado's form arguments strip spaces and turn
+        control characters into spaces, so the page and the API would disagree on a password."""
+        values = self.request.body_arguments.get("password")
+        return self.decode_argument(values[-1], "password") if values else ""
+
 
 class RootHandler(BaseHandler):
     uses_session = False
@@ -76,11 +82,14 @@ class LoginPage(PageHandler):
 
     async def post(self) -> None:
         email = self.form("email", 254)
-        password = self.form("password", MAX_LENGTH)
+        password = self.password()
         remember_me = self.get_body_argument("rememberMe", "") == "1"
         if not email or not password:
             self.set_status(400)
             self.show("Enter your email and password.", email)
+        elif len(password) > MAX_LENGTH:
+            self.set_status(400)
+            self.show(f"A password has at most {MAX_LENGTH} characters.", email)
         elif await self.log_in(email, password, remember_me) is None:
             self.set_status(401)
             self.show("Invalid email or password.", email)
@@ -95,7 +104,7 @@ class RegisterPage(PageHandler):
     async def post(self) -> None:
         name = self.form("name", 100).strip()
         email = self.form("email", 254)
-        password = self.get_body_argument("password", "")
+        password = self.password()
         problem = email_problem(email) or password_problem(password)
         if not name:
             problem = "Enter your name."
