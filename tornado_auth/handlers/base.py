@@ -92,6 +92,9 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "same-origin")
         self.set_header("X-Frame-Options", "DENY")
+        # Every response here depends on the session (or tells who is signed in): none may be kept
+        # for Back after sign-out. Static assets are not served by these handlers and keep theirs.
+        self.set_header("Cache-Control", "no-store")
         if self.application.settings.get("secure_cookies"):
             self.set_header("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
 
@@ -351,7 +354,6 @@ class BaseHandler(tornado.web.RequestHandler):
     def send_json(self, payload: dict[str, Any], status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.set_header("Cache-Control", "no-store")
         self.finish(to_json(payload))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -385,7 +387,6 @@ class BaseHandler(tornado.web.RequestHandler):
     def _write_error_body(self, message: str) -> None:
         if self.api:
             self.set_header("Content-Type", "application/json; charset=UTF-8")
-            self.set_header("Cache-Control", "no-store")
             self.finish(json.dumps({"error": message}))
         else:
             self.render("error.html", status=self.get_status(), message=message)

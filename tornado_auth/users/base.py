@@ -141,6 +141,11 @@ class UserStore(ABC):
         """Audit entries, newest first, and the total count."""
 
     @abstractmethod
+    async def prune_audit(self, older_than: float | None, keep: int | None, limit: int) -> int:
+        """Remove at most ``limit`` audit entries, oldest first: those written before
+        ``older_than``, then those beyond the newest ``keep``; how many were removed."""
+
+    @abstractmethod
     async def ping(self) -> None: ...
 
     async def start(self) -> None:
