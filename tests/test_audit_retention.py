@@ -121,40 +121,6 @@ async def test_a_backlog_is_worked_off_in_quick_passes_not_one_batch_per_interva
         assert await numbers(server.services.users) == list(range(40, 45))
 
 
-# -- floods ---------------------------------------------------------------------------------------
-
-
-async def test_record_once_writes_one_entry_per_key_per_window_and_counts_the_rest(
-    users: UserStore,
-):
-    clock = Clock()
-    audit = Audit(users, SECRET, Retention(), clock)
-
-    def refusal(ip: str = "10.0.0.1") -> AuditEntry:
-        return AuditEntry("signin_throttled", email="ann@example.com", ip=ip)
-
-    written = [await audit.record_once(refusal(), None, 60) for _ in range(50)]
-    assert written == [True] + [False] * 49
-    assert await audit.record_once(refusal("10.0.0.2"), None, 60)  # another address still shows
-    clock.now += 59
-    assert not await audit.record_once(refusal(), None, 60)
-    clock.now += 1
-    assert await audit.record_once(refusal(), None, 60)
-    entries, total = await users.audit_page(0, 100)
-    assert total == 3
-    assert [entry.detail for entry in entries] == [{"repeats": 50}, {}, {}]
-
-
-async def test_record_once_remembers_a_bounded_number_of_keys(users: UserStore, monkeypatch):
-    monkeypatch.setattr(audit_module, "REPEAT_MEMORY", 20)
-    audit = Audit(users, SECRET, Retention(), Clock())
-    for n in range(200):
-        entry = AuditEntry("signin_throttled", ip=f"10.0.{n // 256}.{n % 256}")
-        await audit.record_once(entry, None, 60)
-    assert len(audit._written) == 20
-    assert (await users.audit_page(0, 1))[1] == 200
-
-
 @pytest.mark.parametrize("store", ["sqlite", "mongodb"], indirect=True)
 async def test_a_burst_of_throttled_sign_ins_leaves_one_entry_per_window(store: Store):
     settings = settings_for(store, throttle__account_ip_failures=2, throttle__window="10m")

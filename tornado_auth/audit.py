@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -58,9 +57,6 @@ class AuditEntry:
 # that removes a full batch is followed by the next one after CATCH_UP_PAUSE, not the interval.
 PRUNE_BATCH = 2000
 CATCH_UP_PAUSE = 0.5
-# Keys ``record_once`` remembers, least recently written forgotten first: bounded memory whatever a
-# flood sends (about 200 bytes each).
-REPEAT_MEMORY = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,12 +66,6 @@ class Retention:
     max_age: float = 0.0  # seconds
     max_entries: int = 0
     prune_interval: float = 0.0  # seconds between pruning passes; 0: never pruned
-
-
-@dataclass(slots=True)
-class _Written:
-    until: float  # the end of the window in which entries with this key are left out
-    repeats: int = 0  # how many were left out in it
 
 
 class Audit:
@@ -92,7 +82,6 @@ class Audit:
         self._key = hashlib.sha256(b"audit-session-hash:" + secret).digest()
         self.retention = retention or Retention()
         self.clock = clock
-        self._written: OrderedDict[bytes, _Written] = OrderedDict()
         self._pruner: asyncio.Task[None] | None = None
         self._pass_done = asyncio.Event()
 
@@ -106,31 +95,6 @@ class Audit:
             await self.store.record(entry)
         except StoreUnavailable as error:
             log.warning("audit entry %s not stored: %s", entry.event, error)
-
-    async def record_once(self, entry: AuditEntry, key: str | None, window: float) -> bool:
-        """Record ``entry`` unless an entry of the same ``key`` was written in this process within
-        ``window`` seconds; the next one written after the window says how many were left out
-        (``detail["repeats"]``). True if written.
-
-        A key of None means the entry's event, user, email and address: a flood of one event
-        from one place is one entry per window, while each new account or address still shows.
-        """
-        if key is None:
-            key = "\0".join((entry.event, entry.user_id or "", entry.email or "", entry.ip))
-        digest = hashlib.blake2b(key.encode(errors="surrogatepass"), digest_size=16).digest()
-        now = self.clock()
-        written = self._written.get(digest)
-        if written is not None and now < written.until:
-            written.repeats += 1
-            return False
-        if written is not None and written.repeats:
-            entry.detail["repeats"] = written.repeats
-        self._written[digest] = _Written(now + window)
-        self._written.move_to_end(digest)
-        if len(self._written) > REPEAT_MEMORY:
-            self._written.popitem(last=False)
-        await self.record(entry)
-        return True
 
     async def page(self, offset: int, limit: int) -> tuple[list[AuditEntry], int]:
         return await self.store.audit_page(offset, limit)

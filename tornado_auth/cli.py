@@ -13,7 +13,7 @@ from .accounts import CLI, LastAdmin
 from .errors import StoreUnavailable
 from .services import Services, start_services
 from .settings import Settings, SettingsError, load_settings
-from .users import ROLES, EmailTaken, User, email_problem, normalize_email
+from .users import ROLES, EmailTaken, User, email_problem, name_problem, normalize_email
 from .users.passwords import password_problem
 
 
@@ -99,7 +99,7 @@ async def _change(services: Services, email: str, role: str | None, disabled: bo
 
 
 async def create_user(services: Services, args: argparse.Namespace) -> None:
-    problem = email_problem(args.email)
+    problem = email_problem(args.email) or name_problem(args.name)
     password = _read_password(args.password_stdin)
     problem = problem or password_problem(password)
     if problem:

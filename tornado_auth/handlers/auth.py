@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..throttle import Throttled
-from ..users import EmailTaken, email_problem
+from ..users import EmailTaken, email_problem, name_problem
 from ..users.passwords import password_problem
 from .base import ApiHandler
 from .decorators import authenticated
@@ -40,7 +40,7 @@ class RegisterHandler(ApiHandler):
         email = text_field(body, "email", 254)
         password = body.get("password")
         name = text_field(body, "name", MAX_NAME)
-        problem = email_problem(email) or password_problem(password)
+        problem = email_problem(email) or name_problem(name) or password_problem(password)
         if problem:
             raise ApiError(400, problem)
         try:

@@ -9,7 +9,7 @@ from typing import Any
 
 import tornado.web
 
-from ..users import ROLES, EmailTaken, email_problem
+from ..users import ROLES, EmailTaken, email_problem, name_problem
 from ..users.passwords import MAX_LENGTH, password_problem
 from . import actions
 from .api import describe
@@ -106,7 +106,7 @@ class RegisterPage(PageHandler):
         name = self.form("name", 100).strip()
         email = self.form("email", 254)
         password = self.password()
-        problem = email_problem(email) or password_problem(password)
+        problem = email_problem(email) or name_problem(name) or password_problem(password)
         if not name:
             problem = "Enter your name."
         if problem:
