@@ -102,6 +102,7 @@ async def test_anonymous_pages_go_to_the_mounted_login_and_the_api_is_401(notes)
         assert (response.code, body(response)) == (401, {"error": "Not authenticated"}), path
     login_page = await anonymous.get("/auth/login?next=/")
     assert login_page.code == 200 and b"Sign in" in login_page.body
+    assert b'<a class="brand" href="/">Notes</a>' in login_page.body  # the app's base.html
 
 
 async def test_sign_in_through_the_prefix_then_create_list_and_remove_notes(notes):

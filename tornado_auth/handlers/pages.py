@@ -28,13 +28,13 @@ ENDED = {
 }
 
 
-def safe_next(value: str | None) -> str:
-    """A same-site relative path to go to after sign-in; anything else becomes /dashboard."""
+def safe_next(value: str | None, default: str = "/dashboard") -> str:
+    """A same-site relative path to go to after sign-in; anything else becomes ``default``."""
     if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
-        return "/dashboard"
+        return default
     parts = urllib.parse.urlsplit(value)
     if parts.scheme or parts.netloc or any(ord(c) < 32 or c == "\\" for c in value):
-        return "/dashboard"
+        return default
     return value
 
 
@@ -60,15 +60,19 @@ class RootHandler(BaseHandler):
 
 
 class LoginPage(PageHandler):
+    def next_url(self, value: str | None) -> str:
+        """Where to go after sign-in: ``value`` if safe, else our dashboard under the prefix."""
+        return safe_next(value, self.url("/dashboard"))
+
     def get(self) -> None:
         if self.current_user:
-            self.redirect(safe_next(self.get_query_argument("next", None)))
+            self.redirect(self.next_url(self.get_query_argument("next", None)))
             return
         notice = ENDED.get(self.get_query_argument("ended", ""), "")
         self.show(notice=notice)
 
     def show(self, error: str = "", email: str = "", notice: str = "") -> None:
-        next_url = safe_next(self.get_argument("next", None))
+        next_url = self.next_url(self.get_argument("next", None))
         self.render("login.html", error=error, email=email, notice=notice, next_url=next_url)
 
     async def post(self) -> None:
@@ -82,7 +86,7 @@ class LoginPage(PageHandler):
             self.set_status(401)
             self.show("Invalid email or password.", email)
         else:
-            self.redirect(safe_next(self.get_body_argument("next", None)))
+            self.redirect(self.next_url(self.get_body_argument("next", None)))
 
 
 class RegisterPage(PageHandler):
