@@ -254,3 +254,16 @@ async def test_registering_posts_a_welcome_note_live(notes):
     assert (event["note"]["author"], event["note"]["text"]) == ("Notes", "Welcome, Cat! Say hello.")
     assert "Welcome, Cat! Say hello." in await texts(newcomer)
     socket.close()
+
+
+async def test_notes_store_out_of_service_is_a_503_not_a_traceback(notes):
+    ann = await member(notes, "ann@example.com")
+    await notes.board.store.close()
+    for method, path, payload in [
+        ("GET", "/api/notes", None),
+        ("POST", "/api/notes", {"text": "lost"}),
+        ("GET", "/", None),
+    ]:
+        response = await ann.request(method, path, payload)
+        assert response.code == 503, path
+        assert b"Notes store unavailable" in response.body and b"Traceback" not in response.body

@@ -89,9 +89,12 @@ class SQLiteNotes:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notes")
         self._connection: sqlite3.Connection | None = None
+        self._closed = False
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:
+            if self._closed:  # queued before close, run after it
+                raise StoreUnavailable("notes", f"sqlite {self.path}: closed")
             if self._connection is None:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
                 self._connection = sqlite3.connect(self.path, isolation_level=None)
@@ -101,6 +104,8 @@ class SQLiteNotes:
             except sqlite3.OperationalError as error:
                 raise StoreUnavailable("notes", f"sqlite {self.path}: {error}") from error
 
+        if self._closed:
+            raise StoreUnavailable("notes", f"sqlite {self.path}: closed")
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def start(self) -> None:
@@ -130,11 +135,15 @@ class SQLiteNotes:
         return dict(await self._run(lambda db: db.execute(sql).fetchall()))
 
     async def close(self) -> None:
+        if self._closed:
+            return
+
         def shut() -> None:
             if self._connection is not None:
                 self._connection.close()
 
         await asyncio.get_running_loop().run_in_executor(self._executor, shut)
+        self._closed = True
         self._executor.shutdown()
 
 
