@@ -59,8 +59,9 @@ async def member(running: Running, email: str, role: str = "user", name: str = "
 async def submit(client: Client, path: str, fields: dict[str, str], page: str) -> Any:
     """Post a form as a browser does: with the XSRF token from the page that holds it."""
     html = (await client.get(page)).body
-    token = re.search(rb'name="_xsrf" value="([^"]+)"', html).group(1).decode()
-    raw = urllib.parse.urlencode({**fields, "_xsrf": token})
+    token = re.search(rb'name="_xsrf" value="([^"]+)"', html)
+    assert token is not None, f"no form on {page}"
+    raw = urllib.parse.urlencode({**fields, "_xsrf": token.group(1).decode()})
     headers = {"Content-Type": "application/x-www-form-urlencoded"}
     return await client.request("POST", path, raw=raw, headers=headers)
 
@@ -69,7 +70,8 @@ async def open_socket(client: Client) -> tornado.websocket.WebSocketClientConnec
     cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
     url = client.base_url.replace("http://", "ws://") + "/ws/notes"
     socket = await tornado.websocket.websocket_connect(HTTPRequest(url, headers={"Cookie": cookie}))
-    assert json.loads(await socket.read_message())["type"] == "hello"
+    hello = await socket.read_message()
+    assert hello is not None and json.loads(hello)["type"] == "hello"
     return socket
 
 

@@ -57,7 +57,12 @@ class BaseHandler(tornado.web.RequestHandler):
     api = False  # API handlers answer JSON errors; pages answer HTML and redirects
     uses_session = True
 
-    def initialize(self) -> None:
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        """Per-request state. An app's handler takes its dependencies here, as Tornado passes a
+        route's keyword arguments, and calls ``super().initialize()`` (typed loosely so such an
+        override type-checks); anything left over is a mistake in the route."""
+        if args or kwargs:
+            raise TypeError(f"{type(self).__name__} takes no route arguments: {sorted(kwargs)}")
         self._session: Session | None = None
         self._in_flight = self.settings.get("in_flight")
         if self._in_flight is not None:
