@@ -57,7 +57,12 @@ class BaseHandler(tornado.web.RequestHandler):
     api = False  # API handlers answer JSON errors; pages answer HTML and redirects
     uses_session = True
 
-    def initialize(self) -> None:
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        """Per-request state. An app's handler takes its dependencies here, as Tornado passes a
+        route's keyword arguments, and calls ``super().initialize()`` (typed loosely so such an
+        override type-checks); anything left over is a mistake in the route."""
+        if args or kwargs:
+            raise TypeError(f"{type(self).__name__} takes no route arguments: {sorted(kwargs)}")
         self._session: Session | None = None
         self._in_flight = self.settings.get("in_flight")
         if self._in_flight is not None:
@@ -80,6 +85,13 @@ class BaseHandler(tornado.web.RequestHandler):
         """The versioned URL of one of our static assets."""
         version = tornado.web.StaticFileHandler.get_version({"static_path": str(STATIC)}, path)
         return f"{self.url('/static/')}{path}?v={version}"
+
+    def get_template_path(self) -> str | None:
+        """A key of this application's own template loader. Tornado keeps one loader per
+        template path for the whole process, so two apps (one with its own ``template_path``)
+        would otherwise both render with whichever loader was used first."""
+        loader = self.settings.get("template_loader")
+        return f"<loader {id(loader):x}>" if loader is not None else super().get_template_path()
 
     def get_template_namespace(self) -> dict[str, Any]:
         namespace = super().get_template_namespace()

@@ -35,10 +35,10 @@ ENDED = {
 NEXT_CHARACTERS = re.compile(r"[!-\[\]-~]*")
 
 
-def safe_next(value: str | None, fallback: str = "/dashboard") -> str:
-    """A same-site relative path to go to after sign-in; anything else becomes ``fallback``."""
+def safe_next(value: str | None, default: str = "/dashboard") -> str:
+    """A same-site relative path to go to after sign-in; anything else becomes ``default``."""
     if not value or value[0] != "/" or value[1:2] == "/" or not NEXT_CHARACTERS.fullmatch(value):
-        return fallback  # "//host" is another site; "/\\host" too, refused with every "\\"
+        return default  # "//host" is another site; "/\\host" too, refused with every "\\"
     return value
 
 
@@ -70,15 +70,19 @@ class RootHandler(BaseHandler):
 
 
 class LoginPage(PageHandler):
+    def next_url(self, value: str | None) -> str:
+        """Where to go after sign-in: ``value`` if safe, else our dashboard under the prefix."""
+        return safe_next(value, self.url("/dashboard"))
+
     def get(self) -> None:
         if self.current_user:
-            self.redirect(safe_next(self.get_query_argument("next", None), self.url("/dashboard")))
+            self.redirect(self.next_url(self.get_query_argument("next", None)))
             return
         notice = ENDED.get(self.get_query_argument("ended", ""), "")
         self.show(notice=notice)
 
     def show(self, error: str = "", email: str = "", notice: str = "") -> None:
-        next_url = safe_next(self.get_argument("next", None), self.url("/dashboard"))
+        next_url = self.next_url(self.get_argument("next", None))
         self.render("login.html", error=error, email=email, notice=notice, next_url=next_url)
 
     async def post(self) -> None:
@@ -95,7 +99,7 @@ class LoginPage(PageHandler):
             self.set_status(401)
             self.show("Invalid email or password.", email)
         else:
-            self.redirect(safe_next(self.get_body_argument("next", None), self.url("/dashboard")))
+            self.redirect(self.next_url(self.get_body_argument("next", None)))
 
 
 class RegisterPage(PageHandler):
