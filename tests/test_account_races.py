@@ -253,3 +253,13 @@ async def test_two_admins_demoting_each_other_at_once_leave_an_admin(server: Ser
 
     assert {response.code for response in responses} <= {200, 401, 409}
     assert await server.services.users.count_admins() >= 1
+
+
+@pytest.mark.parametrize("name", ["Ann\x1b[2J", "Ann\rroot", "\u202eninA", "Ann\x00"])
+async def test_names_with_control_characters_are_refused(server: Server, name: str):
+    payload = {"email": "ann@example.com", "password": PASSWORD, "name": name}
+    response = await server.client().post("/api/register", payload)
+
+    assert response.code == 400
+    assert body(response) == {"error": "name must not contain control characters"}
+    assert await server.services.users.by_email("ann@example.com") is None

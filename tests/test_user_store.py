@@ -247,11 +247,17 @@ async def test_verify_rejects_a_malformed_stored_hash():
         ("x" * 1024, True),
         ("x" * 1025, False),
         ("", False),
+        (" " * 8, False),
+        ("\t \n \r\n  ", False),
+        ("  x     ", True),
         (None, False),
         (b"x" * 12, False),
         (12345678, False),
     ],
-    ids=["7", "8", "1024", "1025", "empty", "none", "bytes", "int"],
+    ids=[
+        *("7", "8", "1024", "1025", "empty", "spaces", "whitespace", "spaced"),
+        *("none", "bytes", "int"),
+    ],
 )
 def test_password_problem_bounds_and_type(password: object, acceptable: bool):
     problem = password_problem(password)

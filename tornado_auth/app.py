@@ -67,23 +67,20 @@ def make_app(
     if not routes:
         app_settings["default_handler_class"] = handlers.pages.PageNotFoundHandler
     app_settings.update(overrides)
-    app_settings["signed_cookies"] = SignedCookies(
-        app_settings["cookie_secret"],
-        app_settings["session_cookie"],
-        app_settings["session_cookie_days"],
-    )
+    app_settings["signed_cookies"] = signed_cookies(app_settings)  # overrides may change them
     return Application([*routes, *auth_routes(prefix, parts)], **app_settings)
 
 
 def auth_settings(
     services: Services, prefix: str = "", template_path: str | Path | None = None
 ) -> dict[str, Any]:
-    """The Application settings our handlers need, from the services' settings."""
+    """The Application settings our handlers need, from the services' settings: with
+    ``auth_routes``, what mounts us into any ``tornado.web.Application``."""
     settings = services.settings
     prefix = prefix.rstrip("/")
     longest = max(settings["sessions.remember_me_ttl"], settings["sessions.ttl"])
     roots = [Path(template_path)] if template_path else []
-    return {
+    values = {
         "services": services,
         "auth_prefix": prefix,
         "cookie_secret": services.cookie_secret,
@@ -112,3 +109,14 @@ def auth_settings(
         "websocket_ping_interval": settings["live.ping_interval"],
         "websocket_ping_timeout": settings["live.ping_interval"],
     }
+    values["signed_cookies"] = signed_cookies(values)
+    return values
+
+
+def signed_cookies(app_settings: dict[str, Any]) -> SignedCookies:
+    """How our handlers read and write the session cookie, from the Application settings."""
+    return SignedCookies(
+        app_settings["cookie_secret"],
+        app_settings["session_cookie"],
+        app_settings["session_cookie_days"],
+    )

@@ -13,12 +13,28 @@ from .accounts import CLI, LastAdmin
 from .errors import StoreUnavailable
 from .services import Services, start_services
 from .settings import Settings, SettingsError, load_settings
-from .users import ROLES, EmailTaken, User, email_problem, normalize_email
+from .users import ROLES, EmailTaken, User, email_problem, name_problem, normalize_email
 from .users.passwords import password_problem
 
 
 class CommandError(Exception):
     """A runtime failure to report in one line with exit status 1."""
+
+
+def shown(text: object) -> str:
+    """Text a user chose, safe to print on the operator's terminal."""
+    text = str(text)
+    if text.isprintable() and "\\" not in text:
+        return text
+    # Every character Python does not count as printable (ESC, CR, tab, other C0 and C1 controls,
+    # bidi overrides, zero-width and other format characters, line separators, unusual spaces)
+    # is written as its escape (\x1b, \r, \u202e); "\\" is doubled so no text passes for one.
+    return "".join(
+        character
+        if character.isprintable() and character != "\\"
+        else character.encode("unicode_escape").decode("ascii")
+        for character in text
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,7 +99,7 @@ async def _change(services: Services, email: str, role: str | None, disabled: bo
 
 
 async def create_user(services: Services, args: argparse.Namespace) -> None:
-    problem = email_problem(args.email)
+    problem = email_problem(args.email) or name_problem(args.name)
     password = _read_password(args.password_stdin)
     problem = problem or password_problem(password)
     if problem:
@@ -92,18 +108,19 @@ async def create_user(services: Services, args: argparse.Namespace) -> None:
         user = await services.accounts.register(args.email, args.name, password, CLI, args.role)
     except EmailTaken:
         raise CommandError(f"email already registered: {args.email}") from None
-    print(f"created {user.role} {user.email} ({user.id})")
+    print(f"created {user.role} {shown(user.email)} ({user.id})")
 
 
 async def set_role(services: Services, args: argparse.Namespace) -> None:
     user = await _change(services, args.email, args.role, None)
-    print(f"{user.email} is now {user.role}; their sessions were ended")
+    print(f"{shown(user.email)} is now {user.role}; their sessions were ended")
 
 
 async def set_disabled(services: Services, args: argparse.Namespace) -> None:
     disabled = args.command == "disable"
     user = await _change(services, args.email, None, disabled)
-    print(f"{user.email} {'disabled; their sessions were ended' if disabled else 'enabled'}")
+    done = "disabled; their sessions were ended" if disabled else "enabled"
+    print(f"{shown(user.email)} {done}")
 
 
 async def list_users(services: Services, args: argparse.Namespace) -> None:
@@ -112,7 +129,8 @@ async def list_users(services: Services, args: argparse.Namespace) -> None:
         users, total = await services.users.page(offset, 500)
         for user in users:
             state = "disabled" if user.disabled else "active"
-            print(f"{user.id}\t{user.email}\t{user.role}\t{state}\t{user.name}")
+            fields = (user.id, user.email, user.role, state, user.name)
+            print("\t".join(shown(field) for field in fields))
         offset += len(users)
         if not users or offset >= total:
             return
@@ -121,7 +139,7 @@ async def list_users(services: Services, args: argparse.Namespace) -> None:
 async def revoke_sessions(services: Services, args: argparse.Namespace) -> None:
     user = await _user(services, args.email)
     count = await services.accounts.end_sessions(user.id, user.email, CLI)
-    print(f"revoked {count} session(s) of {args.email}")
+    print(f"revoked {count} session(s) of {shown(args.email)}")
 
 
 COMMANDS: dict[str, Callable[[Services, argparse.Namespace], Awaitable[None]]] = {
@@ -167,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tornado-auth: invalid setting {error}", file=sys.stderr)
         return 2
     except (CommandError, StoreUnavailable, OSError) as error:
-        print(f"tornado-auth: {error}", file=sys.stderr)
+        print(f"tornado-auth: {shown(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

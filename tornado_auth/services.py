@@ -13,7 +13,7 @@ from pathlib import Path
 from pymongo.errors import ConfigurationError
 
 from .accounts import Accounts
-from .audit import Audit
+from .audit import Audit, Retention
 from .errors import StoreUnavailable
 from .live import LiveHub
 from .redact import redact
@@ -38,6 +38,7 @@ class Services:
     cookie_secret: str | dict[int, str]
 
     async def close(self) -> None:
+        await self.audit.close()
         await self.live.close()
         await self.backend.close()
         await self.users.close()
@@ -66,6 +67,14 @@ def cookie_secret(settings: Settings) -> str | dict[int, str]:
         path.write_text(secrets.token_urlsafe(48))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def audit_retention(settings: Settings) -> Retention:
+    return Retention(
+        max_age=settings["audit.max_age"],
+        max_entries=settings["audit.max_entries"],
+        prune_interval=settings["audit.prune_interval"],
+    )
 
 
 @contextmanager
@@ -125,7 +134,8 @@ async def start_services(settings: Settings) -> Services:
     )
     secret = cookie_secret(settings)
     current = secret[settings["secrets.key_version"]] if isinstance(secret, dict) else secret
-    audit = Audit(users, current.encode())
+    audit = Audit(users, current.encode(), audit_retention(settings))
+    audit.start()
     throttle = LoginThrottle(backend.counters, limits)
     rounds = settings["users.bcrypt_rounds"]
     accounts = Accounts(users, sessions, throttle, audit, live, rounds)

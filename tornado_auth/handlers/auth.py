@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from ..throttle import Throttled
-from ..users import EmailTaken, email_problem
-from ..users.passwords import MAX_LENGTH, password_problem
+from ..users import EmailTaken, email_problem, name_problem
+from ..users.passwords import password_problem
 from .base import ApiHandler
 from .decorators import authenticated
-from .validation import ApiError, bool_field, text_field
+from .validation import ApiError, bool_field, password_field, text_field
 
 MAX_NAME = 100
 
@@ -20,7 +20,7 @@ class LoginHandler(ApiHandler):
     async def post(self) -> None:
         body = self.json_body()
         email = text_field(body, "email", 254)
-        password = text_field(body, "password", MAX_LENGTH)
+        password = password_field(body, "password")
         remember_me = bool_field(body, "rememberMe") or False
         user = await self.log_in(email, password, remember_me)
         if user is None:
@@ -40,7 +40,7 @@ class RegisterHandler(ApiHandler):
         email = text_field(body, "email", 254)
         password = body.get("password")
         name = text_field(body, "name", MAX_NAME)
-        problem = email_problem(email) or password_problem(password)
+        problem = email_problem(email) or name_problem(name) or password_problem(password)
         if problem:
             raise ApiError(400, problem)
         try:
@@ -54,7 +54,7 @@ class PasswordHandler(ApiHandler):
     @authenticated
     async def post(self) -> None:
         body = self.json_body()
-        current = text_field(body, "currentPassword", MAX_LENGTH)
+        current = password_field(body, "currentPassword")
         new = body.get("newPassword")
         problem = password_problem(new)
         if problem:

@@ -57,7 +57,12 @@ class BaseHandler(tornado.web.RequestHandler):
     api = False  # API handlers answer JSON errors; pages answer HTML and redirects
     uses_session = True
 
-    def initialize(self) -> None:
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        """Per-request state. An app's handler takes its dependencies here, as Tornado passes a
+        route's keyword arguments, and calls ``super().initialize()`` (typed loosely so such an
+        override type-checks); anything left over is a mistake in the route."""
+        if args or kwargs:
+            raise TypeError(f"{type(self).__name__} takes no route arguments: {sorted(kwargs)}")
         self._session: Session | None = None
         self._in_flight = self.settings.get("in_flight")
         if self._in_flight is not None:
@@ -81,6 +86,13 @@ class BaseHandler(tornado.web.RequestHandler):
         version = tornado.web.StaticFileHandler.get_version({"static_path": str(STATIC)}, path)
         return f"{self.url('/static/')}{path}?v={version}"
 
+    def get_template_path(self) -> str | None:
+        """A key of this application's own template loader. Tornado keeps one loader per
+        template path for the whole process, so two apps (one with its own ``template_path``)
+        would otherwise both render with whichever loader was used first."""
+        loader = self.settings.get("template_loader")
+        return f"<loader {id(loader):x}>" if loader is not None else super().get_template_path()
+
     def get_template_namespace(self) -> dict[str, Any]:
         namespace = super().get_template_namespace()
         namespace.update(url=self.url, auth_static_url=self.auth_static_url)
@@ -92,6 +104,9 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "same-origin")
         self.set_header("X-Frame-Options", "DENY")
+        # Every response here depends on the session (or tells who is signed in): none may be kept
+        # for Back after sign-out. Static assets are not served by these handlers and keep theirs.
+        self.set_header("Cache-Control", "no-store")
         if self.application.settings.get("secure_cookies"):
             self.set_header("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
 
@@ -351,7 +366,6 @@ class BaseHandler(tornado.web.RequestHandler):
     def send_json(self, payload: dict[str, Any], status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.set_header("Cache-Control", "no-store")
         self.finish(to_json(payload))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -385,7 +399,6 @@ class BaseHandler(tornado.web.RequestHandler):
     def _write_error_body(self, message: str) -> None:
         if self.api:
             self.set_header("Content-Type", "application/json; charset=UTF-8")
-            self.set_header("Cache-Control", "no-store")
             self.finish(json.dumps({"error": message}))
         else:
             self.render("error.html", status=self.get_status(), message=message)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import urllib.parse
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import tornado.web
 
-from ..users import ROLES, EmailTaken, email_problem
+from ..users import ROLES, EmailTaken, email_problem, name_problem
 from ..users.passwords import MAX_LENGTH, password_problem
 from . import actions
 from .api import describe
@@ -29,13 +29,17 @@ ENDED = {
 }
 
 
-def safe_next(value: str | None) -> str:
-    """A same-site relative path to go to after sign-in; anything else becomes /dashboard."""
-    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
-        return "/dashboard"
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme or parts.netloc or any(ord(c) < 32 or c == "\\" for c in value):
-        return "/dashboard"
+# What a redirect target may hold: printable ASCII without the backslash (which browsers read as
+# "/"). Control characters (C0, DEL, C1), spaces and other text are refused rather than encoded:
+# a path this app builds (see ``BaseHandler.deny``) is already percent-encoded, and Tornado
+# refuses to send some of them in a Location header at all.
+NEXT_CHARACTERS = re.compile(r"[!-\[\]-~]*")
+
+
+def safe_next(value: str | None, default: str = "/dashboard") -> str:
+    """A same-site relative path to go to after sign-in; anything else becomes ``default``."""
+    if not value or value[0] != "/" or value[1:2] == "/" or not NEXT_CHARACTERS.fullmatch(value):
+        return default  # "//host" is another site; "/\\host" too, refused with every "\\"
     return value
 
 
@@ -52,6 +56,12 @@ class PageHandler(BaseHandler):
         value = self.get_body_argument(name, "")
         return value[:max_length]
 
+    def password(self) -> str:
+        """The password field exactly as typed: Tornado's form arguments strip spaces and turn
+        control characters into spaces, so the page and the API would disagree on a password."""
+        values = self.request.body_arguments.get("password")
+        return self.decode_argument(values[-1], "password") if values else ""
+
 
 class RootHandler(BaseHandler):
     uses_session = False
@@ -61,29 +71,36 @@ class RootHandler(BaseHandler):
 
 
 class LoginPage(PageHandler):
+    def next_url(self, value: str | None) -> str:
+        """Where to go after sign-in: ``value`` if safe, else our dashboard under the prefix."""
+        return safe_next(value, self.url("/dashboard"))
+
     def get(self) -> None:
         if self.current_user:
-            self.redirect(safe_next(self.get_query_argument("next", None)))
+            self.redirect(self.next_url(self.get_query_argument("next", None)))
             return
         notice = ENDED.get(self.get_query_argument("ended", ""), "")
         self.show(notice=notice)
 
     def show(self, error: str = "", email: str = "", notice: str = "") -> None:
-        next_url = safe_next(self.get_argument("next", None))
+        next_url = self.next_url(self.get_argument("next", None))
         self.render("login.html", error=error, email=email, notice=notice, next_url=next_url)
 
     async def post(self) -> None:
         email = self.form("email", 254)
-        password = self.form("password", MAX_LENGTH)
+        password = self.password()
         remember_me = self.get_body_argument("rememberMe", "") == "1"
         if not email or not password:
             self.set_status(400)
             self.show("Enter your email and password.", email)
+        elif len(password) > MAX_LENGTH:
+            self.set_status(400)
+            self.show(f"A password has at most {MAX_LENGTH} characters.", email)
         elif await self.log_in(email, password, remember_me) is None:
             self.set_status(401)
             self.show("Invalid email or password.", email)
         else:
-            self.redirect(safe_next(self.get_body_argument("next", None)))
+            self.redirect(self.next_url(self.get_body_argument("next", None)))
 
 
 class RegisterPage(PageHandler):
@@ -93,8 +110,8 @@ class RegisterPage(PageHandler):
     async def post(self) -> None:
         name = self.form("name", 100).strip()
         email = self.form("email", 254)
-        password = self.get_body_argument("password", "")
-        problem = email_problem(email) or password_problem(password)
+        password = self.password()
+        problem = email_problem(email) or name_problem(name) or password_problem(password)
         if not name:
             problem = "Enter your name."
         if problem:

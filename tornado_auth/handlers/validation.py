@@ -8,6 +8,8 @@ from typing import Any
 import tornado.web
 from tornado.httputil import HTTPServerRequest
 
+from ..users.passwords import MAX_LENGTH
+
 
 class ApiError(tornado.web.HTTPError):
     """An error whose message the client sees as ``{"error": message}``."""
@@ -49,6 +51,15 @@ def text_field(
     if len(value) > max_length:
         raise ApiError(400, f"{name} must be at most {max_length} characters")
     if required and not value.strip():
+        raise ApiError(400, f"{name} is required")
+    return value
+
+
+def password_field(body: dict[str, Any], name: str) -> str:
+    """A password from a JSON body: any non-empty string, kept exactly (spaces too: it is opaque,
+    and must sign in whatever registration accepted)."""
+    value = text_field(body, name, MAX_LENGTH, required=False)
+    if not value:
         raise ApiError(400, f"{name} is required")
     return value
 

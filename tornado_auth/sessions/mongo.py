@@ -176,7 +176,6 @@ class MongoCounters:
         return self.mongo.db[self.collection_name]
 
     async def hit(self, name: str, window: float, now: float) -> tuple[int, float]:
-        fresh = {"count": 1, "ends_at": now + window}
         async with available("session"):
             while True:
                 doc = await self.counters.find_one_and_update(
@@ -186,16 +185,18 @@ class MongoCounters:
                 )
                 if doc is not None:
                     return doc["count"], doc["ends_at"]
-                # No open window: start one, once. Of concurrent first hits one restarts the
-                # closed window or inserts; the others count in the window it opened.
-                closed = {"_id": name, "ends_at": {"$lte": now}}
-                if (await self.counters.update_one(closed, {"$set": fresh})).modified_count:
+                # No open window: start one, unless a concurrent hit just did (then count in it).
+                fresh = {"_id": name, "count": 1, "ends_at": now + window}
+                replaced = await self.counters.replace_one(
+                    {"_id": name, "ends_at": {"$lte": now}}, fresh
+                )
+                if replaced.matched_count:
                     return 1, fresh["ends_at"]
                 try:
-                    await self.counters.insert_one({"_id": name, **fresh})
-                    return 1, fresh["ends_at"]
+                    await self.counters.insert_one(fresh)
                 except DuplicateKeyError:
                     continue
+                return 1, fresh["ends_at"]
 
     async def peek(self, name: str, now: float) -> tuple[int, float]:
         async with available("session"):

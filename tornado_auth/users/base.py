@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,22 @@ def extra_problem(values: dict[str, Any]) -> str | None:
     except (TypeError, ValueError):
         return "extra fields must be JSON values"
     return f"extra fields must be at most {MAX_EXTRA} bytes of JSON" if size > MAX_EXTRA else None
+
+
+# Bidirectional overrides and isolates: they reorder what an admin page or a terminal shows.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+MAX_NAME = 100
+
+
+def name_problem(name: object) -> str | None:
+    """Why a display name is unacceptable, or None."""
+    if not isinstance(name, str) or not name.strip():
+        return "name is required"
+    if len(name) > MAX_NAME:
+        return f"name must be at most {MAX_NAME} characters"
+    if any(unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS for c in name):
+        return "name must not contain control characters"
+    return None
 
 
 def new_user_id() -> str:
@@ -139,6 +156,11 @@ class UserStore(ABC):
     @abstractmethod
     async def audit_page(self, offset: int, limit: int) -> tuple[list[AuditEntry], int]:
         """Audit entries, newest first, and the total count."""
+
+    @abstractmethod
+    async def prune_audit(self, older_than: float | None, keep: int | None, limit: int) -> int:
+        """Remove at most ``limit`` audit entries, oldest first: those written before
+        ``older_than``, then those beyond the newest ``keep``; how many were removed."""
 
     @abstractmethod
     async def ping(self) -> None: ...

@@ -15,6 +15,7 @@ from ..mongo import MongoDatabase, available
 from .base import EmailTaken, User, UserStore
 
 MAJORITY = WriteConcern(w="majority")
+AUDIT_ORDER = [("at", ASCENDING), ("_id", ASCENDING)]  # oldest first (its index serves pages too)
 FIELDS = [field.name for field in dataclasses.fields(User) if field.name != "id"]
 
 
@@ -41,7 +42,7 @@ class MongoUserStore(UserStore):
         async with available("user"):
             await self.users.create_index([("email", ASCENDING)], unique=True)
             await self.users.create_index([("created_at", ASCENDING)])
-            await self.audit.create_index([("at", DESCENDING)])
+            await self.audit.create_index(AUDIT_ORDER)
 
     async def add(self, user: User) -> None:
         doc = {"_id": user.id, **{name: getattr(user, name) for name in FIELDS}}
@@ -135,6 +136,30 @@ class MongoUserStore(UserStore):
             total = await self.audit.count_documents({})
         names = [field.name for field in dataclasses.fields(AuditEntry)]
         return [AuditEntry(**{name: doc.get(name) for name in names}) for doc in docs], total
+
+    async def prune_audit(self, older_than: float | None, keep: int | None, limit: int) -> int:
+        removed = 0
+        async with available("user"):
+            if older_than is not None:
+                removed = await self._delete_oldest(limit, {"at": {"$lt": older_than}})
+            if keep is not None and removed < limit:
+                # The collection's metadata count: no scan, and exact enough for a retention limit.
+                excess = await self.audit.estimated_document_count() - keep
+                if excess > 0:
+                    removed += await self._delete_oldest(min(excess, limit - removed))
+        return removed
+
+    async def _delete_oldest(self, limit: int, query: dict[str, Any] | None = None) -> int:
+        """Delete the ``limit`` oldest entries matching ``query``. delete_many takes no limit, so
+        the delete is the (at, _id) range up to the limit-th oldest: one indexed range."""
+        query = query or {}
+        cursor = self.audit.find(query, {"at": 1}).sort(AUDIT_ORDER).skip(limit - 1).limit(1)
+        last = await cursor.to_list(None)
+        if last:
+            at, _id = last[0]["at"], last[0]["_id"]
+            up_to = {"$or": [{"at": {"$lt": at}}, {"at": at, "_id": {"$lte": _id}}]}
+            query = {"$and": [query, up_to]}
+        return (await self.audit.delete_many(query)).deleted_count
 
     async def ping(self) -> None:
         await self.mongo.ping()

@@ -97,6 +97,8 @@ def password_problem(password: object) -> str | None:
         return "password must be a string"
     if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
         return f"password must be {MIN_LENGTH} to {MAX_LENGTH} characters"
+    if password.isspace():
+        return "password must not be only whitespace"
     return None
 
 

@@ -155,6 +155,25 @@ class SQLiteUserStore(UserStore):
         entries = [AuditEntry(*row[:7], detail=json.loads(row[7])) for row in rows]
         return entries, total
 
+    async def prune_audit(self, older_than: float | None, keep: int | None, limit: int) -> int:
+        def prune(connection: sqlite3.Connection) -> int:
+            removed = 0
+            if older_than is not None:
+                sql = (
+                    "DELETE FROM audit WHERE id IN "
+                    "(SELECT id FROM audit WHERE at < ? ORDER BY at LIMIT ?)"
+                )
+                removed = connection.execute(sql, (older_than, limit)).rowcount
+            if keep is not None and removed < limit:
+                total = connection.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+                excess = min(total - keep, limit - removed)
+                if excess > 0:
+                    sql = "DELETE FROM audit WHERE id IN (SELECT id FROM audit ORDER BY id LIMIT ?)"
+                    removed += connection.execute(sql, (excess,)).rowcount
+            return removed
+
+        return await self.db.run(prune)
+
     async def ping(self) -> None:
         await self.db.run(lambda connection: connection.execute("SELECT 1").fetchone())
 

@@ -1,0 +1,1 @@
+"""Applications built only on tornado-auth's public API."""
