@@ -137,7 +137,7 @@ class SessionStore(Protocol):
 
     async def sweep(self, now: float) -> int:
         """Remove expired records and index entries the store does not expire by itself; how
-        many. Each call does a bounded amount of work."""
+        many (run periodically, and on no request's path)."""
 
     async def count(self, now: float) -> int:
         """How many sessions are live."""
