@@ -263,3 +263,95 @@ async def test_names_with_control_characters_are_refused(server: Server, name: s
     assert response.code == 400
     assert body(response) == {"error": "name must not contain control characters"}
     assert await server.services.users.by_email("ann@example.com") is None
+
+
+async def test_a_password_change_in_flight_when_the_account_is_disabled_leaves_no_session(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+):
+    ann = await server.add_user("ann@example.com", PASSWORD, role="admin")
+    admin = await admin_of(server)
+    victim = server.client()
+    assert (await victim.login("ann@example.com", PASSWORD)).code == 200
+    held = HeldChecks(monkeypatch, 1)
+    change = {"currentPassword": PASSWORD, "newPassword": NEW_PASSWORD}
+    changing = asyncio.ensure_future(victim.post("/api/password", change))
+    await held.all_arrived.wait()
+    response = await admin.request(
+        "PATCH", f"/api/admin/users/{ann.id}", {"role": "user", "disabled": True}
+    )
+    assert response.code == 200
+    held.release()
+
+    assert (await changing).code in (401, 409)
+    assert (await victim.get("/api/dashboard")).code == 401
+    stored = await server.services.users.get(ann.id)
+    assert stored.disabled and stored.role == "user"
+    assert await server.services.sessions.list_user(ann.id) == []
+    again = {"role": "admin", "disabled": False}
+    assert (await victim.request("PATCH", f"/api/admin/users/{ann.id}", again)).code == 401
+
+
+async def test_a_session_revoked_while_it_regenerates_stays_ended(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+):
+    ann = await server.add_user("ann@example.com", PASSWORD)
+    victim = server.client()
+    assert (await victim.login("ann@example.com", PASSWORD)).code == 200
+    sessions = server.services.sessions
+    real_write = sessions.write
+    revoked = asyncio.Event()
+
+    async def revoke_first(session, plan):  # an admin's revocation lands just before the write
+        await sessions.revoke_user(ann.id)
+        revoked.set()
+        return await real_write(session, plan)
+
+    monkeypatch.setattr(sessions, "write", revoke_first)
+    change = {"currentPassword": PASSWORD, "newPassword": NEW_PASSWORD}
+    await victim.post("/api/password", change)
+    monkeypatch.setattr(sessions, "write", real_write)
+
+    assert revoked.is_set()
+    assert (await victim.get("/api/dashboard")).code == 401
+    assert await sessions.list_user(ann.id) == []
+
+
+async def test_two_password_changes_at_once_leave_one_password_and_no_other_session(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+):
+    await server.add_user("ann@example.com", PASSWORD)
+    first, second = server.client(), server.client()
+    for client in (first, second):
+        assert (await client.login("ann@example.com", PASSWORD)).code == 200
+    held = HeldChecks(monkeypatch, 2)
+    changes = [
+        asyncio.ensure_future(
+            client.post("/api/password", {"currentPassword": PASSWORD, "newPassword": new})
+        )
+        for client, new in ((first, "first new secret"), (second, "second new secret"))
+    ]
+    await held.all_arrived.wait()
+    held.release()
+    statuses = sorted(response.code for response in await asyncio.gather(*changes))
+
+    assert statuses == [200, 409]
+    working = [(await client.get("/api/dashboard")).code for client in (first, second)]
+    assert sorted(working) == [200, 401]
+    signed_in = [
+        (await server.client().login("ann@example.com", new)).code
+        for new in ("first new secret", "second new secret")
+    ]
+    assert sorted(signed_in) == [200, 401]
+
+
+async def test_repeating_revoke_others_writes_no_audit_entries(server: Server):
+    await server.add_user("ann@example.com", PASSWORD)
+    user = server.client()
+    assert (await user.login("ann@example.com", PASSWORD)).code == 200
+    await server.client().login("ann@example.com", PASSWORD)
+    for _ in range(20):
+        assert (await user.post("/api/sessions/revoke-others")).code == 200
+
+    assert [entry["detail"] for entry in await audit_events(server, "sessions_revoked")] == [
+        {"count": 1}
+    ]

@@ -18,7 +18,15 @@ from .users import ROLES, EmailTaken, User, UserStore, new_user_id, normalize_em
 from .users.base import extra_problem
 from .users.passwords import DummyHash, cost, hash_password, needs_rehash, verify_password
 
-__all__ = ["Accounts", "EmailTaken", "LastAdmin", "Origin", "StartSession", "Throttled"]
+__all__ = [
+    "AccountChanged",
+    "Accounts",
+    "EmailTaken",
+    "LastAdmin",
+    "Origin",
+    "StartSession",
+    "Throttled",
+]
 
 # Binds the caller's session to a signed-in user and stores it now; the new session's store key.
 StartSession = Callable[[User], Awaitable[str]]
@@ -35,6 +43,10 @@ class Origin:
 
 
 CLI = Origin(user_agent="tornado-auth cli", by="cli")
+
+
+class AccountChanged(Exception):
+    """A change raced another change of the same account that ends sessions; it was not made."""
 
 
 class LastAdmin(Exception):
@@ -189,11 +201,22 @@ class Accounts:
         self, user: User, current: str, new: str, origin: Origin
     ) -> int | None:
         """Set a new password when ``current`` is right (None if not); every other session of
-        the user ends, and sign-ins still in flight with the old password fail. How many ended."""
+        the user ends, and sign-ins still in flight with the old password fail. How many ended.
+
+        AccountChanged if another password, role or disable change landed meanwhile: then that
+        change stands, and this one is not made.
+        """
         if not await self.check_password(user, user.email, current, origin, PASSWORD_CHECK):
             return None
         password_hash = await hash_password(new, self.rounds)
-        await self.users.set(user.id, new_generation=True, password_hash=password_hash)
+        changed = await self.users.set(
+            user.id,
+            expect_generation=user.generation,
+            new_generation=True,
+            password_hash=password_hash,
+        )
+        if changed is None:
+            raise AccountChanged("the account changed while its password was being checked")
         keep = origin.session_key
         revoked = await self.sessions.revoke_user(user.id, keep=keep, reason=EndReason.PASSWORD)
         await self._record(AuditEvent.PASSWORD_CHANGED, origin, user, revoked=revoked)
@@ -235,11 +258,14 @@ class Accounts:
     async def end_sessions(
         self, user_id: str, email: str, origin: Origin, keep: str | None = None
     ) -> int:
-        """End every session of a user except ``keep``; how many ended."""
+        """End every session of a user except ``keep``; how many ended. An admin's action is
+        always audited; a user's own only when it ended something, so repeating it floods
+        nothing."""
         count = await self.sessions.revoke_user(user_id, keep=keep)
-        await self._record(
-            AuditEvent.SESSIONS_REVOKED, origin, None, email, user_id=user_id, count=count
-        )
+        if count or origin.by is not None:
+            await self._record(
+                AuditEvent.SESSIONS_REVOKED, origin, None, email, user_id=user_id, count=count
+            )
         return count
 
     async def end_session(self, user_id: str, email: str, key: str, origin: Origin) -> bool:

@@ -6,14 +6,16 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import secrets
 import signal
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
+from tornado.iostream import IOStream
 
 from .accounts import Origin
 from .app import make_app
@@ -107,18 +109,50 @@ async def shut_down(
     await services.close()
 
 
+FILES_KEPT_FREE = 128  # descriptors left for stores, logs and the listening sockets
+
+
+class CappedHTTPServer(tornado.httpserver.HTTPServer):
+    """Closes connections past ``max_connections`` as they arrive: with no descriptor left,
+    every accept would fail and the loop would spin on it."""
+
+    max_connections = 0
+
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        if self.max_connections and len(self._connections) >= self.max_connections:
+            stream.close()
+            return
+        super().handle_stream(stream, address)
+
+
+def connection_cap(setting: int) -> int:
+    """``server.max_connections``, or with 0 the open-file limit (raised to the hard limit)
+    less what the process needs besides connections."""
+    if setting:
+        return setting
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return max(16, soft - FILES_KEPT_FREE)
+
+
 def http_server(app: tornado.web.Application, settings: Settings) -> tornado.httpserver.HTTPServer:
     """The HTTP server for the app. Past its own limits Tornado closes the connection without a
     response (headers) or with a bare 400 (a chunked body), so it reads up to READ_LIMIT times
     the settings, and the app answers anything over a setting with a JSON 431 or 413 (a declared
-    Content-Length over the limit at once: see ``oversized``)."""
-    return tornado.httpserver.HTTPServer(
+    Content-Length over the limit at once: see ``oversized``). Connections past
+    ``server.max_connections`` are closed as they arrive."""
+    server = CappedHTTPServer(
         app,
         xheaders=settings["server.xheaders"],
         max_body_size=settings["server.max_body_size"] * READ_LIMIT,
         max_header_size=settings["server.max_header_size"] * READ_LIMIT,
         idle_connection_timeout=60,
     )
+    server.max_connections = connection_cap(settings["server.max_connections"])
+    return server
 
 
 async def prepare_stores(settings: Settings) -> None:

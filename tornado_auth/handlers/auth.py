@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..accounts import AccountChanged
 from ..throttle import Throttled
 from ..users import EmailTaken, email_problem, name_problem
 from ..users.passwords import password_problem
@@ -69,6 +70,8 @@ class PasswordHandler(ApiHandler):
         except Throttled as throttled:
             message = "Too many failed password checks; try again later"
             raise ApiError(429, message, throttled.retry_after) from None
+        except AccountChanged:
+            raise ApiError(409, "The account changed meanwhile; sign in again") from None
         if revoked is None:
             raise ApiError(401, "Current password is incorrect")
         self.session.regenerate()

@@ -403,6 +403,10 @@ class BaseHandler(tornado.web.RequestHandler):
         else:
             self.render("error.html", status=self.get_status(), message=message)
 
+    def _request_summary(self) -> str:
+        # Tornado's warnings name the request; without the query, which may carry a token.
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
+
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, StoreUnavailable):
             log.warning("%s %s: %s", self.request.method, self.request.path, value)

@@ -369,9 +369,17 @@ class SessionManager:
             user_agent=(session.user_agent or (old.user_agent if old else ""))[:MAX_USER_AGENT],
             data=session.data(),
         )
-        await self.store.create(record)
-        if old is not None:
-            await self._end(old.key, old.user_id, EndReason.REGENERATED)
+        if keep_start:
+            # A regeneration moves a live session: ended meanwhile (revoked, its user disabled),
+            # it must not come back under a new token.
+            assert old is not None
+            if not await self._end(old.key, old.user_id, EndReason.REGENERATED):
+                return CookieChange(None)
+            await self.store.create(record)
+        else:
+            await self.store.create(record)
+            if old is not None:
+                await self._end(old.key, old.user_id, EndReason.REGENERATED)
         if record.user_id is not None and self.max_per_user > 0:
             # After the create, so that of concurrent sign-ins the last to trim sees them all.
             ended = await self.store.trim_user(record.user_id, self.max_per_user, now)

@@ -1,0 +1,51 @@
+"""Connections a process keeps at once, and what its warnings say of a request."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from .conftest import Store, serving, settings_for
+
+
+async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+async def get(port: int, path: str) -> bytes:
+    reader, writer = await connect(port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    answer = await reader.read()
+    writer.close()
+    return answer
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+async def test_connections_past_the_cap_are_closed_and_the_server_keeps_serving(store: Store):
+    async with serving(settings_for(store, server__max_connections=5)) as server:
+        idle = [await connect(server.port) for _ in range(5)]
+        assert (await get(server.port, "/healthz")) == b""  # the sixth: closed at once
+        _, writer = idle.pop()
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(100):  # the server notices the close on its next loop turn
+            answer = await get(server.port, "/healthz")
+            if answer:
+                break
+        assert answer.startswith(b"HTTP/1.1 200")
+        for _, writer in idle:
+            writer.close()
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+async def test_warnings_name_the_path_without_its_query(
+    store: Store, caplog: pytest.LogCaptureFixture
+):
+    async with serving(settings_for(store)) as server:
+        with caplog.at_level(logging.WARNING):
+            response = await server.client().get("/api/nothing?token=secret-value")
+        assert response.code == 404
+    assert "/api/nothing" in caplog.text
+    assert "secret-value" not in caplog.text
