@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test services services-down lint format bench loadtest clean
+.PHONY: run test services services-down lint format bench chaos loadtest clean
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python -m pip install -q matplotlib
 	$(VENV)/bin/python bench/run.py
+
+# Faults under signed-in traffic (bench/chaos.py): private services on free ports, then the
+# chaos section of bench/RESULTS.md and bench/results/chaos.json.
+chaos: $(STAMP)
+	$(VENV)/bin/python -m bench.chaos
 
 # A headless Locust run against a server you started (make run, or serve --processes 0).
 HOST ?= http://127.0.0.1:8888
