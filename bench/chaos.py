@@ -34,7 +34,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -291,16 +290,6 @@ class Services:
                 process.wait()
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct ports nothing listens on."""
-    ports: set[int] = set()
-    while len(ports) < count:
-        with socket.socket() as probe:
-            probe.bind((probes.HOST, 0))
-            ports.add(probe.getsockname()[1])
-    return list(ports)
-
-
 def server_env(sessions_url: str, users_url: str) -> dict[str, str]:
     settings = {
         "ENV": "development",
@@ -404,7 +393,7 @@ async def signed_in(
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     OUT.mkdir(parents=True, exist_ok=True)
-    redis_port, mongo_port, master, replica, *sentinels = free_ports(7)
+    redis_port, mongo_port, master, replica, *sentinels = services.free_ports(7)
     root = Path(tempfile.mkdtemp(prefix="ta-chaos-"))
     stack = Services(root, redis_port, mongo_port, (master, replica, tuple(sentinels)))
     emails = [f"chaos{n}@example.com" for n in range(args.users)]

@@ -1,6 +1,6 @@
 """The HTTP server under load: session overhead, sign-in throughput, a sign-in storm, idle sockets.
 
-    .venv/bin/python bench/http_load.py [--duration 10] [--pairs 15] [--pair-duration 2]
+    .venv/bin/python -m bench.http_load [--duration 10] [--pairs 15] [--pair-duration 2]
         [--sockets 10000] [--json F]
 
 Starts one ``tornado-auth serve`` process (Redis sessions under a unique key prefix, users in a
@@ -38,7 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
-from _common import (
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.web import create_signed_value
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from bench._common import (
     LIFETIME,
     OUT,
     REDIS_URL,
@@ -57,10 +61,6 @@ from _common import (
     tag,
     write_json,
 )
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from tornado.web import create_signed_value
-from tornado.websocket import WebSocketClientConnection, websocket_connect
-
 from tornado_auth.sessions import SessionManager, backend_for_url
 
 LUA = REPO / "bench" / "wrk_report.lua"

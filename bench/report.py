@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-from _common import USER_AGENT
+
+from bench._common import USER_AGENT
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

@@ -1,6 +1,6 @@
 """The request path in-process: what a session costs a request, without the network.
 
-    .venv/bin/python bench/request_path.py [--requests 20000] [--rounds 5] [--json F]
+    .venv/bin/python -m bench.request_path [--requests 20000] [--rounds 5] [--json F]
 
 The app is built as ``serve`` builds it (Redis sessions, the in-process session cache), and
 requests are handed to it directly: an ``HTTPServerRequest`` with the same headers wrk sends (a
@@ -23,9 +23,9 @@ import timeit
 from pathlib import Path
 from typing import Any
 
-from _common import REDIS_URL, USER_AGENT, login_session, remove_prefix, tag, write_json
 from tornado import httputil, web
 
+from bench._common import REDIS_URL, USER_AGENT, login_session, remove_prefix, tag, write_json
 from tornado_auth.app import make_app, start_services
 from tornado_auth.handlers.base import SessionUser, to_json
 from tornado_auth.settings import load_settings

@@ -1,6 +1,6 @@
 """Session backends: latency of each storage verb, and Redis memory per login session.
 
-    .venv/bin/python bench/sessions.py [--ops 2000] [--warmup 200] [--sessions 10000] [--json F]
+    .venv/bin/python -m bench.sessions [--ops 2000] [--warmup 200] [--sessions 10000] [--json F]
 
 For memory, sqlite (a temp dir), redis (a unique key prefix, removed afterwards) and mongodb (a
 unique database, dropped afterwards): ``load``, a touch (no data change, expiry moved), a save
@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from _common import (
+
+from bench._common import (
     LIFETIME,
     MONGO_URL,
     REDIS_URL,
@@ -42,7 +43,6 @@ from _common import (
     tag,
     write_json,
 )
-
 from tornado_auth.sessions import SessionManager, backend_for_url
 from tornado_auth.sessions.redis import RedisSessionBackend
 

@@ -77,7 +77,7 @@ def private_ports(count: int) -> list[int]:
     ports: list[int] = []
     while len(ports) < count:
         port = random.randrange(20000, 30000)
-        if port not in ports and not any(services.listening(p) for p in (port, port + 10000)):
+        if port not in ports and not any(probes.listening(p) for p in (port, port + 10000)):
             ports.append(port)
     return ports
 
@@ -122,7 +122,7 @@ def test_up_starts_what_is_missing_reuses_what_answers_and_down_stops_only_its_o
 
         stopped = run_services("down", env)
         assert stopped.returncode == 0, stopped.stderr
-        assert not any(services.listening(port) for port in (mongo, *cluster, master, *sentinels))
+        assert not any(probes.listening(port) for port in (mongo, *cluster, master, *sentinels))
         assert probes.redis_answers(redis)  # not ours: still running
         assert not list((tmp_path / "state").glob("*.state"))
         status = run_services("status", env)

@@ -14,6 +14,15 @@ from typing import Any, BinaryIO
 HOST = "127.0.0.1"
 
 
+def listening(port: int, host: str = HOST) -> bool:
+    """Whether anything accepts connections on ``port``."""
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
 class ServiceError(Exception):
     """A service gave an error reply or could not be started; the message says why."""
 
@@ -90,11 +99,11 @@ def sentinel_answers(sentinels: Sequence[int], name: str) -> bool:
         for port in sentinels:
             master = _fields(redis_command(port, "SENTINEL", "MASTER", name))
             replicas = [_fields(r) for r in redis_command(port, "SENTINEL", "REPLICAS", name)]
-            if master["flags"] != "master" or master["num-other-sentinels"] != str(
-                len(sentinels) - 1
-            ):
-                return False
-            if not any(r["flags"] == "slave" and r["master-link-status"] == "ok" for r in replicas):
+            others = int(master["num-other-sentinels"])
+            linked = [
+                r for r in replicas if r["flags"] == "slave" and r["master-link-status"] == "ok"
+            ]
+            if master["flags"] != "master" or others != len(sentinels) - 1 or not linked:
                 return False
     except (OSError, ServiceError, KeyError, ValueError):
         return False
@@ -109,7 +118,7 @@ _NUMBERS = {0x01: "<d", 0x10: "<i", 0x12: "<q"}
 
 
 def mongo_command(
-    port: int, command: dict[str, Any], host: str = HOST, timeout: float = 3
+    port: int, command: dict[str, int | str], host: str = HOST, timeout: float = 3
 ) -> dict[str, Any]:
     """One command (``{"ping": 1}``, ``{"hello": 1}``) on the admin database of the MongoDB
     wire-protocol server on ``port``; the reply document."""
@@ -133,24 +142,15 @@ def _receive(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def _bson(document: dict[str, Any]) -> bytes:
-    """The BSON of a flat command: bool, int32, double, string and nested documents."""
+def _bson(document: dict[str, int | str]) -> bytes:
+    """The BSON of a command whose values are int32s and strings."""
     out = b""
     for key, value in document.items():
-        name = key.encode() + b"\0"
-        if isinstance(value, bool):
-            out += b"\x08" + name + bytes([value])
-        elif isinstance(value, int):
-            out += b"\x10" + name + struct.pack("<i", value)
-        elif isinstance(value, float):
-            out += b"\x01" + name + struct.pack("<d", value)
-        elif isinstance(value, str):
-            text = value.encode() + b"\0"
-            out += b"\x02" + name + struct.pack("<i", len(text)) + text
-        elif isinstance(value, dict):
-            out += b"\x03" + name + _bson(value)
+        if isinstance(value, int):
+            out += b"\x10" + key.encode() + b"\0" + struct.pack("<i", value)
         else:
-            raise TypeError(f"no BSON encoding here for {type(value).__name__}")
+            text = value.encode() + b"\0"
+            out += b"\x02" + key.encode() + b"\0" + struct.pack("<i", len(text)) + text
     return struct.pack("<i", len(out) + 5) + out + b"\0"
 
 

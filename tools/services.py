@@ -24,11 +24,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tools.probes import (
     HOST,
     ServiceError,
     cluster_answers,
+    listening,
     mongo_answers,
     redis_answers,
     redis_command,
@@ -53,23 +55,20 @@ def spawn(command: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs and is not a zombie waiting to be reaped."""
-    try:
-        os.kill(pid, 0)
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (ProcessLookupError, PermissionError, FileNotFoundError):
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
+def run(command: Sequence[str], log: Path, **options: Any) -> bool:
+    """Run a command to its end, its output appended to ``log``; whether it succeeded."""
+    with log.open("ab") as out:
+        ran = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, **options)
+    return ran.returncode == 0
 
 
 def runs(pid: int, program: str) -> bool:
-    """Whether ``pid`` is alive and still runs ``program`` (a reused pid is someone else's)."""
+    """Whether ``pid`` still runs ``program``: a reused pid is someone else's, and an exited
+    process that is not reaped yet has no command line."""
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        return program in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return False
-    return alive(pid) and program in command
 
 
 def stop(pid: int, program: str, seconds: float = 10) -> bool:
@@ -79,21 +78,22 @@ def stop(pid: int, program: str, seconds: float = 10) -> bool:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + seconds
-        while alive(pid) and time.monotonic() < deadline:
+        while runs(pid, program) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if alive(pid):
+        if runs(pid, program):
             say(f"pid {pid} did not stop on SIGTERM within {seconds:g}s; sending SIGKILL", True)
             os.kill(pid, signal.SIGKILL)
     return True
 
 
-def listening(port: int) -> bool:
-    """Whether anything accepts connections on ``port``."""
-    try:
-        socket.create_connection((HOST, port), timeout=1).close()
-    except OSError:
-        return False
-    return True
+def free_ports(count: int) -> list[int]:
+    """Distinct loopback ports nothing listens on now, for private instances."""
+    ports: set[int] = set()
+    while len(ports) < count:
+        with socket.socket() as probe:
+            probe.bind((HOST, 0))
+            ports.add(probe.getsockname()[1])
+    return list(ports)
 
 
 def tail(log: Path, lines: int = 5) -> str:
@@ -114,17 +114,14 @@ def wait_until(
     """Poll ``ready`` (a connection error counts as not yet) until it holds; ServiceError if a
     process exits or time runs out first."""
     deadline = time.monotonic() + seconds
-    while not _quietly(ready):
-        for process in processes:
-            if process.poll() is not None:
-                raise ServiceError(
-                    f"process {process.pid} exited ({process.returncode}); last log lines: "
-                    f"{tail(log)}"
-                )
-        if time.monotonic() > deadline:
-            raise ServiceError(
-                f"{what}: no answer within {seconds:g}s; last log lines: {tail(log)}"
-            )
+    while True:
+        with contextlib.suppress(OSError, ServiceError):
+            if ready():
+                return
+        exited = [process for process in processes if process.poll() is not None]
+        if exited or time.monotonic() > deadline:
+            why = f"process {exited[0].pid} exited" if exited else f"no answer in {seconds:g}s"
+            raise ServiceError(f"{what}: {why}; last log lines: {tail(log)}")
         time.sleep(0.1)
 
 
@@ -138,13 +135,6 @@ def all_or_nothing(processes: list[subprocess.Popen[bytes]]) -> Iterator[None]:
             process.kill()
             process.wait()
         raise
-
-
-def _quietly(ready: Callable[[], bool]) -> bool:
-    try:
-        return ready()
-    except (OSError, ServiceError):
-        return False
 
 
 def say(message: str, error: bool = False) -> None:
@@ -189,9 +179,7 @@ def ferretdb_binary(build_log: Path) -> Path:
     binary = cache / f"ferretdb-{hashlib.sha256(sources).hexdigest()[:16]}"
     if os.access(binary, os.X_OK):
         return binary
-    go = shutil.which("go") or (
-        "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
-    )
+    go = shutil.which("go") or shutil.which("go", path="/usr/local/go/bin")
     if go is None:
         raise ServiceError("no mongod on PATH and no Go toolchain to build services/ferretdb")
     cache.mkdir(parents=True, exist_ok=True)
@@ -202,12 +190,8 @@ def ferretdb_binary(build_log: Path) -> Path:
     # download a toolchain
     env = os.environ | {"GOTOOLCHAIN": "local"}
     env["GOFLAGS"] = f"{env.get('GOFLAGS', '')} -buildvcs=false".strip()
-    with build_log.open("wb") as out:
-        built = subprocess.run(
-            [go, "build", "-trimpath", "-o", str(partial), "."],
-            cwd=FERRETDB_SRC, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-        )  # fmt: skip
-    if built.returncode != 0:
+    build = [go, "build", "-trimpath", "-o", str(partial), "."]
+    if not run(build, build_log, cwd=FERRETDB_SRC, env=env):
         partial.unlink(missing_ok=True)
         raise ServiceError(
             f"go build of services/ferretdb failed (see {build_log}): {tail(build_log)}"
@@ -230,11 +214,7 @@ def redis_cluster(ports: Sequence[int], data: Path, logs: Path) -> list[subproce
         log = logs / "redis-cluster.log"
         nodes = [f"{HOST}:{port}" for port in ports]
         create = ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0"]
-        with log.open("ab") as out:
-            joined = subprocess.run(
-                [*create, "--cluster-yes"], stdin=subprocess.DEVNULL, stdout=out, stderr=out
-            )
-        if joined.returncode != 0:
+        if not run([*create, "--cluster-yes"], log):
             raise ServiceError(f"redis-cli --cluster create failed (see {log}): {tail(log, 3)}")
         wait_until(lambda: cluster_answers(ports), processes, log, "redis-cluster")
     return processes
@@ -290,15 +270,11 @@ def install_redis(log: Path) -> None:
     install = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y"]
     install += ["--no-install-recommends", "redis-server"]
     env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    with log.open("ab") as out:
-
-        def apt(command: list[str]) -> bool:
-            ran = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-            return ran.returncode == 0
-
-        # a fresh machine has no package lists yet: update, then try again
-        if not apt(install) and not (apt(["apt-get", "update"]) and apt(install)):
-            raise ServiceError(f"apt-get install redis-server failed (see {log}): {tail(log, 3)}")
+    # a fresh machine has no package lists yet: update, then try again
+    if not run(install, log, env=env) and not (
+        run(["apt-get", "update"], log, env=env) and run(install, log, env=env)
+    ):
+        raise ServiceError(f"apt-get install redis-server failed (see {log}): {tail(log, 3)}")
     if not shutil.which("redis-server"):
         raise ServiceError("apt-get installed redis-server but it is not on PATH")
 
@@ -380,15 +356,12 @@ class Records:
         pids = [int(pid) for pid in record.get("pid", "").split()]
         return pids if pids and all(runs(pid, record["impl"]) for pid in pids) else []
 
-    def stop(self, name: str, quiet: bool = False) -> None:
+    def stop(self, name: str) -> None:
         """Stop the recorded processes (last started first), remove the data dir and record."""
         record = self.read(name)
-        report = (lambda _: None) if quiet else say
         for pid in reversed([int(pid) for pid in record.get("pid", "").split()]):
-            if stop(pid, record.get("impl", "\0")):
-                report(f"{name}: stopped pid {pid}")
-            else:
-                report(f"{name}: recorded pid {pid} is no longer running")
+            stopped = stop(pid, record.get("impl", "\0"))
+            say(f"{name}: {'stopped' if stopped else 'recorded, but no longer running:'} pid {pid}")
         data = Path(record.get("data", ""))
         if data.name.startswith("tornado-auth-") and data.is_dir():
             shutil.rmtree(data, ignore_errors=True)
@@ -405,7 +378,7 @@ def up(service: Service, records: Records) -> None:
             return
         except ServiceError as error:
             say(f"{service.name}: our pids {pids} do not answer ({error}); restarting", True)
-    records.stop(service.name, quiet=True)  # a stale record: its data dir goes too
+    records.stop(service.name)  # a stale record: its data dir goes too
     if service.answers():
         say(f"{service.name}: reusing the server already answering on {service.where}")
         return
@@ -498,7 +471,6 @@ def main(argv: list[str]) -> int:
             try:
                 up(service, records)
             except ServiceError as error:
-                records.stop(service.name, quiet=True)
                 say(f"{service.name} could not be started: {error}", error=True)
                 if service.optional and not only and not os.environ.get("CI"):
                     say(
