@@ -514,5 +514,6 @@ def publish(figures: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     arguments = parse_args()
+    services.exit_on_sigterm()
     figures = asyncio.run(main(arguments))
     publish(figures | {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})

@@ -178,7 +178,7 @@ def publish(meta: dict[str, Any]) -> None:
         chart_name=CHART.name,
     )
     # the chaos section is bench/chaos.py's (``make chaos``): kept as it is
-    kept = re.search(r"<!-- chaos:.*?<!-- /chaos -->", RESULTS.read_text(), re.S)
+    kept = re.search(r"<!-- chaos:.*", RESULTS.read_text(), re.S)  # with the notes after it
     RESULTS.write_text(f"{text.rstrip()}\n\n{kept.group(0)}\n" if kept else text)
     print(f"\nwrote {RESULTS.relative_to(REPO)} and {CHART.relative_to(REPO)}")
 
@@ -191,6 +191,7 @@ def main() -> None:
         "--render-only", action="store_true", help="rewrite RESULTS.md from bench/out/ only"
     )
     args = parser.parse_args()
+    services.exit_on_sigterm()
     OUT.mkdir(parents=True, exist_ok=True)
     meta_path = OUT / "run.json"
     if not args.render_only:

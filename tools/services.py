@@ -137,6 +137,11 @@ def all_or_nothing(processes: list[subprocess.Popen[bytes]]) -> Iterator[None]:
         raise
 
 
+def exit_on_sigterm() -> None:
+    """Make SIGTERM unwind like Ctrl-C does, so that a run's private services are stopped."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def say(message: str, error: bool = False) -> None:
     print(f"services: {message}", file=sys.stderr if error else sys.stdout, flush=True)
 
