@@ -26,7 +26,7 @@ from typing import Any
 from tornado import httputil, web
 
 from bench._common import REDIS_URL, USER_AGENT, login_session, remove_prefix, tag, write_json
-from tornado_auth.app import make_app, start_services
+from tornado_auth import make_app, start_services
 from tornado_auth.handlers.base import SessionUser, to_json
 from tornado_auth.settings import load_settings
 

@@ -19,7 +19,8 @@ from pymongo import AsyncMongoClient
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from tools import probes
-from tornado_auth.app import Services, make_app, start_services
+from tornado_auth import Services, make_app, start_services
+from tornado_auth.accounts import Origin
 from tornado_auth.server import http_server
 from tornado_auth.sessions import SessionBackend, backend_for_url
 from tornado_auth.sessions.redis import parse_url, redis_client
@@ -312,7 +313,7 @@ class Server:
     async def add_user(
         self, email: str, password: str = "password123", role: str = "user", name: str = "Test"
     ) -> Any:
-        return await self.services.accounts.register(email, name, password, role)
+        return await self.services.accounts.register(email, name, password, Origin(), role)
 
 
 async def start_server(

@@ -172,6 +172,7 @@ def audit_events(tmp_path: Path) -> list[tuple[str, str | None, str, dict]]:
 
 
 def test_admin_actions_from_the_cli_are_audited(tmp_path: Path):
+    create_user(tmp_path, "root@example.com", "--role", "admin")  # so a@ is not the last admin
     create_user(tmp_path)
     user_id = listed(tmp_path)["a@example.com"]["id"]
     open_sessions(tmp_path, user_id, user_id)
@@ -180,6 +181,8 @@ def test_admin_actions_from_the_cli_are_audited(tmp_path: Path):
         assert result.returncode == 0, result.stderr
     cli_agent = "tornado-auth cli"
     assert audit_events(tmp_path) == [
+        ("registered", "root@example.com", cli_agent, {"by": "cli"}),
+        ("registered", "a@example.com", cli_agent, {"by": "cli"}),
         ("role_changed", "a@example.com", cli_agent, {"role": "admin", "by": "cli"}),
         ("user_disabled", "a@example.com", cli_agent, {"by": "cli"}),
         ("user_enabled", "a@example.com", cli_agent, {"by": "cli"}),

@@ -229,6 +229,8 @@ async def test_audit_trail_records_who_what_where_without_tokens(server: Server)
     entries = body(response)["entries"]
     events = [entry["event"] for entry in reversed(entries)]
     assert events == [
+        "registered",
+        "registered",
         "signin",
         "signin_failed",
         "signin",
@@ -262,6 +264,8 @@ async def test_audit_is_admin_only_and_paginated(server: Server):
     await server.add_user("root@example.com", PASSWORD, role="admin")
     admin = server.client()
     await admin.login("root@example.com", PASSWORD)
-    page = body(await admin.get("/api/admin/audit?page=2&perPage=1"))
-    assert page["total"] == 2 and page["page"] == 2 and len(page["entries"]) == 1
+    page = body(await admin.get("/api/admin/audit?page=3&perPage=1"))
+    # Newest first: root's sign-in and registration, then ann's sign-in and registration.
+    assert page["total"] == 4 and page["page"] == 3 and len(page["entries"]) == 1
     assert page["entries"][0]["email"] == "ann@example.com"
+    assert page["entries"][0]["event"] == "signin"

@@ -7,7 +7,7 @@ import time
 import pytest
 import tornado.web
 
-from tornado_auth.handlers.base import SignedCookies
+from tornado_auth.cookies import SignedCookies
 from tornado_auth.sessions import token_key
 
 SECRET = "s" * 43

@@ -11,9 +11,12 @@ import bcrypt
 import pytest
 
 from tornado_auth import accounts as accounts_module
-from tornado_auth.accounts import Accounts
-from tornado_auth.sessions import Lifetime, SessionManager
+from tornado_auth.accounts import Accounts, Origin
+from tornado_auth.audit import Audit
+from tornado_auth.live import LiveHub
+from tornado_auth.sessions import Lifetime, Session, SessionManager
 from tornado_auth.sessions.memory import MemorySessionBackend
+from tornado_auth.throttle import Limits, LoginThrottle
 from tornado_auth.users import EmailTaken, User, UserStore, new_user_id, store_for_url
 from tornado_auth.users.passwords import (
     hash_password,
@@ -244,11 +247,17 @@ async def test_verify_rejects_a_malformed_stored_hash():
         ("x" * 1024, True),
         ("x" * 1025, False),
         ("", False),
+        (" " * 8, False),
+        ("\t \n \r\n  ", False),
+        ("  x     ", True),
         (None, False),
         (b"x" * 12, False),
         (12345678, False),
     ],
-    ids=["7", "8", "1024", "1025", "empty", "none", "bytes", "int"],
+    ids=[
+        *("7", "8", "1024", "1025", "empty", "spaces", "whitespace", "spaced"),
+        *("none", "bytes", "int"),
+    ],
 )
 def test_password_problem_bounds_and_type(password: object, acceptable: bool):
     problem = password_problem(password)
@@ -264,7 +273,21 @@ def test_password_problem_bounds_and_type(password: object, acceptable: bool):
 
 def accounts_for(users: UserStore, rounds: int) -> Accounts:
     lifetime = Lifetime(ttl=3600, remember_me_ttl=86400, absolute_ttl=86400, touch_interval=60)
-    return Accounts(users, SessionManager(MemorySessionBackend(), lifetime), rounds)
+    backend = MemorySessionBackend()  # the session side only: these tests are about users
+    sessions = SessionManager(backend, lifetime)
+    throttle = LoginThrottle(backend, Limits(10, 100, 600))
+    live = LiveHub(sessions, 0, 0)
+    return Accounts(users, sessions, throttle, Audit(users, b"secret"), live, rounds)
+
+
+async def sign_in(accounts: Accounts, email: str, password: str) -> User | None:
+    async def start(user: User) -> str:
+        session = Session()
+        session.login(user.id, {"email": user.email}, False, 3600)
+        await accounts.sessions.commit(session)
+        return session.key
+
+    return await accounts.sign_in(email, password, Origin(), start)
 
 
 @pytest.fixture
@@ -281,10 +304,12 @@ def verify_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 async def test_login_rehashes_when_the_configured_rounds_changed(users: UserStore):
-    user = await accounts_for(users, ROUNDS).register("ann@example.com", "Ann", "password123")
+    user = await accounts_for(users, ROUNDS).register(
+        "ann@example.com", "Ann", "password123", Origin()
+    )
     assert cost(user.password_hash) == ROUNDS
 
-    signed_in = await accounts_for(users, ROUNDS + 1).authenticate("ann@example.com", "password123")
+    signed_in = await sign_in(accounts_for(users, ROUNDS + 1), "ann@example.com", "password123")
 
     stored = await users.get(user.id)
     assert signed_in is not None and signed_in.id == user.id
@@ -296,9 +321,9 @@ async def test_login_rehashes_when_the_configured_rounds_changed(users: UserStor
 
 async def test_login_keeps_the_hash_when_the_rounds_are_unchanged(users: UserStore):
     accounts = accounts_for(users, ROUNDS)
-    user = await accounts.register("ann@example.com", "Ann", "password123")
+    user = await accounts.register("ann@example.com", "Ann", "password123", Origin())
 
-    assert await accounts.authenticate("ann@example.com", "password123") is not None
+    assert await sign_in(accounts, "ann@example.com", "password123") is not None
 
     assert (await users.get(user.id)).password_hash == user.password_hash
 
@@ -308,7 +333,7 @@ async def test_login_upgrades_a_legacy_bcrypt_hash(users: UserStore):
     user = make_user(password_hash=legacy)
     await users.add(user)
 
-    assert await accounts_for(users, ROUNDS).authenticate(user.email, "password123") is not None
+    assert await sign_in(accounts_for(users, ROUNDS), user.email, "password123") is not None
 
     stored = (await users.get(user.id)).password_hash
     assert stored.startswith(SCHEME) and cost(stored) == ROUNDS
@@ -317,28 +342,28 @@ async def test_login_upgrades_a_legacy_bcrypt_hash(users: UserStore):
 
 async def test_login_normalises_the_email(users: UserStore):
     accounts = accounts_for(users, ROUNDS)
-    user = await accounts.register("ann@example.com", "Ann", "password123")
+    user = await accounts.register("ann@example.com", "Ann", "password123", Origin())
 
-    signed_in = await accounts.authenticate("  Ann@Example.COM ", "password123")
+    signed_in = await sign_in(accounts, "  Ann@Example.COM ", "password123")
 
     assert signed_in is not None and signed_in.id == user.id
 
 
 async def test_wrong_password_returns_none_and_records_no_login(users: UserStore):
     accounts = accounts_for(users, ROUNDS)
-    user = await accounts.register("ann@example.com", "Ann", "password123")
+    user = await accounts.register("ann@example.com", "Ann", "password123", Origin())
 
-    assert await accounts.authenticate("ann@example.com", "password124") is None
+    assert await sign_in(accounts, "ann@example.com", "password124") is None
 
     assert (await users.get(user.id)).last_login_at is None
 
 
 async def test_disabled_user_cannot_log_in_even_with_the_right_password(users: UserStore):
     accounts = accounts_for(users, ROUNDS)
-    user = await accounts.register("ann@example.com", "Ann", "password123")
-    await accounts.set_disabled(user.id, True)
+    user = await accounts.register("ann@example.com", "Ann", "password123", Origin())
+    await accounts.change_user(user, None, True, Origin())
 
-    assert await accounts.authenticate("ann@example.com", "password123") is None
+    assert await sign_in(accounts, "ann@example.com", "password123") is None
 
     assert (await users.get(user.id)).last_login_at is None
 
@@ -347,13 +372,13 @@ async def test_unknown_email_still_costs_one_bcrypt_check_at_the_configured_cost
     users: UserStore, verify_calls: list[str]
 ):
     accounts = accounts_for(users, ROUNDS + 1)
-    await accounts.register("ann@example.com", "Ann", "password123")
+    await accounts.register("ann@example.com", "Ann", "password123", Origin())
 
-    assert await accounts.authenticate("nobody@example.com", "password123") is None
+    assert await sign_in(accounts, "nobody@example.com", "password123") is None
     assert len(verify_calls) == 1
     assert verify_calls[0].startswith(SCHEME) and cost(verify_calls[0]) == ROUNDS + 1
 
-    assert await accounts.authenticate("ann@example.com", "wrong-password") is None
+    assert await sign_in(accounts, "ann@example.com", "wrong-password") is None
     assert len(verify_calls) == 2
 
 
@@ -374,3 +399,16 @@ async def test_bcrypt_runs_off_the_event_loop_at_lower_priority():
     assert thread != loop_thread
     expected = os.getpriority(os.PRIO_PROCESS, loop_thread) + passwords.BCRYPT_NICENESS
     assert niceness == min(expected, 19)
+
+
+async def test_a_hash_of_a_lower_cost_takes_as_long_as_an_unknown_email(
+    users: UserStore, verify_calls: list[str]
+):
+    """A stored hash cheaper than the configured cost is followed by a check at that cost, so
+    the time taken tells neither a known account nor its hash's age."""
+    await accounts_for(users, ROUNDS).register("ann@example.com", "Ann", "password123", Origin())
+    accounts = accounts_for(users, ROUNDS + 1)
+
+    assert await sign_in(accounts, "ann@example.com", "wrong-password") is None
+
+    assert [cost(stored) for stored in verify_calls] == [ROUNDS, ROUNDS + 1]

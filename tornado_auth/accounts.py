@@ -1,71 +1,293 @@
-"""Account rules shared by the HTTP handlers and the command line."""
+"""The account use cases, shared by the JSON API, the pages and the command line: sign in,
+register, change a password, a role or the disabled flag, end sessions. Every password check goes
+through one throttled, audited path; every change is audited here."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
+from .audit import Audit, AuditEntry, AuditEvent
+from .hooks import Hook, Hooks
+from .live import LiveHub
 from .sessions import SessionManager
-from .users import ROLES, User, UserStore, new_user_id, normalize_email
-from .users.passwords import DummyHash, hash_password, needs_rehash, verify_password
+from .throttle import LoginThrottle, Throttled
+from .users import ROLES, EmailTaken, User, UserStore, new_user_id, normalize_email
+from .users.base import extra_problem
+from .users.passwords import DummyHash, cost, hash_password, needs_rehash, verify_password
+
+__all__ = ["Accounts", "EmailTaken", "LastAdmin", "Origin", "StartSession", "Throttled"]
+
+# Binds the caller's session to a signed-in user and stores it now; the new session's store key.
+StartSession = Callable[[User], Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Who acts, and from where: for the throttles and the audit trail."""
+
+    ip: str = ""  # no address (the command line): not throttled
+    user_agent: str = ""
+    session_key: str | None = None  # the acting session's store key, audited only as a hash
+    by: str | None = None  # the acting admin's id, or "cli"
+
+
+CLI = Origin(user_agent="tornado-auth cli", by="cli")
+
+
+class LastAdmin(Exception):
+    """The change would leave no enabled admin."""
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckEvents:
+    failed: AuditEvent
+    throttled: AuditEvent
+
+
+SIGN_IN = _CheckEvents(AuditEvent.SIGNIN_FAILED, AuditEvent.SIGNIN_THROTTLED)
+PASSWORD_CHECK = _CheckEvents(AuditEvent.PASSWORD_CHECK_FAILED, AuditEvent.PASSWORD_CHECK_THROTTLED)
 
 
 class Accounts:
-    def __init__(self, users: UserStore, sessions: SessionManager, bcrypt_rounds: int) -> None:
+    def __init__(
+        self,
+        users: UserStore,
+        sessions: SessionManager,
+        throttle: LoginThrottle,
+        audit: Audit,
+        live: LiveHub,
+        bcrypt_rounds: int,
+    ) -> None:
         self.users = users
         self.sessions = sessions
+        self.throttle = throttle
+        self.audit = audit
+        self.live = live
         self.rounds = bcrypt_rounds
+        self.hooks = Hooks()
         self._dummy = DummyHash()
+        sessions.on_end(self._sessions_ended)
+
+    def _sessions_ended(self, keys: list[str], user_id: str | None, reason: str) -> None:
+        for _ in keys:
+            self.hooks.spawn(Hook.SESSION_ENDED, user_id, reason)
 
     async def start(self) -> None:
         """Make the dummy hash now, so that no sign-in pays for it and stands out by its time."""
         await self._dummy.get(self.rounds)
 
-    async def authenticate(self, email: str, password: str) -> User | None:
-        """The user these credentials prove, or None; an unknown email costs one bcrypt check."""
+    # -- the one way a password is checked -------------------------------------------------------
+
+    async def check_password(
+        self, user: User | None, email: str, password: str, origin: Origin, events: _CheckEvents
+    ) -> bool:
+        """Whether ``password`` is ``user``'s: throttled before any bcrypt work, failures audited.
+
+        An unknown user (None) costs one check at the configured cost, and so does a stored hash
+        of a lower cost, so the time taken tells no account apart. Throttled past the limits.
+        """
+        if origin.ip:
+            try:
+                await self.throttle.reserve(email, origin.ip)
+            except Throttled as throttled:
+                if throttled.first:  # a flood of refusals is one entry per window
+                    await self._record(events.throttled, origin, user, email)
+                raise
+        dummy = await self._dummy.get(self.rounds)
+        matches = await verify_password(password, user.password_hash if user else dummy)
+        if user is not None and (cost(user.password_hash) or 0) < self.rounds:
+            await verify_password(password, dummy)
+        if matches and user is not None and not user.disabled:
+            if origin.ip:
+                await self.throttle.succeeded(email, origin.ip)
+            return True
+        await self.live.sign_in_failed()
+        await self._record(events.failed, origin, user, email)
+        return False
+
+    # -- signing in and registering --------------------------------------------------------------
+
+    async def sign_in(
+        self, email: str, password: str, origin: Origin, start_session: StartSession
+    ) -> User | None:
+        """The user these credentials prove, signed in through ``start_session``; None if wrong.
+
+        The session is checked once more after it exists: a disable, password change or role
+        change that landed while the password was being checked ends it before it is used.
+        """
         user = await self.users.by_email(normalize_email(email))
-        if user is None:
-            await verify_password(password, await self._dummy.get(self.rounds))
+        if not await self.check_password(user, email, password, origin, SIGN_IN):
             return None
-        if not await verify_password(password, user.password_hash) or user.disabled:
-            return None
-        fields: dict[str, object] = {"last_login_at": time.time()}
+        assert user is not None
+        fields: dict[str, Any] = {"last_login_at": time.time()}
         if needs_rehash(user.password_hash, self.rounds):
             fields["password_hash"] = await hash_password(password, self.rounds)
-        return await self.users.set(user.id, **fields) or user
+        # Only while nothing revoking happened: a rehash must never undo a password change.
+        user = await self.users.set(user.id, expect_generation=user.generation, **fields)
+        if user is None:
+            await self._record(AuditEvent.SIGNIN_FAILED, origin, None, email, reason="changed")
+            return None
+        key = await start_session(user)
+        current = await self.users.get(user.id)
+        if current is None or current.generation != user.generation or current.disabled:
+            await self.sessions.revoke(key, reason="revoked")
+            await self._record(AuditEvent.SIGNIN_FAILED, origin, user, email, reason="changed")
+            return None
+        await self._record(AuditEvent.SIGNIN, _with_key(origin, key), user)
+        await self.live.signed_in(user.id, origin.ip, origin.user_agent)
+        await self.hooks.run(Hook.SIGNED_IN, user, origin)
+        return user
 
-    async def register(self, email: str, name: str, password: str, role: str = "user") -> User:
-        """A new user; EmailTaken if the email is in use."""
+    async def register(
+        self,
+        email: str,
+        name: str,
+        password: str,
+        origin: Origin,
+        role: str = "user",
+        start_session: StartSession | None = None,
+    ) -> User:
+        """A new user, signed in through ``start_session`` if given; EmailTaken if the email is
+        in use (found before any bcrypt work), Throttled past the per-address limit."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        if origin.ip:
+            try:
+                await self.throttle.register(origin.ip)
+            except Throttled as throttled:
+                if throttled.first:
+                    await self._record(AuditEvent.REGISTRATION_THROTTLED, origin, None, email)
+                raise
+        email = normalize_email(email)
+        if await self.users.by_email(email) is not None:
+            raise EmailTaken(email)
         user = User(
             id=new_user_id(),
-            email=normalize_email(email),
+            email=email,
             name=name.strip(),
             role=role,
             password_hash=await hash_password(password, self.rounds),
             created_at=time.time(),
         )
         await self.users.add(user)
+        key = await start_session(user) if start_session is not None else None
+        await self._record(AuditEvent.REGISTERED, _with_key(origin, key), user)
+        await self.hooks.run(Hook.REGISTERED, user, origin)
         return user
 
-    async def change_password(self, user: User, current: str, new: str) -> bool:
-        if not await verify_password(current, user.password_hash):
-            return False
-        await self.users.set(user.id, password_hash=await hash_password(new, self.rounds))
-        return True
+    async def signed_out(self, user_id: str, email: str, origin: Origin) -> None:
+        """Audit a sign-out (the caller ends its own session)."""
+        await self._record(AuditEvent.LOGOUT, origin, None, email, user_id=user_id)
+        await self.hooks.run(Hook.SIGNED_OUT, user_id, origin)
 
-    async def set_role(self, user_id: str, role: str) -> User | None:
-        """Change a role; the user's sessions end so no stale right survives."""
-        if role not in ROLES:
+    # -- changes that end sessions ---------------------------------------------------------------
+
+    async def change_password(
+        self, user: User, current: str, new: str, origin: Origin
+    ) -> int | None:
+        """Set a new password when ``current`` is right (None if not); every other session of
+        the user ends, and sign-ins still in flight with the old password fail. How many ended."""
+        if not await self.check_password(user, user.email, current, origin, PASSWORD_CHECK):
+            return None
+        password_hash = await hash_password(new, self.rounds)
+        await self.users.set(user.id, new_generation=True, password_hash=password_hash)
+        keep = origin.session_key
+        revoked = await self.sessions.revoke_user(user.id, keep=keep, reason="password")
+        await self._record(AuditEvent.PASSWORD_CHANGED, origin, user, revoked=revoked)
+        return revoked
+
+    async def change_user(
+        self, user: User, role: str | None, disabled: bool | None, origin: Origin
+    ) -> User:
+        """Change a role or the disabled flag. A role change or a disable ends the user's
+        sessions (and their sign-ins in flight); LastAdmin if no enabled admin would remain."""
+        if role is not None and role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
-        user = await self.users.set(user_id, role=role)
-        if user is not None:
-            await self.sessions.revoke_user(user.id, reason="role")
-        return user
+        changes: dict[str, Any] = {}
+        if role is not None and role != user.role:
+            changes["role"] = role
+        if disabled is not None and disabled != user.disabled:
+            changes["disabled"] = disabled
+        if not changes:
+            return user
+        ends_sessions = "role" in changes or bool(changes.get("disabled"))
+        updated = await self.users.set(user.id, new_generation=ends_sessions, **changes)
+        if updated is None:
+            return user  # removed meanwhile: nothing left to change
+        # Checked after the write, so two admins demoting each other at once both fail.
+        if _admin(user) and not _admin(updated) and await self.users.count_admins() == 0:
+            undo = {name: getattr(user, name) for name in changes}
+            await self.users.set(user.id, new_generation=True, **undo)
+            raise LastAdmin("the last admin cannot be demoted or disabled")
+        if ends_sessions:
+            reason = "disabled" if changes.get("disabled") else "role"
+            await self.sessions.revoke_user(user.id, reason=reason)
+        if "role" in changes:
+            await self._record(AuditEvent.ROLE_CHANGED, origin, updated, role=updated.role)
+        if "disabled" in changes:
+            event = AuditEvent.USER_DISABLED if updated.disabled else AuditEvent.USER_ENABLED
+            await self._record(event, origin, updated)
+        return updated
 
-    async def set_disabled(self, user_id: str, disabled: bool) -> User | None:
-        """Disable or enable a user; disabling ends every session at once."""
-        user = await self.users.set(user_id, disabled=disabled)
-        if user is not None and disabled:
-            await self.sessions.revoke_user(user.id, reason="disabled")
-        return user
+    async def end_sessions(
+        self, user_id: str, email: str, origin: Origin, keep: str | None = None
+    ) -> int:
+        """End every session of a user except ``keep``; how many ended."""
+        count = await self.sessions.revoke_user(user_id, keep=keep)
+        await self._record(
+            AuditEvent.SESSIONS_REVOKED, origin, None, email, user_id=user_id, count=count
+        )
+        return count
+
+    async def end_session(self, user_id: str, email: str, key: str, origin: Origin) -> bool:
+        """End one session of a user by its store key; False if it had already ended."""
+        ended = await self.sessions.revoke(key)
+        if ended:
+            origin = _with_key(origin, key)
+            await self._record(AuditEvent.SESSION_REVOKED, origin, None, email, user_id=user_id)
+        return ended
+
+    async def set_extra(self, user_id: str, **values: Any) -> User | None:
+        """Set the app's own fields of a user (None removes one); ValueError if they cannot be
+        stored. The updated user, or None if there is none."""
+        problem = extra_problem(values)
+        if problem:
+            raise ValueError(problem)
+        return await self.users.set_extra(user_id, values)
+
+    # -- the audit trail -------------------------------------------------------------------------
+
+    async def _record(
+        self,
+        event: AuditEvent,
+        origin: Origin,
+        user: User | None,
+        email: str | None = None,
+        user_id: str | None = None,
+        **detail: Any,
+    ) -> None:
+        if origin.by is not None:
+            detail["by"] = origin.by
+        entry = AuditEntry(
+            event.value,
+            user_id=user.id if user else user_id,
+            email=(user.email if user else email or None),
+            ip=origin.ip,
+            user_agent=origin.user_agent[:256],
+            session=self.audit.session_hash(origin.session_key),
+            detail=detail,
+        )
+        if entry.email is not None:
+            entry.email = entry.email[:254]
+        await self.audit.record(entry)
+
+
+def _admin(user: User) -> bool:
+    return user.is_admin and not user.disabled
+
+
+def _with_key(origin: Origin, key: str | None) -> Origin:
+    return Origin(origin.ip, origin.user_agent, key, origin.by) if key else origin

@@ -1,120 +1,91 @@
-"""The application factory: services built inside the running loop, then the route table."""
+"""The application factory and the routes an app mounts: the JSON API, the pages and the
+dashboard socket, under a URL prefix of the app's choosing."""
 
 from __future__ import annotations
 
-import logging
 import math
-import secrets
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import tornado.web
 
 from . import handlers
-from .accounts import Accounts
-from .audit import Audit
-from .errors import StoreUnavailable
-from .live import LiveHub
-from .sessions import Lifetime, SessionManager, backend_for_url
-from .settings import Settings, SettingsError
-from .throttle import Limits, LoginThrottle
-from .users import UserStore, store_for_url
+from .cookies import SignedCookies
+from .handlers.access_log import log_request
+from .oversized import Application
+from .resources import STATIC, TEMPLATES
+from .services import Services
+from .templates import LayeredLoader
 
-log = logging.getLogger("tornado_auth")
-ROOT = Path(__file__).resolve().parent.parent
+PARTS = ("api", "pages", "socket")  # what auth_routes can mount; "demo" adds the cookie demo
+Rule = tuple[Any, ...]
 
 
-@dataclass
-class Services:
-    settings: Settings
-    sessions: SessionManager
-    users: UserStore
-    accounts: Accounts
-    live: LiveHub
-    throttle: LoginThrottle
-    audit: Audit
-    cookie_secret: str | dict[int, str]
+def auth_routes(prefix: str = "", parts: Iterable[str] = PARTS) -> list[Rule]:
+    """The routes to mount, for the chosen parts, each path under ``prefix`` (e.g. "/auth").
 
-    async def close(self) -> None:
-        await self.live.close()
-        await self.sessions.close()
-        await self.users.close()
-
-    async def down(self) -> list[str]:
-        """The stores that do not answer, e.g. ``session store (redis)``."""
-        down = []
-        for store in (self.sessions.backend, self.users):
-            try:
-                await store.ping()
-            except StoreUnavailable as error:
-                down.append(f"{error.store} store ({store.name})")
-        return down
-
-
-def cookie_secret(settings: Settings) -> str | dict[int, str]:
-    """The configured secret, or in development one generated once and kept on disk."""
-    secret = settings["secrets.cookie_secret"]
-    if secret:
-        return secret
-    if settings.production:
-        raise SettingsError("secrets.cookie_secret: production requires a configured secret")
-    path = Path(settings["secrets.secret_file"])
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    "api": the JSON API, /healthz and /readyz; "pages": the browser pages; "socket": the live
+    dashboard socket; "demo": the cookie demo. The pages' CSS and scripts come with "pages".
+    """
+    chosen = set(parts)
+    unknown = chosen - {*PARTS, "demo"}
+    if unknown:
+        raise ValueError(f"unknown parts: {', '.join(sorted(unknown))}")
+    prefix = prefix.rstrip("/")
+    rules: list[Rule] = []
+    if "api" in chosen:
+        rules += handlers.api_routes()
+    if "demo" in chosen:
+        rules += handlers.demo_routes()
+    if "socket" in chosen:
+        rules += handlers.socket_routes()
+    if "api" in chosen:
+        rules += handlers.api_fallback_routes()
+    if "pages" in chosen:
+        rules += [(r"/static/(.*)", tornado.web.StaticFileHandler, {"path": str(STATIC)})]
+        rules += handlers.pages.page_routes()
+    return [(prefix + rule[0], *rule[1:]) for rule in rules]
 
 
-async def start_services(settings: Settings) -> Services:
-    """Connect the stores (inside the running loop, after any fork)."""
-    backend = backend_for_url(settings["sessions.url"], settings["sessions.key_prefix"])
-    if backend.name == "memory":
-        log.warning(
-            "memory:// sessions live in one process and vanish on restart: not for production"
-        )
-    try:
-        users = store_for_url(settings["users.url"])
-    except ValueError as error:
-        raise SettingsError(f"users.url: {error}") from None
-    lifetime = Lifetime(
-        ttl=settings["sessions.ttl"],
-        remember_me_ttl=settings["sessions.remember_me_ttl"],
-        absolute_ttl=settings["sessions.absolute_ttl"],
-        touch_interval=settings["sessions.touch_interval"],
+def make_app(
+    services: Services,
+    routes: Sequence[Rule] = (),
+    *,
+    prefix: str = "",
+    parts: Iterable[str] = (*PARTS, "demo"),
+    template_path: str | Path | None = None,
+    **overrides: Any,
+) -> tornado.web.Application:
+    """A Tornado application with the app's own ``routes`` (matched first) and ours. It answers
+    a declared body over ``server.max_body_size`` with a 413 before reading it.
+
+    ``template_path``: a folder of templates that replace ours by name (e.g. its own
+    ``base.html`` restyles every page); any other Tornado setting can be passed as a keyword.
+    """
+    app_settings = auth_settings(services, prefix=prefix, template_path=template_path)
+    if not routes:
+        app_settings["default_handler_class"] = handlers.pages.PageNotFoundHandler
+    app_settings.update(overrides)
+    app_settings["signed_cookies"] = SignedCookies(
+        app_settings["cookie_secret"],
+        app_settings["session_cookie"],
+        app_settings["session_cookie_days"],
     )
-    await backend.start()
-    sessions = SessionManager(
-        backend,
-        lifetime,
-        cache_size=settings["sessions.cache_size"],
-        cache_ttl=settings["sessions.cache_ttl"],
-    )
-    await users.start()
-    if backend.name != "redis":
-        sessions.start_sweeper(settings["sessions.sweep_interval"])
-    accounts = Accounts(users, sessions, settings["users.bcrypt_rounds"])
-    await accounts.start()
-    live = LiveHub(sessions, settings["live.check_interval"], settings["live.stats_interval"])
-    live.start()
-    limits = Limits(
-        account_ip_failures=settings["throttle.account_ip_failures"],
-        ip_failures=settings["throttle.ip_failures"],
-        window=settings["throttle.window"],
-    )
-    secret = cookie_secret(settings)
-    current = secret[settings["secrets.key_version"]] if isinstance(secret, dict) else secret
-    audit = Audit(users, current.encode())
-    throttle = LoginThrottle(backend, limits)
-    return Services(settings, sessions, users, accounts, live, throttle, audit, secret)
+    return Application([*routes, *auth_routes(prefix, parts)], **app_settings)
 
 
-def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
+def auth_settings(
+    services: Services, prefix: str = "", template_path: str | Path | None = None
+) -> dict[str, Any]:
+    """The Application settings our handlers need, from the services' settings."""
     settings = services.settings
+    prefix = prefix.rstrip("/")
     longest = max(settings["sessions.remember_me_ttl"], settings["sessions.ttl"])
-    app_settings: dict[str, Any] = {
+    roots = [Path(template_path)] if template_path else []
+    return {
         "services": services,
+        "auth_prefix": prefix,
         "cookie_secret": services.cookie_secret,
         "key_version": settings["secrets.key_version"],
         "session_cookie": ("__Host-" if settings.production else "")
@@ -131,22 +102,13 @@ def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
             "samesite": "Strict",
             "secure": settings.production,
         },
-        "template_path": str(ROOT / "templates"),
-        "static_path": str(ROOT / "static"),
-        "login_url": "/login",
+        "template_loader": LayeredLoader([*roots, TEMPLATES]),
+        "login_url": prefix + "/login",
         "serve_traceback": False,
-        "log_function": handlers.base.log_request,
-        "default_handler_class": handlers.pages.PageNotFoundHandler,
+        "log_function": log_request,
         "access_log": settings["logging.access_log"],
         "max_header_size": settings["server.max_header_size"],
         "max_body_size": settings["server.max_body_size"],
         "websocket_ping_interval": settings["live.ping_interval"],
         "websocket_ping_timeout": settings["live.ping_interval"],
     }
-    app_settings.update(overrides)
-    app_settings["signed_cookies"] = handlers.base.SignedCookies(
-        app_settings["cookie_secret"],
-        app_settings["session_cookie"],
-        app_settings["session_cookie_days"],
-    )
-    return tornado.web.Application(handlers.routes(), **app_settings)

@@ -2,29 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from .errors import StoreUnavailable
 
 log = logging.getLogger("tornado_auth.audit")
 
-EVENTS = (
-    "signin",
-    "signin_failed",
-    "signin_throttled",
-    "logout",
-    "session_revoked",
-    "sessions_revoked",
-    "password_changed",
-    "role_changed",
-    "user_disabled",
-    "user_enabled",
-)
+
+class AuditEvent(StrEnum):
+    SIGNIN = "signin"
+    SIGNIN_FAILED = "signin_failed"
+    SIGNIN_THROTTLED = "signin_throttled"
+    LOGOUT = "logout"
+    REGISTERED = "registered"
+    REGISTRATION_THROTTLED = "registration_throttled"
+    SESSION_REVOKED = "session_revoked"
+    SESSIONS_REVOKED = "sessions_revoked"
+    PASSWORD_CHANGED = "password_changed"
+    PASSWORD_CHECK_FAILED = "password_check_failed"
+    PASSWORD_CHECK_THROTTLED = "password_check_throttled"
+    ROLE_CHANGED = "role_changed"
+    USER_DISABLED = "user_disabled"
+    USER_ENABLED = "user_enabled"
 
 
 @dataclass(slots=True)
@@ -40,17 +47,43 @@ class AuditEntry:
 
     def public(self) -> dict[str, Any]:
         entry = asdict(self)
+        entry["event"] = str(self.event)
         entry["userId"] = entry.pop("user_id")
         entry["userAgent"] = entry.pop("user_agent")
         return entry
 
 
+# A pruning pass removes at most this many entries: it never holds the store for long, and a pass
+# that removes a full batch is followed by the next one after CATCH_UP_PAUSE, not the interval.
+PRUNE_BATCH = 2000
+CATCH_UP_PAUSE = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long the trail keeps entries, and how often it is pruned; 0 means no limit."""
+
+    max_age: float = 0.0  # seconds
+    max_entries: int = 0
+    prune_interval: float = 0.0  # seconds between pruning passes; 0: never pruned
+
+
 class Audit:
     """Writes entries to the user store; a store outage is logged, never fatal to the request."""
 
-    def __init__(self, store: Any, secret: bytes) -> None:
+    def __init__(
+        self,
+        store: Any,
+        secret: bytes,
+        retention: Retention | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self._key = hashlib.sha256(b"audit-session-hash:" + secret).digest()
+        self.retention = retention or Retention()
+        self.clock = clock
+        self._pruner: asyncio.Task[None] | None = None
+        self._pass_done = asyncio.Event()
 
     def session_hash(self, key: str | None) -> str | None:
         if key is None:
@@ -65,3 +98,44 @@ class Audit:
 
     async def page(self, offset: int, limit: int) -> tuple[list[AuditEntry], int]:
         return await self.store.audit_page(offset, limit)
+
+    async def prune(self) -> int:
+        """One pass: remove at most ``PRUNE_BATCH`` entries older than ``max_age`` or beyond the
+        newest ``max_entries``; how many were removed."""
+        retention = self.retention
+        older_than = self.clock() - retention.max_age if retention.max_age else None
+        keep = retention.max_entries or None
+        if older_than is None and keep is None:
+            return 0
+        return await self.store.prune_audit(older_than, keep, PRUNE_BATCH)
+
+    def start(self) -> None:
+        """Prune every ``retention.prune_interval`` seconds, from now on, whoever is watching."""
+        if self.retention.prune_interval > 0 and self._pruner is None:
+            self._pruner = asyncio.create_task(self._prune_forever())
+
+    async def _prune_forever(self) -> None:
+        while True:
+            removed = 0
+            try:
+                removed = await self.prune()
+                if removed:
+                    log.info("pruned %d audit entries", removed)
+            except StoreUnavailable as error:
+                log.warning("audit pruning skipped: %s", error)
+            except Exception:  # a failed pass must not end pruning for the life of the process
+                log.exception("audit pruning failed")
+            self._pass_done.set()
+            self._pass_done = asyncio.Event()
+            full = removed >= PRUNE_BATCH
+            await asyncio.sleep(CATCH_UP_PAUSE if full else self.retention.prune_interval)
+
+    async def pruned(self) -> None:
+        """Wait until the next pruning pass has finished."""
+        await self._pass_done.wait()
+
+    async def close(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+            await asyncio.gather(self._pruner, return_exceptions=True)
+            self._pruner = None

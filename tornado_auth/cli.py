@@ -9,18 +9,32 @@ import logging
 import sys
 from collections.abc import Awaitable, Callable
 
-from .app import Services, start_services
-from .audit import AuditEntry
+from .accounts import CLI, LastAdmin
 from .errors import StoreUnavailable
+from .services import Services, start_services
 from .settings import Settings, SettingsError, load_settings
-from .users import ROLES, EmailTaken, email_problem, normalize_email
+from .users import ROLES, EmailTaken, User, email_problem, name_problem, normalize_email
 from .users.passwords import password_problem
-
-CLI_AGENT = "tornado-auth cli"  # the user agent of audit entries for actions taken here
 
 
 class CommandError(Exception):
     """A runtime failure to report in one line with exit status 1."""
+
+
+def shown(text: object) -> str:
+    """Text a user chose, safe to print on the operator's terminal."""
+    text = str(text)
+    if text.isprintable() and "\\" not in text:
+        return text
+    # Every character Python does not count as printable (ESC, CR, tab, other C0 and C1 controls,
+    # bidi overrides, zero-width and other format characters, line separators, unusual spaces)
+    # is written as its escape (\x1b, \r, \u202e); "\\" is doubled so no text passes for one.
+    return "".join(
+        character
+        if character.isprintable() and character != "\\"
+        else character.encode("unicode_escape").decode("ascii")
+        for character in text
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,46 +81,46 @@ def _read_password(from_stdin: bool) -> str:
     return first
 
 
-async def _user_id(services: Services, email: str) -> str:
+async def _user(services: Services, email: str) -> User:
     user = await services.users.by_email(normalize_email(email))
     if user is None:
         raise CommandError(f"no user with email {email}")
-    return user.id
+    return user
 
 
-async def _audit(
-    services: Services, event: str, user_id: str, email: str, **detail: object
-) -> None:
-    """The audit entry an admin's action gets in the web UI, marked as done from the CLI."""
-    entry = AuditEntry(event, user_id=user_id, email=email, user_agent=CLI_AGENT, detail=detail)
-    await services.audit.record(entry)
+async def _change(services: Services, email: str, role: str | None, disabled: bool | None) -> User:
+    """The change an admin makes in the web UI, audited as done from the command line."""
+    try:
+        return await services.accounts.change_user(
+            await _user(services, email), role, disabled, CLI
+        )
+    except LastAdmin as error:
+        raise CommandError(str(error)) from None
 
 
 async def create_user(services: Services, args: argparse.Namespace) -> None:
-    problem = email_problem(args.email)
+    problem = email_problem(args.email) or name_problem(args.name)
     password = _read_password(args.password_stdin)
     problem = problem or password_problem(password)
     if problem:
         raise CommandError(problem)
     try:
-        user = await services.accounts.register(args.email, args.name, password, args.role)
+        user = await services.accounts.register(args.email, args.name, password, CLI, args.role)
     except EmailTaken:
         raise CommandError(f"email already registered: {args.email}") from None
-    print(f"created {user.role} {user.email} ({user.id})")
+    print(f"created {user.role} {shown(user.email)} ({user.id})")
 
 
 async def set_role(services: Services, args: argparse.Namespace) -> None:
-    user = await services.accounts.set_role(await _user_id(services, args.email), args.role)
-    await _audit(services, "role_changed", user.id, user.email, role=user.role, by="cli")
-    print(f"{user.email} is now {user.role}; their sessions were ended")
+    user = await _change(services, args.email, args.role, None)
+    print(f"{shown(user.email)} is now {user.role}; their sessions were ended")
 
 
 async def set_disabled(services: Services, args: argparse.Namespace) -> None:
     disabled = args.command == "disable"
-    user = await services.accounts.set_disabled(await _user_id(services, args.email), disabled)
-    event = "user_disabled" if disabled else "user_enabled"
-    await _audit(services, event, user.id, user.email, by="cli")
-    print(f"{user.email} {'disabled; their sessions were ended' if disabled else 'enabled'}")
+    user = await _change(services, args.email, None, disabled)
+    done = "disabled; their sessions were ended" if disabled else "enabled"
+    print(f"{shown(user.email)} {done}")
 
 
 async def list_users(services: Services, args: argparse.Namespace) -> None:
@@ -115,19 +129,17 @@ async def list_users(services: Services, args: argparse.Namespace) -> None:
         users, total = await services.users.page(offset, 500)
         for user in users:
             state = "disabled" if user.disabled else "active"
-            print(f"{user.id}\t{user.email}\t{user.role}\t{state}\t{user.name}")
+            fields = (user.id, user.email, user.role, state, user.name)
+            print("\t".join(shown(field) for field in fields))
         offset += len(users)
         if not users or offset >= total:
             return
 
 
 async def revoke_sessions(services: Services, args: argparse.Namespace) -> None:
-    user_id = await _user_id(services, args.email)
-    count = await services.sessions.revoke_user(user_id)
-    await _audit(
-        services, "sessions_revoked", user_id, normalize_email(args.email), count=count, by="cli"
-    )
-    print(f"revoked {count} session(s) of {args.email}")
+    user = await _user(services, args.email)
+    count = await services.accounts.end_sessions(user.id, user.email, CLI)
+    print(f"revoked {count} session(s) of {shown(args.email)}")
 
 
 COMMANDS: dict[str, Callable[[Services, argparse.Namespace], Awaitable[None]]] = {
@@ -173,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tornado-auth: invalid setting {error}", file=sys.stderr)
         return 2
     except (CommandError, StoreUnavailable, OSError) as error:
-        print(f"tornado-auth: {error}", file=sys.stderr)
+        print(f"tornado-auth: {shown(error)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -6,13 +6,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import cast
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect, ConnectionFailure, ServerSelectionTimeoutError
 from pymongo.uri_parser import parse_uri
 
-from .errors import StoreUnavailable
+from .errors import ClosedClient, StoreUnavailable
 
 log = logging.getLogger("tornado_auth")
 DEFAULT_DATABASE = "tornado_auth"
@@ -74,3 +75,4 @@ class MongoDatabase:
         if self.client is not None:
             await self.client.close()
             self.client = None
+            self.db = cast(AsyncDatabase, ClosedClient(self.store, "mongodb: closed"))

@@ -9,20 +9,58 @@ import os
 import secrets
 import signal
 import time
+from typing import TYPE_CHECKING
 
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from .app import Services, make_app, start_services
-from .handlers.base import InFlight
+from .accounts import Origin
+from .app import make_app
+from .oversized import READ_LIMIT
+from .services import Services, start_services
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from .handlers.base import BaseHandler
+
 log = logging.getLogger("tornado_auth")
+DEMO = Origin(user_agent="tornado-auth serve")  # who created the demo users, for the audit trail
 DEMO_USERS = (
     ("admin@example.com", "Demo Admin", "admin"),
     ("user@example.com", "Demo User", "user"),
 )
+
+
+class InFlight:
+    """The requests being served, so a shutdown can wait for them, then cut those still running."""
+
+    def __init__(self) -> None:
+        self.handlers: set[BaseHandler] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def active(self) -> int:
+        return len(self.handlers)
+
+    def begin(self, handler: BaseHandler) -> None:
+        self.handlers.add(handler)
+        self._idle.clear()
+
+    def end(self, handler: BaseHandler) -> None:
+        self.handlers.discard(handler)
+        if not self.handlers:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()
+
+    async def cut(self) -> None:
+        """Stop every request still running; each answers 503 if it has not begun answering."""
+        stopped = [work for handler in list(self.handlers) if (work := handler.cut()) is not None]
+        if stopped:
+            await asyncio.wait(stopped)
 
 
 async def create_demo_users(services: Services) -> None:
@@ -34,7 +72,7 @@ async def create_demo_users(services: Services) -> None:
         return
     for email, name, role in DEMO_USERS:
         password = secrets.token_urlsafe(12)
-        await services.accounts.register(email, name, password, role)
+        await services.accounts.register(email, name, password, DEMO, role)
         print(f"demo {role}: {email}  password: {password}", flush=True)
 
 
@@ -49,24 +87,31 @@ async def run_worker(settings: Settings, sockets: list) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    log.info("shutting down: no new connections, %ss grace", settings["server.shutdown_grace"])
+    await shut_down(server, services, in_flight, settings["server.shutdown_grace"])
+
+
+async def shut_down(
+    server: tornado.httpserver.HTTPServer, services: Services, in_flight: InFlight, grace: float
+) -> None:
+    """No new connections; running requests get ``grace`` seconds, then those still running are
+    cut (503) before the stores close, so none of them reaches a closed store."""
+    log.info("shutting down: no new connections, %ss grace", grace)
     server.stop()
     services.live.close_all()
     try:
-        await asyncio.wait_for(in_flight.idle(), settings["server.shutdown_grace"])
+        await asyncio.wait_for(in_flight.idle(), grace)
     except TimeoutError:
-        log.warning("grace period over: %d requests still running are cut", in_flight.active)
+        log.warning("grace period over: %d requests still running get 503", in_flight.active)
+        await in_flight.cut()
     await server.close_all_connections()
     await services.close()
 
 
-READ_LIMIT = 16  # times server.max_header_size / max_body_size: what Tornado reads at most
-
-
 def http_server(app: tornado.web.Application, settings: Settings) -> tornado.httpserver.HTTPServer:
     """The HTTP server for the app. Past its own limits Tornado closes the connection without a
-    response (headers) or with a bare 400 (bodies), so it reads up to READ_LIMIT times the
-    settings, and the app answers anything over a setting with a JSON 431 or 413."""
+    response (headers) or with a bare 400 (a chunked body), so it reads up to READ_LIMIT times
+    the settings, and the app answers anything over a setting with a JSON 431 or 413 (a declared
+    Content-Length over the limit at once: see ``oversized``)."""
     return tornado.httpserver.HTTPServer(
         app,
         xheaders=settings["server.xheaders"],

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from .redact import redact_url
+
 ENV_PREFIX = "TORNADO_AUTH_"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -116,7 +118,7 @@ def _url(value: Any) -> str:
     text = _str(value)
     if not text.startswith(BACKEND_SCHEMES):
         schemes = ", ".join(s.rstrip("/") for s in BACKEND_SCHEMES)
-        raise ValueError(f"unsupported URL {text!r}: use one of {schemes}")
+        raise ValueError(f"unsupported URL {redact_url(text)!r}: use one of {schemes}")
     return text
 
 
@@ -183,6 +185,11 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "throttle.account_ip_failures": (10, _int(1, 10**9)),
     "throttle.ip_failures": (100, _int(1, 10**9)),
     "throttle.window": ("10m", parse_duration),
+    "throttle.ip_registrations": (20, _int(0, 10**9)),
+    "throttle.registration_window": ("1h", parse_duration),
+    "audit.max_age": ("90d", parse_duration),
+    "audit.max_entries": (100000, _int(0, 10**9)),
+    "audit.prune_interval": ("1m", parse_duration),
     "live.check_interval": ("2s", parse_duration),
     "live.stats_interval": ("5s", parse_duration),
     "live.ping_interval": ("20s", parse_duration),
@@ -278,7 +285,8 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Defaults, then the YAML file, then the environment, then explicit overrides."""
+    """Defaults, then the YAML file, then the environment (``TORNADO_AUTH_*``), then explicit
+    overrides; SettingsError naming the key for any invalid value."""
     environ = os.environ if environ is None else environ
     raw = {path: default for path, (default, _) in SCHEMA.items()}
     config = config or environ.get(ENV_PREFIX + "CONFIG")
@@ -293,5 +301,6 @@ def load_settings(
             raise SettingsError(f"config: {config} must hold a mapping of settings")
         raw.update(_flatten(tree))
     raw.update(_env_overrides(environ))
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    # Overrides may be flat ("sessions.url") or nested ({"sessions": {"url": ...}}).
+    raw.update({k: v for k, v in _flatten(overrides or {}).items() if v is not None})
     return Settings(_validate(raw))

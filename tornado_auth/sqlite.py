@@ -29,6 +29,7 @@ class SQLiteDatabase:
         self.schema = schema
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._connection: sqlite3.Connection | None = None
+        self._closed = False
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -49,6 +50,7 @@ class SQLiteDatabase:
         """Run ``work(connection)`` on the database thread; errors become StoreUnavailable."""
 
         def call() -> T:
+            self._refuse_if_closed()  # queued before close, run after it
             try:
                 return work(self._connect())
             except sqlite3.IntegrityError:
@@ -56,7 +58,12 @@ class SQLiteDatabase:
             except sqlite3.Error as error:
                 raise StoreUnavailable(self.store, f"sqlite {self.path}: {error}") from error
 
+        self._refuse_if_closed()
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise StoreUnavailable(self.store, f"sqlite {self.path}: closed")
 
     async def transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` inside BEGIN IMMEDIATE ... COMMIT, so read-modify-write is atomic."""
@@ -74,6 +81,10 @@ class SQLiteDatabase:
         return await self.run(atomic)
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
         def shut() -> None:
             if self._connection is not None:
                 self._connection.close()

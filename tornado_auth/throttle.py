@@ -1,5 +1,8 @@
-"""Sign-in throttling: failures counted per account and IP, and per IP, in the session store.
+"""Throttles, counted in the session store: password checks by account and IP and by IP, and
+registrations by IP.
 
+A password check reserves its place in the counts before any bcrypt work, and counts as a failure
+until it succeeds, so a burst of concurrent guesses is refused past the limit, not all checked.
 Only failures count, and only from the address that makes them, so an attacker elsewhere cannot
 lock the real user out: there is no global per-account lockout.
 """
@@ -15,11 +18,23 @@ from dataclasses import dataclass
 from .sessions import SessionBackend
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Limits:
     account_ip_failures: int
     ip_failures: int
     window: float
+    ip_registrations: int = 0  # 0: registrations are not limited
+    registration_window: float = 3600.0
+
+
+class Throttled(Exception):
+    """Refused until ``retry_after`` seconds have passed; ``first`` for the first refusal of the
+    window (the one worth an audit entry: a flood of refusals is recorded once)."""
+
+    def __init__(self, retry_after: int, first: bool) -> None:
+        super().__init__(f"throttled for {retry_after}s")
+        self.retry_after = retry_after
+        self.first = first
 
 
 def _name(kind: str, *parts: str) -> str:
@@ -38,24 +53,34 @@ class LoginThrottle:
     def _names(self, email: str, ip: str) -> tuple[str, str]:
         return _name("account-ip", email.strip().lower(), ip), _name("ip", ip)
 
-    async def retry_after(self, email: str, ip: str) -> int | None:
-        """Seconds until this account may be tried again from this IP, or None if it may now."""
+    async def _count(self, name: str, limit: int, window: float) -> None:
+        """Count one event under ``name``; Throttled past ``limit`` (refusals count on, so only
+        the first of a window is ``first``)."""
         now = self.clock()
-        account_ip, by_ip = self._names(email, ip)
-        waits = []
-        for name, limit in (
-            (account_ip, self.limits.account_ip_failures),
-            (by_ip, self.limits.ip_failures),
-        ):
-            count, ends = await self.backend.peek(name, now)
-            if count >= limit:
-                waits.append(max(1, math.ceil(ends - now)))
-        return max(waits) if waits else None
+        count, ends = await self.backend.hit(name, window, now)
+        if count > limit:
+            raise Throttled(max(1, math.ceil(ends - now)), first=count == limit + 1)
 
-    async def failed(self, email: str, ip: str) -> None:
-        now, window = self.clock(), self.limits.window
-        for name in self._names(email, ip):
-            await self.backend.hit(name, window, now)
+    async def reserve(self, email: str, ip: str) -> None:
+        """Count a password check as failed before it runs; Throttled when over a limit."""
+        account_ip, by_ip = self._names(email, ip)
+        window = self.limits.window
+        await self._count(by_ip, self.limits.ip_failures, window)
+        try:
+            await self._count(account_ip, self.limits.account_ip_failures, window)
+        except Throttled:
+            await self.backend.release(by_ip, self.clock())
+            raise
 
     async def succeeded(self, email: str, ip: str) -> None:
-        await self.backend.clear(self._names(email, ip)[0])
+        """The reserved check passed: the account's failures from this IP are forgiven."""
+        account_ip, by_ip = self._names(email, ip)
+        await self.backend.clear(account_ip)
+        await self.backend.release(by_ip, self.clock())
+
+    async def register(self, ip: str) -> None:
+        """Count one registration from ``ip``; Throttled when over the limit."""
+        if self.limits.ip_registrations > 0:
+            name = _name("register-ip", ip)
+            limit, window = self.limits.ip_registrations, self.limits.registration_window
+            await self._count(name, limit, window)

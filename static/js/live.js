@@ -2,6 +2,7 @@
 "use strict";
 (function () {
   const SESSION_ENDED = 4001;
+  const prefix = document.body.dataset.prefix || ""; // where the app mounted our routes
   const status = document.getElementById("live-status");
   const events = document.getElementById("events");
   const reasons = {
@@ -39,7 +40,7 @@
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    const socket = new WebSocket(scheme + location.host + "/ws/dashboard");
+    const socket = new WebSocket(scheme + location.host + prefix + "/ws/dashboard");
     socket.addEventListener("open", function () {
       delay = 500;
       setStatus("open", "Live: connected");
@@ -55,7 +56,7 @@
         const why = reasons[close.reason] || reasons.ended;
         setStatus("ended", "Signed out: " + why + ". Taking you to the sign-in page…");
         setTimeout(function () {
-          location.assign("/login?ended=" + encodeURIComponent(close.reason || "ended"));
+          location.assign(prefix + "/login?ended=" + encodeURIComponent(close.reason || "ended"));
         }, 1200);
         return;
       }
@@ -67,8 +68,8 @@
 
   // A refused handshake looks like a dropped connection: ask the API whether we are signed in.
   function reconnect() {
-    fetch("/api/dashboard", { credentials: "same-origin" }).then(function (response) {
-      if (response.status === 401) location.assign("/login?ended=ended");
+    fetch(prefix + "/api/dashboard", { credentials: "same-origin" }).then(function (response) {
+      if (response.status === 401) location.assign(prefix + "/login?ended=ended");
       else connect();
     }, connect);
   }

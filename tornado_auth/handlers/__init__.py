@@ -1,17 +1,17 @@
-"""Request handlers, one module per area, and the route table."""
+"""Request handlers, one module per area, and their routes (mounted by ``app.auth_routes``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import admin, api, auth, base, pages, ws
+from . import admin, api, auth, pages, ws
 
-__all__ = ["base", "routes"]
+__all__ = ["api_fallback_routes", "api_routes", "demo_routes", "pages", "socket_routes"]
 
 ID = r"([A-Za-z0-9_-]{1,64})"
 
 
-def routes() -> list[tuple[str, Any]]:
+def api_routes() -> list[tuple[str, Any]]:
     return [
         (r"/api/login", auth.LoginHandler),
         (r"/api/logout", auth.LogoutHandler),
@@ -26,11 +26,23 @@ def routes() -> list[tuple[str, Any]]:
         (rf"/api/admin/users/{ID}", admin.AdminUserHandler),
         (rf"/api/admin/users/{ID}/sessions", admin.AdminUserSessionsHandler),
         (r"/api/admin/audit", admin.AdminAuditHandler),
-        (r"/api/set-cookie", api.SetCookieHandler),
-        (r"/api/get-cookie", api.GetCookieHandler),
         (r"/healthz", api.HealthHandler),
         (r"/readyz", api.ReadyHandler),
-        (r"/ws/dashboard", ws.DashboardSocket),
-        (r"/api/.*", api.NotFoundHandler),
-        *pages.page_routes(),
     ]
+
+
+def demo_routes() -> list[tuple[str, Any]]:
+    """The seed guide's cookie demo."""
+    return [
+        (r"/api/set-cookie", api.SetCookieHandler),
+        (r"/api/get-cookie", api.GetCookieHandler),
+    ]
+
+
+def socket_routes() -> list[tuple[str, Any]]:
+    return [(r"/ws/dashboard", ws.DashboardSocket)]
+
+
+def api_fallback_routes() -> list[tuple[str, Any]]:
+    """Any other path under /api/ answers a JSON 404."""
+    return [(r"/api/.*", api.NotFoundHandler)]

@@ -1,10 +1,12 @@
-"""What both the JSON API and the pages do to sessions and users, audited in one place."""
+"""What both the JSON API and the pages do to sessions and users, through the account use cases."""
 
 from __future__ import annotations
 
+from ..accounts import LastAdmin
 from ..sessions import public_id
 from ..users import User
 from .base import BaseHandler
+from .validation import ApiError
 
 
 async def revoke_own_session(handler: BaseHandler, session_id: str) -> bool:
@@ -16,37 +18,31 @@ async def revoke_own_session(handler: BaseHandler, session_id: str) -> bool:
         if record.key == handler.session.key:
             await handler.sign_out()
         else:
-            await sessions.revoke(record.key)
-            await handler.audit("session_revoked", user.id, user.email, record.key)
+            accounts = handler.services.accounts
+            await accounts.end_session(user.id, user.email, record.key, handler.origin())
         return True
     return False
 
 
 async def revoke_other_sessions(handler: BaseHandler) -> int:
-    user = handler.current_user
-    count = await handler.services.sessions.revoke_user(user.id, keep=handler.session.key)
-    await handler.audit("sessions_revoked", user.id, user.email, handler.session.key, count=count)
-    return count
+    user, accounts = handler.current_user, handler.services.accounts
+    return await accounts.end_sessions(
+        user.id, user.email, handler.origin(), keep=handler.session.key
+    )
 
 
 async def change_user(
     handler: BaseHandler, user: User, role: str | None, disabled: bool | None
 ) -> User:
     """An admin changes a role or the disabled flag; the user's sessions end at once."""
-    accounts, admin = handler.services.accounts, handler.current_user.id
-    if role is not None and role != user.role:
-        user = await accounts.set_role(user.id, role) or user
-        await handler.audit("role_changed", user.id, user.email, role=role, by=admin)
-    if disabled is not None and disabled != user.disabled:
-        user = await accounts.set_disabled(user.id, disabled) or user
-        event = "user_disabled" if disabled else "user_enabled"
-        await handler.audit(event, user.id, user.email, by=admin)
-    return user
+    try:
+        return await handler.services.accounts.change_user(
+            user, role, disabled, handler.origin(as_admin=True)
+        )
+    except LastAdmin:
+        raise ApiError(409, "The last admin cannot be demoted or disabled") from None
 
 
 async def revoke_user_sessions(handler: BaseHandler, user: User) -> int:
-    count = await handler.services.sessions.revoke_user(user.id)
-    await handler.audit(
-        "sessions_revoked", user.id, user.email, count=count, by=handler.current_user.id
-    )
-    return count
+    accounts = handler.services.accounts
+    return await accounts.end_sessions(user.id, user.email, handler.origin(as_admin=True))

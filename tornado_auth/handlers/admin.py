@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from ..users import ROLES
 from . import actions
-from .base import ApiError, ApiHandler, admin_required, bool_field, text_field
+from .base import ApiHandler
+from .decorators import admin_required
+from .validation import ApiError, bool_field, text_field
 
 MAX_PER_PAGE = 200
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from ..sessions import SessionRecord, public_id
 from . import actions
-from .base import ApiError, ApiHandler, authenticated
+from .base import ApiHandler
+from .decorators import authenticated
+from .validation import ApiError
 
 
 class DashboardHandler(ApiHandler):

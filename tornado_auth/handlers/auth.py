@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from ..users import EmailTaken, email_problem
-from ..users.passwords import MAX_LENGTH, password_problem
-from .base import ApiError, ApiHandler, authenticated, bool_field, text_field
+from ..throttle import Throttled
+from ..users import EmailTaken, email_problem, name_problem
+from ..users.passwords import password_problem
+from .base import ApiHandler
+from .decorators import authenticated
+from .validation import ApiError, bool_field, password_field, text_field
 
 MAX_NAME = 100
 
@@ -17,7 +20,7 @@ class LoginHandler(ApiHandler):
     async def post(self) -> None:
         body = self.json_body()
         email = text_field(body, "email", 254)
-        password = text_field(body, "password", MAX_LENGTH)
+        password = password_field(body, "password")
         remember_me = bool_field(body, "rememberMe") or False
         user = await self.log_in(email, password, remember_me)
         if user is None:
@@ -37,16 +40,13 @@ class RegisterHandler(ApiHandler):
         email = text_field(body, "email", 254)
         password = body.get("password")
         name = text_field(body, "name", MAX_NAME)
-        problem = email_problem(email) or password_problem(password)
+        problem = email_problem(email) or name_problem(name) or password_problem(password)
         if problem:
             raise ApiError(400, problem)
         try:
-            user = await self.unless_abandoned(
-                self.services.accounts.register(email, name, password)
-            )
+            user = await self.register(email, name, password)
         except EmailTaken:
             raise ApiError(409, "Email already registered") from None
-        await self.sign_in(user.id, user.email, user.role, remember_me=False)
         self.send_json({"user": summary(user)}, status=201)
 
 
@@ -54,7 +54,7 @@ class PasswordHandler(ApiHandler):
     @authenticated
     async def post(self) -> None:
         body = self.json_body()
-        current = text_field(body, "currentPassword", MAX_LENGTH)
+        current = password_field(body, "currentPassword")
         new = body.get("newPassword")
         problem = password_problem(new)
         if problem:
@@ -62,11 +62,14 @@ class PasswordHandler(ApiHandler):
         user = await self.services.users.get(self.current_user.id)
         if user is None:
             raise ApiError(401, "Not authenticated")
-        if not await self.services.accounts.change_password(user, current, new):
+        try:
+            revoked = await self.unless_abandoned(
+                self.services.accounts.change_password(user, current, new, self.origin())
+            )
+        except Throttled as throttled:
+            message = "Too many failed password checks; try again later"
+            raise ApiError(429, message, throttled.retry_after) from None
+        if revoked is None:
             raise ApiError(401, "Current password is incorrect")
-        sessions = self.services.sessions
-        revoked = await sessions.revoke_user(user.id, keep=self.session.key, reason="password")
         self.session.regenerate()
-        key = self.session.next_key
-        await self.audit("password_changed", user.id, user.email, key, revoked=revoked)
         self.send_json({"message": "Password changed", "revokedSessions": revoked})

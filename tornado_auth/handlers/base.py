@@ -4,33 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
-import time
 import urllib.parse
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import tornado.web
-from tornado import httputil
 from tornado.iostream import StreamClosedError
 
-from ..audit import AuditEntry
+from ..accounts import Origin
+from ..cookies import VerifiedCookie
 from ..errors import StoreUnavailable
-from ..sessions import CookieChange, Session, token_key
+from ..resources import STATIC
+from ..sessions import CookieChange, Session
+from ..throttle import Throttled
 from ..users import User
+from .validation import ApiError, json_object
 
 if TYPE_CHECKING:
-    from ..app import Services
+    from ..services import Services
 
 log = logging.getLogger("tornado_auth")
-access_log = logging.getLogger("tornado.access")
-M = TypeVar("M", bound=Callable[..., Any])
 T = TypeVar("T")
 CLIENT_GONE = 499  # logged for a request whose client disconnected before the answer
+SHUTTING_DOWN = "Server is shutting down"
 
 # One encoder for every JSON response: json.dumps with separators builds a new one per call.
 to_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -39,96 +38,6 @@ CSP = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
     "object-src 'none'"
 )
-
-
-class InFlight:
-    """Counts requests being served, so a shutdown can wait until they are done."""
-
-    def __init__(self) -> None:
-        self.active = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def begin(self) -> None:
-        self.active += 1
-        self._idle.clear()
-
-    def end(self) -> None:
-        self.active -= 1
-        if self.active == 0:
-            self._idle.set()
-
-    async def idle(self) -> None:
-        await self._idle.wait()
-
-
-class VerifiedCookie(NamedTuple):
-    token: str
-    key: str  # the store key: the token's SHA-256
-    version: int | None  # the signing key's version
-    signed_at: float
-
-
-class SignedCookies:
-    """Finds and verifies the session cookie of a Cookie header, remembering recent good ones:
-    the header is parsed and the HMAC checked once per distinct header.
-
-    A remembered cookie still honours its signed timestamp, so it expires exactly when Tornado
-    would refuse it. Only verified cookies are remembered; headers longer than
-    ``MAX_REMEMBERED_HEADER`` are remembered by their session cookie alone, which bounds memory.
-    """
-
-    MAX_REMEMBERED_HEADER = 1024
-
-    def __init__(self, secret: str | dict[int, str], name: str, max_age_days: float) -> None:
-        self.secret, self.name, self.max_age = secret, name, max_age_days * 86400
-        self._known: OrderedDict[str, VerifiedCookie] = OrderedDict()
-        self.size = 10000
-
-    def from_header(self, header: str) -> VerifiedCookie | None:
-        """The verified session cookie of a Cookie header; None if absent, bad or expired."""
-        known = self._known.get(header)
-        if known is None:
-            value = httputil.parse_cookie(header).get(self.name)  # a dict, no Morsels
-            if not value:
-                return None
-            known = self._known.get(value) or self._verify(value)
-            if known is None:
-                return None
-            self._remember(value, known)
-            if len(header) <= self.MAX_REMEMBERED_HEADER:
-                self._remember(header, known)
-        if time.time() - known.signed_at > self.max_age:
-            return None  # Tornado would refuse it now; the entry ages out of the cache
-        return known
-
-    def _verify(self, value: str) -> VerifiedCookie | None:
-        token = tornado.web.decode_signed_value(
-            self.secret, self.name, value, max_age_days=self.max_age / 86400, min_version=2
-        )
-        if token is None:
-            return None
-        try:
-            text = token.decode()
-        except UnicodeDecodeError:
-            return None  # validly signed, yet not one of our tokens: anonymous
-        version = tornado.web.get_signature_key_version(value)
-        signed_at = float(value.split("|")[2].split(":")[1])  # verified v2: "2|kv|ts|name|..."
-        return VerifiedCookie(text, token_key(text), version, signed_at)
-
-    def _remember(self, text: str, cookie: VerifiedCookie) -> None:
-        self._known[text] = cookie
-        if len(self._known) > self.size:
-            self._known.popitem(last=False)
-
-
-class ApiError(tornado.web.HTTPError):
-    """An error whose message the client sees as ``{"error": message}``."""
-
-    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
-        super().__init__(status, message)
-        self.message = message
-        self.retry_after = retry_after
 
 
 class SessionUser:
@@ -152,7 +61,9 @@ class BaseHandler(tornado.web.RequestHandler):
         self._session: Session | None = None
         self._in_flight = self.settings.get("in_flight")
         if self._in_flight is not None:
-            self._in_flight.begin()
+            self._in_flight.begin(self)
+        self._task: asyncio.Task[Any] | None = None  # the one running prepare and the method
+        self._shutting_down = False
         self._commit: asyncio.Future[None] | None = None
         self._abandonable: asyncio.Future[Any] | None = None
         self._client_gone = False
@@ -161,12 +72,29 @@ class BaseHandler(tornado.web.RequestHandler):
     def services(self) -> Services:
         return self.application.settings["services"]
 
+    def url(self, path: str) -> str:
+        """A path of ours under the prefix the app mounted us at."""
+        return self.settings.get("auth_prefix", "") + path
+
+    def auth_static_url(self, path: str) -> str:
+        """The versioned URL of one of our static assets."""
+        version = tornado.web.StaticFileHandler.get_version({"static_path": str(STATIC)}, path)
+        return f"{self.url('/static/')}{path}?v={version}"
+
+    def get_template_namespace(self) -> dict[str, Any]:
+        namespace = super().get_template_namespace()
+        namespace.update(url=self.url, auth_static_url=self.auth_static_url)
+        return namespace
+
     def set_default_headers(self) -> None:
         self.clear_header("Server")
         self.set_header("Content-Security-Policy", CSP)
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "same-origin")
         self.set_header("X-Frame-Options", "DENY")
+        # Every response here depends on the session (or tells who is signed in): none may be kept
+        # for Back after sign-out. Static assets are not served by these handlers and keep theirs.
+        self.set_header("Cache-Control", "no-store")
         if self.application.settings.get("secure_cookies"):
             self.set_header("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
 
@@ -208,14 +136,28 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def _done(self) -> None:
         if self._in_flight is not None:
-            self._in_flight.end()
+            self._in_flight.end(self)
             self._in_flight = None
+
+    def cut(self) -> asyncio.Future[Any] | None:
+        """At shutdown, past the grace: cancel this request's work, which then answers 503
+        (Tornado answers a cancelled handler task through ``send_error``), so it makes no store
+        call once the stores are closed. The work to wait for, or None if none is running."""
+        self._shutting_down = True
+        work = self._commit if self._commit is not None else self._task
+        if work is None or work.done():
+            return None
+        work.cancel()
+        return work
 
     # -- the session ---------------------------------------------------------------------------
 
     def prepare(self) -> Awaitable[None] | None:
         """Resolve the session from the cookie: at once from this process's cache, else from the
         store (then the returned awaitable finishes the job, and Tornado waits for it)."""
+        self._task = asyncio.current_task()
+        if self._shutting_down:
+            raise ApiError(503, SHUTTING_DOWN)
         headers = self.request.headers
         size = sum(len(name) + len(value) + 4 for name, value in headers.get_all())
         if size > self.settings["max_header_size"]:
@@ -265,61 +207,73 @@ class BaseHandler(tornado.web.RequestHandler):
             self._session = Session()
         return self._session
 
-    async def log_in(self, email: str, password: str, remember_me: bool) -> User | None:
-        """Check credentials and sign in; None when they are wrong, 429 when throttled."""
-        services, ip = self.services, self.request.remote_ip or ""
-        retry_after = await services.throttle.retry_after(email, ip)
-        if retry_after is not None:
-            await self.audit("signin_throttled", email=email)
-            raise ApiError(429, "Too many failed sign-ins; try again later", retry_after)
-        user = await self.unless_abandoned(services.accounts.authenticate(email, password))
-        if user is None:
-            await services.throttle.failed(email, ip)
-            await services.live.sign_in_failed()
-            await self.audit("signin_failed", email=email)
-            return None
-        await services.throttle.succeeded(email, ip)
-        await self.sign_in(user.id, user.email, user.role, remember_me)
-        await self.audit("signin", user.id, user.email, self.session.next_key)
-        return user
-
-    async def audit(
-        self,
-        event: str,
-        user_id: str | None = None,
-        email: str | None = None,
-        session_key: str | None = None,
-        **detail: Any,
-    ) -> None:
-        """Record an event with this request's address and agent; the session only as a hash."""
-        audit = self.services.audit
-        entry = AuditEntry(
-            event,
-            user_id=user_id,
-            email=email,
+    def origin(self, as_admin: bool = False) -> Origin:
+        """This request as the use cases see it; ``as_admin`` names the acting admin."""
+        user = self.current_user
+        return Origin(
             ip=self.request.remote_ip or "",
             user_agent=self.request.headers.get("User-Agent", "")[:256],
-            session=audit.session_hash(session_key),
-            detail=detail,
+            session_key=self._session.key if self._session is not None else None,
+            by=user.id if as_admin and user is not None else None,
         )
-        await audit.record(entry)
 
-    async def sign_in(self, user_id: str, email: str, role: str, remember_me: bool) -> None:
-        """Bind this request's session to a user under a new token; tell their open dashboards."""
+    async def log_in(self, email: str, password: str, remember_me: bool) -> User | None:
+        """Check credentials and sign in; None when they are wrong, 429 when throttled."""
+        started = False
+
+        async def start(user: User) -> str:
+            nonlocal started
+            started = True
+            return await self.start_session(user, remember_me)
+
+        accounts = self.services.accounts
+        try:
+            user = await self.unless_abandoned(
+                accounts.sign_in(email, password, self.origin(), start)
+            )
+        except Throttled as throttled:
+            message = "Too many failed sign-ins; try again later"
+            raise ApiError(429, message, throttled.retry_after) from None
+        if user is None and started:  # its session was ended at once: send no cookie for it
+            self._session, self.current_user = None, None
+            self._clear_session_cookie()
+        return user
+
+    async def register(self, email: str, name: str, password: str) -> User:
+        """Register and sign in; EmailTaken, or 429 when this address registered too often."""
+        accounts = self.services.accounts
+
+        async def start(user: User) -> str:
+            return await self.start_session(user, remember_me=False)
+
+        try:
+            return await self.unless_abandoned(
+                accounts.register(email, name, password, self.origin(), start_session=start)
+            )
+        except Throttled as throttled:
+            message = "Too many registrations from this address; try again later"
+            raise ApiError(429, message, throttled.retry_after) from None
+
+    async def start_session(self, user: User, remember_me: bool) -> str:
+        """Bind this request's session to a user under a new token and store it now (the cookie
+        goes out with the response); its store key."""
         lifetime = self.services.sessions.lifetime
         ttl = lifetime.remember_me_ttl if remember_me else lifetime.ttl
         session = self.session
-        session.login(user_id, {"email": email, "role": role}, remember_me, ttl)
+        session.login(user.id, {"email": user.email, "role": user.role}, remember_me, ttl)
         session.ip = self.request.remote_ip or ""
         session.user_agent = self.request.headers.get("User-Agent", "")
-        self.current_user = SessionUser(user_id, email, role)
-        await self.services.live.signed_in(user_id, session.ip, session.user_agent)
+        self.current_user = SessionUser(user.id, user.email, user.role)
+        change = await self.services.sessions.commit(session)
+        if change is not None:
+            self._set_session_cookie(change)
+        assert session.key is not None
+        return session.key
 
     async def sign_out(self) -> None:
-        if self.current_user is not None:
-            await self.audit(
-                "logout", self.current_user.id, self.current_user.email, self.session.key
-            )
+        user = self.current_user
+        if user is not None:
+            await self.services.accounts.signed_out(user.id, user.email, self.origin())
         self.session.destroy()
         self.current_user = None
 
@@ -373,17 +327,18 @@ class BaseHandler(tornado.web.RequestHandler):
     async def _commit_and_finish(self) -> None:
         try:
             change = await self.services.sessions.commit(self.session)
+        except asyncio.CancelledError:
+            if not self._shutting_down:
+                raise
+            self._answer_instead(503, SHUTTING_DOWN)
+            return
         except StoreUnavailable as error:
             log.warning("session commit failed: %s", error)
-            self.clear()
-            self.set_status(503)
-            self._write_error_body(error.public_message)
+            self._answer_instead(503, error.public_message)
             return
         except Exception:
             log.exception("session commit failed")
-            self.clear()
-            self.set_status(500)
-            self._write_error_body("Internal Server Error")
+            self._answer_instead(500, "Internal Server Error")
             return
         if change is not None:
             self._set_session_cookie(change)
@@ -394,31 +349,19 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def json_body(self) -> dict[str, Any]:
         """The request body as a JSON object, or a 400."""
-        content_type = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            raise ApiError(
-                415 if self.request.body else 400, "Content-Type must be application/json"
-            )
-        try:
-            body = json.loads(self.request.body or b"null")
-            # Escapes of lone surrogates ("\ud800") decode to text that no store, hash or
-            # throttle key can encode: refuse them here (UnicodeEncodeError is a ValueError).
-            json.dumps(body, ensure_ascii=False).encode()
-        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
-            raise ApiError(400, "Request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "Request body must be a JSON object")
-        return body
+        return json_object(self.request)
 
     def send_json(self, payload: dict[str, Any], status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.set_header("Cache-Control", "no-store")
         self.finish(to_json(payload))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(error, StoreUnavailable):
+        if self._shutting_down:
+            self.set_status(503)
+            message = SHUTTING_DOWN
+        elif isinstance(error, StoreUnavailable):
             self.set_status(503)
             message = error.public_message
         elif isinstance(error, ApiError):
@@ -435,10 +378,15 @@ class BaseHandler(tornado.web.RequestHandler):
             )
         self._write_error_body(message)
 
+    def _answer_instead(self, status: int, message: str) -> None:
+        """Replace the response being built with an error."""
+        self.clear()
+        self.set_status(status)
+        self._write_error_body(message)
+
     def _write_error_body(self, message: str) -> None:
         if self.api:
             self.set_header("Content-Type", "application/json; charset=UTF-8")
-            self.set_header("Cache-Control", "no-store")
             self.finish(json.dumps({"error": message}))
         else:
             self.render("error.html", status=self.get_status(), message=message)
@@ -449,40 +397,14 @@ class BaseHandler(tornado.web.RequestHandler):
         else:
             super().log_exception(typ, value, tb)
 
-    def deny(self, status: int) -> None:
+    def deny(self, status: int, message: str) -> None:
         """Refuse an anonymous (401) or under-privileged (403) request, as API or page."""
         if status == 401 and not self.api and self.request.method in ("GET", "HEAD"):
             next_url = urllib.parse.quote(self.request.uri or "/", safe="/")
             self.redirect(f"{self.get_login_url()}?next={next_url}")
             return
-        message = "Not authenticated" if status == 401 else "Admin access required"
         self.set_status(status)
         self._write_error_body(message)
-
-
-def text_field(
-    body: dict[str, Any], name: str, max_length: int, required: bool = True
-) -> str | None:
-    """A string field of a JSON body, or a 400 naming the field."""
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise ApiError(400, f"{name} is required")
-        return None
-    if not isinstance(value, str):
-        raise ApiError(400, f"{name} must be a string")
-    if len(value) > max_length:
-        raise ApiError(400, f"{name} must be at most {max_length} characters")
-    if required and not value.strip():
-        raise ApiError(400, f"{name} is required")
-    return value
-
-
-def bool_field(body: dict[str, Any], name: str) -> bool | None:
-    value = body.get(name)
-    if value is not None and not isinstance(value, bool):
-        raise ApiError(400, f"{name} must be true or false")
-    return value
 
 
 class ApiHandler(BaseHandler):
@@ -492,59 +414,3 @@ class ApiHandler(BaseHandler):
 
     def check_xsrf_cookie(self) -> None:
         return None
-
-
-def _gate(method: M, refusal: Callable[[BaseHandler], int | None]) -> M:
-    """Wrap a handler method to answer ``refusal(handler)`` (401 or 403) instead of running it.
-
-    The wrapper returns whatever the method returns (an awaitable or None), so Tornado awaits it
-    only when the method is a coroutine.
-    """
-
-    @functools.wraps(method)
-    def wrapper(self: BaseHandler, *args: Any, **kwargs: Any) -> Any:
-        status = refusal(self)
-        if status is not None:
-            return self.deny(status)
-        return method(self, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _anonymous(handler: BaseHandler) -> int | None:
-    return 401 if handler.current_user is None else None
-
-
-def _not_admin(handler: BaseHandler) -> int | None:
-    if handler.current_user is None:
-        return 401
-    return None if handler.current_user.is_admin else 403
-
-
-def authenticated(method: M) -> M:
-    """Only for a signed-in user: 401 JSON for the API, a redirect to /login for pages."""
-    return _gate(method, _anonymous)
-
-
-def admin_required(method: M) -> M:
-    """Only for an admin: 401 when anonymous, 403 for anyone else."""
-    return _gate(method, _not_admin)
-
-
-def log_request(handler: tornado.web.RequestHandler) -> None:
-    """Access log: method, path without the query, status, time. Never cookies or bodies."""
-    if not handler.application.settings.get("access_log", True):
-        return
-    status = handler.get_status()
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    if access_log.isEnabledFor(level):
-        request = handler.request
-        access_log.log(
-            level,
-            "%d %s %s %s %.1fms",
-            status,
-            request.method,
-            request.path,
-            request.remote_ip,
-            1000.0 * request.request_time(),
-        )

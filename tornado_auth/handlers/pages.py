@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import math
-import urllib.parse
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import tornado.web
 
-from ..users import ROLES, EmailTaken, email_problem
+from ..users import ROLES, EmailTaken, email_problem, name_problem
 from ..users.passwords import MAX_LENGTH, password_problem
 from . import actions
 from .api import describe
-from .base import BaseHandler, admin_required, authenticated
+from .base import BaseHandler
+from .decorators import admin_required, authenticated
 
 PER_PAGE = 25
 ENDED = {
@@ -27,13 +28,17 @@ ENDED = {
 }
 
 
-def safe_next(value: str | None) -> str:
-    """A same-site relative path to go to after sign-in; anything else becomes /dashboard."""
-    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
-        return "/dashboard"
-    parts = urllib.parse.urlsplit(value)
-    if parts.scheme or parts.netloc or any(ord(c) < 32 or c == "\\" for c in value):
-        return "/dashboard"
+# What a redirect target may hold: printable ASCII without the backslash (which browsers read as
+# "/"). Control characters (C0, DEL, C1), spaces and other text are refused rather than encoded:
+# a path this app builds (see ``BaseHandler.deny``) is already percent-encoded, and Tornado
+# refuses to send some of them in a Location header at all.
+NEXT_CHARACTERS = re.compile(r"[!-\[\]-~]*")
+
+
+def safe_next(value: str | None, fallback: str = "/dashboard") -> str:
+    """A same-site relative path to go to after sign-in; anything else becomes ``fallback``."""
+    if not value or value[0] != "/" or value[1:2] == "/" or not NEXT_CHARACTERS.fullmatch(value):
+        return fallback  # "//host" is another site; "/\\host" too, refused with every "\\"
     return value
 
 
@@ -50,38 +55,47 @@ class PageHandler(BaseHandler):
         value = self.get_body_argument(name, "")
         return value[:max_length]
 
+    def password(self) -> str:
+        """The password field exactly as typed: Tornado's form arguments strip spaces and turn
+        control characters into spaces, so the page and the API would disagree on a password."""
+        values = self.request.body_arguments.get("password")
+        return self.decode_argument(values[-1], "password") if values else ""
+
 
 class RootHandler(BaseHandler):
     uses_session = False
 
     def get(self) -> None:
-        self.redirect("/dashboard")
+        self.redirect(self.url("/dashboard"))
 
 
 class LoginPage(PageHandler):
     def get(self) -> None:
         if self.current_user:
-            self.redirect(safe_next(self.get_query_argument("next", None)))
+            self.redirect(safe_next(self.get_query_argument("next", None), self.url("/dashboard")))
             return
         notice = ENDED.get(self.get_query_argument("ended", ""), "")
         self.show(notice=notice)
 
     def show(self, error: str = "", email: str = "", notice: str = "") -> None:
-        next_url = safe_next(self.get_argument("next", None))
+        next_url = safe_next(self.get_argument("next", None), self.url("/dashboard"))
         self.render("login.html", error=error, email=email, notice=notice, next_url=next_url)
 
     async def post(self) -> None:
         email = self.form("email", 254)
-        password = self.form("password", MAX_LENGTH)
+        password = self.password()
         remember_me = self.get_body_argument("rememberMe", "") == "1"
         if not email or not password:
             self.set_status(400)
             self.show("Enter your email and password.", email)
+        elif len(password) > MAX_LENGTH:
+            self.set_status(400)
+            self.show(f"A password has at most {MAX_LENGTH} characters.", email)
         elif await self.log_in(email, password, remember_me) is None:
             self.set_status(401)
             self.show("Invalid email or password.", email)
         else:
-            self.redirect(safe_next(self.get_body_argument("next", None)))
+            self.redirect(safe_next(self.get_body_argument("next", None), self.url("/dashboard")))
 
 
 class RegisterPage(PageHandler):
@@ -91,8 +105,8 @@ class RegisterPage(PageHandler):
     async def post(self) -> None:
         name = self.form("name", 100).strip()
         email = self.form("email", 254)
-        password = self.get_body_argument("password", "")
-        problem = email_problem(email) or password_problem(password)
+        password = self.password()
+        problem = email_problem(email) or name_problem(name) or password_problem(password)
         if not name:
             problem = "Enter your name."
         if problem:
@@ -100,20 +114,19 @@ class RegisterPage(PageHandler):
             self.render("register.html", error=problem.capitalize() + ".", email=email, name=name)
             return
         try:
-            user = await self.services.accounts.register(email, name, password)
+            await self.register(email, name, password)
         except EmailTaken:
             self.set_status(409)
             error = "That email is already registered."
             self.render("register.html", error=error, email=email, name=name)
             return
-        await self.sign_in(user.id, user.email, user.role, remember_me=False)
-        self.redirect("/dashboard")
+        self.redirect(self.url("/dashboard"))
 
 
 class LogoutPage(PageHandler):
     async def post(self) -> None:
         await self.sign_out()
-        self.redirect("/login")
+        self.redirect(self.url("/login"))
 
 
 class DashboardPage(PageHandler):
@@ -122,7 +135,7 @@ class DashboardPage(PageHandler):
         user = await self.services.users.get(self.current_user.id)
         if user is None:
             await self.sign_out()
-            self.redirect("/login")
+            self.redirect(self.url("/login"))
             return
         self.render("dashboard.html", user=user)
 
@@ -139,14 +152,14 @@ class RevokeSessionPage(PageHandler):
     @authenticated
     async def post(self, session_id: str) -> None:
         await actions.revoke_own_session(self, session_id)
-        self.redirect("/sessions" if self.current_user else "/login")
+        self.redirect(self.url("/sessions" if self.current_user else "/login"))
 
 
 class RevokeOthersPage(PageHandler):
     @authenticated
     async def post(self) -> None:
         await actions.revoke_other_sessions(self)
-        self.redirect("/sessions")
+        self.redirect(self.url("/sessions"))
 
 
 class AdminPage(PageHandler):
@@ -185,7 +198,7 @@ class AdminUserPage(PageHandler):
             await actions.revoke_user_sessions(self, user)
         else:
             raise tornado.web.HTTPError(400)
-        self.redirect("/admin")
+        self.redirect(self.url("/admin"))
 
 
 class PageNotFoundHandler(BaseHandler):

@@ -115,6 +115,10 @@ class SessionBackend(ABC):
         """The count and window end under ``name``; (0, now) when no window is open."""
 
     @abstractmethod
+    async def release(self, name: str, now: float) -> None:
+        """Take back one event counted under ``name`` in its open window, if any."""
+
+    @abstractmethod
     async def clear(self, name: str) -> None:
         """Forget the counter ``name``."""
 

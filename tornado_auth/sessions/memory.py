@@ -84,6 +84,11 @@ class MemorySessionBackend(SessionBackend):
         count, ends = self._counters.get(name, (0, now))
         return (count, ends) if ends > now else (0, now)
 
+    async def release(self, name: str, now: float) -> None:
+        count, ends = await self.peek(name, now)
+        if count > 0:
+            self._counters[name] = (count - 1, ends)
+
     async def clear(self, name: str) -> None:
         self._counters.pop(name, None)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import OperationFailure
+from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.write_concern import WriteConcern
 
 from ..mongo import MongoDatabase, available
@@ -157,20 +157,37 @@ class MongoSessionBackend(SessionBackend):
 
     async def hit(self, name: str, window: float, now: float) -> tuple[int, float]:
         async with available("session"):
-            doc = await self.counters.find_one_and_update(
-                {"_id": name, "ends_at": {"$gt": now}},
-                {"$inc": {"count": 1}},
-                return_document=ReturnDocument.AFTER,
-            )
-            if doc is None:  # no open window: start one
-                doc = {"_id": name, "count": 1, "ends_at": now + window}
-                await self.counters.replace_one({"_id": name}, doc, upsert=True)
-        return doc["count"], doc["ends_at"]
+            while True:
+                doc = await self.counters.find_one_and_update(
+                    {"_id": name, "ends_at": {"$gt": now}},
+                    {"$inc": {"count": 1}},
+                    return_document=ReturnDocument.AFTER,
+                )
+                if doc is not None:
+                    return doc["count"], doc["ends_at"]
+                # No open window: start one, unless a concurrent hit just did (then count in it).
+                fresh = {"_id": name, "count": 1, "ends_at": now + window}
+                replaced = await self.counters.replace_one(
+                    {"_id": name, "ends_at": {"$lte": now}}, fresh
+                )
+                if replaced.matched_count:
+                    return 1, fresh["ends_at"]
+                try:
+                    await self.counters.insert_one(fresh)
+                except DuplicateKeyError:
+                    continue
+                return 1, fresh["ends_at"]
 
     async def peek(self, name: str, now: float) -> tuple[int, float]:
         async with available("session"):
             doc = await self.counters.find_one({"_id": name, "ends_at": {"$gt": now}})
         return (doc["count"], doc["ends_at"]) if doc else (0, now)
+
+    async def release(self, name: str, now: float) -> None:
+        async with available("session"):
+            await self.counters.update_one(
+                {"_id": name, "ends_at": {"$gt": now}, "count": {"$gt": 0}}, {"$inc": {"count": -1}}
+            )
 
     async def clear(self, name: str) -> None:
         async with available("session"):

@@ -46,7 +46,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import StoreUnavailable
+from ..errors import ClosedClient, StoreUnavailable
 from .base import SessionBackend, SessionRecord
 
 log = logging.getLogger("tornado_auth.sessions")
@@ -76,6 +76,13 @@ if later then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
 return 1
 """
 # Delete a session and return its user id, so its index entry can be removed.
+# Take back one counted event, never creating a counter (nor one without its expiry).
+RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) and tonumber(redis.call('GET', KEYS[1])) > 0 then
+    return redis.call('DECR', KEYS[1])
+end
+return 0
+"""
 DELETE_SCRIPT = """
 local stored = redis.pcall('GET', KEYS[1])
 local user
@@ -224,6 +231,7 @@ class RedisSessionBackend(SessionBackend):
         )
         self._update = self.client.register_script(UPDATE_SCRIPT)
         self._delete = self.client.register_script(DELETE_SCRIPT)
+        self._release = self.client.register_script(RELEASE_SCRIPT)
         if isinstance(getattr(self.client, "connection_pool", None), SentinelConnectionPool):
             self._follower = asyncio.create_task(self._follow_master(self.client.connection_pool))
 
@@ -372,6 +380,10 @@ class RedisSessionBackend(SessionBackend):
             count, ttl = await pipe.execute()
         return (int(count), now + ttl / 1000) if count and ttl > 0 else (0, now)
 
+    async def release(self, name: str, now: float) -> None:
+        async with _available():
+            await self._release(keys=[self.counter_key(name)])
+
     async def clear(self, name: str) -> None:
         async with _available():
             await self.client.delete(self.counter_key(name))
@@ -446,9 +458,11 @@ class RedisSessionBackend(SessionBackend):
             if task is not None:
                 task.cancel()
         self._listener = self._follower = None
-        if self.client is not None:
+        if self.client is not None and not isinstance(self.client, ClosedClient):
             await self.client.aclose()
             pool = getattr(self.client, "connection_pool", None)  # RedisCluster has none
             sentinel = getattr(pool, "sentinel_manager", None)
             if sentinel is not None:  # its connections to the sentinels
                 await sentinel.aclose()
+            # a late call must not reconnect: it finds the store unavailable
+            self.client = self._update = self._delete = ClosedClient("session", "redis: closed")

@@ -259,6 +259,7 @@ class SessionManager:
         # When this process last moved each session's expiry (started to): requests that loaded
         # the record before that touch must not touch it again within the interval.
         self._touched: OrderedDict[str, float] = OrderedDict()
+        self._end_callbacks: list[Callable[[list[str], str | None, str], Any]] = []
         self.cache: RecordCache | None = None
         if cache_size > 0 and cache_ttl > 0 and backend.cacheable:
             self.cache = RecordCache(cache_size, cache_ttl, clock)
@@ -405,8 +406,15 @@ class SessionManager:
         await self._announce([key], user_id, reason)
         return True
 
+    def on_end(self, callback: Callable[[list[str], str | None, str], Any]) -> None:
+        """Call ``callback(keys, user_id, reason)`` when this process ends sessions."""
+        self._end_callbacks.append(callback)
+
     async def _announce(self, keys: list[str], user_id: str | None, reason: str) -> None:
         """Tell every process (open sockets, caches) that these sessions ended."""
+        for callback in self._end_callbacks:
+            if keys:
+                callback(keys, user_id, reason)
         if self.cache is not None:
             self.cache.drop(keys)
         if keys and (user_id is not None or self.cache is not None):

@@ -155,6 +155,10 @@ class SQLiteSessionBackend(SessionBackend):
         row = await self.db.run(lambda connection: connection.execute(sql, (name, now)).fetchone())
         return (row[0], row[1]) if row else (0, now)
 
+    async def release(self, name: str, now: float) -> None:
+        sql = "UPDATE counters SET count = count - 1 WHERE name = ? AND ends_at > ? AND count > 0"
+        await self.db.run(lambda connection: connection.execute(sql, (name, now)))
+
     async def clear(self, name: str) -> None:
         sql = "DELETE FROM counters WHERE name = ?"
         await self.db.run(lambda connection: connection.execute(sql, (name,)))

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from .base import ROLES, EmailTaken, User, UserStore, email_problem, new_user_id, normalize_email
+from .base import (
+    ROLES,
+    EmailTaken,
+    User,
+    UserStore,
+    email_problem,
+    name_problem,
+    new_user_id,
+    normalize_email,
+)
 
 __all__ = [
     "ROLES",
@@ -10,6 +19,7 @@ __all__ = [
     "User",
     "UserStore",
     "email_problem",
+    "name_problem",
     "new_user_id",
     "normalize_email",
     "store_for_url",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
+import unicodedata
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bson import ObjectId
@@ -36,6 +38,38 @@ def email_problem(email: object) -> str | None:
     return None
 
 
+EXTRA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+MAX_EXTRA = 16384  # bytes of JSON, all extra fields of one user together
+
+
+def extra_problem(values: dict[str, Any]) -> str | None:
+    """Why these extra fields cannot be stored, or None."""
+    for name in values:
+        if not isinstance(name, str) or not EXTRA_NAME.match(name):
+            return f"invalid extra field name {name!r}: use letters, digits and _"
+    try:
+        size = len(json.dumps(values))
+    except (TypeError, ValueError):
+        return "extra fields must be JSON values"
+    return f"extra fields must be at most {MAX_EXTRA} bytes of JSON" if size > MAX_EXTRA else None
+
+
+# Bidirectional overrides and isolates: they reorder what an admin page or a terminal shows.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+MAX_NAME = 100
+
+
+def name_problem(name: object) -> str | None:
+    """Why a display name is unacceptable, or None."""
+    if not isinstance(name, str) or not name.strip():
+        return "name is required"
+    if len(name) > MAX_NAME:
+        return f"name must be at most {MAX_NAME} characters"
+    if any(unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS for c in name):
+        return "name must not contain control characters"
+    return None
+
+
 def new_user_id() -> str:
     return str(ObjectId())
 
@@ -50,6 +84,11 @@ class User:
     created_at: float
     last_login_at: float | None = None
     disabled: bool = False
+    # Moves on with every change that must end the user's sessions (password, role, disable):
+    # a sign-in checks it again once its session exists, so none outlives such a change.
+    generation: int = 0
+    # The app's own fields (JSON values by name), stored with the user in every store.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_admin(self) -> bool:
@@ -65,6 +104,7 @@ class User:
             "createdAt": self.created_at,
             "lastLoginAt": self.last_login_at,
             "disabled": self.disabled,
+            "extra": self.extra,
         }
 
 
@@ -87,8 +127,27 @@ class UserStore(ABC):
         """Users ordered by creation, and the total count."""
 
     @abstractmethod
-    async def set(self, user_id: str, **fields: Any) -> User | None:
-        """Change named fields; the updated user, or None if there is none."""
+    async def set(
+        self,
+        user_id: str,
+        *,
+        expect_generation: int | None = None,
+        new_generation: bool = False,
+        **fields: Any,
+    ) -> User | None:
+        """Change named fields; the updated user, or None if there is none.
+
+        With ``expect_generation``, only while the user's generation is that one (else None);
+        with ``new_generation``, the generation moves on in the same atomic write.
+        """
+
+    @abstractmethod
+    async def set_extra(self, user_id: str, values: dict[str, Any]) -> User | None:
+        """Set the named extra fields (None removes one), leaving the others as they are."""
+
+    @abstractmethod
+    async def count_admins(self) -> int:
+        """How many enabled admins there are."""
 
     @abstractmethod
     async def record(self, entry: AuditEntry) -> None:
@@ -97,6 +156,11 @@ class UserStore(ABC):
     @abstractmethod
     async def audit_page(self, offset: int, limit: int) -> tuple[list[AuditEntry], int]:
         """Audit entries, newest first, and the total count."""
+
+    @abstractmethod
+    async def prune_audit(self, older_than: float | None, keep: int | None, limit: int) -> int:
+        """Remove at most ``limit`` audit entries, oldest first: those written before
+        ``older_than``, then those beyond the newest ``keep``; how many were removed."""
 
     @abstractmethod
     async def ping(self) -> None: ...

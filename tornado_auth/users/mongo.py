@@ -15,11 +15,13 @@ from ..mongo import MongoDatabase, available
 from .base import EmailTaken, User, UserStore
 
 MAJORITY = WriteConcern(w="majority")
+AUDIT_ORDER = [("at", ASCENDING), ("_id", ASCENDING)]  # oldest first (its index serves pages too)
 FIELDS = [field.name for field in dataclasses.fields(User) if field.name != "id"]
 
 
 def _user(doc: dict[str, Any]) -> User:
-    return User(id=doc["_id"], **{name: doc.get(name) for name in FIELDS})
+    # Fields a document lacks keep their defaults: users stored by 0.2 have no generation.
+    return User(id=doc["_id"], **{name: doc[name] for name in FIELDS if name in doc})
 
 
 class MongoUserStore(UserStore):
@@ -40,7 +42,7 @@ class MongoUserStore(UserStore):
         async with available("user"):
             await self.users.create_index([("email", ASCENDING)], unique=True)
             await self.users.create_index([("created_at", ASCENDING)])
-            await self.audit.create_index([("at", DESCENDING)])
+            await self.audit.create_index(AUDIT_ORDER)
 
     async def add(self, user: User) -> None:
         doc = {"_id": user.id, **{name: getattr(user, name) for name in FIELDS}}
@@ -68,16 +70,28 @@ class MongoUserStore(UserStore):
             total = await self.users.count_documents({})
         return [_user(doc) for doc in docs], total
 
-    async def set(self, user_id: str, **fields: Any) -> User | None:
-        unknown = set(fields) - set(FIELDS)
+    async def set(
+        self,
+        user_id: str,
+        *,
+        expect_generation: int | None = None,
+        new_generation: bool = False,
+        **fields: Any,
+    ) -> User | None:
+        unknown = set(fields) - set(FIELDS) | ({"generation", "extra"} & set(fields))
         if unknown:
             raise ValueError(f"unknown user fields: {sorted(unknown)}")
+        match: dict[str, Any] = {"_id": str(user_id)}
+        if expect_generation is not None:
+            # A user stored by 0.2 has no generation field: that is generation 0.
+            match["generation"] = expect_generation if expect_generation else {"$in": [0, None]}
+        change: dict[str, Any] = {"$set": fields} if fields else {}
+        if new_generation:
+            change["$inc"] = {"generation": 1}
         async with available("user"):
             try:  # role and disable changes must survive a failover: majority
                 doc = await self.users.with_options(write_concern=MAJORITY).find_one_and_update(
-                    {"_id": str(user_id)},
-                    {"$set": fields},
-                    return_document=ReturnDocument.AFTER,
+                    match, change, return_document=ReturnDocument.AFTER
                 )
             except DuplicateKeyError:
                 raise EmailTaken(fields.get("email", "")) from None
@@ -87,6 +101,25 @@ class MongoUserStore(UserStore):
                     raise
                 raise EmailTaken(fields.get("email", "")) from None
         return _user(doc) if doc else None
+
+    async def set_extra(self, user_id: str, values: dict[str, Any]) -> User | None:
+        change: dict[str, Any] = {}
+        for name, value in values.items():
+            if value is None:
+                change.setdefault("$unset", {})[f"extra.{name}"] = ""
+            else:
+                change.setdefault("$set", {})[f"extra.{name}"] = value
+        if not change:
+            return await self.get(user_id)
+        async with available("user"):
+            doc = await self.users.find_one_and_update(
+                {"_id": str(user_id)}, change, return_document=ReturnDocument.AFTER
+            )
+        return _user(doc) if doc else None
+
+    async def count_admins(self) -> int:
+        async with available("user"):
+            return await self.users.count_documents({"role": "admin", "disabled": False})
 
     @property
     def audit(self) -> AsyncCollection:
@@ -103,6 +136,30 @@ class MongoUserStore(UserStore):
             total = await self.audit.count_documents({})
         names = [field.name for field in dataclasses.fields(AuditEntry)]
         return [AuditEntry(**{name: doc.get(name) for name in names}) for doc in docs], total
+
+    async def prune_audit(self, older_than: float | None, keep: int | None, limit: int) -> int:
+        removed = 0
+        async with available("user"):
+            if older_than is not None:
+                removed = await self._delete_oldest(limit, {"at": {"$lt": older_than}})
+            if keep is not None and removed < limit:
+                # The collection's metadata count: no scan, and exact enough for a retention limit.
+                excess = await self.audit.estimated_document_count() - keep
+                if excess > 0:
+                    removed += await self._delete_oldest(min(excess, limit - removed))
+        return removed
+
+    async def _delete_oldest(self, limit: int, query: dict[str, Any] | None = None) -> int:
+        """Delete the ``limit`` oldest entries matching ``query``. delete_many takes no limit, so
+        the delete is the (at, _id) range up to the limit-th oldest: one indexed range."""
+        query = query or {}
+        cursor = self.audit.find(query, {"at": 1}).sort(AUDIT_ORDER).skip(limit - 1).limit(1)
+        last = await cursor.to_list(None)
+        if last:
+            at, _id = last[0]["at"], last[0]["_id"]
+            up_to = {"$or": [{"at": {"$lt": at}}, {"at": at, "_id": {"$lte": _id}}]}
+            query = {"$and": [query, up_to]}
+        return (await self.audit.delete_many(query)).deleted_count
 
     async def ping(self) -> None:
         await self.mongo.ping()

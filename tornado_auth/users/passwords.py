@@ -77,6 +77,13 @@ async def verify_password(password: str, stored: str) -> bool:
     return await asyncio.get_running_loop().run_in_executor(pool(), _verify, password, stored)
 
 
+def cost(stored: str) -> int | None:
+    """The bcrypt cost of a stored hash, or None if it is not one."""
+    bcrypt_hash = stored[len(SCHEME) :] if stored.startswith(SCHEME) else stored
+    parts = bcrypt_hash.split("$")
+    return int(parts[2]) if len(parts) > 3 and parts[2].isdigit() else None
+
+
 def needs_rehash(stored: str, rounds: int) -> bool:
     """True when the stored hash uses another scheme or cost than configured."""
     if not stored.startswith(SCHEME):
@@ -90,6 +97,8 @@ def password_problem(password: object) -> str | None:
         return "password must be a string"
     if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
         return f"password must be {MIN_LENGTH} to {MAX_LENGTH} characters"
+    if password.isspace():
+        return "password must not be only whitespace"
     return None
 
 

@@ -20,7 +20,9 @@ CREATE TABLE IF NOT EXISTS users (
     password_hash TEXT NOT NULL,
     created_at REAL NOT NULL,
     last_login_at REAL,
-    disabled INTEGER NOT NULL DEFAULT 0
+    disabled INTEGER NOT NULL DEFAULT 0,
+    generation INTEGER NOT NULL DEFAULT 0,
+    extra TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS users_created_at ON users (created_at);
 CREATE TABLE IF NOT EXISTS audit (
@@ -44,7 +46,17 @@ COLUMNS = ", ".join(FIELDS)
 def _user(row: tuple) -> User:
     user = User(*row)
     user.disabled = bool(user.disabled)
+    user.extra = json.loads(row[-1])
     return user
+
+
+def _add_columns(connection: sqlite3.Connection) -> None:
+    """Files made by 0.2 lack the generation and extra columns: add them."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(users)")}
+    if "generation" not in columns:
+        connection.execute("ALTER TABLE users ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+    if "extra" not in columns:
+        connection.execute("ALTER TABLE users ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
 
 
 class SQLiteUserStore(UserStore):
@@ -54,10 +66,10 @@ class SQLiteUserStore(UserStore):
         self.db = SQLiteDatabase(url, SCHEMA, "user")
 
     async def start(self) -> None:
-        await self.db.run(lambda connection: None)
+        await self.db.run(_add_columns)
 
     async def add(self, user: User) -> None:
-        row = tuple(getattr(user, name) for name in FIELDS)
+        row = (*(getattr(user, name) for name in FIELDS[:-1]), json.dumps(user.extra))
         sql = f"INSERT INTO users ({COLUMNS}) VALUES ({', '.join('?' * len(FIELDS))})"
         try:
             await self.db.run(lambda connection: connection.execute(sql, row))
@@ -84,13 +96,25 @@ class SQLiteUserStore(UserStore):
         rows, total = await self.db.run(read)
         return [_user(row) for row in rows], total
 
-    async def set(self, user_id: str, **fields: Any) -> User | None:
-        unknown = set(fields) - set(FIELDS[1:])
+    async def set(
+        self,
+        user_id: str,
+        *,
+        expect_generation: int | None = None,
+        new_generation: bool = False,
+        **fields: Any,
+    ) -> User | None:
+        unknown = set(fields) - set(FIELDS[1:]) | ({"generation", "extra"} & set(fields))
         if unknown:
             raise ValueError(f"unknown user fields: {sorted(unknown)}")
-        assignments = ", ".join(f"{name} = ?" for name in fields)
-        sql = f"UPDATE users SET {assignments} WHERE id = ? RETURNING {COLUMNS}"
-        values = (*fields.values(), str(user_id))
+        assignments = [f"{name} = ?" for name in fields]
+        if new_generation:
+            assignments.append("generation = generation + 1")
+        where, values = "id = ?", [*fields.values(), str(user_id)]
+        if expect_generation is not None:
+            where += " AND generation = ?"
+            values.append(expect_generation)
+        sql = f"UPDATE users SET {', '.join(assignments)} WHERE {where} RETURNING {COLUMNS}"
 
         def write(connection: sqlite3.Connection) -> tuple | None:
             return connection.execute(sql, values).fetchone()
@@ -100,6 +124,18 @@ class SQLiteUserStore(UserStore):
         except sqlite3.IntegrityError:
             raise EmailTaken(fields.get("email", "")) from None
         return _user(row) if row else None
+
+    async def set_extra(self, user_id: str, values: dict[str, Any]) -> User | None:
+        sql = f"UPDATE users SET extra = json_patch(extra, ?) WHERE id = ? RETURNING {COLUMNS}"
+        patch = json.dumps(values)
+        row = await self.db.run(
+            lambda connection: connection.execute(sql, (patch, str(user_id))).fetchone()
+        )
+        return _user(row) if row else None
+
+    async def count_admins(self) -> int:
+        sql = "SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0"
+        return await self.db.run(lambda connection: connection.execute(sql).fetchone()[0])
 
     async def record(self, entry: AuditEntry) -> None:
         row = (
@@ -118,6 +154,25 @@ class SQLiteUserStore(UserStore):
         rows, total = await self.db.run(read)
         entries = [AuditEntry(*row[:7], detail=json.loads(row[7])) for row in rows]
         return entries, total
+
+    async def prune_audit(self, older_than: float | None, keep: int | None, limit: int) -> int:
+        def prune(connection: sqlite3.Connection) -> int:
+            removed = 0
+            if older_than is not None:
+                sql = (
+                    "DELETE FROM audit WHERE id IN "
+                    "(SELECT id FROM audit WHERE at < ? ORDER BY at LIMIT ?)"
+                )
+                removed = connection.execute(sql, (older_than, limit)).rowcount
+            if keep is not None and removed < limit:
+                total = connection.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+                excess = min(total - keep, limit - removed)
+                if excess > 0:
+                    sql = "DELETE FROM audit WHERE id IN (SELECT id FROM audit ORDER BY id LIMIT ?)"
+                    removed += connection.execute(sql, (excess,)).rowcount
+            return removed
+
+        return await self.db.run(prune)
 
     async def ping(self) -> None:
         await self.db.run(lambda connection: connection.execute("SELECT 1").fetchone())

@@ -1,0 +1,111 @@
+"""Shutdown past the grace: requests still running get a clear 503, closed stores say so."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import tornado.testing
+
+from tornado_auth import Origin, Services, make_app, start_services
+from tornado_auth.errors import StoreUnavailable
+from tornado_auth.server import InFlight, http_server, shut_down
+
+from .conftest import Client, Store, body, require_service, settings_for
+
+PASSWORD = "correct horse battery"
+
+
+class Running:
+    """The app as ``run_worker`` serves it: with the in-flight register a shutdown uses."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.in_flight = InFlight()
+        self.http = http_server(make_app(services, in_flight=self.in_flight), services.settings)
+        sock, port = tornado.testing.bind_unused_port()
+        self.http.add_sockets([sock])
+        self.client = Client(f"http://127.0.0.1:{port}")
+        self.stopped = False
+
+    async def shut_down(self) -> None:
+        self.stopped = True
+        await shut_down(self.http, self.services, self.in_flight, grace=0)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def running(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[Running]:
+    """SQLite sessions and users; Redis sessions (no process cache) with MongoDB users."""
+    if request.param == "redis":
+        require_service("redis")
+        require_service("mongodb")
+    store = Store(request.param, tmp_path)
+    services = await start_services(settings_for(store, sessions__cache_size=0))
+    app = Running(services)
+    yield app
+    if not app.stopped:
+        await app.shut_down()
+    await store.cleanup()
+
+
+def hold(target: Any, name: str) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make ``target.name`` a slow store call: it starts (first event) and waits for the second."""
+    original: Callable[..., Awaitable[Any]] = getattr(target, name)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(*args: Any, **kwargs: Any) -> Any:
+        started.set()
+        await release.wait()
+        return await original(*args, **kwargs)
+
+    setattr(target, name, slow)
+    return started, release
+
+
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    ("call", "request_"),
+    [
+        ("load", ("GET", "/api/dashboard")),  # resolving the session, in prepare()
+        ("delete", ("POST", "/api/logout")),  # the session's last write, after the handler
+    ],
+)
+async def test_a_request_held_in_a_store_call_past_the_grace_gets_503(
+    running, caplog, call, request_
+):
+    await running.services.accounts.register("ann@example.com", "Ann", PASSWORD, Origin())
+    assert (await running.client.login("ann@example.com", PASSWORD)).code == 200
+    started, release = hold(running.services.sessions.backend, call)
+    caplog.set_level(logging.INFO)
+
+    method, path = request_
+    pending = asyncio.ensure_future(running.client.request(method, path))
+    await started.wait()
+    await running.shut_down()
+    release.set()  # too late: the request was already answered
+
+    response = await pending
+    assert response.code == 503
+    assert body(response) == {"error": "Server is shutting down"}
+    assert "grace period over: 1 requests still running get 503" in caplog.text
+    assert tracebacks(caplog) == []
+
+
+async def test_store_calls_after_the_stores_closed_raise_store_unavailable(running, caplog):
+    await running.shut_down()
+    sessions, users = running.services.sessions.backend, running.services.users
+    for late_call in (
+        sessions.load("0" * 64),
+        sessions.ping(),
+        users.by_email("ann@example.com"),
+        users.ping(),
+    ):
+        with pytest.raises(StoreUnavailable):
+            await late_call
+    assert tracebacks(caplog) == []

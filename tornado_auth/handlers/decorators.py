@@ -1,0 +1,57 @@
+"""Gates for handler methods and sockets alike: signed in, admin, a role, or any predicate.
+
+API handlers answer 401/403 as JSON; pages redirect an anonymous visitor to the login page.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+M = TypeVar("M", bound=Callable[..., Any])
+
+
+def _gate(method: M, refusal: Callable[[Any], tuple[int, str] | None]) -> M:
+    """Wrap a handler method to answer ``refusal(handler)`` (401 or 403) instead of running it.
+
+    The wrapper returns whatever the method returns (an awaitable or None), so Tornado awaits it
+    only when the method is a coroutine.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        refused = refusal(self)
+        if refused is not None:
+            return self.deny(*refused)
+        return method(self, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def requires(allowed: Callable[[Any], bool], message: str = "Access denied") -> Callable[[M], M]:
+    """Only for a signed-in user for whom ``allowed(current_user)`` holds: 401 (or a redirect to
+    the login page) when anonymous, 403 ``{"error": message}`` for anyone else."""
+
+    def refusal(handler: Any) -> tuple[int, str] | None:
+        user = handler.current_user
+        if user is None:
+            return 401, "Not authenticated"
+        return None if allowed(user) else (403, message)
+
+    return lambda method: _gate(method, refusal)
+
+
+def role_required(*roles: str) -> Callable[[M], M]:
+    """Only for a signed-in user with one of ``roles``."""
+    return requires(lambda user: user.role in roles, "Access denied for this role")
+
+
+def authenticated(method: M) -> M:
+    """Only for a signed-in user: 401 JSON for the API, a redirect to the login page for pages."""
+    return requires(lambda user: True)(method)
+
+
+def admin_required(method: M) -> M:
+    """Only for an admin: 401 when anonymous, 403 for anyone else."""
+    return requires(lambda user: user.role == "admin", "Admin access required")(method)

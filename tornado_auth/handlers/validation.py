@@ -1,0 +1,71 @@
+"""Input checks for JSON bodies: each problem is a 400 naming the field, as ``ApiError``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import tornado.web
+from tornado.httputil import HTTPServerRequest
+
+from ..users.passwords import MAX_LENGTH
+
+
+class ApiError(tornado.web.HTTPError):
+    """An error whose message the client sees as ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+        super().__init__(status, message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+def json_object(request: HTTPServerRequest) -> dict[str, Any]:
+    """The request body as a JSON object, or an ApiError (400, or 415 for another type)."""
+    content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise ApiError(415 if request.body else 400, "Content-Type must be application/json")
+    try:
+        body = json.loads(request.body or b"null")
+        # Escapes of lone surrogates ("\ud800") decode to text that no store, hash or
+        # throttle key can encode: refuse them here (UnicodeEncodeError is a ValueError).
+        json.dumps(body, ensure_ascii=False).encode()
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: deep nesting
+        raise ApiError(400, "Request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "Request body must be a JSON object")
+    return body
+
+
+def text_field(
+    body: dict[str, Any], name: str, max_length: int, required: bool = True
+) -> str | None:
+    """A string field of a JSON body, or a 400 naming the field."""
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise ApiError(400, f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise ApiError(400, f"{name} must be a string")
+    if len(value) > max_length:
+        raise ApiError(400, f"{name} must be at most {max_length} characters")
+    if required and not value.strip():
+        raise ApiError(400, f"{name} is required")
+    return value
+
+
+def password_field(body: dict[str, Any], name: str) -> str:
+    """A password from a JSON body: any non-empty string, kept exactly (spaces too: it is opaque,
+    and must sign in whatever registration accepted)."""
+    value = text_field(body, name, MAX_LENGTH, required=False)
+    if not value:
+        raise ApiError(400, f"{name} is required")
+    return value
+
+
+def bool_field(body: dict[str, Any], name: str) -> bool | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise ApiError(400, f"{name} must be true or false")
+    return value

@@ -1,0 +1,137 @@
+"""The services an app runs on (stores, accounts, live hub, throttle, audit), started inside the
+running loop and closed with it."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from pymongo.errors import ConfigurationError
+
+from .accounts import Accounts
+from .audit import Audit, Retention
+from .errors import StoreUnavailable
+from .live import LiveHub
+from .redact import redact
+from .sessions import Lifetime, SessionManager, backend_for_url
+from .settings import Settings, SettingsError
+from .throttle import Limits, LoginThrottle
+from .users import UserStore, store_for_url
+
+log = logging.getLogger("tornado_auth")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    sessions: SessionManager
+    users: UserStore
+    accounts: Accounts
+    live: LiveHub
+    throttle: LoginThrottle
+    audit: Audit
+    cookie_secret: str | dict[int, str]
+
+    async def close(self) -> None:
+        await self.audit.close()
+        await self.live.close()
+        await self.sessions.close()
+        await self.users.close()
+
+    async def down(self) -> list[str]:
+        """The stores that do not answer, e.g. ``session store (redis)``."""
+        down = []
+        for store in (self.sessions.backend, self.users):
+            try:
+                await store.ping()
+            except StoreUnavailable as error:
+                down.append(f"{error.store} store ({store.name})")
+        return down
+
+
+def cookie_secret(settings: Settings) -> str | dict[int, str]:
+    """The configured secret, or in development one generated once and kept on disk."""
+    secret = settings["secrets.cookie_secret"]
+    if secret:
+        return secret
+    if settings.production:
+        raise SettingsError("secrets.cookie_secret: production requires a configured secret")
+    path = Path(settings["secrets.secret_file"])
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def audit_retention(settings: Settings) -> Retention:
+    return Retention(
+        max_age=settings["audit.max_age"],
+        max_entries=settings["audit.max_entries"],
+        prune_interval=settings["audit.prune_interval"],
+    )
+
+
+@contextmanager
+def url_setting(settings: Settings, key: str) -> Iterator[None]:
+    """A store that refuses its URL (a bad port, an unknown option) is an invalid setting naming
+    the key, and the message never shows the URL's password."""
+    url = settings[key]
+    try:
+        yield
+    except SettingsError as error:
+        raise SettingsError(redact(str(error), url)) from None
+    except (ValueError, ConfigurationError) as error:
+        raise SettingsError(f"{key}: {redact(str(error), url)}") from None
+
+
+async def start_services(settings: Settings) -> Services:
+    """Connect the stores (inside the running loop, after any fork)."""
+    with url_setting(settings, "sessions.url"):
+        backend = backend_for_url(settings["sessions.url"], settings["sessions.key_prefix"])
+    if backend.name == "memory":
+        log.warning(
+            "memory:// sessions live in one process and vanish on restart: not for production"
+        )
+    with url_setting(settings, "users.url"):
+        users = store_for_url(settings["users.url"])
+    lifetime = Lifetime(
+        ttl=settings["sessions.ttl"],
+        remember_me_ttl=settings["sessions.remember_me_ttl"],
+        absolute_ttl=settings["sessions.absolute_ttl"],
+        touch_interval=settings["sessions.touch_interval"],
+    )
+    with url_setting(settings, "sessions.url"):
+        await backend.start()
+    sessions = SessionManager(
+        backend,
+        lifetime,
+        cache_size=settings["sessions.cache_size"],
+        cache_ttl=settings["sessions.cache_ttl"],
+    )
+    with url_setting(settings, "users.url"):
+        await users.start()
+    if backend.name != "redis":
+        sessions.start_sweeper(settings["sessions.sweep_interval"])
+    live = LiveHub(sessions, settings["live.check_interval"], settings["live.stats_interval"])
+    live.start()
+    limits = Limits(
+        account_ip_failures=settings["throttle.account_ip_failures"],
+        ip_failures=settings["throttle.ip_failures"],
+        window=settings["throttle.window"],
+        ip_registrations=settings["throttle.ip_registrations"],
+        registration_window=settings["throttle.registration_window"],
+    )
+    secret = cookie_secret(settings)
+    current = secret[settings["secrets.key_version"]] if isinstance(secret, dict) else secret
+    audit = Audit(users, current.encode(), audit_retention(settings))
+    audit.start()
+    throttle = LoginThrottle(backend, limits)
+    rounds = settings["users.bcrypt_rounds"]
+    accounts = Accounts(users, sessions, throttle, audit, live, rounds)
+    await accounts.start()
+    return Services(settings, sessions, users, accounts, live, throttle, audit, secret)
