@@ -66,7 +66,7 @@ def _fields(flat: list[str]) -> dict[str, str]:
 def redis_answers(port: int, host: str = HOST) -> bool:
     """Whether a Redis server answers PING on ``port``."""
     try:
-        return redis_command(port, "PING", host=host) == "PONG"
+        return bool(redis_command(port, "PING", host=host) == "PONG")
     except (OSError, ServiceError):
         return False
 

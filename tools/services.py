@@ -403,12 +403,12 @@ def up(service: Service, records: Records) -> None:
         shutil.rmtree(data, ignore_errors=True)
         raise
     program = str(processes[0].args[0])  # type: ignore[index]
-    pids = " ".join(str(process.pid) for process in processes)
+    started = " ".join(str(process.pid) for process in processes)
     log = records.state / f"{service.name}.log"
     records.write(
-        service.name, impl=program, pid=pids, port=service.where, data=str(data), log=str(log)
+        service.name, impl=program, pid=started, port=service.where, data=str(data), log=str(log)
     )
-    say(f"{service.name}: started {Path(program).name} on {service.where} (pids {pids})")
+    say(f"{service.name}: started {Path(program).name} on {service.where} (pids {started})")
 
 
 def status(chosen: dict[str, Service], records: Records) -> int:
