@@ -275,9 +275,13 @@ def install_redis(log: Path) -> None:
     install = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y"]
     install += ["--no-install-recommends", "redis-server"]
     env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
-    # a fresh machine has no package lists yet: update, then try again
+    update = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "update"]
+    # a fresh machine has no package lists yet, and old ones may name files gone from the mirror
+    fresh = not any(Path("/var/lib/apt/lists").glob("*_Packages*"))
+    if fresh and not run(update, log, env=env):
+        raise ServiceError(f"apt-get update failed (see {log}): {tail(log, 3)}")
     if not run(install, log, env=env) and not (
-        run(["apt-get", "update"], log, env=env) and run(install, log, env=env)
+        run(update, log, env=env) and run(install, log, env=env)
     ):
         raise ServiceError(f"apt-get install redis-server failed (see {log}): {tail(log, 3)}")
     if not shutil.which("redis-server"):
