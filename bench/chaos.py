@@ -335,6 +335,16 @@ async def stop_and_restart(
     await asyncio.to_thread(restart)
 
 
+def kill_a_worker(server: Server) -> None:
+    """SIGKILL one worker; back once the supervisor has started its replacement."""
+    killed = server.workers()[0]
+    os.kill(killed, signal.SIGKILL)
+    services.wait_until(
+        lambda: len(workers := server.workers()) == 2 and killed not in workers, [],
+        server.log, "a new worker", 30,
+    )  # fmt: skip
+
+
 def promoted(sentinels: list[int], replica: int, seconds: float = 60) -> None:
     """Wait until the sentinels name the replica as the master (bounded)."""
     services.wait_until(
@@ -412,7 +422,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "redis": lambda: stop_and_restart(
                     stack.processes["redis"], signal.SIGKILL, stack.start_redis, args.outage
                 ),
-                "worker": lambda: asyncio.to_thread(os.kill, server.workers()[0], signal.SIGKILL),
+                "worker": lambda: asyncio.to_thread(kill_a_worker, server),
                 "mongodb": lambda: stop_and_restart(
                     stack.processes["mongodb"], signal.SIGTERM, stack.start_mongodb, args.outage
                 ),
