@@ -15,9 +15,6 @@ d. server memory (VmRSS) per idle, authenticated ``/ws/dashboard`` WebSocket.
 
 Each measurement waits for a quiet machine and is repeated once when other processes took CPU
 meanwhile; the CPU accounting of the run kept is part of the results.
-
-Named http_load.py, not http.py: a script's folder comes first on sys.path, and a file named
-http.py there would shadow the standard library's ``http`` package.
 """
 
 from __future__ import annotations
