@@ -40,9 +40,7 @@ from tornado.web import create_signed_value
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from bench._common import (
-    LIFETIME,
     OUT,
-    REDIS_URL,
     REPO,
     USER_AGENT,
     CpuMeter,
@@ -58,7 +56,7 @@ from bench._common import (
     tag,
     write_json,
 )
-from tornado_auth.sessions import SessionManager, backend_for_url
+from tornado_auth import load_settings, start_services
 
 LUA = REPO / "bench" / "wrk_report.lua"
 EMAIL = "bench@example.com"
@@ -361,21 +359,18 @@ class Bench:
         return after
 
     async def signed_cookies(self, count: int) -> list[str]:
-        """``count`` sign-ins of distinct users straight into the server's store, as cookies."""
-        env = self.server.env
-        backend = backend_for_url(REDIS_URL, env["TORNADO_AUTH_SESSIONS__KEY_PREFIX"])
-        await backend.start()
-        manager = SessionManager(backend, LIFETIME)
-        secret = env["TORNADO_AUTH_SECRETS__COOKIE_SECRET"]
+        """``count`` sign-ins of distinct users straight into the server's store (through the
+        services of an app with the server's settings), as cookies."""
+        services = await start_services(load_settings(environ=self.server.env))
         cookies = []
         try:
             for number in range(count):
-                session = login_session(number)
-                await manager.commit(session)
-                value = create_signed_value(secret, "session", session.token).decode()
-                cookies.append(f'session="{value}"')
+                change = await services.sessions.commit(login_session(number))
+                assert change is not None and change.token is not None
+                value = create_signed_value(services.cookie_secret, "session", change.token)
+                cookies.append(f'session="{value.decode()}"')
         finally:
-            await backend.close()
+            await services.close()
         return cookies
 
     async def open_socket(self, cookie: str, limit: asyncio.Semaphore) -> WebSocketClientConnection:

@@ -463,10 +463,10 @@ def sessions_section(sessions: dict[str, Any]) -> list[str]:
         "## Session backends: one operation at a time",
         "",
         f"{params['ops']:,} sequential operations of each kind after {params['warmup']} untimed "
-        "ones, through `backend_for_url` and `SessionManager`, on a new store holding one "
-        "session: `load` = `backend.load(key)`; `touch` = `backend.update(key, {}, set(), "
-        "last_seen, expires)` (expiry moved, no data); `save` = `update` with one changed data "
-        "key; `create` = a sign-in, `SessionManager.commit` of a new logged-in `Session` (a "
+        "ones, through `services.sessions` of `start_services` (no per-process cache, touch "
+        "interval 0), on a new store holding one session: `load` = a session by its token; "
+        "`touch` = a load, then a commit that moves the expiry; `save` = a load, one changed "
+        "key, a commit; `create` = a sign-in, a new logged-in `Session` committed (a "
         f"distinct user each time). Then `load` and `touch` again, once the creates have left "
         f"{full:,} sessions in the store. ops/s = 1 / mean latency (one at a time).",
         "",
