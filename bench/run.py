@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,7 @@ REPO = BENCH.parent
 OUT = BENCH / "out"
 RESULTS = BENCH / "RESULTS.md"
 CHART = BENCH / "throughput.png"
+DATA = BENCH / "results"
 QUICK = {
     "sessions": ["--ops", "300", "--warmup", "50", "--sessions", "2000"],
     "request_path": ["--requests", "3000", "--rounds", "3"],
@@ -180,7 +182,11 @@ def publish(meta: dict[str, Any]) -> None:
     # the chaos section is bench/chaos.py's (``make chaos``): kept as it is
     kept = re.search(r"<!-- chaos:.*", RESULTS.read_text(), re.S)  # with the notes after it
     RESULTS.write_text(f"{text.rstrip()}\n\n{kept.group(0)}\n" if kept else text)
-    print(f"\nwrote {RESULTS.relative_to(REPO)} and {CHART.relative_to(REPO)}")
+    DATA.mkdir(exist_ok=True)  # the figures as data, next to the chaos run's
+    for name in ("run", "sessions", "http_load", "request_path"):
+        if (OUT / f"{name}.json").exists():
+            shutil.copyfile(OUT / f"{name}.json", DATA / f"{name}.json")
+    print("\nwrote bench/RESULTS.md, bench/throughput.png and bench/results/")
 
 
 def main() -> None:
