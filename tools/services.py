@@ -362,14 +362,14 @@ class Records:
     def running(self, name: str) -> list[int]:
         """The recorded pids when every one of them still runs its program, else []."""
         record = self.read(name)
-        pids = [int(pid) for pid in record.get("pid", "").split()]
-        return pids if pids and all(runs(pid, record["impl"]) for pid in pids) else []
+        pids, program = [int(pid) for pid in record.get("pid", "").split()], record.get("impl")
+        return pids if program and pids and all(runs(pid, program) for pid in pids) else []
 
     def stop(self, name: str) -> None:
         """Stop the recorded processes (last started first), remove the data dir and record."""
         record = self.read(name)
         for pid in reversed([int(pid) for pid in record.get("pid", "").split()]):
-            stopped = stop(pid, record.get("impl", "\0"))
+            stopped = bool(record.get("impl")) and stop(pid, record["impl"])
             say(f"{name}: {'stopped' if stopped else 'recorded, but no longer running:'} pid {pid}")
         data = Path(record.get("data", ""))
         if data.name.startswith("tornado-auth-") and data.is_dir():
