@@ -76,7 +76,7 @@ def private_ports(count: int) -> list[int]:
     """Free ports whose cluster bus ports (+10000) are free too."""
     ports: list[int] = []
     while len(ports) < count:
-        port = random.randrange(20000, 30000)
+        port = random.randrange(20000, 22700)  # below the ephemeral range, bus ports too
         if port not in ports and not any(probes.listening(p) for p in (port, port + 10000)):
             ports.append(port)
     return ports
