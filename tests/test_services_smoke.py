@@ -133,18 +133,20 @@ def test_up_starts_what_is_missing_reuses_what_answers_and_down_stops_only_its_o
         run_services("down", env)
 
 
-def test_under_ci_a_service_that_cannot_start_fails_the_run_and_is_named(tmp_path):
-    port = private_ports(1)[0]  # held by a Redis, not a MongoDB
-    taken = services.redis_server(port, tmp_path, tmp_path / "redis.log")
+def test_under_ci_each_service_that_cannot_start_fails_the_run_and_is_named(tmp_path):
+    port = private_ports(1)[0]  # a Redis: not a MongoDB, a cluster node or a sentinel
+    redis = services.redis_server(port, tmp_path, tmp_path / "redis.log")
+    names = ("REDIS_PORT", "MONGO_PORT", "REDIS_CLUSTER_PORTS", "REDIS_SENTINEL_PORTS")
+    env = os.environ | dict.fromkeys(names, str(port))
     try:
-        env = os.environ | {
-            "CI": "true",
-            "MONGO_PORT": str(port),
-            "TORNADO_AUTH_STATE_DIR": str(tmp_path / "state"),
-        }
-        result = run_services("up", env)
+        ci = run_services("up", env | {"CI": "true", "TORNADO_AUTH_STATE_DIR": str(tmp_path)})
+        local = run_services("up", env | {"CI": "", "TORNADO_AUTH_STATE_DIR": str(tmp_path)})
     finally:
-        taken.terminate()
-        taken.wait()
-    assert result.returncode == 1
-    assert f"services: mongodb could not be started: port {port} is taken" in result.stderr
+        redis.terminate()
+        redis.wait()
+    assert ci.returncode == 1 and local.returncode == 1  # MongoDB is needed everywhere
+    for name in ("mongodb", "redis-cluster", "redis-sentinel"):
+        assert f"services: {name} could not be started: port {port} is taken" in ci.stderr
+    # outside CI the Cluster and Sentinel are optional: their tests skip
+    assert "redis-cluster: its tests will skip" in local.stderr
+    assert "its tests will skip" not in ci.stderr
