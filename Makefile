@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test services services-down lint format bench loadtest clean
+.PHONY: run test services services-down lint format bench chaos loadtest clean
 
 $(STAMP): pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -31,10 +31,17 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# Benchmarks (bench/): private Redis and MongoDB on free ports, then bench/RESULTS.md and the chart.
+# Benchmarks (bench/): private Redis and MongoDB on free ports, then bench/RESULTS.md and the chart
+# (wrk is installed with apt-get when missing).
 bench: $(STAMP)
 	$(VENV)/bin/python -m pip install -q matplotlib
-	$(VENV)/bin/python bench/run.py
+	@command -v wrk >/dev/null || apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(VENV)/bin/python -m bench.run
+
+# Faults under signed-in traffic (bench/chaos.py): private services on free ports, then the
+# chaos section of bench/RESULTS.md and bench/results/chaos.json.
+chaos: $(STAMP)
+	$(VENV)/bin/python -m bench.chaos
 
 # A headless Locust run against a server you started (make run, or serve --processes 0).
 HOST ?= http://127.0.0.1:8888

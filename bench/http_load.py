@@ -1,6 +1,6 @@
 """The HTTP server under load: session overhead, sign-in throughput, a sign-in storm, idle sockets.
 
-    .venv/bin/python bench/http_load.py [--duration 10] [--pairs 15] [--pair-duration 2]
+    .venv/bin/python -m bench.http_load [--duration 10] [--pairs 15] [--pair-duration 2]
         [--sockets 10000] [--json F]
 
 Starts one ``tornado-auth serve`` process (Redis sessions under a unique key prefix, users in a
@@ -15,9 +15,6 @@ d. server memory (VmRSS) per idle, authenticated ``/ws/dashboard`` WebSocket.
 
 Each measurement waits for a quiet machine and is repeated once when other processes took CPU
 meanwhile; the CPU accounting of the run kept is part of the results.
-
-Named http_load.py, not http.py: a script's folder comes first on sys.path, and a file named
-http.py there would shadow the standard library's ``http`` package.
 """
 
 from __future__ import annotations
@@ -38,10 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
-from _common import (
-    LIFETIME,
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.web import create_signed_value
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from bench._common import (
     OUT,
-    REDIS_URL,
     REPO,
     USER_AGENT,
     CpuMeter,
@@ -57,11 +56,7 @@ from _common import (
     tag,
     write_json,
 )
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from tornado.web import create_signed_value
-from tornado.websocket import WebSocketClientConnection, websocket_connect
-
-from tornado_auth.sessions import SessionManager, backend_for_url
+from tornado_auth import load_settings, start_services
 
 LUA = REPO / "bench" / "wrk_report.lua"
 EMAIL = "bench@example.com"
@@ -364,21 +359,18 @@ class Bench:
         return after
 
     async def signed_cookies(self, count: int) -> list[str]:
-        """``count`` sign-ins of distinct users straight into the server's store, as cookies."""
-        env = self.server.env
-        backend = backend_for_url(REDIS_URL, env["TORNADO_AUTH_SESSIONS__KEY_PREFIX"])
-        await backend.start()
-        manager = SessionManager(backend.store, backend.events, LIFETIME)
-        secret = env["TORNADO_AUTH_SECRETS__COOKIE_SECRET"]
+        """``count`` sign-ins of distinct users straight into the server's store (through the
+        services of an app with the server's settings), as cookies."""
+        services = await start_services(load_settings(environ=self.server.env))
         cookies = []
         try:
             for number in range(count):
-                session = login_session(number)
-                await manager.commit(session)
-                value = create_signed_value(secret, "session", session.token).decode()
-                cookies.append(f'session="{value}"')
+                change = await services.sessions.commit(login_session(number))
+                assert change is not None and change.token is not None
+                value = create_signed_value(services.cookie_secret, "session", change.token)
+                cookies.append(f'session="{value.decode()}"')
         finally:
-            await backend.close()
+            await services.close()
         return cookies
 
     async def open_socket(self, cookie: str, limit: asyncio.Semaphore) -> WebSocketClientConnection:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-from _common import USER_AGENT
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -439,21 +438,13 @@ def websocket_section(http: dict[str, Any]) -> list[str]:
 def sessions_section(sessions: dict[str, Any]) -> list[str]:
     params = sessions["params"]
     full = 1 + params["warmup"] + params["ops"]  # the first session and every create
-    rows = []
-    for backend, ops in sessions["backends"].items():
-        for op, row in ops.items():
-            rows.append(
-                [
-                    backend,
-                    f"{op.removesuffix('_full')} ({full:,} in store)"
-                    if op.endswith("_full")
-                    else op,
-                    f"{row['p50_ms']:.3f}",
-                    f"{row['p99_ms']:.3f}",
-                    f"{row['mean_ms']:.3f}",
-                    f"{row['ops_per_s']:,.0f}",
-                ]
-            )
+    ops = list(next(iter(sessions["backends"].values())))
+    header = ["backend", *(f"{op.removesuffix('_full')} ({full:,} in store)" if op.endswith("_full")
+                           else op for op in ops)]  # fmt: skip
+    rows = [
+        [backend, *(f"{row[op]['p50_ms']:.3f}" for op in ops)]
+        for backend, row in sessions["backends"].items()
+    ]
     cpu_notes = [
         f"{backend}: {_cpu(cpu)} (run {cpu['attempt']})"
         for backend, cpu in sessions.get("cpu", {}).items()
@@ -462,14 +453,16 @@ def sessions_section(sessions: dict[str, Any]) -> list[str]:
         "## Session backends: one operation at a time",
         "",
         f"{params['ops']:,} sequential operations of each kind after {params['warmup']} untimed "
-        "ones, through `backend_for_url` and `SessionManager`, on a new store holding one "
-        "session: `load` = `backend.load(key)`; `touch` = `backend.update(key, {}, set(), "
-        "last_seen, expires)` (expiry moved, no data); `save` = `update` with one changed data "
-        "key; `create` = a sign-in, `SessionManager.commit` of a new logged-in `Session` (a "
+        "ones, through `services.sessions` of `start_services` (no per-process cache, touch "
+        "interval 0), on a new store holding one session: `load` = a session by its token; "
+        "`touch` = a load, then a commit that moves the expiry; `save` = a load, one changed "
+        "key, a commit; `create` = a sign-in, a new logged-in `Session` committed (a "
         f"distinct user each time). Then `load` and `touch` again, once the creates have left "
-        f"{full:,} sessions in the store. ops/s = 1 / mean latency (one at a time).",
+        f"{full:,} sessions in the store.",
         "",
-        *_table(["backend", "operation", "p50 ms", "p99 ms", "mean ms", "ops/s"], rows),
+        *_table(header, rows),
+        "",
+        "Median milliseconds an operation; p99, mean and ops/s are in the data.",
         "",
         "CPU cores during each backend's run: " + "; ".join(cpu_notes) + ".",
         "",
@@ -565,29 +558,18 @@ def log_section(http: dict[str, Any]) -> list[str]:
     return [*lines, *_table(["count", "message"], rows), ""]
 
 
-def commands_section(commands: dict[str, str], http: dict[str, Any]) -> list[str]:
-    settings = " ".join(f"{k}={v}" for k, v in http["server"]["settings"].items())
-    lines = [
-        "## Commands",
+def data_section(commands: dict[str, str]) -> list[str]:
+    return [
+        "## Data",
         "",
-        "Each figure above comes from one of these (wrk prints one JSON line, from "
-        "`bench/wrk_report.lua`):",
+        "Every figure above, with the wrk command line that measured it, is in "
+        "[results/](results/) as JSON, written by:",
         "",
         "```sh",
-        f"CHROME_UA='{USER_AGENT}'",
-        commands["sessions"],
-        commands["http"],
-        f"# the server: {settings} \\",
-        "#   TORNADO_AUTH_SECRETS__COOKIE_SECRET=<random> " + http["server"]["command"],
+        *commands.values(),
+        "```",
+        "",
     ]
-    wrk_runs = [(f"(a) {name} c={row['concurrency']}", row[name]) for row in http["overhead"]
-                for name in ("healthz", "dashboard")]  # fmt: skip
-    wrk_runs.append(("(b)", http["login"]["result"]))
-    wrk_runs.append(("(c) alone", http["storm"]["alone"]))
-    wrk_runs.append(("(c) during", http["storm"]["during"]))
-    wrk_runs.append(("(c) storm", http["storm"]["during"]["storm"]))
-    lines += [f"# {label}\n{run['command']}" for label, run in wrk_runs]
-    return [*lines, "```", ""]
 
 
 def render(
@@ -637,6 +619,6 @@ def render(
         *sessions_section(sessions),
         *memory_section(sessions),
         *log_section(http),
-        *commands_section(commands, http),
+        *data_section(commands),
     ]
     return "\n".join(lines).rstrip() + "\n"

@@ -1,13 +1,12 @@
 """Run every benchmark and write bench/RESULTS.md and bench/throughput.png.
 
-    .venv/bin/python bench/run.py [--quick] [--shared-services]      (``make bench`` runs it)
+    .venv/bin/python -m bench.run [--quick] [--shared-services]      (``make bench`` runs it)
 
 By default the benchmarks get a private redis-server and MongoDB-compatible server (``mongod``, or
-the FerretDB runner scripts/services built), started on free loopback ports and stopped
-afterwards: the shared 6379/27017 instances serve other people's tests, whose commands would queue
-with ours (FerretDB serialises them). ``--shared-services`` uses BENCH_REDIS_URL and
-BENCH_MONGO_URL (default 127.0.0.1:6379 and :27017) instead, as does a machine without those
-servers. Raw results and service logs go to bench/out/.
+the FerretDB runner; tools/services.py starts them), on free loopback ports, stopped afterwards:
+the shared 6379/27017 instances serve other people's tests, whose commands would queue with ours
+(FerretDB serialises them). ``--shared-services`` uses BENCH_REDIS_URL and BENCH_MONGO_URL
+(default 127.0.0.1:6379 and :27017) instead. Raw results and service logs go to bench/out/.
 """
 
 from __future__ import annotations
@@ -22,23 +21,25 @@ import platform
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pymongo
-import pymongo.errors
 import redis
+
+from tools import services
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 OUT = BENCH / "out"
 RESULTS = BENCH / "RESULTS.md"
 CHART = BENCH / "throughput.png"
+DATA = BENCH / "results"
 QUICK = {
     "sessions": ["--ops", "300", "--warmup", "50", "--sessions", "2000"],
     "request_path": ["--requests", "3000", "--rounds", "3"],
@@ -47,12 +48,6 @@ QUICK = {
         *("--sockets", "2000", "--storm-runs", "1"),
     ],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def sh(*args: str, env: dict[str, str] | None = None) -> str:
@@ -67,86 +62,28 @@ def wrk_version() -> str:
     return (shown.stdout + shown.stderr).splitlines()[0].split(" [")[0]
 
 
-def mongo_command(port: int, data: Path) -> list[str] | None:
-    """A private MongoDB-compatible server: ``mongod`` if installed, else the FerretDB runner
-    that scripts/services built into ~/.cache/tornado-auth/ (newest first), else None."""
-    if shutil.which("mongod"):
-        return ["mongod", "--bind_ip", "127.0.0.1", "--port", str(port), "--dbpath", str(data)]
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tornado-auth"
-    runners = sorted(cache.glob("ferretdb-*"), key=lambda path: path.stat().st_mtime)
-    runners = [path for path in runners if path.is_file() and os.access(path, os.X_OK)]
-    if not runners:
-        return None
-    return [str(runners[-1]), "-listen", f"127.0.0.1:{port}", "-dir", str(data)]
-
-
-def answers(urls: dict[str, str]) -> bool:
-    """Whether both servers answer a ping."""
-    try:
-        with redis.Redis.from_url(urls["BENCH_REDIS_URL"], socket_timeout=1) as client:
-            client.ping()
-        with pymongo.MongoClient(urls["BENCH_MONGO_URL"], serverSelectionTimeoutMS=1000) as mongo:
-            mongo.admin.command("ping")
-    except (redis.RedisError, pymongo.errors.PyMongoError):
-        return False
-    return True
-
-
-class PrivateServices:
-    """A redis-server and a MongoDB-compatible server of our own, on free loopback ports,
-    stopped on exit; the shared ones when these cannot be started."""
-
-    def __init__(self) -> None:
-        self.processes: list[subprocess.Popen[bytes]] = []
-        self.data = tempfile.TemporaryDirectory(prefix="ta-bench-services-")
-
-    def start(self, command: list[str], name: str) -> int:
-        log = (OUT / f"{name}.log").open("wb")
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        self.processes.append(process)
-        return process.pid
-
-    def __enter__(self) -> dict[str, str]:
-        redis_port, mongo_port, root = free_port(), free_port(), Path(self.data.name)
-        mongo = mongo_command(mongo_port, root / "mongo")
-        if not shutil.which("redis-server") or mongo is None:
-            print("bench: no redis-server or MongoDB server to start: using the shared ones")
-            return shared_urls()
-        (root / "mongo").mkdir()
-        pids = [
-            self.start(
-                ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", str(root)],
-                "redis",
-            ),
-            self.start(mongo, "mongodb"),
-        ]  # fmt: skip
-        urls = {
-            "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-            "BENCH_MONGO_URL": f"mongodb://127.0.0.1:{mongo_port}",
-            "BENCH_SERVICE_PIDS": ",".join(map(str, pids)),
-        }
-        deadline = time.monotonic() + 60
-        while not answers(urls):  # bounded wait for both to answer
-            if time.monotonic() > deadline or any(p.poll() is not None for p in self.processes):
-                self.__exit__()
-                raise RuntimeError(f"private services did not start: see {OUT}/*.log")
-            time.sleep(0.2)
-        print(
-            f"bench: private redis-server on :{redis_port}, {Path(mongo[0]).name} on :{mongo_port}"
-        )
-        return urls
-
-    def __exit__(self, *exc: object) -> None:
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
-            try:
+@contextlib.contextmanager
+def private_services() -> Iterator[dict[str, str]]:
+    """A redis-server and a MongoDB-compatible server of our own on free loopback ports (see
+    tools/services.py), stopped on exit."""
+    processes: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="ta-bench-services-") as root:
+        redis_port, mongo_port = services.free_ports(2)
+        try:
+            with services.all_or_nothing(processes):
+                processes.append(services.redis_server(redis_port, Path(root), OUT / "redis.log"))
+                mongo = Path(root, "mongo")
+                processes.append(services.mongodb_server(mongo_port, mongo, OUT / "mongodb.log"))
+            print(f"bench: private redis-server on :{redis_port}, MongoDB on :{mongo_port}")
+            yield {
+                "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+                "BENCH_MONGO_URL": f"mongodb://127.0.0.1:{mongo_port}",
+                "BENCH_SERVICE_PIDS": ",".join(str(process.pid) for process in processes),
+            }
+        finally:
+            for process in processes:
+                process.terminate()
                 process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self.data.cleanup()
 
 
 def shared_urls() -> dict[str, str]:
@@ -194,7 +131,8 @@ def machine(urls: dict[str, str]) -> dict[str, str]:
 def run_script(name: str, args: list[str], env: dict[str, str]) -> str:
     """Run one benchmark script into bench/out/<name>.json; the command, as a reader types it."""
     out = OUT / f"{Path(name).stem}.json"
-    command = [sys.executable, f"bench/{name}", *args, "--json", str(out.relative_to(REPO))]
+    module = f"bench.{Path(name).stem}"
+    command = [sys.executable, "-m", module, *args, "--json", str(out.relative_to(REPO))]
     print(f"\n$ {shlex.join(command)}", flush=True)
     subprocess.run(command, env=env, cwd=REPO, check=True)
     return shlex.join([".venv/bin/python", *command[1:]])
@@ -204,8 +142,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Run both scripts against the services; what the report needs besides their results."""
     started, began = datetime.datetime.now(datetime.UTC), time.monotonic()
     private = not args.shared_services
-    services = PrivateServices() if private else contextlib.nullcontext(shared_urls())
-    with services as urls:
+    with private_services() if private else contextlib.nullcontext(shared_urls()) as urls:
         env = dict(os.environ, **urls)
         info = machine(urls)
         commands = {
@@ -215,20 +152,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "request_path.py", QUICK["request_path"] if args.quick else [], env
             ),
         }
-    invoked = shlex.join(["bench/run.py", *sys.argv[1:]])
+    invoked = shlex.join(["python", "-m", "bench.run", *sys.argv[1:]])
     return {
         "info": info,
         "started": started.isoformat(),
         "elapsed": time.monotonic() - began,
         "command": "make bench" if os.environ.get("MAKELEVEL") else invoked,
-        "private_services": private and "BENCH_SERVICE_PIDS" in urls,
+        "private_services": private,
         "commands": commands,
     }
 
 
 def publish(meta: dict[str, Any]) -> None:
     """RESULTS.md and the chart from bench/out/*.json."""
-    from report import chart, render  # matplotlib: installed by ``make bench``
+    from bench.report import chart, render  # matplotlib: installed by ``make bench``
 
     sessions = json.loads((OUT / "sessions.json").read_text())
     http = json.loads((OUT / "http_load.json").read_text())
@@ -242,8 +179,14 @@ def publish(meta: dict[str, Any]) -> None:
         path=path,
         chart_name=CHART.name,
     )
-    RESULTS.write_text(text)
-    print(f"\nwrote {RESULTS.relative_to(REPO)} and {CHART.relative_to(REPO)}")
+    # the chaos section is bench/chaos.py's (``make chaos``): kept as it is
+    kept = re.search(r"<!-- chaos:.*", RESULTS.read_text(), re.S)  # with the notes after it
+    RESULTS.write_text(f"{text.rstrip()}\n\n{kept.group(0)}\n" if kept else text)
+    DATA.mkdir(exist_ok=True)  # the figures as data, next to the chaos run's
+    for name in ("run", "sessions", "http_load", "request_path"):
+        if (OUT / f"{name}.json").exists():
+            shutil.copyfile(OUT / f"{name}.json", DATA / f"{name}.json")
+    print("\nwrote bench/RESULTS.md, bench/throughput.png and bench/results/")
 
 
 def main() -> None:
@@ -254,6 +197,7 @@ def main() -> None:
         "--render-only", action="store_true", help="rewrite RESULTS.md from bench/out/ only"
     )
     args = parser.parse_args()
+    services.exit_on_sigterm()
     OUT.mkdir(parents=True, exist_ok=True)
     meta_path = OUT / "run.json"
     if not args.render_only:

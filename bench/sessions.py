@@ -1,18 +1,19 @@
-"""Session backends: latency of each storage verb, and Redis memory per login session.
+"""Session stores through the public API: each operation's latency, and Redis memory per session.
 
-    .venv/bin/python bench/sessions.py [--ops 2000] [--warmup 200] [--sessions 10000] [--json F]
+    .venv/bin/python -m bench.sessions [--ops 2000] [--warmup 200] [--sessions 10000] [--json F]
 
-For memory, sqlite (a temp dir), redis (a unique key prefix, removed afterwards) and mongodb (a
-unique database, dropped afterwards): ``load``, a touch (no data change, expiry moved), a save
-(one changed data key) and a create (a sign-in: SessionManager.commit of a new logged-in
-Session), each timed one at a time, sequentially, after a warm-up, on a new empty store; then
-``load`` and the touch again on the store the creates filled (``load_full``, ``touch_full``).
-Each backend's run waits for a quiet machine and is repeated, on another new store, when other
-processes took CPU meanwhile.
+Each store (memory; sqlite in a temp dir; redis under a unique key prefix; mongodb in a unique
+database) is opened with ``start_services``, as an app does, with the per-process cache off and a
+touch interval of 0 (every touch writes), and driven through ``services.sessions``: ``load`` (a
+session by its token), ``touch`` (a load, then a commit that moves the expiry), ``save`` (a load,
+one changed key, a commit) and ``create`` (a sign-in: a new logged-in ``Session`` committed),
+each timed one at a time after a warm-up, on a new empty store; then ``load`` and ``touch`` again
+on the store the creates filled (``load_full``, ``touch_full``). Each store's run waits for a
+quiet machine and is repeated, on another new store, when other processes took CPU meanwhile.
 
-Then Redis memory per session: N sign-ins of distinct users, measured as the growth of
-``INFO memory`` used_memory and as the sum of ``MEMORY USAGE`` over the session string, the user's
-index and the session's share of the live index.
+Then Redis memory per session: N sign-ins of distinct users, measured as the growth of ``INFO
+memory`` used_memory and as the sum of ``MEMORY USAGE`` over the keys they added, told apart by
+their type: the session (a string), the user's index and the live index (sorted sets).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from _common import (
-    LIFETIME,
+
+from bench._common import (
     MONGO_URL,
     REDIS_URL,
     USER_AGENT,
@@ -42,13 +43,29 @@ from _common import (
     tag,
     write_json,
 )
-
-from tornado_auth.sessions import SessionManager, backend_for_url
-from tornado_auth.sessions.redis import RedisSessionStore
+from tornado_auth import Services, load_settings, start_services
 
 # "*_full": again, with the 1 + warmup + count sessions the creates left in the store.
 OPS = ("load", "touch", "save", "create", "load_full", "touch_full")
 REFERENCE_CONNECT_REDIS = 280  # bytes per login session: express-session + connect-redis
+
+
+async def opened(url: str, prefix: str, tmp: Path) -> Services:
+    """The services of an app whose sessions are at ``url``, under ``prefix``."""
+    settings = load_settings(
+        environ={},
+        overrides={
+            "sessions.url": url,
+            "sessions.key_prefix": prefix,
+            "sessions.cache_size": 0,
+            "sessions.touch_interval": 0,
+            "users.url": f"sqlite:///{tmp}/users.db",
+            "users.demo_users": False,
+            "secrets.secret_file": f"{tmp}/cookie_secret",
+            "logging.access_log": False,
+        },
+    )
+    return await start_services(settings)
 
 
 async def timed(op: Callable[[int], Awaitable[Any]], count: int, warmup: int) -> dict[str, float]:
@@ -63,74 +80,80 @@ async def timed(op: Callable[[int], Awaitable[Any]], count: int, warmup: int) ->
     return summarize(durations)
 
 
-async def bench_backend(url: str, prefix: str, count: int, warmup: int) -> dict[str, Any]:
+async def bench_backend(url: str, prefix: str, tmp: Path, count: int, warmup: int) -> dict:
     """Every operation on a new, empty store, then ``load`` and touch again once the creates
     filled it."""
-    backend = backend_for_url(url, prefix)
-    await backend.start()
-    store = backend.store
-    manager = SessionManager(store, backend.events, LIFETIME)
+    services = await opened(url, prefix, tmp)
+    sessions = services.sessions
     try:
-        first = login_session(0)
-        await manager.commit(first)
-        key = first.key
-        assert key is not None
+        change = await sessions.commit(login_session(0))
+        assert change is not None and change.token is not None
+        token = change.token
 
         async def load(number: int) -> None:
-            assert await store.load(key) is not None
+            assert await sessions.load(token) is not None
 
         async def touch(number: int) -> None:
-            now = time.time()
-            assert await store.update(key, {}, set(), now, now + LIFETIME.ttl)
+            session = await sessions.load(token)
+            assert session is not None
+            await sessions.commit(session)
 
         async def save(number: int) -> None:
-            now = time.time()
-            assert await store.update(key, {"counter": number}, set(), now, now + LIFETIME.ttl)
+            session = await sessions.load(token)
+            assert session is not None
+            session["counter"] = number
+            await sessions.commit(session)
 
         async def create(number: int) -> None:
-            await manager.commit(login_session(number))
+            await sessions.commit(login_session(number))
 
         ops = {}
         for name, op in zip(OPS, (load, touch, save, create, load, touch), strict=True):
             ops[name] = await timed(op, count, warmup)
         return ops
     finally:
-        await backend.close()
+        await services.close()
 
 
 async def redis_info_memory(client: aioredis.Redis) -> int:
     return int((await client.info("memory"))["used_memory"])
 
 
-async def redis_memory(count: int, prefix: str) -> dict[str, Any]:
+async def redis_memory(count: int, prefix: str, tmp: Path) -> dict[str, Any]:
     """Memory of ``count`` sign-ins of distinct users, one connection, created one at a time."""
-    opened = backend_for_url(REDIS_URL, prefix)
-    await opened.start()
-    backend = opened.store
-    assert isinstance(backend, RedisSessionStore)
-    manager = SessionManager(backend, opened.events, LIFETIME)
+    services = await opened(REDIS_URL, prefix, tmp)
     client = aioredis.from_url(REDIS_URL, decode_responses=True)
     try:
-        await manager.commit(login_session(-1))  # connections, scripts and the live index exist
+        # connections, scripts and the live index exist before the measurement
+        await services.sessions.commit(login_session(-1))
         keys_before = await client.dbsize()
         used_before = await redis_info_memory(client)
-        created = []
         for number in range(count):
-            session = login_session(number)
-            await manager.commit(session)
-            created.append((session.key, session.user_id))
+            await services.sessions.commit(login_session(number))
         used_after = await redis_info_memory(client)
         keys_after = await client.dbsize()
-
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
         async with client.pipeline(transaction=False) as pipe:
-            for key, user_id in created:
-                pipe.memory_usage(backend.session_key(key), samples=0)
-                pipe.memory_usage(backend.user_key(user_id), samples=0)
-            sizes = await pipe.execute()
-        live_total = await client.memory_usage(backend.live_key, samples=0)
-        strings, indexes = sum(sizes[0::2]), sum(sizes[1::2])
-        sample_key, sample_user = created[0]
-        stored = await client.get(backend.session_key(sample_key))
+            for key in keys:
+                pipe.type(key)
+                pipe.memory_usage(key, samples=0)
+                pipe.object("encoding", key)
+            found = await pipe.execute()
+        kinds = dict(zip(keys, found[0::3], strict=True))
+        sizes = dict(zip(keys, found[1::3], strict=True))
+        encodings = dict(zip(keys, found[2::3], strict=True))
+        strings = [key for key in keys if kinds[key] == "string"]
+        indexes = [key for key in keys if kinds[key] == "zset"]
+        async with client.pipeline(transaction=False) as pipe:
+            for key in indexes:
+                pipe.zcard(key)
+            cards = await pipe.execute()
+        live = indexes[cards.index(max(cards))]  # every session's entry: the largest sorted set
+        users = [key for key in indexes if key != live]
+        groups = {"session": strings, "user_index": users, "live": [live]}
+        per = {
+            name: sum(sizes[key] for key in group) / (count + 1) for name, group in groups.items()
+        }
         return {
             "sessions": count,
             "user_agent_chars": len(USER_AGENT),
@@ -139,19 +162,19 @@ async def redis_memory(count: int, prefix: str) -> dict[str, Any]:
             "info_bytes_per_session": (used_after - used_before) / count,
             "dbsize_delta": keys_after - keys_before,
             "dbsize_expected": 2 * count,
-            "memory_usage_session_per_session": strings / count,
-            "session_value_bytes": len(stored.encode()),
-            "memory_usage_user_index_per_session": indexes / count,
-            "memory_usage_live_index_per_session": live_total / (count + 1),
-            "memory_usage_bytes_per_session": (strings + indexes) / count
-            + live_total / (count + 1),
-            "session_encoding": await client.object("encoding", backend.session_key(sample_key)),
-            "user_index_encoding": await client.object("encoding", backend.user_key(sample_user)),
-            "live_index_encoding": await client.object("encoding", backend.live_key),
+            "memory_usage_session_per_session": per["session"],
+            "session_value_bytes": len((await client.get(strings[0])).encode()),
+            "memory_usage_user_index_per_session": per["user_index"],
+            "memory_usage_live_index_per_session": per["live"],
+            "memory_usage_bytes_per_session": sum(per.values()),
+            "session_encoding": encodings[strings[0]],
+            "user_index_encoding": encodings[users[0]],
+            "live_index_encoding": encodings[live],
+            "other_keys": len(keys) - len(strings) - len(indexes),
             "reference_connect_redis_bytes": REFERENCE_CONNECT_REDIS,
         }
     finally:
-        await opened.close()
+        await services.close()
         await client.aclose()
 
 
@@ -181,7 +204,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             return url, f"{prefix}{number}:"
 
         async def attempt(kind: str) -> dict[str, Any]:
-            return await bench_backend(*fresh(kind), args.ops, args.warmup)
+            return await bench_backend(*fresh(kind), Path(tmp), args.ops, args.warmup)
 
         try:
             for name in args.backends:
@@ -190,7 +213,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 results["backends"][name], results["cpu"][name] = await measured(work, meter)
             if args.sessions:
                 print(f"sessions: redis memory of {args.sessions} sign-ins ...", flush=True)
-                results["redis_memory"] = await redis_memory(args.sessions, f"{prefix}mem:")
+                memory_prefix = f"{prefix}mem:"
+                results["redis_memory"] = await redis_memory(
+                    args.sessions, memory_prefix, Path(tmp)
+                )
         finally:
             results["cleanup"] = {"redis_keys_removed": await remove_prefix(prefix)}
             for database in databases:

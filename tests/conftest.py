@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,11 +16,9 @@ import redis.asyncio as aioredis
 import tornado.httpserver
 import tornado.testing
 from pymongo import AsyncMongoClient
-from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
-from redis.sentinel import Sentinel
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
+from tools import probes
 from tornado_auth import Services, make_app, start_services
 from tornado_auth.accounts import Origin
 from tornado_auth.server import http_server
@@ -55,38 +52,16 @@ def free_port() -> int:
     return port
 
 
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-_ANSWERED: set[str] = set()  # cluster and sentinel URLs that answered once in this run
 _CLUSTER_MASTERS: dict[str, list[tuple[str, int]]] = {}  # tests never reshard a cluster
 
 
 def _redis_group_answers(url: str) -> bool:
-    """A whole cluster (every slot served), or the master the sentinels name, answers PING."""
-    if url in _ANSWERED:
-        return True
-    nodes, master, db, _ = parse_url(url)
-    timeouts = {"socket_timeout": 2, "socket_connect_timeout": 1}
-    try:
-        if master is None:
-            startup = [ClusterNode(host, port) for host, port in nodes]
-            with RedisCluster(startup_nodes=startup, **timeouts) as cluster:
-                answered = cluster.ping()
-        else:
-            sentinel = Sentinel(nodes, **timeouts)
-            with sentinel, sentinel.master_for(master, db=db) as client:
-                answered = client.ping()
-    except (RedisError, RedisClusterException, OSError):
-        return False
-    if answered:
-        _ANSWERED.add(url)
-    return answered
+    """Every node of a cluster says it is whole, or the master the sentinels name answers."""
+    nodes, master, _, _ = parse_url(url)
+    host, ports = nodes[0][0], [port for _, port in nodes]
+    if master is None:
+        return probes.cluster_answers(ports, host)
+    return probes.sentinel_master(ports, master, host) is not None
 
 
 def require_service(name: str) -> None:
@@ -102,7 +77,8 @@ def require_service(name: str) -> None:
     url = REDIS_URL if name == "redis" else MONGO_URL
     host_port = url.split("://", 1)[1].split("/", 1)[0]
     host, _, port = host_port.rpartition(":")
-    if not _answers(host, int(port)):
+    answers = probes.redis_answers if name == "redis" else probes.mongo_answers
+    if not answers(int(port), host):
         message = f"{name} is not reachable at {host_port}: run scripts/services up"
         if os.environ.get("CI"):
             pytest.fail(message)

@@ -1,0 +1,1 @@
+"""Development tooling: the services the tests and benchmarks run on."""
