@@ -194,6 +194,10 @@ def redis_client(url: str, **options: Any) -> aioredis.Redis | RedisCluster:
     if not url.startswith((CLUSTER_SCHEME, SENTINEL_SCHEME)):
         # Past the pool's size a request waits for a free connection rather than failing: a
         # burst of concurrent requests is not an outage.
+        # A pooled connection to a Redis that restarted fails its next command once: that
+        # command is sent again at once on a new connection rather than answered with 503.
+        options.setdefault("retry", Retry(NoBackoff(), 1))
+        options.setdefault("retry_on_error", [RedisConnectionError])
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT, **options
         )
