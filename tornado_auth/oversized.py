@@ -128,7 +128,7 @@ class BodyLimit(httputil.HTTPMessageDelegate):
         assert self.start_line is not None
         log_refusal(self.start_line, self.remote_ip)
         self.delegate.on_connection_close()
-        self.connection.write_headers(STATUS, httputil.HTTPHeaders(HEADERS), TOO_LARGE)
+        self.connection.write_headers(STATUS, httputil.HTTPHeaders(dict(HEADERS)), TOO_LARGE)
         return None
 
     def finish(self) -> None:

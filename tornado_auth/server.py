@@ -196,8 +196,8 @@ class Supervisor:
         print(f"tornado-auth listening on {url} with {self.processes} worker processes", flush=True)
         while self.children:
             pid, status = os.wait()
-            index = self.children.pop(pid, None)
-            if index is None or self.stopping:
+            index = self.children.pop(pid, -1)
+            if index < 0 or self.stopping:
                 continue
             code = os.waitstatus_to_exitcode(status)
             log.error("worker %d (pid %d) exited with %d", index, pid, code)

@@ -56,7 +56,7 @@ class Services:
 
 def cookie_secret(settings: Settings) -> str | dict[int, str]:
     """The configured secret, or in development one generated once and kept on disk."""
-    secret = settings["secrets.cookie_secret"]
+    secret: str | dict[int, str] = settings["secrets.cookie_secret"]
     if secret:
         return secret
     if settings.production:

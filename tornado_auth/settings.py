@@ -213,7 +213,7 @@ class Settings:
 
     @property
     def production(self) -> bool:
-        return self.values["env"] == "production"
+        return bool(self.values["env"] == "production")
 
     def replace(self, **overrides: Any) -> Settings:
         """A copy with ``section__key=value`` overrides, validated."""

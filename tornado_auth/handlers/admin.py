@@ -34,8 +34,8 @@ class AdminUsersHandler(PagedHandler):
     async def get(self) -> None:
         page, per_page, offset = self.paging()
         users, total = await self.services.users.page(offset, per_page)
-        users = [user.public() for user in users]
-        self.send_json({"users": users, "total": total, "page": page, "perPage": per_page})
+        shown = [user.public() for user in users]
+        self.send_json({"users": shown, "total": total, "page": page, "perPage": per_page})
 
 
 class AdminUserHandler(ApiHandler):
@@ -71,5 +71,5 @@ class AdminAuditHandler(PagedHandler):
     async def get(self) -> None:
         page, per_page, offset = self.paging()
         entries, total = await self.services.audit.page(offset, per_page)
-        entries = [entry.public() for entry in entries]
-        self.send_json({"entries": entries, "total": total, "page": page, "perPage": per_page})
+        shown = [entry.public() for entry in entries]
+        self.send_json({"entries": shown, "total": total, "page": page, "perPage": per_page})

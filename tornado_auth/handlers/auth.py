@@ -5,10 +5,15 @@ from __future__ import annotations
 from ..accounts import AccountChanged
 from ..throttle import Throttled
 from ..users import EmailTaken, email_problem, name_problem
-from ..users.passwords import password_problem
 from .base import ApiHandler
 from .decorators import authenticated
-from .validation import ApiError, bool_field, password_field, text_field
+from .validation import (
+    ApiError,
+    bool_field,
+    new_password_field,
+    password_field,
+    required_text,
+)
 
 MAX_NAME = 100
 
@@ -20,7 +25,7 @@ def summary(user) -> dict[str, str]:
 class LoginHandler(ApiHandler):
     async def post(self) -> None:
         body = self.json_body()
-        email = text_field(body, "email", 254)
+        email = required_text(body, "email", 254)
         password = password_field(body, "password")
         remember_me = bool_field(body, "rememberMe") or False
         user = await self.log_in(email, password, remember_me)
@@ -38,12 +43,12 @@ class LogoutHandler(ApiHandler):
 class RegisterHandler(ApiHandler):
     async def post(self) -> None:
         body = self.json_body()
-        email = text_field(body, "email", 254)
-        password = body.get("password")
-        name = text_field(body, "name", MAX_NAME)
-        problem = email_problem(email) or name_problem(name) or password_problem(password)
+        email = required_text(body, "email", 254)
+        name = required_text(body, "name", MAX_NAME)
+        problem = email_problem(email) or name_problem(name)
         if problem:
             raise ApiError(400, problem)
+        password = new_password_field(body, "password")
         try:
             user = await self.register(email, name, password)
         except EmailTaken:
@@ -56,10 +61,7 @@ class PasswordHandler(ApiHandler):
     async def post(self) -> None:
         body = self.json_body()
         current = password_field(body, "currentPassword")
-        new = body.get("newPassword")
-        problem = password_problem(new)
-        if problem:
-            raise ApiError(400, problem.replace("password", "newPassword", 1))
+        new = new_password_field(body, "newPassword")
         user = await self.services.users.get(self.current_user.id)
         if user is None:
             raise ApiError(401, "Not authenticated")

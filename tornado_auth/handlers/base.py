@@ -75,11 +75,13 @@ class BaseHandler(tornado.web.RequestHandler):
 
     @property
     def services(self) -> Services:
-        return self.application.settings["services"]
+        services: Services = self.application.settings["services"]
+        return services
 
     def url(self, path: str) -> str:
         """A path of ours under the prefix the app mounted us at."""
-        return self.settings.get("auth_prefix", "") + path
+        prefix: str = self.settings.get("auth_prefix", "")
+        return prefix + path
 
     def auth_static_url(self, path: str) -> str:
         """The versioned URL of one of our static assets."""
@@ -133,11 +135,12 @@ class BaseHandler(tornado.web.RequestHandler):
         """Await work that only this client is waiting for (a password check or hash); if the
         client disconnects first, the work is cancelled and the request ends there, unanswered,
         so a client that gives up (or retries) does not leave bcrypt work behind."""
-        self._abandonable = asyncio.ensure_future(work)
+        abandonable: asyncio.Future[T] = asyncio.ensure_future(work)
+        self._abandonable = abandonable
         if self._client_gone:  # gone before the work began
-            self._abandonable.cancel()
+            abandonable.cancel()
         try:
-            return await self._abandonable
+            return await abandonable
         except asyncio.CancelledError:
             if not self._client_gone:
                 raise
@@ -318,7 +321,7 @@ class BaseHandler(tornado.web.RequestHandler):
             samesite=self.settings["samesite"],
         )
 
-    def finish(self, chunk: str | bytes | dict | None = None) -> asyncio.Future[None]:
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
         """Commit the session first, so the cookie goes out with the response."""
         if self._commit is not None and chunk is None:
             return self._commit  # Tornado's automatic finish while the commit is in flight

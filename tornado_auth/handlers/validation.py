@@ -8,7 +8,7 @@ from typing import Any
 import tornado.web
 from tornado.httputil import HTTPServerRequest
 
-from ..users.passwords import MAX_LENGTH
+from ..users.passwords import MAX_LENGTH, password_problem
 
 
 class ApiError(tornado.web.HTTPError):
@@ -52,6 +52,23 @@ def text_field(
         raise ApiError(400, f"{name} must be at most {max_length} characters")
     if required and not value.strip():
         raise ApiError(400, f"{name} is required")
+    return value
+
+
+def required_text(body: dict[str, Any], name: str, max_length: int) -> str:
+    """A required string field of a JSON body, or a 400 naming the field."""
+    value = text_field(body, name, max_length)
+    assert value is not None  # text_field answers 400 for a missing required field
+    return value
+
+
+def new_password_field(body: dict[str, Any], name: str) -> str:
+    """A new password from a JSON body, or a 400 saying what is wrong with it."""
+    value = body.get(name)
+    problem = password_problem(value)
+    if problem:
+        raise ApiError(400, problem.replace("password", name, 1))
+    assert isinstance(value, str)
     return value
 
 

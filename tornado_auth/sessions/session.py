@@ -355,11 +355,13 @@ class SessionManager:
         old = session.record
         ttl = session.login_ttl or (old.ttl if old else self.lifetime.ttl)
         keep_start = old is not None and session.login_ttl is None
-        absolute = old.absolute_expires_at if keep_start else now + self.lifetime.absolute_ttl
+        absolute = (
+            old.absolute_expires_at if old and keep_start else now + self.lifetime.absolute_ttl
+        )
         token = session.new_token()
         record = SessionRecord(
             key=token_key(token),
-            created_at=old.created_at if keep_start else now,
+            created_at=old.created_at if old and keep_start else now,
             last_seen_at=now,
             expires_at=min(now + ttl, absolute),
             absolute_expires_at=absolute,
