@@ -60,11 +60,11 @@ class MongoSessionStore(SessionStore):
         await self.mongo.ping()
 
     @property
-    def sessions(self) -> AsyncCollection:
+    def sessions(self) -> AsyncCollection[dict[str, Any]]:
         return self.mongo.db[self.collection_name]
 
     @property
-    def revocations(self) -> AsyncCollection:
+    def revocations(self) -> AsyncCollection[dict[str, Any]]:
         """The sessions, for deletes: acknowledged by a majority, so no failover undoes one."""
         return self.sessions.with_options(write_concern=MAJORITY)
 
@@ -172,7 +172,7 @@ class MongoCounters:
         self.collection_name = collection
 
     @property
-    def counters(self) -> AsyncCollection:
+    def counters(self) -> AsyncCollection[dict[str, Any]]:
         return self.mongo.db[self.collection_name]
 
     async def hit(self, name: str, window: float, now: float) -> tuple[int, float]:
@@ -186,17 +186,18 @@ class MongoCounters:
                 if doc is not None:
                     return doc["count"], doc["ends_at"]
                 # No open window: start one, unless a concurrent hit just did (then count in it).
-                fresh = {"_id": name, "count": 1, "ends_at": now + window}
+                ends_at = now + window
+                fresh = {"_id": name, "count": 1, "ends_at": ends_at}
                 replaced = await self.counters.replace_one(
                     {"_id": name, "ends_at": {"$lte": now}}, fresh
                 )
                 if replaced.matched_count:
-                    return 1, fresh["ends_at"]
+                    return 1, ends_at
                 try:
                     await self.counters.insert_one(fresh)
                 except DuplicateKeyError:
                     continue
-                return 1, fresh["ends_at"]
+                return 1, ends_at
 
     async def peek(self, name: str, now: float) -> tuple[int, float]:
         async with available("session"):

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -34,6 +34,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import (
     ClusterError,
     CrossSlotTransactionError,
@@ -46,7 +47,7 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import ClosedClient, StoreUnavailable
+from ..errors import StoreUnavailable
 from .store import Backend, EventType, LocalEventBus, SessionRecord, SessionStore
 
 log = logging.getLogger("tornado_auth.sessions")
@@ -213,6 +214,15 @@ def redis_client(url: str, **options: Any) -> aioredis.Redis | RedisCluster:
     return Sentinel(nodes, sentinel_kwargs=asking, **options).master_for(master, db=db)
 
 
+class _Connection(NamedTuple):
+    """A started store's client and its scripts (registered without I/O: EVALSHA at the call)."""
+
+    client: aioredis.Redis | RedisCluster
+    update: AsyncScript
+    delete: AsyncScript
+    trim: AsyncScript
+
+
 class RedisSessionStore(SessionStore):
     """Records, and the client the counters and the event bus share."""
 
@@ -223,30 +233,47 @@ class RedisSessionStore(SessionStore):
             parse_url(url)  # a malformed URL fails now, as a setting, not at the first request
         self.url = url
         self.prefix = prefix
-        self.client: aioredis.Redis | RedisCluster | None = None
+        self._connection: _Connection | None = None
+        self._unavailable = "redis: not started"  # why there is no connection
         self.live_key = f"{prefix}live"  # every live session, scored by its expiry
         self._follower: asyncio.Task[None] | None = None  # Sentinel: follows master switches
 
     async def start(self) -> None:
-        self.client = redis_client(
+        client = redis_client(
             self.url,
             decode_responses=True,
             socket_connect_timeout=2,
             socket_timeout=5,
             health_check_interval=30,
         )
-        self._update = self.client.register_script(UPDATE_SCRIPT)
-        self._delete = self.client.register_script(DELETE_SCRIPT)
-        self._trim = self.client.register_script(TRIM_SCRIPT)
-        if isinstance(self.client, RedisCluster):
+        self._connection = _Connection(
+            client,
+            client.register_script(UPDATE_SCRIPT),
+            client.register_script(DELETE_SCRIPT),
+            client.register_script(TRIM_SCRIPT),
+        )
+        if isinstance(client, RedisCluster):
             # redis-py initialises a cluster client at its first command, and concurrent first
             # commands race in it (a connection used before it is open): initialise it now.
             try:
-                await self.client.initialize()
+                await client.initialize()
             except UNAVAILABLE as error:  # down at start: requests get 503 until it answers
                 log.warning("redis cluster unavailable at start (%s)", error)
-        if isinstance(getattr(self.client, "connection_pool", None), SentinelConnectionPool):
-            self._follower = asyncio.create_task(self._follow_master(self.client.connection_pool))
+        elif isinstance(client.connection_pool, SentinelConnectionPool):
+            self._follower = asyncio.create_task(self._follow_master(client.connection_pool))
+
+    @property
+    def connection(self) -> _Connection:
+        """The started client and scripts; before start or after close, the store is unavailable
+        (a late call, such as a request cut at shutdown, must not reconnect)."""
+        if self._connection is None:
+            raise StoreUnavailable("session", self._unavailable)
+        return self._connection
+
+    @property
+    def client(self) -> aioredis.Redis | RedisCluster:
+        """The started client (see ``connection``)."""
+        return self.connection.client
 
     def session_key(self, key: str) -> str:
         return f"{self.prefix}s:{key}"
@@ -257,12 +284,17 @@ class RedisSessionStore(SessionStore):
     async def load(self, key: str) -> SessionRecord | None:
         async with _available():
             try:
-                stored = await self.client.get(self.session_key(key))
+                stored = cast(str | None, await self.client.get(self.session_key(key)))
             except ResponseError as error:
                 if not _legacy(error):
                     raise
                 return None
         return self._record(key, stored) if stored else None
+
+    async def _members(self, index: str) -> list[str]:
+        """Every member of a sorted set, lowest score first."""
+        # the client decodes responses, which redis-py's types cannot express
+        return cast(list[str], await self.client.zrange(index, 0, -1))
 
     def _record(self, key: str, stored: str) -> SessionRecord:
         session = json.loads(stored)
@@ -289,7 +321,9 @@ class RedisSessionStore(SessionStore):
                 pxat=_ms(record.expires_at),
             )
             await self.client.zadd(self.live_key, {record.key: record.expires_at})
-            await self._trim(keys=[self.live_key], args=[record.created_at, TRIM_ON_WRITE])
+            await self.connection.trim(
+                keys=[self.live_key], args=[record.created_at, TRIM_ON_WRITE]
+            )
             if record.user_id is not None:
                 await self._index(record.user_id, record.key, record.absolute_expires_at)
 
@@ -316,14 +350,14 @@ class RedisSessionStore(SessionStore):
         for name, value in _encoded(changed).items():
             args += [name, value]
         async with _available():
-            if not await self._update(keys=[self.session_key(key)], args=args):
+            if not await self.connection.update(keys=[self.session_key(key)], args=args):
                 return False
             await self.client.zadd(self.live_key, {key: expires_at}, xx=True, gt=True)
         return True
 
     async def delete(self, key: str) -> bool:
         async with _available():
-            user_id = await self._delete(keys=[self.session_key(key)])
+            user_id = await self.connection.delete(keys=[self.session_key(key)])
             await self.client.zrem(self.live_key, key)
             if user_id:
                 await self.client.zrem(self.user_key(user_id), key)
@@ -333,7 +367,7 @@ class RedisSessionStore(SessionStore):
         index = self.user_key(user_id)
         async with _available():
             await self.client.zremrangebyscore(index, "-inf", f"({time.time()}")
-            keys = await self.client.zrange(index, 0, -1)
+            keys = await self._members(index)
             if not keys:
                 return []
             async with self.client.pipeline(transaction=False) as pipe:
@@ -352,7 +386,7 @@ class RedisSessionStore(SessionStore):
     async def delete_user(self, user_id: str, keep: str | None = None) -> list[str]:
         index = self.user_key(user_id)
         async with _available():
-            keys = [key for key in await self.client.zrange(index, 0, -1) if key != keep]
+            keys = [key for key in await self._members(index) if key != keep]
             if not keys:
                 return []
             async with self.client.pipeline(transaction=False) as pipe:
@@ -367,7 +401,7 @@ class RedisSessionStore(SessionStore):
         index = self.user_key(user_id)
         async with _available():
             # oldest first: scored by absolute expiry, a fixed time after sign-in
-            keys = await self.client.zrange(index, 0, -1)
+            keys = await self._members(index)
             if len(keys) <= keep:
                 return []
             async with self.client.pipeline(transaction=False) as pipe:
@@ -394,7 +428,7 @@ class RedisSessionStore(SessionStore):
         removed = 0
         async with _available():
             for _ in range(SWEEP_STEPS):
-                batch = await self._trim(keys=[self.live_key], args=[now, TRIM_BATCH])
+                batch = await self.connection.trim(keys=[self.live_key], args=[now, TRIM_BATCH])
                 removed += batch
                 if batch < TRIM_BATCH:
                     break
@@ -441,15 +475,13 @@ class RedisSessionStore(SessionStore):
         if self._follower is not None:
             self._follower.cancel()
             self._follower = None
-        if self.client is not None and not isinstance(self.client, ClosedClient):
-            await self.client.aclose()
-            pool = getattr(self.client, "connection_pool", None)  # RedisCluster has none
-            sentinel = getattr(pool, "sentinel_manager", None)
-            if sentinel is not None:  # its connections to the sentinels
-                await sentinel.aclose()
-            # a late call must not reconnect: it finds the store unavailable
-            closed = ClosedClient("session", "redis: closed")
-            self.client = self._update = self._delete = self._trim = closed
+        self._unavailable = "redis: closed"
+        if self._connection is not None:
+            client, self._connection = self._connection.client, None
+            await client.aclose()
+            pool = getattr(client, "connection_pool", None)  # RedisCluster has none
+            if isinstance(pool, SentinelConnectionPool):  # its connections to the sentinels
+                await pool.sentinel_manager.aclose()
 
 
 class RedisCounters:
@@ -501,7 +533,7 @@ class RedisEventBus(LocalEventBus):
         self._listener: asyncio.Task[None] | None = None
         self.connected_event = asyncio.Event()  # set while the pub/sub subscription is up
 
-    @property  # type: ignore[override]
+    @property
     def live(self) -> bool:
         return self.connected_event.is_set()
 

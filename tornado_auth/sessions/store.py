@@ -194,11 +194,13 @@ class EventBus(Protocol):
 class LocalEventBus:
     """Events within this process: every process of a single-process store, else only this one."""
 
-    live = True
-
     def __init__(self, shared: bool) -> None:
         self.shared = shared
         self._subscribers: list[Subscriber] = []
+
+    @property
+    def live(self) -> bool:
+        return True  # nothing to lose: events never leave the process
 
     def subscribe(self, callback: Subscriber) -> None:
         self._subscribers.append(callback)

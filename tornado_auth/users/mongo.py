@@ -35,7 +35,7 @@ class MongoUserStore(UserStore):
         await self.mongo.start(self._create_indexes)
 
     @property
-    def users(self) -> AsyncCollection:
+    def users(self) -> AsyncCollection[dict[str, Any]]:
         return self.mongo.db[self.collection_name]
 
     async def _create_indexes(self) -> None:
@@ -122,7 +122,7 @@ class MongoUserStore(UserStore):
             return await self.users.count_documents({"role": "admin", "disabled": False})
 
     @property
-    def audit(self) -> AsyncCollection:
+    def audit(self) -> AsyncCollection[dict[str, Any]]:
         return self.mongo.db[f"{self.collection_name}_audit"]
 
     async def record(self, entry: AuditEntry) -> None:
@@ -135,7 +135,9 @@ class MongoUserStore(UserStore):
             docs = await self.audit.find({}).sort(order).skip(offset).limit(limit).to_list(None)
             total = await self.audit.count_documents({})
         names = [field.name for field in dataclasses.fields(AuditEntry)]
-        return [AuditEntry(**{name: doc.get(name) for name in names}) for doc in docs], total
+        # a field missing from an older document reads as None
+        found: list[dict[str, Any]] = [{name: doc.get(name) for name in names} for doc in docs]
+        return [AuditEntry(**fields) for fields in found], total
 
     async def prune_audit(self, older_than: float | None, keep: int | None, limit: int) -> int:
         removed = 0

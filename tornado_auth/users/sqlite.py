@@ -152,7 +152,12 @@ class SQLiteUserStore(UserStore):
             return rows, connection.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
 
         rows, total = await self.db.run(read)
-        entries = [AuditEntry(*row[:7], detail=json.loads(row[7])) for row in rows]
+        entries = []
+        for event, at, user_id, email, ip, user_agent, session, detail in rows:
+            entry = AuditEntry(
+                event, at, user_id, email, ip, user_agent, session, json.loads(detail)
+            )
+            entries.append(entry)
         return entries, total
 
     async def prune_audit(self, older_than: float | None, keep: int | None, limit: int) -> int:
