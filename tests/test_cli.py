@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import os
+import pty
+import select
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from tornado_auth import __version__
+from tornado_auth.cli import COMMANDS, _parser
 from tornado_auth.sessions import Lifetime, Session, SessionManager, backend_for_url
 from tornado_auth.users.sqlite import SQLiteUserStore
 
@@ -18,13 +25,12 @@ from .conftest import Store, require_service
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "Tr0ub4dor&3-horse"
+DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 LIFETIME = Lifetime(ttl=3600, remember_me_ttl=86400, absolute_ttl=86400, touch_interval=60)
 
 
-def cli(
-    tmp_path: Path, *args: str, stdin: str = "", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m tornado_auth ARGS`` with its stores under tmp_path."""
+def environment(tmp_path: Path, env: dict[str, str | None] | None = None) -> dict[str, str]:
+    """The CLI's environment: its stores under tmp_path, ``env`` on top (None removes one)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("TORNADO_AUTH_")}
     environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environ.get("PYTHONPATH")]))
     environ.update(
@@ -36,6 +42,14 @@ def cli(
         }
     )
     environ.update(env or {})
+    return {name: value for name, value in environ.items() if value is not None}
+
+
+def cli(
+    tmp_path: Path, *args: str, stdin: str = "", env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m tornado_auth ARGS`` with its stores under tmp_path."""
+    environ = environment(tmp_path, env)
     return subprocess.run(
         [sys.executable, "-m", "tornado_auth", *args],
         input=stdin,
@@ -59,8 +73,10 @@ def listed(tmp_path: Path, **kwargs) -> dict[str, dict[str, str]]:
     """``list-users`` parsed: email -> {id, role, state, name}."""
     result = cli(tmp_path, "list-users", **kwargs)
     assert result.returncode == 0, result.stderr
+    header, *lines = result.stdout.splitlines()
+    assert header.split("\t") == ["ID", "EMAIL", "ROLE", "STATE", "NAME"]
     rows = {}
-    for line in result.stdout.splitlines():
+    for line in lines:
         user_id, email, role, state, name = line.split("\t")
         rows[email] = {"id": user_id, "role": role, "state": state, "name": name}
     return rows
@@ -334,3 +350,245 @@ def test_create_user_and_list_users_on_mongodb(tmp_path: Path, mongo_users_url: 
     assert list(users) == ["a@example.com"]
     assert users["a@example.com"]["id"] in created.stdout
     assert not (tmp_path / "users.db").exists()
+
+
+# -- help, version, --config anywhere ----------------------------------------------------------
+
+
+def test_every_command_and_option_has_help():
+    parser = _parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert set(commands.choices) == {*COMMANDS, "serve"}
+    explained = {a.dest: a.help for a in commands._choices_actions}
+    for name, sub in commands.choices.items():
+        assert explained[name], f"{name} has no help"
+        for action in sub._actions:
+            assert action.help, f"{name} {action.option_strings} has no help"
+    for action in parser._actions:
+        assert action.help or action is commands, f"{action.option_strings} has no help"
+
+
+@pytest.mark.parametrize("command", [(), *((name,) for name in (*COMMANDS, "serve"))])
+def test_help_shows_plain_text(tmp_path: Path, command: tuple[str, ...]):
+    result = cli(tmp_path, *command, "--help")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: tornado-auth")
+    assert "``" not in result.stdout and ":class:" not in result.stdout
+    assert "--config FILE" in result.stdout
+
+
+def test_version(tmp_path: Path):
+    result = cli(tmp_path, "--version")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"tornado-auth {__version__}"
+
+
+@pytest.mark.parametrize("command", [("list-users",), ("serve",)], ids=lambda c: c[0])
+@pytest.mark.parametrize("before", [True, False], ids=["before", "after"])
+def test_config_is_read_before_or_after_the_command(
+    tmp_path: Path, command: tuple[str, ...], before: bool
+):
+    config = tmp_path / "bad.yaml"
+    config.write_text("sessions:\n  ttl: forever\n")
+    option = ("--config", str(config))
+
+    result = cli(tmp_path, *(option + command if before else command + option))
+
+    assert "sessions.ttl" in one_line_error(result, 2)
+
+
+def test_config_after_the_command_chooses_the_stores(tmp_path: Path):
+    """The README's ``tornado-auth serve --config FILE`` form, for an admin command: the file's
+    users.url is the store written and read."""
+    other = tmp_path / "other"
+    other.mkdir()
+    config = tmp_path / "settings.yaml"
+    config.write_text(f"users:\n  url: sqlite:///{other}/users.db\n")
+    args = ("create-user", "--email", "c@example.com", "--name", "C", "--password-stdin")
+    env: dict[str, str | None] = {"TORNADO_AUTH_USERS__URL": None}  # it would override the file
+
+    created = cli(tmp_path, *args, "--config", str(config), stdin=PASSWORD + "\n", env=env)
+
+    assert created.returncode == 0, created.stderr
+    assert (other / "users.db").exists()
+    assert not (tmp_path / "users.db").exists()
+    assert list(listed(tmp_path, env={"TORNADO_AUTH_USERS__URL": f"sqlite:///{other}/users.db"}))
+
+
+# -- list-users ----------------------------------------------------------------------------------
+
+
+def test_list_users_json(tmp_path: Path):
+    create_user(tmp_path)
+    create_user(tmp_path, "b@example.com", "--role", "admin")
+    assert cli(tmp_path, "disable", "--email", "a@example.com").returncode == 0
+
+    result = cli(tmp_path, "list-users", "--json")
+
+    assert result.returncode == 0, result.stderr
+    users = {user["email"]: user for user in json.loads(result.stdout)}
+    assert set(users) == {"a@example.com", "b@example.com"}
+    assert (users["a@example.com"]["role"], users["a@example.com"]["disabled"]) == ("user", True)
+    assert (users["b@example.com"]["role"], users["b@example.com"]["disabled"]) == ("admin", False)
+    assert isinstance(users["a@example.com"]["createdAt"], float)
+    assert not any("password" in key.lower() for user in users.values() for key in user)
+
+
+def test_list_users_with_no_user_prints_the_header_or_an_empty_array(tmp_path: Path):
+    assert listed(tmp_path) == {}
+    result = cli(tmp_path, "list-users", "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+# -- misuse: never a traceback -------------------------------------------------------------------
+
+
+def test_create_user_without_a_terminal_or_password_stdin_exits_2(tmp_path: Path):
+    result = cli(tmp_path, "create-user", "--email", "a@example.com", "--name", "A")
+
+    assert "--password-stdin" in one_line_error(result, 2)
+    assert not (tmp_path / "users.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (("list-users",), {"TORNADO_AUTH_USERS__URL": "sqlite:///{tmp}"}),  # a directory
+        (("revoke-sessions", "--email", "a@example.com"), {"TORNADO_AUTH_SESSIONS__URL": DOWN}),
+        (("disable", "--email", "a@example.com"), {"TORNADO_AUTH_SESSIONS__URL": DOWN}),
+    ],
+    ids=["users-store", "sessions-store-revoke", "sessions-store-disable"],
+)
+def test_a_store_that_is_down_exits_1_naming_it(
+    tmp_path: Path, args: tuple[str, ...], env: dict[str, str]
+):
+    create_user(tmp_path)
+    env = {key: value.format(tmp=tmp_path) for key, value in env.items()}
+
+    result = cli(tmp_path, *args, env=env)
+
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("tornado-auth: ") and "store unavailable" in last
+    assert len(last) < 250
+    assert result.stdout == ""
+
+
+def test_demoting_the_last_admin_exits_1_and_changes_nothing(tmp_path: Path):
+    create_user(tmp_path, "root@example.com", "--role", "admin")
+
+    for args in (("set-role", "--role", "user"), ("disable",)):
+        result = cli(tmp_path, args[0], "--email", "root@example.com", *args[1:])
+        assert "last admin" in one_line_error(result, 1)
+
+    row = listed(tmp_path)["root@example.com"]
+    assert (row["role"], row["state"]) == ("admin", "active")
+
+
+# -- the password prompt, on a real terminal -----------------------------------------------------
+
+
+class Terminal:
+    """``python -m tornado_auth ARGS`` on a pseudo-terminal of its own (its controlling tty)."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        environ = environment(tmp_path)
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: exec at once, whatever happens
+            try:
+                os.chdir(tmp_path)
+                os.execve(sys.executable, [sys.executable, "-m", "tornado_auth", *args], environ)
+            finally:
+                os._exit(127)
+        self.pid, self.fd, self.output = pid, fd, b""
+
+    def read_until(self, text: bytes, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {text!r} in {self.output!r}"
+            if select.select([self.fd], [], [], left)[0]:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    chunk = b""
+                assert chunk, f"ended without {text!r}: {self.output!r}"
+                self.output += chunk
+
+    def type(self, text: bytes) -> None:
+        os.write(self.fd, text)
+
+    def exit_status(self, timeout: float = 30) -> int:
+        """Read the rest of the output, then the exit status (within ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"still running: {self.output!r}"
+            if not select.select([self.fd], [], [], left)[0]:
+                continue
+            try:
+                chunk = os.read(self.fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            self.output += chunk
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self.fd)
+        return os.waitstatus_to_exitcode(status)
+
+
+CREATE = ("create-user", "--email", "a@example.com", "--name", "A")
+
+
+def at_the_second_prompt(tmp_path: Path) -> Terminal:
+    """``create-user`` on a terminal, the password typed once, asked to repeat it."""
+    terminal = Terminal(tmp_path, *CREATE)
+    terminal.read_until(b"Password: ")
+    terminal.type(PASSWORD.encode() + b"\r")
+    terminal.read_until(b"Repeat password: ")
+    return terminal
+
+
+def test_ctrl_c_at_the_password_prompt_exits_130_at_once(tmp_path: Path):
+    terminal = Terminal(tmp_path, *CREATE)
+    terminal.read_until(b"Password: ")
+
+    terminal.type(b"\x03")
+
+    assert terminal.exit_status(timeout=10) == 130
+    assert b"Traceback" not in terminal.output
+    assert not (tmp_path / "users.db").exists()
+
+
+def test_ctrl_c_at_the_second_prompt_exits_130_at_once(tmp_path: Path):
+    terminal = at_the_second_prompt(tmp_path)
+
+    terminal.type(b"\x03")
+
+    assert terminal.exit_status(timeout=10) == 130
+    assert b"Traceback" not in terminal.output
+
+
+def test_the_prompt_asks_twice_and_creates_the_user(tmp_path: Path):
+    terminal = at_the_second_prompt(tmp_path)
+    terminal.type(PASSWORD.encode() + b"\r")
+
+    assert terminal.exit_status() == 0, terminal.output
+    assert PASSWORD.encode() not in terminal.output  # not echoed
+    assert list(listed(tmp_path)) == ["a@example.com"]
+
+
+def test_two_different_passwords_at_the_prompt_exit_1(tmp_path: Path):
+    terminal = at_the_second_prompt(tmp_path)
+    terminal.type(b"something-else-entirely\r")
+
+    assert terminal.exit_status() == 1
+    assert b"passwords do not match" in terminal.output
+    assert b"Traceback" not in terminal.output
+    assert listed(tmp_path) == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -72,10 +73,19 @@ async def test_list_users_escapes_every_control_bidi_and_format_character(tmp_pa
 
     assert listing.returncode == 0, listing.stderr
     assert_inert(listing.stdout)
-    rows = [line.split("\t") for line in listing.stdout.splitlines()]
+    rows = [line.split("\t") for line in listing.stdout.splitlines()[1:]]
     assert len(rows) == len(NAMES) + 1 and all(len(row) == 5 for row in rows)
     assert sorted(row[4] for row in rows) == sorted([*NAMES.values(), "Eve"])
     assert EMAIL_SHOWN in [row[1] for row in rows]
+
+    as_json = cli(tmp_path, "list-users", "--json", env=env)
+
+    assert as_json.returncode == 0, as_json.stderr
+    assert as_json.stdout.isascii()
+    assert_inert(as_json.stdout)
+    users = json.loads(as_json.stdout)
+    assert sorted(user["name"] for user in users) == sorted([*NAMES, "Eve"])
+    assert EMAIL in [user["email"] for user in users]
 
 
 def test_every_command_escapes_the_email_it_prints(tmp_path: Path, env):

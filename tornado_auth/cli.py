@@ -1,14 +1,17 @@
-"""``tornado-auth``: serve and the admin commands. Exit 0 ok, 2 bad usage or settings, 1 failure."""
+"""The ``tornado-auth`` command: serve, and the admin commands. Exit 0 ok, 2 bad usage or
+settings, 1 failure, 130 interrupted."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import getpass
+import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable
 
+from . import __version__
 from .accounts import CLI, LastAdmin
 from .errors import StoreUnavailable
 from .services import Services, start_services
@@ -37,44 +40,84 @@ def shown(text: object) -> str:
     )
 
 
+DESCRIPTION = (
+    "Serve tornado-auth, or manage its users from the command line. Settings come from the "
+    "built-in defaults, a YAML file (--config) and TORNADO_AUTH_* environment variables."
+)
+EPILOG = (
+    "--config may come before or after the command. "
+    "Exit status: 0 success, 2 bad usage or settings, 1 runtime failure, 130 interrupted."
+)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tornado-auth", description=__doc__)
-    parser.add_argument("--config", help="settings YAML file (default: built-in defaults)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    # --config is accepted before and after the command: the sub-commands take it too, with a
+    # suppressed default so that a value given before the command is not overwritten.
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="settings YAML file (default: TORNADO_AUTH_CONFIG, else the built-in defaults)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="tornado-auth", description=DESCRIPTION, epilog=EPILOG, parents=[config]
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the HTTP server")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--processes", type=int, help="worker processes, 0 for one per core")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, description=text, parents=[config])
 
-    create = commands.add_parser("create-user", help="add a user (password from a prompt)")
-    create.add_argument("--email", required=True)
-    create.add_argument("--name", required=True)
-    create.add_argument("--role", choices=ROLES, default="user")
-    create.add_argument(
-        "--password-stdin", action="store_true", help="read the password from stdin"
+    def email(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--email", required=True, metavar="E", help="the user's email address")
+
+    serve = command("serve", "Run the HTTP server.")
+    serve.add_argument("--host", metavar="H", help="address to listen on (server.host)")
+    serve.add_argument("--port", type=int, metavar="P", help="port to listen on (server.port)")
+    serve.add_argument(
+        "--processes",
+        type=int,
+        metavar="N",
+        help="worker processes, 0 for one per core (server.processes)",
     )
 
-    role = commands.add_parser("set-role", help="change a user's role (ends their sessions)")
-    role.add_argument("--email", required=True)
-    role.add_argument("--role", choices=ROLES, required=True)
+    create = command(
+        "create-user", "Add a user; the password is asked twice at a prompt, or read from stdin."
+    )
+    email(create)
+    create.add_argument("--name", required=True, metavar="N", help="the user's display name")
+    create.add_argument(
+        "--role", choices=ROLES, default="user", help="the user's role (default: user)"
+    )
+    create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from the first line of stdin instead of a prompt",
+    )
 
-    for name, text in (
-        ("disable", "disable a user and end their sessions"),
-        ("enable", "enable a user"),
-    ):
-        command = commands.add_parser(name, help=text)
-        command.add_argument("--email", required=True)
+    role = command("set-role", "Change a user's role; their sessions end.")
+    email(role)
+    role.add_argument("--role", choices=ROLES, required=True, help="the new role")
 
-    commands.add_parser("list-users", help="print every user")
-    revoke = commands.add_parser("revoke-sessions", help="end every session of a user")
-    revoke.add_argument("--email", required=True)
+    email(command("disable", "Disable a user; their sessions end."))
+    email(command("enable", "Enable a disabled user."))
+
+    listing = command("list-users", "Print every user, one a line under a header.")
+    listing.add_argument("--json", action="store_true", help="print a JSON array of users instead")
+    email(command("revoke-sessions", "End every session of a user."))
     return parser
+
+
+class NoTerminal(Exception):
+    """A password prompt without a terminal to ask on: bad usage, exit status 2."""
 
 
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise NoTerminal("no terminal to ask for the password; pipe it in with --password-stdin")
     first = getpass.getpass("Password: ")
     if getpass.getpass("Repeat password: ") != first:
         raise CommandError("passwords do not match")
@@ -98,14 +141,24 @@ async def _change(services: Services, email: str, role: str | None, disabled: bo
         raise CommandError(str(error)) from None
 
 
-async def create_user(services: Services, args: argparse.Namespace) -> None:
+def _new_password(args: argparse.Namespace) -> str:
+    """The new user's password, asked before any store is opened: a prompt answers Ctrl-C at
+    once (inside the event loop the first one would wait for the prompt to return)."""
     problem = email_problem(args.email) or name_problem(args.name)
-    password = _read_password(args.password_stdin)
-    problem = problem or password_problem(password)
     if problem:
         raise CommandError(problem)
+    password = _read_password(args.password_stdin)
+    problem = password_problem(password)
+    if problem:
+        raise CommandError(problem)
+    return password
+
+
+async def create_user(services: Services, args: argparse.Namespace) -> None:
     try:
-        user = await services.accounts.register(args.email, args.name, password, CLI, args.role)
+        user = await services.accounts.register(
+            args.email, args.name, args.password, CLI, args.role
+        )
     except EmailTaken:
         raise CommandError(f"email already registered: {args.email}") from None
     print(f"created {user.role} {shown(user.email)} ({user.id})")
@@ -123,17 +176,29 @@ async def set_disabled(services: Services, args: argparse.Namespace) -> None:
     print(f"{shown(user.email)} {done}")
 
 
+HEADER = ("ID", "EMAIL", "ROLE", "STATE", "NAME")
+
+
 async def list_users(services: Services, args: argparse.Namespace) -> None:
+    """Tab-separated rows under a header, or with --json one JSON array (ASCII only: whatever
+    a user chose is escaped, so it cannot drive the terminal)."""
     offset = 0
     while True:
         users, total = await services.users.page(offset, 500)
-        for user in users:
-            state = "disabled" if user.disabled else "active"
-            fields = (user.id, user.email, user.role, state, user.name)
-            print("\t".join(shown(field) for field in fields))
+        if offset == 0:  # the header once the store answered
+            print("[" if args.json else "\t".join(HEADER), end="" if args.json else "\n")
+        for n, user in enumerate(users):
+            if args.json:
+                print(("," if offset or n else "") + "\n  " + json.dumps(user.public()), end="")
+            else:
+                state = "disabled" if user.disabled else "active"
+                fields = (user.id, user.email, user.role, state, user.name)
+                print("\t".join(shown(field) for field in fields))
         offset += len(users)
         if not users or offset >= total:
-            return
+            break
+    if args.json:
+        print("\n]" if offset else "]")
 
 
 async def revoke_sessions(services: Services, args: argparse.Namespace) -> None:
@@ -160,6 +225,17 @@ async def _run(settings: Settings, args: argparse.Namespace) -> None:
         await services.close()
 
 
+def _briefly(error: StoreUnavailable, limit: int = 200) -> str:
+    """A store's failure in one line of reasonable length (drivers explain at great length)."""
+    text = str(error)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _fail(message: object, status: int) -> int:
+    print(f"tornado-auth: {shown(message)}", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -167,10 +243,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             overrides = {"server.host": args.host, "server.port": args.port}
             overrides["server.processes"] = args.processes
-        settings = load_settings(args.config, overrides=overrides)
+        settings = load_settings(getattr(args, "config", None), overrides=overrides)
+        if args.command == "create-user":
+            args.password = _new_password(args)
     except SettingsError as error:
-        print(f"tornado-auth: invalid setting {error}", file=sys.stderr)
-        return 2
+        return _fail(f"invalid setting {error}", 2)
+    except NoTerminal as error:
+        return _fail(f"{args.command}: {error}", 2)
+    except CommandError as error:
+        return _fail(error, 1)
+    except (KeyboardInterrupt, EOFError):
+        print(file=sys.stderr)  # end the prompt's line
+        return 130
     logging.basicConfig(
         level=settings["logging.level"], format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -182,11 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             asyncio.run(_run(settings, args))
     except SettingsError as error:
-        print(f"tornado-auth: invalid setting {error}", file=sys.stderr)
-        return 2
-    except (CommandError, StoreUnavailable, OSError) as error:
-        print(f"tornado-auth: {shown(error)}", file=sys.stderr)
-        return 1
+        return _fail(f"invalid setting {error}", 2)
+    except StoreUnavailable as error:
+        return _fail(_briefly(error), 1)
+    except (CommandError, OSError) as error:
+        return _fail(error, 1)
     except KeyboardInterrupt:
         return 130
     return 0
