@@ -1,17 +1,26 @@
 # The two commands: `make run` serves the app on SQLite; `make test` runs the suite on real services.
 PYTHON ?= python3
 VENV := .venv
+RUN_STAMP := $(VENV)/.installed-run
+# What the test suite and the linters need too (pytest, Hypothesis, Playwright, ruff, mypy).
 STAMP := $(VENV)/.installed
 
 .PHONY: run test services services-down lint format bench chaos loadtest clean
 
-$(STAMP): pyproject.toml
-	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[test]'
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# `make run` installs only what serving needs.
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install -q -e .
 	@touch $@
 
-run: $(STAMP)
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	@touch $(RUN_STAMP) $@
+
+run: $(RUN_STAMP)
 	$(VENV)/bin/tornado-auth serve
 
 test: $(STAMP)
@@ -47,7 +56,7 @@ chaos: $(STAMP)
 HOST ?= http://127.0.0.1:8888
 USERS ?= 50
 DURATION ?= 1m
-loadtest: $(STAMP)
+loadtest: $(RUN_STAMP)
 	$(VENV)/bin/python -m pip install -q -e '.[load]'
 	mkdir -p loadtest/report
 	$(VENV)/bin/locust -f loadtest/locustfile.py --headless --host $(HOST) -u $(USERS) -r 10 \
