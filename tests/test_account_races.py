@@ -261,7 +261,7 @@ async def test_names_with_control_characters_are_refused(server: Server, name: s
     response = await server.client().post("/api/register", payload)
 
     assert response.code == 400
-    assert body(response) == {"error": "name must not contain control characters"}
+    assert body(response) == {"error": "Name must not contain control characters"}
     assert await server.services.users.by_email("ann@example.com") is None
 
 

@@ -131,10 +131,10 @@ async def test_bad_notes_are_400_and_store_nothing(notes):
     ann = await member(notes, "ann@example.com")
     before = await texts(ann)
     for bad, error in [
-        ({"text": "   "}, "text is required"),
-        ({"text": 42}, "text must be a string"),
-        ({"text": "x" * 1001}, "text must be at most 1000 characters"),
-        ({}, "text is required"),
+        ({"text": "   "}, "Text is required"),
+        ({"text": 42}, "Text must be a string"),
+        ({"text": "x" * 1001}, "Text must be at most 1000 characters"),
+        ({}, "Text is required"),
     ]:
         response = await ann.post("/api/notes", bad)
         assert (response.code, body(response)) == (400, {"error": error})

@@ -462,7 +462,7 @@ big_text = st.builds(
     lambda unit, n: repeated(unit, n), st.text(min_size=1, max_size=6), st.integers(100, 3_000)
 )
 # What each route reads from its body; documents are mostly shaped like these, so that they get
-# past "email is required" and into the deeper checks, the stores and bcrypt.
+# past "Email is required" and into the deeper checks, the stores and bcrypt.
 ROUTE_FIELDS = {
     "/api/login": ("email", "password", "rememberMe"),
     "/api/register": ("email", "password", "name"),
@@ -938,7 +938,7 @@ def test_a_body_of_exactly_max_body_size_reaches_the_app_and_is_rejected_as_json
     before = live.snapshot()
     reply = live.send("POST", "/api/register", json_headers(), raw)
     assert reply.status == 400
-    assert reply.json() == {"error": "name must be at most 100 characters"}
+    assert reply.json() == {"error": "Name must be at most 100 characters"}
     assert live.snapshot() == before
 
 
@@ -1015,7 +1015,7 @@ def test_non_decimal_digits_in_a_page_number_are_a_400(live, path, value):
     query = urllib.parse.urlencode({"page": value})
     reply = live.send("GET", f"{path}?{query}", {"Cookie": live.cookies["admin"]})
     assert reply.status == 400, reply.body
-    assert reply.json() == {"error": "page must be an integer from 1 to 1000000"}
+    assert reply.json() == {"error": "Page must be an integer from 1 to 1000000"}
 
 
 @pytest.mark.parametrize("value", ["²", "①", "1²"])

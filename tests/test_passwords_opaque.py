@@ -25,7 +25,7 @@ async def test_registration_refuses_a_password_of_only_whitespace_with_a_clear_4
     fields = {"email": "ann@example.com", "password": password, "name": "Ann"}
     response = await client.post("/api/register", fields)
     assert response.code == 400
-    assert body(response) == {"error": "password must not be only whitespace"}
+    assert body(response) == {"error": "Password must not be only whitespace"}
     page = await submit(server.client(), "/register", fields)
     assert page.code == 400
     assert b"Password must not be only whitespace." in page.body
@@ -39,7 +39,7 @@ async def test_a_new_password_of_only_whitespace_is_refused_and_the_old_one_kept
     change = {"currentPassword": "password123", "newPassword": EIGHT_SPACES}
     response = await client.post("/api/password", change)
     assert response.code == 400
-    assert body(response) == {"error": "newPassword must not be only whitespace"}
+    assert body(response) == {"error": "New password must not be only whitespace"}
     assert (await server.client().login("ann@example.com", "password123")).code == 200
 
 
@@ -82,13 +82,13 @@ async def test_an_empty_or_missing_password_at_sign_in_is_still_a_400(server: Se
     for fields in ({"email": "ann@example.com", "password": ""}, {"email": "ann@example.com"}):
         response = await server.client().post("/api/login", fields)
         assert response.code == 400
-        assert body(response) == {"error": "password is required"}
+        assert body(response) == {"error": "Password is required"}
     change = {"currentPassword": "", "newPassword": "password456"}
     client = server.client()
     await client.login("ann@example.com", "password123")
     response = await client.post("/api/password", change)
     assert response.code == 400
-    assert body(response) == {"error": "currentPassword is required"}
+    assert body(response) == {"error": "Current password is required"}
 
 
 async def test_a_page_password_longer_than_the_limit_is_refused_not_cut(server: Server):

@@ -245,7 +245,7 @@ async def test_a_base_template_in_template_path_restyles_every_page(store, tmp_p
         for path, own_content in [
             ("/auth/login", b"Sign in"),
             ("/auth/register", b"Create"),
-            ("/auth/no-such-page", b"Not Found"),
+            ("/auth/no-such-page", b"Not found"),
         ]:
             page = await client.get(path)
             assert b'<p id="our-app">Our app</p>' in page.body, path

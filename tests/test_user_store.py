@@ -11,7 +11,7 @@ import bcrypt
 import pytest
 
 from tornado_auth import accounts as accounts_module
-from tornado_auth.accounts import Accounts, Origin
+from tornado_auth.accounts import AccountDisabled, Accounts, Origin
 from tornado_auth.audit import Audit
 from tornado_auth.live import LiveHub
 from tornado_auth.sessions import Lifetime, Session, SessionManager
@@ -265,7 +265,7 @@ def test_password_problem_bounds_and_type(password: object, acceptable: bool):
     if acceptable:
         assert problem is None
     else:
-        assert isinstance(problem, str) and problem.startswith("password must")
+        assert isinstance(problem, str) and problem.startswith("Password must")
 
 
 # Accounts.authenticate
@@ -363,9 +363,12 @@ async def test_disabled_user_cannot_log_in_even_with_the_right_password(users: U
     user = await accounts.register("ann@example.com", "Ann", "password123", Origin())
     await accounts.change_user(user, None, True, Origin())
 
-    assert await sign_in(accounts, "ann@example.com", "password123") is None
+    assert await sign_in(accounts, "ann@example.com", "wrong password") is None
+    with pytest.raises(AccountDisabled):  # said only after the right password
+        await sign_in(accounts, "ann@example.com", "password123")
 
     assert (await users.get(user.id)).last_login_at is None
+    assert await accounts.sessions.list_user(user.id) == []
 
 
 async def test_unknown_email_still_costs_one_bcrypt_check_at_the_configured_cost(

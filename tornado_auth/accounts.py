@@ -20,6 +20,7 @@ from .users.passwords import DummyHash, cost, hash_password, needs_rehash, verif
 
 __all__ = [
     "AccountChanged",
+    "AccountDisabled",
     "Accounts",
     "EmailTaken",
     "LastAdmin",
@@ -47,6 +48,11 @@ CLI = Origin(user_agent="tornado-auth cli", by="cli")
 
 class AccountChanged(Exception):
     """A change raced another change of the same account that ends sessions; it was not made."""
+
+
+class AccountDisabled(Exception):
+    """The password is right, but the account is disabled: said only after a correct password,
+    so that it tells nobody without the password whether an account exists or is disabled."""
 
 
 class LastAdmin(Exception):
@@ -99,7 +105,8 @@ class Accounts:
         """Whether ``password`` is ``user``'s: throttled before any bcrypt work, failures audited.
 
         An unknown user (None) costs one check at the configured cost, and so does a stored hash
-        of a lower cost, so the time taken tells no account apart. Throttled past the limits.
+        of a lower cost, so the time taken tells no account apart. Throttled past the limits;
+        AccountDisabled for the right password of a disabled account (still a failed check).
         """
         if origin.ip:
             try:
@@ -117,6 +124,9 @@ class Accounts:
                 await self.throttle.succeeded(email, origin.ip)
             return True
         await self.live.sign_in_failed()
+        if matches and user is not None:  # disabled
+            await self._record(events.failed, origin, user, email, reason="disabled")
+            raise AccountDisabled(user.email)
         await self._record(events.failed, origin, user, email)
         return False
 
@@ -125,7 +135,8 @@ class Accounts:
     async def sign_in(
         self, email: str, password: str, origin: Origin, start_session: StartSession
     ) -> User | None:
-        """The user these credentials prove, signed in through ``start_session``; None if wrong.
+        """The user these credentials prove, signed in through ``start_session``; None if wrong,
+        AccountDisabled if right for a disabled account.
 
         The session is checked once more after it exists: a disable, password change or role
         change that landed while the password was being checked ends it before it is used.

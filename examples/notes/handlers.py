@@ -60,18 +60,18 @@ class NotesHandler(BaseHandler):
 
     def set_preferences(self, sort: str | None, colour: str | None) -> None:
         if sort is not None and sort not in SORTS:
-            raise ApiError(400, f"sort must be one of {', '.join(SORTS)}")
+            raise ApiError(400, f"Sort must be one of {', '.join(SORTS)}")
         if colour is not None and not COLOUR.match(colour):
-            raise ApiError(400, "colour must look like #1a2b3c")
+            raise ApiError(400, "Colour must look like #1a2b3c")
         if sort is not None:
             self.session["sort"] = sort
 
     def note_text(self, text: str | None) -> str:
         text = (text or "").strip()
         if not text:
-            raise ApiError(400, "text is required")
+            raise ApiError(400, "Text is required")
         if len(text) > MAX_TEXT:
-            raise ApiError(400, f"text must be at most {MAX_TEXT} characters")
+            raise ApiError(400, f"Text must be at most {MAX_TEXT} characters")
         return text
 
 

@@ -6,7 +6,7 @@ from ..users import ROLES
 from . import actions
 from .base import ApiHandler
 from .decorators import admin_required
-from .validation import ApiError, bool_field, text_field
+from .validation import ApiError, bool_field, label, text_field
 
 MAX_PER_PAGE = 200
 
@@ -25,7 +25,7 @@ class PagedHandler(ApiHandler):
         if text is None:
             return default
         if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
-            raise ApiError(400, f"{name} must be an integer from {low} to {high}")
+            raise ApiError(400, f"{label(name)} must be an integer from {low} to {high}")
         return int(text)
 
 
@@ -44,13 +44,13 @@ class AdminUserHandler(ApiHandler):
         body = self.json_body()
         unknown = set(body) - {"role", "disabled"}
         if unknown:
-            raise ApiError(400, f"unknown fields: {', '.join(sorted(unknown))}")
+            raise ApiError(400, f"Unknown fields: {', '.join(sorted(unknown))}")
         role = text_field(body, "role", 16, required=False)
         disabled = bool_field(body, "disabled")
         if role is None and disabled is None:
-            raise ApiError(400, "role or disabled is required")
+            raise ApiError(400, "Role or disabled is required")
         if role is not None and role not in ROLES:
-            raise ApiError(400, f"role must be one of {', '.join(ROLES)}")
+            raise ApiError(400, f"Role must be one of {', '.join(ROLES)}")
         user = await self.services.users.get(user_id)
         if user is None:
             raise ApiError(404, "User not found")

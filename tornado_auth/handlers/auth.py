@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..accounts import AccountChanged
+from ..accounts import AccountChanged, AccountDisabled
 from ..throttle import Throttled
 from ..users import EmailTaken, email_problem, name_problem
-from .base import ApiHandler
+from .base import ACCOUNT_DISABLED, ApiHandler
 from .decorators import authenticated
 from .validation import (
     ApiError,
@@ -13,6 +13,7 @@ from .validation import (
     new_password_field,
     password_field,
     required_text,
+    try_again,
 )
 
 MAX_NAME = 100
@@ -70,10 +71,12 @@ class PasswordHandler(ApiHandler):
                 self.services.accounts.change_password(user, current, new, self.origin())
             )
         except Throttled as throttled:
-            message = "Too many failed password checks; try again later"
+            message = try_again("Too many failed password checks", throttled.retry_after)
             raise ApiError(429, message, throttled.retry_after) from None
+        except AccountDisabled:  # disabled since this session began
+            raise ApiError(401, ACCOUNT_DISABLED) from None
         except AccountChanged:
-            raise ApiError(409, "The account changed meanwhile; sign in again") from None
+            raise ApiError(409, "The account changed meanwhile, sign in again") from None
         if revoked is None:
             raise ApiError(401, "Current password is incorrect")
         self.session.regenerate()

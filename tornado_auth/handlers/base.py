@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from ..accounts import Origin
+from ..accounts import AccountDisabled, Origin
 from ..cookies import VerifiedCookie
 from ..errors import StoreUnavailable
 from ..resources import STATIC
 from ..sessions import CookieChange, Plan, Session
 from ..throttle import Throttled
 from ..users import User
-from .validation import ApiError, json_object
+from .validation import ApiError, json_object, try_again
 
 if TYPE_CHECKING:
     from ..services import Services
@@ -30,6 +30,7 @@ log = logging.getLogger("tornado_auth")
 T = TypeVar("T")
 CLIENT_GONE = 499  # logged for a request whose client disconnected before the answer
 SHUTTING_DOWN = "Server is shutting down"
+ACCOUNT_DISABLED = "Account disabled, ask an admin to enable it"
 
 # One encoder for every JSON response: json.dumps with separators builds a new one per call.
 to_json = json.JSONEncoder(separators=(",", ":")).encode
@@ -233,7 +234,8 @@ class BaseHandler(tornado.web.RequestHandler):
         )
 
     async def log_in(self, email: str, password: str, remember_me: bool) -> User | None:
-        """Check credentials and sign in; None when they are wrong, 429 when throttled."""
+        """Check credentials and sign in; None when they are wrong, 429 when throttled, 401
+        saying so when they are right for a disabled account."""
         started = False
 
         async def start(user: User) -> str:
@@ -247,8 +249,10 @@ class BaseHandler(tornado.web.RequestHandler):
                 accounts.sign_in(email, password, self.origin(), start)
             )
         except Throttled as throttled:
-            message = "Too many failed sign-ins; try again later"
+            message = try_again("Too many failed sign-ins", throttled.retry_after)
             raise ApiError(429, message, throttled.retry_after) from None
+        except AccountDisabled:
+            raise ApiError(401, ACCOUNT_DISABLED) from None
         if user is None and started:  # its session was ended at once: send no cookie for it
             self._session, self.current_user = None, None
             self._clear_session_cookie()
@@ -266,7 +270,7 @@ class BaseHandler(tornado.web.RequestHandler):
                 accounts.register(email, name, password, self.origin(), start_session=start)
             )
         except Throttled as throttled:
-            message = "Too many registrations from this address; try again later"
+            message = try_again("Too many registrations from this address", throttled.retry_after)
             raise ApiError(429, message, throttled.retry_after) from None
 
     async def start_session(self, user: User, remember_me: bool) -> str:
@@ -387,7 +391,7 @@ class BaseHandler(tornado.web.RequestHandler):
             message = "Cross-site request refused"
         else:
             message = (
-                HTTPStatus(status_code).phrase
+                HTTPStatus(status_code).phrase.capitalize()
                 if status_code in HTTPStatus._value2member_map_
                 else "Error"
             )

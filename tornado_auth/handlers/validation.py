@@ -1,8 +1,12 @@
-"""Input checks for JSON bodies: each problem is a 400 naming the field, as ``ApiError``."""
+"""Input checks for JSON bodies: each problem is a 400 naming the field, as ``ApiError``.
+
+Every API error message has one style: sentence case, no full stop at the end, a field named in
+words ("Current password is required"), a wait in seconds ("try again in 60 s")."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import tornado.web
@@ -18,6 +22,17 @@ class ApiError(tornado.web.HTTPError):
         super().__init__(status, message)
         self.message = message
         self.retry_after = retry_after
+
+
+def label(name: str) -> str:
+    """A field's name as the start of a sentence: ``currentPassword`` -> ``Current password``."""
+    words = re.sub(r"(?<=[a-z0-9])([A-Z])", r" \1", name).lower()
+    return words[:1].upper() + words[1:]
+
+
+def try_again(message: str, retry_after: int) -> str:
+    """A refusal with the wait before the next try."""
+    return f"{message}, try again in {retry_after} s"
 
 
 def json_object(request: HTTPServerRequest) -> dict[str, Any]:
@@ -44,14 +59,14 @@ def text_field(
     value = body.get(name)
     if value is None:
         if required:
-            raise ApiError(400, f"{name} is required")
+            raise ApiError(400, f"{label(name)} is required")
         return None
     if not isinstance(value, str):
-        raise ApiError(400, f"{name} must be a string")
+        raise ApiError(400, f"{label(name)} must be a string")
     if len(value) > max_length:
-        raise ApiError(400, f"{name} must be at most {max_length} characters")
+        raise ApiError(400, f"{label(name)} must be at most {max_length} characters")
     if required and not value.strip():
-        raise ApiError(400, f"{name} is required")
+        raise ApiError(400, f"{label(name)} is required")
     return value
 
 
@@ -67,7 +82,7 @@ def new_password_field(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
     problem = password_problem(value)
     if problem:
-        raise ApiError(400, problem.replace("password", name, 1))
+        raise ApiError(400, problem.replace("Password", label(name), 1))
     assert isinstance(value, str)
     return value
 
@@ -77,12 +92,12 @@ def password_field(body: dict[str, Any], name: str) -> str:
     and must sign in whatever registration accepted)."""
     value = text_field(body, name, MAX_LENGTH, required=False)
     if not value:
-        raise ApiError(400, f"{name} is required")
+        raise ApiError(400, f"{label(name)} is required")
     return value
 
 
 def bool_field(body: dict[str, Any], name: str) -> bool | None:
     value = body.get(name)
     if value is not None and not isinstance(value, bool):
-        raise ApiError(400, f"{name} must be true or false")
+        raise ApiError(400, f"{label(name)} must be true or false")
     return value

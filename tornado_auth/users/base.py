@@ -31,10 +31,10 @@ def normalize_email(email: str) -> str:
 
 def email_problem(email: object) -> str | None:
     if not isinstance(email, str):
-        return "email must be a string"
+        return "Email must be a string"
     email = normalize_email(email)
     if len(email) > MAX_EMAIL or not EMAIL.match(email):
-        return "email is not a valid address"
+        return "Email is not a valid address"
     return None
 
 
@@ -62,11 +62,11 @@ MAX_NAME = 100
 def name_problem(name: object) -> str | None:
     """Why a display name is unacceptable, or None."""
     if not isinstance(name, str) or not name.strip():
-        return "name is required"
+        return "Name is required"
     if len(name) > MAX_NAME:
-        return f"name must be at most {MAX_NAME} characters"
+        return f"Name must be at most {MAX_NAME} characters"
     if any(unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS for c in name):
-        return "name must not contain control characters"
+        return "Name must not contain control characters"
     return None
 
 

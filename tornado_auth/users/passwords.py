@@ -94,11 +94,11 @@ def needs_rehash(stored: str, rounds: int) -> bool:
 def password_problem(password: object) -> str | None:
     """Why a new password is unacceptable, or None."""
     if not isinstance(password, str):
-        return "password must be a string"
+        return "Password must be a string"
     if not MIN_LENGTH <= len(password) <= MAX_LENGTH:
-        return f"password must be {MIN_LENGTH} to {MAX_LENGTH} characters"
+        return f"Password must be {MIN_LENGTH} to {MAX_LENGTH} characters"
     if password.isspace():
-        return "password must not be only whitespace"
+        return "Password must not be only whitespace"
     return None
 
 
