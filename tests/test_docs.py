@@ -1,9 +1,16 @@
-"""The documents point at tests that exist: every ``file.py::test_name`` in SECURITY.md."""
+"""The documents match the code: every ``file.py::test_name`` in SECURITY.md exists, and the
+README's settings and API tables list every setting and every endpoint."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import tornado.web
+
+from tornado_auth import handlers
+from tornado_auth.handlers import ID
+from tornado_auth.settings import SCHEMA
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = re.compile(r"`(?:tests/)?(test_\w+\.py)?((?:::\w+)?)`")
@@ -31,3 +38,46 @@ def test_every_test_security_md_names_exists():
         assert path.exists(), f"SECURITY.md names {name}, which does not exist"
         if test:
             assert re.search(rf"def {test}\b", path.read_text()), f"{name}::{test} is missing"
+
+
+def readme_section(title: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def first_cells(section: str) -> list[str]:
+    """The first column of every table row of a README section."""
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    return [row.split(" | ")[0] for row in rows]
+
+
+def test_the_readme_settings_table_lists_every_setting():
+    documented = {
+        key
+        for cell in first_cells(readme_section("Settings"))
+        for key in re.findall(r"`([\w.]+)`", cell)
+    }
+
+    assert documented == set(SCHEMA)
+
+
+METHODS = ("get", "post", "put", "patch", "delete")
+
+
+def test_the_readme_api_table_lists_every_endpoint():
+    routes = {
+        (method.upper(), path.replace(ID, "{id}"))
+        for path, handler in (*handlers.api_routes(), *handlers.demo_routes())
+        for method in METHODS
+        if getattr(handler, method) is not getattr(tornado.web.RequestHandler, method)
+    }
+    documented = {
+        (method, path)
+        for cell in first_cells(readme_section("HTTP API"))
+        for method, path in re.findall(r"`(GET|POST|PUT|PATCH|DELETE) (/[^\s?`]*)", cell)
+    }
+
+    assert len(routes) > 15
+    assert documented == routes
