@@ -152,7 +152,7 @@ def test_too_short_password_exits_1_with_one_line_and_creates_nobody(tmp_path: P
     args = ("create-user", "--email", "a@example.com", "--name", "A", "--password-stdin")
     result = cli(tmp_path, *args, stdin="abc1234\n")
 
-    assert "password" in one_line_error(result, 1)
+    assert one_line_error(result, 1) == "tornado-auth: Password must be 8 to 1024 characters"
     assert "abc1234" not in result.stdout + result.stderr
     assert listed(tmp_path) == {}
 
@@ -160,7 +160,7 @@ def test_too_short_password_exits_1_with_one_line_and_creates_nobody(tmp_path: P
 def test_invalid_email_exits_1_and_creates_nobody(tmp_path: Path):
     result = create_user(tmp_path, "not-an-email")
 
-    assert "email" in one_line_error(result, 1)
+    assert one_line_error(result, 1) == "tornado-auth: Email is not a valid address"
     assert listed(tmp_path) == {}
 
 
