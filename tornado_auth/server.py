@@ -24,7 +24,7 @@ from .services import Services, start_services
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .handlers.base import BaseHandler
+    from .handlers.lifecycle import Lifecycle
 
 log = logging.getLogger("tornado_auth")
 DEMO = Origin(user_agent="tornado-auth serve")  # who created the demo users, for the audit trail
@@ -38,7 +38,7 @@ class InFlight:
     """The requests being served, so a shutdown can wait for them, then cut those still running."""
 
     def __init__(self) -> None:
-        self.handlers: set[BaseHandler] = set()
+        self.handlers: set[Lifecycle] = set()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -46,11 +46,11 @@ class InFlight:
     def active(self) -> int:
         return len(self.handlers)
 
-    def begin(self, handler: BaseHandler) -> None:
+    def begin(self, handler: Lifecycle) -> None:
         self.handlers.add(handler)
         self._idle.clear()
 
-    def end(self, handler: BaseHandler) -> None:
+    def end(self, handler: Lifecycle) -> None:
         self.handlers.discard(handler)
         if not self.handlers:
             self._idle.set()

@@ -5,8 +5,9 @@ from __future__ import annotations
 from ..accounts import AccountChanged, AccountDisabled
 from ..throttle import Throttled
 from ..users import EmailTaken, email_problem, name_problem
-from .base import ACCOUNT_DISABLED, ApiHandler
+from .base import ApiHandler
 from .decorators import authenticated
+from .signin import ACCOUNT_DISABLED
 from .validation import (
     ApiError,
     bool_field,

@@ -1,0 +1,160 @@
+"""The request's session: found from the signed cookie before the method, committed before the
+response, with the cookie set, renewed or cleared to match."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from tornado.iostream import StreamClosedError
+
+from ..cookies import VerifiedCookie
+from ..errors import StoreUnavailable
+from ..sessions import CookieChange, Plan, Session
+from .lifecycle import SHUTTING_DOWN
+from .responses import Responses
+from .validation import ApiError
+
+if TYPE_CHECKING:
+    from ..services import Services
+
+log = logging.getLogger("tornado_auth")
+
+
+class SessionUser:
+    """The signed-in user as the session knows it: no store round trip per request."""
+
+    __slots__ = ("email", "id", "role")
+
+    def __init__(self, user_id: str, email: str, role: str) -> None:
+        self.id, self.email, self.role = user_id, email, role
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class RequestSession(Responses):
+    """``self.session`` and ``self.current_user`` from the cookie; ``finish`` commits first."""
+
+    _session: Session | None = None  # none until the cookie names one or something is stored
+
+    @property
+    def services(self) -> Services:
+        services: Services = self.application.settings["services"]
+        return services
+
+    @property
+    def session(self) -> Session:
+        """This request's session; a new, empty one costs nothing unless something is stored."""
+        if self._session is None:
+            self._session = Session()
+        return self._session
+
+    def _resolve_session(self) -> Awaitable[None] | None:
+        """Resolve the session from the cookie: at once from this process's cache, else from the
+        store (then the returned awaitable finishes the job, and Tornado waits for it)."""
+        settings = self.settings
+        header = self.request.headers.get("Cookie")
+        if header is None or settings["session_cookie"] not in header:
+            return None
+        cookie = settings["signed_cookies"].from_header(header)
+        if cookie is None:
+            self._clear_session_cookie()  # absent, tampered or expired: anonymous
+            return None
+        session = settings["services"].sessions.cached(cookie.token, cookie.key)
+        if session is None:
+            return self._load_session(cookie)
+        self._use_session(session, cookie.version)
+        return None
+
+    async def _load_session(self, cookie: VerifiedCookie) -> None:
+        try:
+            session = await self.services.sessions.load(cookie.token, cookie.key)
+        except StoreUnavailable as error:
+            raise ApiError(503, error.public_message) from error
+        if session is None:
+            self._clear_session_cookie()  # unknown or expired: anonymous
+        else:
+            self._use_session(session, cookie.version)
+
+    def _use_session(self, session: Session, key_version: int | None) -> None:
+        self._session = session
+        current = self.settings["key_version"]
+        if current is not None and key_version != current:
+            self._set_session_cookie(CookieChange(session.token, self._remaining(session)))
+        if session.user_id is not None:
+            self.current_user = SessionUser(
+                session.user_id, session.get("email", ""), session.get("role", "user")
+            )
+
+    def _remaining(self, session: Session) -> int:
+        assert session.record is not None
+        return max(0, int(session.record.expires_at - self.services.sessions.clock()))
+
+    def _set_session_cookie(self, change: CookieChange) -> None:
+        if change.token is None:
+            self._clear_session_cookie()
+            return
+        self.set_signed_cookie(
+            self.settings["session_cookie"],
+            change.token,
+            expires_days=None,
+            version=None,
+            max_age=change.max_age,
+            path="/",
+            httponly=True,
+            secure=self.settings["secure_cookies"],
+            samesite=self.settings["samesite"],
+        )
+
+    def _clear_session_cookie(self) -> None:
+        self.clear_cookie(
+            self.settings["session_cookie"],
+            path="/",
+            httponly=True,
+            secure=self.settings["secure_cookies"],
+            samesite=self.settings["samesite"],
+        )
+
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
+        """Commit the session first, so the cookie goes out with the response."""
+        if self._commit is not None and chunk is None:
+            return self._commit  # Tornado's automatic finish while the commit is in flight
+        status, session = self.get_status(), self._session
+        if (
+            session is None
+            or self._commit is not None
+            or status >= 500
+            or status == 101  # a WebSocket handshake
+            or (plan := self.services.sessions.plan(session)) is None
+        ):
+            return super().finish(chunk)
+        if chunk is not None:
+            self.write(chunk)
+        self._commit = asyncio.ensure_future(self._commit_and_finish(plan))
+        return self._commit
+
+    async def _commit_and_finish(self, plan: Plan) -> None:
+        try:
+            change = await self.services.sessions.write(self.session, plan)
+        except asyncio.CancelledError:
+            if not self._shutting_down:
+                raise
+            self._answer_instead(503, SHUTTING_DOWN)
+            return
+        except StoreUnavailable as error:
+            log.warning("session commit failed: %s", error)
+            self._answer_instead(503, error.public_message)
+            return
+        except Exception:
+            log.exception("session commit failed")
+            self._answer_instead(500, "Internal Server Error")
+            return
+        if change is not None:
+            self._set_session_cookie(change)
+        with contextlib.suppress(StreamClosedError):
+            await super().finish()
