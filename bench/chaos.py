@@ -66,7 +66,9 @@ def summary(answers: list[Answer], fault_at: float, back_at: float) -> dict[str,
         "by_status": dict(sorted(Counter(f"{a.kind} {a.status}" for a in answers).items())),
         "500s": sum(a.status == 500 for a in answers),
         "cookies_cleared": sum(a.cleared for a in answers),
-        "failed_before_fault": sum(at < fault_at for at in failed),
+        "failed_before_fault": sum(
+            a.started + a.seconds < fault_at for a in answers if a.status != 200
+        ),
         "failed_over_1s_after_back": sum(at > back_at + 1 for at in failed),
         "down_s": round(back_at - fault_at, 2),
         "recovery_s": round(recovered - fault_at, 2) if recovered else 0.0,

@@ -153,7 +153,7 @@ class Bench:
         return runs[len(runs) // 2] | {"p99_ratios": [run["p99_ratio"] for run in runs]}
 
     async def websockets(self, count: int) -> dict[str, Any]:
-        """(d) common.Server VmRSS before and after ``count`` idle authenticated sockets."""
+        """(d) Server VmRSS before and after ``count`` idle authenticated sockets."""
         # sessions written straight into the server's store, through an app with its settings
         services = await start_services(load_settings(environ=self.server.env))
         try:
