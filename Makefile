@@ -40,15 +40,14 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# Benchmarks (bench/): private Redis and MongoDB on free ports, then bench/RESULTS.md and the chart
-# (wrk is installed with apt-get when missing).
+# Benchmarks (bench/): private Redis and MongoDB on free ports, then bench/results/*.json and
+# bench/RESULTS.md (wrk is installed with apt-get when missing).
 bench: $(STAMP)
-	$(VENV)/bin/python -m pip install -q matplotlib
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(VENV)/bin/python -m bench.run
 
 # Faults under signed-in traffic (bench/chaos.py): private services on free ports, then the
-# chaos section of bench/RESULTS.md and bench/results/chaos.json.
+# chaos table of bench/RESULTS.md and bench/results/chaos.json.
 chaos: $(STAMP)
 	$(VENV)/bin/python -m bench.chaos
 

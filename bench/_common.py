@@ -1,41 +1,40 @@
-"""Shared by the benchmark scripts: latency statistics, service URLs, the server under test."""
+"""Shared by the benchmark scripts: statistics, the machine's load, the server under test."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import math
 import os
 import re
-import resource
 import secrets
+import shlex
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import redis.asyncio as aioredis
 from bson import ObjectId
 from pymongo import AsyncMongoClient
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPResponse
+from tornado.web import create_signed_value
 
-from tornado_auth import Session
+from tools import services
+from tornado_auth import Services, Session, load_settings, start_services
 
-T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
-OUT = REPO / "bench" / "out"  # raw results and server logs (git-ignored)
+OUT = REPO / "bench" / "out"  # server logs and quick runs (git-ignored)
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 MONGO_URL = os.environ.get("BENCH_MONGO_URL", "mongodb://127.0.0.1:27017")
-# A typical desktop Chrome User-Agent (111 characters).
+# A typical desktop Chrome User-Agent (111 characters), sent with every request.
 USER_AGENT = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
     "(KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
 )
-CLIENT_IP = "203.0.113.7"
-SESSION_TTL = 86400  # sessions.ttl in settings.yaml
 
 
 def tag() -> str:
@@ -43,187 +42,171 @@ def tag() -> str:
     return f"{time.strftime('%H%M%S')}{secrets.token_hex(3)}"
 
 
-def login_session(number: int, user_agent: str = USER_AGENT) -> Session:
-    """A new session signed in as a distinct user, as the login handler builds it."""
+def login_session(number: int) -> Session:
+    """A new session signed in as a distinct user, as a sign-in builds it."""
     session = Session()
     data = {"email": f"user{number}@example.com", "role": "user"}
-    session.login(str(ObjectId()), data, remember_me=False, ttl=SESSION_TTL)
-    session.ip, session.user_agent = CLIENT_IP, user_agent
+    session.login(str(ObjectId()), data, remember_me=False, ttl=86400)
     return session
 
 
-def percentile(ordered: list[float], q: float) -> float:
-    """The q-th percentile (0..100) of sorted values, linearly interpolated."""
-    if not ordered:
-        return math.nan
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+async def app_services(
+    sessions_url: str, prefix: str, tmp: str, overrides: dict[str, Any] | None = None
+) -> Services:
+    """The services of an app (``start_services``) whose sessions are at ``sessions_url``."""
+    settings = {
+        "sessions.url": sessions_url,
+        "sessions.key_prefix": prefix,
+        "users.url": f"sqlite:///{tmp}/users.db",
+        "users.demo_users": False,
+        "secrets.secret_file": f"{tmp}/cookie_secret",
+        "logging.access_log": False,
+    }
+    return await start_services(load_settings(environ={}, overrides=settings | (overrides or {})))
+
+
+async def signed_in(services: Services, number: int) -> tuple[str, str]:
+    """A new session of a distinct user in the services' store: its token and Cookie header."""
+    change = await services.sessions.commit(login_session(number))
+    assert change is not None and change.token is not None
+    value = create_signed_value(services.cookie_secret, "session", change.token).decode()
+    return change.token, f'session="{value}"'
+
+
+def session_cookie(response: HTTPResponse) -> str:
+    """The Cookie header for the session a response set."""
+    cookie: SimpleCookie = SimpleCookie()
+    for header in response.headers.get_list("Set-Cookie"):
+        cookie.load(header)
+    return f"session={cookie['session'].coded_value}"
 
 
 def summarize(seconds: list[float]) -> dict[str, float]:
-    """Latencies in milliseconds and the sequential rate of a list of durations in seconds."""
+    """p50, p99 and mean in milliseconds of durations in seconds."""
     ordered = sorted(seconds)
-    total = sum(ordered)
-    return {
-        "n": len(ordered),
-        "mean_ms": 1000 * total / len(ordered),
-        "p50_ms": 1000 * percentile(ordered, 50),
-        "p99_ms": 1000 * percentile(ordered, 99),
-        "max_ms": 1000 * ordered[-1],
-        "ops_per_s": len(ordered) / total,
-    }
+
+    def at(q: float) -> float:
+        return 1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    return {"n": len(ordered), "p50_ms": at(0.5), "p99_ms": at(0.99),
+            "mean_ms": 1000 * sum(ordered) / len(ordered)}  # fmt: skip
 
 
 def write_json(path: Path | None, payload: dict[str, Any]) -> None:
-    text = json.dumps(payload, indent=2)
+    text = json.dumps(payload, indent=2) + "\n"
     if path is None:
         print(text)
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text + "\n")
+        path.write_text(text)
 
 
-def raise_fd_limit() -> int:
-    """Lift this process's open-file limit to the hard limit (children inherit it)."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
+def command_line() -> str:
+    """How this script was started, as a reader would type it."""
+    return shlex.join([".venv/bin/python", "-m", f"bench.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
 
 
-# -- CPU accounting: the machine is shared; each measurement says who else used the CPU --
+# -- the machine is shared: settle first, then record what else ran ------------------------------
 
 TICK = os.sysconf("SC_CLK_TCK")
-SERVICE_NAMES = ("redis-server", "ferretdb", "mongod")
-FOREIGN_LIMIT = 0.3  # cores taken by anything else, above which a measurement is repeated
-QUIET_CORES = 0.3  # machine busy below which a measurement may start
-QUIET_WAIT = 45.0  # seconds to wait for that, at most
-ATTEMPTS = 2
 
 
-@dataclass(frozen=True)
-class CpuSample:
-    wall: float
-    machine_busy: int  # ticks of all CPUs, from /proc/stat
-    processes: dict[int, tuple[str, int]]  # pid -> (group, ticks)
-    children: float  # CPU seconds of this process's children that ended (wrk runs)
-
-
-def _machine_busy() -> int:
+def _machine_busy() -> float:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+    return (sum(fields) - fields[3] - fields[4]) / TICK  # all but idle and iowait
 
 
-def service_pids() -> set[int]:
-    """The Redis and MongoDB processes under test: BENCH_SERVICE_PIDS (set by run.py, which
-    starts private ones), else every process with a service's name."""
-    given = os.environ.get("BENCH_SERVICE_PIDS")
-    if given:
-        return {int(pid) for pid in given.split(",")}
-    pids = set()
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                if Path(entry.path, "comm").read_text().startswith(SERVICE_NAMES):
-                    pids.add(int(entry.name))
-            except OSError:
-                continue
-    return pids
+def _process_cpu(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        text = Path(f"/proc/{pid}/stat").read_text()
+        fields = text[text.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    return 0.0
 
 
-class CpuMeter:
-    """CPU used, in cores, by this script and its children (bench), the server, the services,
-    and everything else (foreign: the rest of the machine's busy time)."""
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
 
-    def __init__(self, server_pid: int | None = None) -> None:
-        self.server_pid = server_pid
-        self.services = service_pids()
 
-    def _group(self, pid: int, ppid: int) -> str | None:
-        if pid == self.server_pid:
-            return "server"
-        if pid in self.services:
-            return "services"
-        if os.getpid() in (pid, ppid):
-            return "bench"
-        return None
+def tested_pids(server: int | None = None) -> list[int]:
+    """The server's pid and those of the services under test (BENCH_SERVICE_PIDS, from run.py)."""
+    given = os.environ.get("BENCH_SERVICE_PIDS", "")
+    return [pid for pid in [server, *map(int, filter(None, given.split(",")))] if pid]
 
-    def sample(self) -> CpuSample:
-        processes = {}
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                text = Path(entry.path, "stat").read_text()
-            except OSError:
-                continue
-            fields = text[text.rindex(")") + 2 :].split()
-            group = self._group(int(entry.name), int(fields[1]))
-            if group:
-                processes[int(entry.name)] = (group, int(fields[11]) + int(fields[12]))
-        ended = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return CpuSample(
-            time.monotonic(), _machine_busy(), processes, ended.ru_utime + ended.ru_stime
+
+class Cpu:
+    """Cores used meanwhile by the tested processes, this script with its children (wrk), and
+    everything else on the machine (``others``)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.start = self._sample()
+
+    def _sample(self) -> tuple[float, float, float, float]:
+        own = os.times()
+        mine = own.user + own.system + own.children_user + own.children_system
+        tested = sum(_process_cpu(pid) for pid in self.pids)
+        return time.monotonic(), _machine_busy(), tested, mine
+
+    def cores(self) -> dict[str, float]:
+        wall, machine, tested, mine = (
+            end - start for end, start in zip(self._sample(), self.start, strict=True)
         )
-
-    def usage(self, start: CpuSample) -> dict[str, float]:
-        end = self.sample()
-        wall = end.wall - start.wall
-        cores = {"bench": 0.0, "server": 0.0, "services": 0.0}
-        for pid, (group, ticks) in end.processes.items():
-            cores[group] += (ticks - start.processes.get(pid, (group, 0))[1]) / TICK / wall
-        cores["bench"] += (end.children - start.children) / wall
-        machine = (end.machine_busy - start.machine_busy) / TICK / wall
-        result = {f"{group}_cores": round(value, 2) for group, value in cores.items()}
-        result["machine_busy_cores"] = round(machine, 2)
-        result["foreign_cores"] = round(max(0.0, machine - sum(cores.values())), 2)
-        return result
-
-    async def wait_quiet(self) -> float:
-        """Wait (at most QUIET_WAIT s) until the machine is nearly idle; the seconds waited."""
-        began = time.monotonic()
-        while time.monotonic() - began < QUIET_WAIT:
-            start = self.sample()
-            await asyncio.sleep(1)
-            if self.usage(start)["machine_busy_cores"] < QUIET_CORES:
-                break
-        return round(time.monotonic() - began, 1)
+        return {
+            "tested_cores": round(tested / wall, 2),
+            "bench_cores": round(mine / wall, 2),
+            "others_cores": round(max(0.0, machine - tested - mine) / wall, 2),
+            "load_average": load_average(),
+        }
 
 
-async def measured(
-    work: Callable[[], Awaitable[T]], meter: CpuMeter, attempts: int = ATTEMPTS
-) -> tuple[T, dict[str, float]]:
-    """Run ``work`` once the machine is quiet; again (up to ``attempts`` runs) when anything
-    else took more than FOREIGN_LIMIT cores meanwhile. The run with the least foreign CPU, and
-    its CPU accounting."""
-    best: tuple[T, dict[str, float]] | None = None
-    for attempt in range(1, attempts + 1):
-        waited = await meter.wait_quiet()
-        start = meter.sample()
-        result = await work()
-        cpu = meter.usage(start) | {"attempt": attempt, "waited_s": waited}
-        if best is None or cpu["foreign_cores"] < best[1]["foreign_cores"]:
-            best = (result, cpu)
-        if cpu["foreign_cores"] < FOREIGN_LIMIT:
+SETTLE = float(os.environ.get("BENCH_SETTLE", "30"))  # seconds; 2 in a quick run
+
+
+async def settle(limit: float = SETTLE, busy: float = 0.5) -> float:
+    """Wait (at most ``limit`` s) for a second in which the machine used under ``busy`` cores;
+    the seconds waited. Sign-ins whose clients left finish meanwhile, too."""
+    began = time.monotonic()
+    while time.monotonic() - began < limit:
+        start, at = _machine_busy(), time.monotonic()
+        await asyncio.sleep(1)
+        if (_machine_busy() - start) / (time.monotonic() - at) < busy:
             break
-        if attempt < attempts:
-            print(f"  (others took {cpu['foreign_cores']:.2f} cores meanwhile: measuring again)")
-    assert best is not None
-    return best
+    return round(time.monotonic() - began, 1)
 
 
-def rss_bytes(pid: int) -> int:
-    """Resident set size of a process, from /proc/PID/status."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.MULTILINE)
-    assert match, "no VmRSS in /proc status"
-    return int(match.group(1)) * 1024
+# -- the server under test -----------------------------------------------------------------------
+
+
+def server_env(settings: dict[str, str]) -> dict[str, str]:
+    """This environment without TORNADO_AUTH_*, plus the given settings and common ones."""
+    common = {
+        "ENV": "development",
+        "USERS__DEMO_USERS": "false",
+        "SECRETS__COOKIE_SECRET": secrets.token_urlsafe(48),
+        "LOGGING__ACCESS_LOG": "false",
+        "LOGGING__LEVEL": "warning",
+        "SERVER__SHUTDOWN_GRACE": "2s",
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORNADO_AUTH_")}
+    return env | {f"TORNADO_AUTH_{name}": value for name, value in (common | settings).items()}
+
+
+async def run_cli(env: dict[str, str], *args: str, stdin: str = "") -> None:
+    """``tornado-auth ARGS``; RuntimeError with its error output when it fails."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tornado_auth", *args, env=env, cwd=OUT,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await process.communicate(stdin.encode())
+    if process.returncode != 0:
+        raise RuntimeError(f"tornado-auth {' '.join(args)}: {err.decode().strip()}")
 
 
 @dataclass
 class Server:
-    """A ``tornado-auth serve`` subprocess: one process, its port, its settings environment."""
+    """A ``tornado-auth serve`` subprocess."""
 
     process: asyncio.subprocess.Process
     port: int
@@ -234,135 +217,57 @@ class Server:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
     def rss(self) -> int:
-        return rss_bytes(self.process.pid)
-
-
-def server_env(prefix: str, database: str) -> dict[str, str]:
-    """Settings for the server under test: Redis sessions, MongoDB users, bcrypt cost 12."""
-    settings = {
-        "ENV": "development",
-        "SESSIONS__URL": REDIS_URL,
-        "SESSIONS__KEY_PREFIX": prefix,
-        "USERS__URL": f"{MONGO_URL}/{database}",
-        "USERS__BCRYPT_ROUNDS": "12",
-        "USERS__DEMO_USERS": "false",
-        "SECRETS__COOKIE_SECRET": secrets.token_urlsafe(48),
-        "LOGGING__ACCESS_LOG": "false",
-        "LOGGING__LEVEL": "warning",
-        "SERVER__SHUTDOWN_GRACE": "2s",
-        # sign-ins in flight count against the throttle until they succeed: (b) and (c) measure
-        # bcrypt, not the throttle, so 50 concurrent sign-ins of one account must all reach it
-        "THROTTLE__ACCOUNT_IP_FAILURES": "1000000",
-        "THROTTLE__IP_FAILURES": "1000000",
-    }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TORNADO_AUTH_")}
-    env.update({f"TORNADO_AUTH_{name}": value for name, value in settings.items()})
-    return env
-
-
-async def run_cli(env: dict[str, str], *args: str, stdin: str = "") -> str:
-    """Run ``tornado-auth ARGS``; its output, or RuntimeError with its error output."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tornado_auth",
-        *args,
-        env=env,
-        cwd=OUT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate(stdin.encode())
-    if process.returncode != 0:
-        raise RuntimeError(f"tornado-auth {' '.join(args)}: {err.decode().strip()}")
-    return out.decode()
-
-
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
-
-
-async def _wait_healthy(base_url: str) -> None:
-    """Poll /healthz until it answers 200; the caller bounds the wait."""
-    client = AsyncHTTPClient()
-    while True:
-        try:
-            await client.fetch(f"{base_url}/healthz", request_timeout=2)
-            return
-        except (HTTPClientError, OSError):
-            await asyncio.sleep(0.05)
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        match = re.search(r"^VmRSS:\s+(\d+) kB$", status, re.MULTILINE)
+        assert match, "no VmRSS in /proc status"
+        return int(match.group(1)) * 1024
 
 
 @contextlib.asynccontextmanager
-async def serve(env: dict[str, str], log: Path) -> AsyncIterator[Server]:
-    """Run ``tornado-auth serve --port 0 --processes 1``; stop it with SIGTERM on exit."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as errors:
+async def serve(env: dict[str, str], log: Path, processes: int = 1) -> AsyncIterator[Server]:
+    """``tornado-auth serve`` on a free port, once healthy; SIGTERM on exit."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    port = services.free_ports(1)[0]
+    command = ["serve", "--host", "127.0.0.1", "--port", str(port), "--processes", str(processes)]
+    with log.open("ab") as output:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tornado_auth",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--processes",
-            "1",
-            env=env,
-            cwd=OUT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=errors,
-        )
-    assert process.stdout is not None
-    drain: asyncio.Task[None] | None = None
+            sys.executable, "-m", "tornado_auth", *command, env=env, cwd=OUT, stdout=output,
+            stderr=output,
+        )  # fmt: skip
+    server = Server(process, port, env, log)
     try:
-        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-        match = re.search(r"listening on http://[^:]+:(\d+)", line)
-        if not match:
-            raise RuntimeError(f"server did not start (see {log}): {line!r}")
-        drain = asyncio.create_task(_drain(process.stdout))
-        server = Server(process, int(match.group(1)), env, log)
-        async with asyncio.timeout(30):
-            await _wait_healthy(server.base_url)
+        async with asyncio.timeout(60):
+            while process.returncode is None:
+                with contextlib.suppress(HTTPClientError, OSError):
+                    await AsyncHTTPClient().fetch(f"{server.base_url}/healthz", request_timeout=2)
+                    break
+                await asyncio.sleep(0.05)
+        if process.returncode is not None:
+            raise RuntimeError(f"the server did not start (see {log})")
         yield server
     finally:
         if process.returncode is None:
             process.terminate()
             try:
-                await asyncio.wait_for(process.wait(), 20)
+                await asyncio.wait_for(process.wait(), 30)
             except TimeoutError:
                 process.kill()
                 await process.wait()
-        if drain is not None:
-            await drain
 
 
-async def remove_prefix(prefix: str) -> int:
-    """Delete every Redis key under ``prefix``; how many."""
+async def clean_up(prefix: str, databases: list[str]) -> None:
+    """Delete the run's Redis keys (under ``prefix``) and MongoDB databases."""
     client = aioredis.from_url(REDIS_URL)
-    removed = 0
     try:
-        batch = []
-        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            batch.append(key)
-            if len(batch) == 1000:
-                removed += await client.unlink(*batch)
-                batch = []
-        if batch:
-            removed += await client.unlink(*batch)
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await client.unlink(*keys[start : start + 1000])
     finally:
         await client.aclose()
-    return removed
-
-
-async def drop_database(name: str) -> None:
-    client: AsyncMongoClient = AsyncMongoClient(MONGO_URL)
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGO_URL)
     try:
-        await client.drop_database(name)
+        for name in databases:
+            await mongo.drop_database(name)
     finally:
-        await client.close()
+        await mongo.close()
