@@ -117,7 +117,11 @@ async def test_sessions_page_revokes_other_devices(server):
     page = await laptop.get("/sessions")
     assert page.code == 200
     assert page.body.count(b"/revoke") >= 2
-    response = await submit(laptop, "/sessions/revoke-others", {}, page="/sessions")
+    asked = await submit(laptop, "/sessions/revoke-others", {}, page="/sessions")
+    assert asked.code == 200 and b"Sign out everywhere else?" in asked.body
+    assert (await phone.get("/dashboard")).code == 200  # nothing is done before the answer
+    fields = {"confirm": "1"}
+    response = await submit(laptop, "/sessions/revoke-others", fields, page="/sessions")
     assert response.headers["Location"] == "/sessions"
     assert (await phone.get("/dashboard")).code == 302
     assert (await laptop.get("/dashboard")).code == 200
@@ -138,14 +142,20 @@ async def test_admin_page_is_for_admins_and_changes_roles(server):
     assert page.code == 200 and b"ann@example.com" in page.body
     target = await server.services.users.by_email("ann@example.com")
     fields = {"action": "role", "role": "admin"}
+    asked = await submit(admin, f"/admin/users/{target.id}", fields, page="/admin")
+    assert asked.code == 200 and b"Make ann@example.com an admin?" in asked.body
+    assert (await server.services.users.get(target.id)).role == "user"
+    fields["confirm"] = "1"
     response = await submit(admin, f"/admin/users/{target.id}", fields, page="/admin")
     assert response.code == 302
     assert (await server.services.users.get(target.id)).role == "admin"
     assert (await user.get("/dashboard")).code == 302  # that session ended with the role change
 
 
-@pytest.mark.parametrize("path", ["/login", "/register", "/dashboard", "/sessions", "/admin"])
-async def test_pages_have_strict_csp_and_no_inline_script(server, path):
+@pytest.mark.parametrize(
+    "path", ["/login", "/register", "/dashboard", "/sessions", "/account", "/admin"]
+)
+async def test_pages_have_strict_csp_and_no_inline_script_or_style(server, path):
     admin = await signed_in(server, "root@example.com", role="admin")
     client = server.client() if path in ("/login", "/register") else admin
     response = await client.get(path)
@@ -155,6 +165,7 @@ async def test_pages_have_strict_csp_and_no_inline_script(server, path):
     for tag in re.findall(rb"<script[^>]*>", response.body):
         assert b"src=" in tag
     assert not re.search(rb"<[^>]+\son[a-z]+\s*=", response.body)  # no inline handlers
+    assert b"<style" not in response.body and b" style=" not in response.body
 
 
 async def test_unknown_page_is_an_html_404(server):

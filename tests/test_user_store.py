@@ -17,7 +17,7 @@ from tornado_auth.live import LiveHub
 from tornado_auth.sessions import Lifetime, Session, SessionManager
 from tornado_auth.sessions.memory import memory_backend
 from tornado_auth.throttle import Limits, LoginThrottle
-from tornado_auth.users import EmailTaken, User, UserStore, new_user_id, store_for_url
+from tornado_auth.users import EmailTaken, User, UserFilter, UserStore, new_user_id, store_for_url
 from tornado_auth.users.passwords import (
     hash_password,
     needs_rehash,
@@ -138,6 +138,36 @@ async def test_page_orders_by_creation_and_counts_every_user(users: UserStore):
     assert [u.created_at for u in first + second + last] == by_creation
     assert (len(first), len(second), len(last)) == (2, 2, 1)
     assert beyond == []
+
+
+async def test_page_filters_by_search_role_and_disabled_and_counts_only_matches(users: UserStore):
+    people = [
+        ("ann@example.com", "Ann Lee", "admin", False),
+        ("bob@example.com", "Bob Stone", "user", False),
+        ("carol@work.example", "Carol Ann", "user", True),
+        ("dave@example.com", "Dave", "user", False),
+        ("percent%_@example.com", "Odd", "user", False),
+    ]
+    for index, (email, name, role, disabled) in enumerate(people):
+        user = make_user(email, name=name, role=role, disabled=disabled, created_at=1e9 + index)
+        await users.add(user)
+
+    async def emails(where: UserFilter, offset: int = 0, limit: int = 10) -> tuple[list, int]:
+        found, total = await users.page(offset, limit, where)
+        return [u.email for u in found], total
+
+    assert await emails(UserFilter(search="ANN")) == (
+        ["ann@example.com", "carol@work.example"],
+        2,
+    )  # the email of one, the name of the other, whatever the case
+    assert await emails(UserFilter(search="work.")) == (["carol@work.example"], 1)
+    assert await emails(UserFilter(search="%_")) == (["percent%_@example.com"], 1)
+    assert await emails(UserFilter(search=".*")) == ([], 0)  # text, not a pattern
+    assert await emails(UserFilter(role="admin")) == (["ann@example.com"], 1)
+    assert await emails(UserFilter(disabled=True)) == (["carol@work.example"], 1)
+    assert await emails(UserFilter(role="user", disabled=False), 1, 1) == (["dave@example.com"], 3)
+    assert await emails(UserFilter(search="ann", disabled=False)) == (["ann@example.com"], 1)
+    assert (await users.page(0, 10, UserFilter()))[1] == 5
 
 
 async def test_page_breaks_creation_ties_by_id_so_pages_never_overlap(users: UserStore):

@@ -201,6 +201,17 @@ class Accounts:
         await self.hooks.run(Hook.REGISTERED, user, origin)
         return user
 
+    async def rename(self, user: User, name: str, origin: Origin) -> User | None:
+        """Change a user's display name (checked with ``name_problem`` by the caller); the
+        updated user, or None if there is none. Sessions are not ended: nothing was at risk."""
+        name = name.strip()
+        if name == user.name:
+            return user
+        updated = await self.users.set(user.id, name=name)
+        if updated is not None:
+            await self._record(AuditEvent.NAME_CHANGED, origin, updated)
+        return updated
+
     async def signed_out(self, user_id: str, email: str, origin: Origin) -> None:
         """Audit a sign-out (the caller ends its own session)."""
         await self._record(AuditEvent.LOGOUT, origin, None, email, user_id=user_id)
@@ -320,6 +331,7 @@ class Accounts:
         if entry.email is not None:
             entry.email = entry.email[:254]
         await self.audit.record(entry)
+        await self.live.audited(entry.event)
 
 
 def _admin(user: User) -> bool:

@@ -27,6 +27,7 @@ class AuditEvent(StrEnum):
     SESSION_REVOKED = "session_revoked"
     SESSIONS_REVOKED = "sessions_revoked"
     PASSWORD_CHANGED = "password_changed"
+    NAME_CHANGED = "name_changed"
     PASSWORD_CHECK_FAILED = "password_check_failed"
     PASSWORD_CHECK_THROTTLED = "password_check_throttled"
     ROLE_CHANGED = "role_changed"

@@ -44,6 +44,7 @@ class Message(StrEnum):
     SIGNIN = "signin"
     SESSIONS_ENDED = "sessions_ended"
     STATS = "stats"
+    ACTIVITY = "activity"  # to admins: the audit trail or the users changed
 
 
 class RateWindow:
@@ -156,6 +157,9 @@ class LiveHub:
     async def sign_in_failed(self) -> None:
         await self._publish({"type": EventType.SIGNIN_FAILED})
 
+    async def audited(self, event: str) -> None:
+        await self._publish({"type": EventType.AUDITED, "event": event})
+
     async def _publish(self, event: dict[str, Any]) -> None:
         try:
             await self.sessions.events.publish(event)
@@ -179,6 +183,10 @@ class LiveHub:
                 socket.send(at)
         elif kind == EventType.SIGNIN_FAILED:
             self.failures.add()
+        elif kind == EventType.AUDITED:
+            activity = {"type": Message.ACTIVITY, "event": event.get("event")}
+            for socket in self._admins():
+                socket.send(activity)
         elif kind == EventType.RESYNC:
             self._spawn(self.check())
 
@@ -243,8 +251,11 @@ class LiveHub:
             "openSockets": self.open_sockets,
         }
 
+    def _admins(self) -> list[Socket]:
+        return [s for sockets in self.by_key.values() for s in sockets if s.is_admin]
+
     async def push_stats(self) -> None:
-        admins = [s for sockets in self.by_key.values() for s in sockets if s.is_admin]
+        admins = self._admins()
         if admins:
             stats = await self.stats()
             for socket in admins:

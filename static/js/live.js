@@ -49,9 +49,10 @@
     });
     socket.addEventListener("message", function (message) {
       const event = JSON.parse(message.data);
-      if (event.type === "signin") addEvent("New sign-in from " + event.ip + " (" + event.userAgent + ")");
-      else if (event.type === "sessions_ended") addEvent(event.ids.length + " of your sessions ended (" + event.reason + ")");
+      if (event.type === "signin") addEvent("New sign-in from " + event.ip + " (" + (event.device || event.userAgent) + ")");
+      else if (event.type === "sessions_ended") addEvent(event.ids.length + " of your sessions ended: " + (reasons[event.reason] || reasons.ended));
       else if (event.type === "stats") showStats(event);
+      else if (event.type === "activity") document.dispatchEvent(new CustomEvent("auth:activity"));
     });
     socket.addEventListener("close", function (close) {
       if (close.code === SESSION_ENDED && close.reason !== "regenerated") {

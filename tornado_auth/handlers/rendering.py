@@ -7,6 +7,7 @@ from typing import Any
 import tornado.web
 
 from ..resources import STATIC
+from .flash import take_flash
 
 
 class Rendering(tornado.web.RequestHandler):
@@ -29,5 +30,10 @@ class Rendering(tornado.web.RequestHandler):
 
     def get_template_namespace(self) -> dict[str, Any]:
         namespace = super().get_template_namespace()
-        namespace.update(url=self.url, auth_static_url=self.auth_static_url)
+        namespace.update(
+            url=self.url,
+            auth_static_url=self.auth_static_url,
+            flash=take_flash(self),  # shown once, by whichever page renders next
+            here=self.request.path,  # for the navigation's aria-current
+        )
         return namespace

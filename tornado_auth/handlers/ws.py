@@ -8,6 +8,7 @@ from typing import Any
 
 import tornado.websocket
 
+from ..agents import short_agent
 from ..live import Message
 from .base import BaseHandler
 from .decorators import authenticated
@@ -65,12 +66,17 @@ class SessionWebSocket(BaseHandler, tornado.websocket.WebSocketHandler):
 class DashboardSocket(SessionWebSocket):
     """The live dashboard: the user's events, and statistics for admins."""
 
-    def opened(self, *args: Any, **kwargs: Any) -> None:
+    async def opened(self, *args: Any, **kwargs: Any) -> None:
+        """Hello, and for an admin the statistics at once (not only at the next interval)."""
         user = self.current_user
         self.write_json({"type": Message.HELLO, "email": user.email, "role": user.role})
+        if user.is_admin:
+            self.write_json(await self.services.live.stats())
 
     def on_message(self, message: str | bytes) -> None:
         """The page sends nothing that matters; socket traffic is not session activity."""
 
     def on_live_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == Message.SIGNIN:  # named as "Your devices" names it
+            event = {**event, "device": short_agent(event.get("userAgent", ""))}
         self.write_json(event)

@@ -39,6 +39,7 @@ class EventType(StrEnum):
     RESYNC = "resync"  # events may have been missed (delivered locally only)
     SIGNIN = "signin"  # {"user", "ip", "userAgent"}
     SIGNIN_FAILED = "signin_failed"
+    AUDITED = "audited"  # an audit entry was written: {"event"} (admin pages refresh their lists)
 
 
 class EndReason(StrEnum):

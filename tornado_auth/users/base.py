@@ -14,7 +14,15 @@ from bson import ObjectId
 from ..audit import AuditEntry
 from ..errors import StoreUnavailable
 
-__all__ = ["ROLES", "EmailTaken", "StoreUnavailable", "User", "UserStore", "new_user_id"]
+__all__ = [
+    "ROLES",
+    "EmailTaken",
+    "StoreUnavailable",
+    "User",
+    "UserFilter",
+    "UserStore",
+    "new_user_id",
+]
 
 ROLES = ("user", "admin")
 EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
@@ -108,6 +116,16 @@ class User:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class UserFilter:
+    """Which users a listing shows: ``search`` is found in the email or the name (case-insensitive
+    for ASCII letters), ``role`` and ``disabled`` match exactly; None matches any."""
+
+    search: str = ""
+    role: str | None = None
+    disabled: bool | None = None
+
+
 class UserStore(ABC):
     name = "users"
 
@@ -123,8 +141,11 @@ class UserStore(ABC):
         """The user with this normalised email."""
 
     @abstractmethod
-    async def page(self, offset: int, limit: int) -> tuple[list[User], int]:
-        """Users ordered by creation, and the total count."""
+    async def page(
+        self, offset: int, limit: int, where: UserFilter | None = None
+    ) -> tuple[list[User], int]:
+        """Users ordered by creation, and the total count, of those ``where`` matches (all if
+        None)."""
 
     @abstractmethod
     async def set(

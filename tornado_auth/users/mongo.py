@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
@@ -12,7 +13,7 @@ from pymongo.write_concern import WriteConcern
 
 from ..audit import AuditEntry
 from ..mongo import MongoDatabase, available
-from .base import EmailTaken, User, UserStore
+from .base import EmailTaken, User, UserFilter, UserStore
 
 MAJORITY = WriteConcern(w="majority")
 AUDIT_ORDER = [("at", ASCENDING), ("_id", ASCENDING)]  # oldest first (its index serves pages too)
@@ -22,6 +23,18 @@ FIELDS = [field.name for field in dataclasses.fields(User) if field.name != "id"
 def _user(doc: dict[str, Any]) -> User:
     # Fields a document lacks keep their defaults: users stored by 0.2 have no generation.
     return User(id=doc["_id"], **{name: doc[name] for name in FIELDS if name in doc})
+
+
+def _query(where: UserFilter) -> dict[str, Any]:
+    query: dict[str, Any] = {}
+    if where.search:
+        pattern = {"$regex": re.escape(where.search), "$options": "i"}
+        query["$or"] = [{"email": pattern}, {"name": pattern}]
+    if where.role is not None:
+        query["role"] = where.role
+    if where.disabled is not None:
+        query["disabled"] = where.disabled
+    return query
 
 
 class MongoUserStore(UserStore):
@@ -62,12 +75,15 @@ class MongoUserStore(UserStore):
             doc = await self.users.find_one({"email": str(email)})
         return _user(doc) if doc else None
 
-    async def page(self, offset: int, limit: int) -> tuple[list[User], int]:
+    async def page(
+        self, offset: int, limit: int, where: UserFilter | None = None
+    ) -> tuple[list[User], int]:
+        query = _query(where or UserFilter())
         async with available("user"):
             order = [("created_at", ASCENDING), ("_id", ASCENDING)]  # unique: pages never overlap
-            cursor = self.users.find({}).sort(order).skip(offset).limit(limit)
+            cursor = self.users.find(query).sort(order).skip(offset).limit(limit)
             docs = await cursor.to_list(None)
-            total = await self.users.count_documents({})
+            total = await self.users.count_documents(query)
         return [_user(doc) for doc in docs], total
 
     async def set(

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..audit import AuditEntry
 from ..sqlite import SQLiteDatabase
-from .base import EmailTaken, User, UserStore
+from .base import EmailTaken, User, UserFilter, UserStore
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -59,6 +59,22 @@ def _add_columns(connection: sqlite3.Connection) -> None:
         connection.execute("ALTER TABLE users ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
 
 
+def _conditions(where: UserFilter) -> tuple[str, list[Any]]:
+    """A WHERE clause (or nothing) and its values; instr() needs no escaping of % or _."""
+    clauses: list[str] = []
+    values: list[Any] = []
+    if where.search:
+        clauses.append("(instr(lower(email), ?) > 0 OR instr(lower(name), ?) > 0)")
+        values += [where.search.lower()] * 2
+    if where.role is not None:
+        clauses.append("role = ?")
+        values.append(where.role)
+    if where.disabled is not None:
+        clauses.append("disabled = ?")
+        values.append(int(where.disabled))
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), values
+
+
 class SQLiteUserStore(UserStore):
     name = "sqlite"
 
@@ -87,11 +103,18 @@ class SQLiteUserStore(UserStore):
     async def by_email(self, email: str) -> User | None:
         return await self._one("email", str(email))
 
-    async def page(self, offset: int, limit: int) -> tuple[list[User], int]:
+    async def page(
+        self, offset: int, limit: int, where: UserFilter | None = None
+    ) -> tuple[list[User], int]:
+        conditions, values = _conditions(where or UserFilter())
+
         def read(connection: sqlite3.Connection) -> tuple[list[tuple], int]:
-            sql = f"SELECT {COLUMNS} FROM users ORDER BY created_at, id LIMIT ? OFFSET ?"
-            rows = connection.execute(sql, (limit, offset)).fetchall()
-            return rows, connection.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+            sql = (
+                f"SELECT {COLUMNS} FROM users{conditions} ORDER BY created_at, id LIMIT ? OFFSET ?"
+            )
+            rows = connection.execute(sql, (*values, limit, offset)).fetchall()
+            count = f"SELECT COUNT(*) FROM users{conditions}"
+            return rows, connection.execute(count, values).fetchone()[0]
 
         rows, total = await self.db.run(read)
         return [_user(row) for row in rows], total
