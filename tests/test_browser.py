@@ -64,7 +64,7 @@ async def sign_in(page, base_url: str, email: str) -> None:
     await page.goto(f"{base_url}/dashboard")
     assert "/login?next=/dashboard" in page.url
     await page.get_by_label("Email").fill(email)
-    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_label("Password", exact=True).fill(PASSWORD)
     await page.get_by_role("button", name="Sign in").click()
     await page.wait_for_url(f"{base_url}/dashboard")
 
@@ -91,9 +91,10 @@ async def test_sign_in_see_live_status_and_get_signed_out_by_another_device(app,
     await page.locator("#events li", has_text="New sign-in").wait_for(timeout=5000)
     await other.goto(f"{app.base_url}/sessions")
     await shot(other, "sessions")
-    row = other.locator("tr", has_not_text="this device").filter(has=other.locator("form"))
+    row = other.locator(".device", has_not_text="This device")
     await row.get_by_role("button", name="Revoke").click()
-    await other.wait_for_url(f"{app.base_url}/sessions")
+    await other.locator("#confirm-dialog").get_by_role("button", name="Revoke").click()
+    await other.locator(".flash-success").wait_for()
 
     await page.wait_for_url(f"{app.base_url}/login?ended=revoked", timeout=5000)
     assert await page.get_by_text("That session was revoked.").is_visible()

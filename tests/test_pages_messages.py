@@ -11,7 +11,15 @@ import pytest
 
 from tornado_auth.handlers.pages import duration, relative
 
-from .conftest import Client, Server, Store, require_service, settings_for, start_server, stop_server
+from .conftest import (
+    Client,
+    Server,
+    Store,
+    require_service,
+    settings_for,
+    start_server,
+    stop_server,
+)
 from .test_pages import PASSWORD, signed_in, submit
 
 
@@ -69,7 +77,9 @@ async def test_disabled_account_is_told_so_after_the_right_password_only(site):
     wrong = await submit(site.client(), "/login", {"email": "ann@example.com", "password": "nope"})
     assert wrong.code == 401 and b"Invalid email or password." in wrong.body
     assert b"disabled" not in wrong.body
-    right = await submit(site.client(), "/login", {"email": "ann@example.com", "password": PASSWORD})
+    right = await submit(
+        site.client(), "/login", {"email": "ann@example.com", "password": PASSWORD}
+    )
     assert right.code == 403 and b"This account is disabled." in right.body
     assert "session=" not in right.headers.get("Set-Cookie", "")
     api = await site.client().login("ann@example.com", PASSWORD)
