@@ -9,6 +9,7 @@ from typing import NamedTuple
 from tornado.web import RequestHandler
 
 COOKIE = "auth_flash"
+TAKEN = "_flash_taken"  # where a handler keeps the message its response shows
 MAX_AGE = 120  # seconds: long enough for a redirect, too short to greet a later visit
 
 
@@ -42,13 +43,17 @@ def set_flash(handler: RequestHandler, kind: Kind, text: str) -> None:
 
 
 def take_flash(handler: RequestHandler) -> Flash | None:
-    """The message waiting for this page, which is then gone; None if there is none."""
-    if COOKIE not in handler.request.cookies:
-        return None
+    """The message waiting for this page, which is then gone; None if there is none. The same
+    for every template of one response (each template module asks again)."""
+    taken: Flash | None = handler.__dict__.get(TAKEN, None)
+    if taken is not None or COOKIE not in handler.request.cookies:
+        return taken
     value = handler.get_signed_cookie(COOKIE, max_age_days=1)
     handler.clear_cookie(COOKIE, path="/", httponly=True, samesite="Lax")
     try:
         kind, text = json.loads(value or b"")
-        return Flash(Kind(kind), str(text))
+        flash = Flash(Kind(kind), str(text))
     except (ValueError, TypeError):
         return None
+    handler.__dict__[TAKEN] = flash
+    return flash
