@@ -297,7 +297,8 @@ async def test_keyboard_only_sign_in_and_revoke_a_device(site, browser):
     context = await browser.new_context()
     page = await context.new_page()
     await page.goto(f"{site.base_url}/login")
-    await page.keyboard.type("ann@example.com")  # the email field has the focus
+    await page.locator("#email:focus").wait_for()  # autofocus: no click needed
+    await page.keyboard.type("ann@example.com")
     await page.keyboard.press("Tab")
     await page.keyboard.type(PASSWORD)
     await page.keyboard.press("Enter")

@@ -30,10 +30,7 @@ class LoginHandler(ApiHandler):
         email = required_text(body, "email", 254)
         password = password_field(body, "password")
         remember_me = bool_field(body, "rememberMe") or False
-        try:
-            user = await self.log_in(email, password, remember_me)
-        except AccountDisabled:
-            raise ApiError(403, "Account is disabled") from None
+        user = await self.log_in(email, password, remember_me)
         if user is None:
             raise ApiError(401, "Invalid credentials")
         self.send_json({"message": "Logged in successfully", "user": summary(user)})
