@@ -1,14 +1,10 @@
-"""RESULTS.md from the figures in JSON: ``python -m bench.report [DIR]`` (default bench/results).
-
-A summary of the key figures with their targets and verdicts, the session stores' latencies, the
-chaos table and the environment. Everything else is in the JSON files, with the exact commands.
-"""
+"""RESULTS.md from the figures in JSON: ``python -m bench.report [DIR]`` (default bench/results):
+the key figures with their targets and verdicts, the stores' latencies, chaos, the environment."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +20,8 @@ SCENARIOS = {
 
 def _load(directory: Path, name: str) -> dict[str, Any] | None:
     path = directory / f"{name}.json"
-    if not path.exists() and directory != RESULTS and name == "chaos":
-        path = RESULTS / "chaos.json"  # a quick run has no chaos figures of its own
+    if not path.exists() and name == "chaos":
+        path = RESULTS / "chaos.json"  # a quick run may have no chaos figures of its own
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -33,7 +29,7 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
-def _summary(http: dict[str, Any], sessions: dict[str, Any], path: dict[str, Any]) -> list[str]:
+def _summary(http: dict[str, Any], local: dict[str, Any]) -> list[str]:
     rows = [
         (f"(a) dashboard / healthz req/s at {row['connections']} connection(s)", ">= 0.90",
          f"{row['dashboard']['rps']:,.0f} / {row['healthz']['rps']:,.0f} = {row['ratio']:.2f}",
@@ -41,35 +37,33 @@ def _summary(http: dict[str, Any], sessions: dict[str, Any], path: dict[str, Any
         for row in http["overhead"]
     ]  # fmt: skip
     login, limit, storm = http["login"], http["bcrypt"]["limit_per_s"], http["storm"]
-    rows.append((f"(b) sign-ins/s at bcrypt cost 12 vs the limit {limit:.2f}/s", ">= 90%",
-                 f"{login['rps']:.2f}/s = {login['of_limit']:.0%}",
-                 _verdict(login["of_limit"] >= 0.9)))  # fmt: skip
     alone, during = storm["alone"]["latency_ms"]["p99"], storm["during"]["latency_ms"]["p99"]
-    rows.append(("(c) dashboard p99 during a 50-connection sign-in storm vs alone", "<= 2x",
-                 f"{during:.2f} ms vs {alone:.2f} ms = {storm['p99_ratio']:.1f}x",
-                 _verdict(storm["p99_ratio"] <= 2)))  # fmt: skip
-    if sockets := http.get("websockets"):
-        rows.append((f"(d) server memory per idle WebSocket ({sockets['opened']:,} open, "
-                     f"{sockets['failures']} failed)", "-",
-                     f"{sockets['bytes_per_socket'] / 1024:.1f} KiB", ""))  # fmt: skip
-    if memory := sessions.get("redis_memory"):
-        rows.append(("Redis bytes per login session (used_memory growth / MEMORY USAGE)",
-                     f"reference {memory['reference_bytes']} (connect-redis)",
-                     f"{memory['info_bytes_per_session']:.0f} / "
-                     f"{memory['memory_usage_bytes_per_session']:.0f}", ""))  # fmt: skip
-    ends = path["endpoints"]
-    rows.append(("In-process request path: dashboard / healthz, min µs per request",
-                 "session cost not to grow",
-                 f"{ends['dashboard']['min_us']:.1f} / {ends['healthz']['min_us']:.1f}: "
-                 f"session {path['session_us']:.1f} µs", ""))  # fmt: skip
+    sockets, memory, ends = http["websockets"], local["redis_memory"], local["endpoints"]
+    rows += [
+        (f"(b) sign-ins/s at bcrypt cost 12 vs the limit {limit:.2f}/s", ">= 90%",
+         f"{login['rps']:.2f}/s = {login['of_limit']:.0%}", _verdict(login["of_limit"] >= 0.9)),
+        ("(c) dashboard p99 during a 50-connection sign-in storm vs alone", "<= 2x",
+         f"{during:.2f} ms vs {alone:.2f} ms = {storm['p99_ratio']:.1f}x",
+         _verdict(storm["p99_ratio"] <= 2)),
+        (f"(d) server memory per idle WebSocket ({sockets['opened']:,} open, "
+         f"{sockets['failures']} failed)", "-",
+         f"{sockets['bytes_per_socket'] / 1024:.1f} KiB", ""),
+        ("Redis bytes per login session (used_memory growth / MEMORY USAGE)",
+         f"reference {memory['reference_bytes']} (connect-redis)",
+         f"{memory['info_bytes_per_session']:.0f} / {memory['memory_usage_bytes_per_session']:.0f}",
+         ""),
+        ("In-process request path: dashboard / healthz, min µs per request",
+         "session cost not to grow", f"{ends['dashboard']['min_us']:.1f} / "
+         f"{ends['healthz']['min_us']:.1f}: session {local['session_us']:.1f} µs", ""),
+    ]  # fmt: skip
     table = ["| measure | target | measured | verdict |", "|---|---|---|---|"]
     return table + [f"| {' | '.join(row)} |" for row in rows]
 
 
-def _stores(sessions: dict[str, Any]) -> list[str]:
-    ops = list(next(iter(sessions["stores"].values())))
+def _stores(stores: dict[str, Any]) -> list[str]:
+    ops = list(next(iter(stores.values())))
     lines = [f"| store | {' | '.join(ops)} |", "|---" * (len(ops) + 1) + "|"]
-    for name, row in sessions["stores"].items():
+    for name, row in stores.items():
         cells = " | ".join(f"{row[op]['p50_ms']:.3f}" for op in ops)
         lines.append(f"| {name} | {cells} |")
     return lines
@@ -82,37 +76,34 @@ def _chaos(chaos: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in chaos["scenarios"].items():
-        statuses: Counter[str] = Counter()
-        for key, count in row["by_status"].items():
-            statuses[key.split()[1]] += count
-        other = row["responses"] - statuses["200"] - statuses["503"]
+        ok, down = (sum(n for key, n in row["by_status"].items() if key.endswith(f" {code}"))
+                    for code in (200, 503))  # fmt: skip
         lines.append(
-            f"| {SCENARIOS[name]} | {row['responses']} | {statuses['200']} | {statuses['503']} "
-            f"| {other} | **{row['500s']}** | {row['sessions_before_fault']} / "
-            f"**{row['sessions_lost']}** | {row['down_s']} | {row['recovery_s']} "
-            f"| {row['slowest_s']} |"
+            f"| {SCENARIOS[name]} | {row['responses']} | {ok} | {down} "
+            f"| {row['responses'] - ok - down} | **{row['500s']}** | "
+            f"{row['sessions_before_fault']} / **{row['sessions_lost']}** | {row['down_s']} "
+            f"| {row['recovery_s']} | {row['slowest_s']} |"
         )
     return lines
 
 
 def render(directory: Path = RESULTS) -> str:
-    run, http = _load(directory, "run"), _load(directory, "http_load")
-    sessions, path = _load(directory, "sessions"), _load(directory, "request_path")
+    run, http, local = (_load(directory, name) for name in ("run", "http_load", "in_process"))
     chaos = _load(directory, "chaos")
     lines = ["# Benchmark results", ""]
-    if run and http and sessions and path:
+    if run and http and local:
         lines += [
             f"Generated by `{run['command']}` on {run['started']} ({run['minutes']:.0f} min): one "
             "`tornado-auth serve` process, Redis sessions, MongoDB users, bcrypt cost 12, load "
             "from wrk on loopback. Figures and exact commands: [results/](results/) (`python -m "
             "bench.report` writes this file again from them).",
             "",
-            *_summary(http, sessions, path),
+            *_summary(http, local),
             "",
             "Session stores, p50 ms of one call at a time (`*_full`: again on the store the "
             "creates filled):",
             "",
-            *_stores(sessions),
+            *_stores(local["stores"]),
             "",
             "Environment: " + "; ".join(f"{k} {v}" for k, v in run["environment"].items()) + ".",
         ]
