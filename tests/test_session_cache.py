@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tornado_auth import StoreUnavailable
 from tornado_auth.sessions import CachedStore, Lifetime, Session, SessionManager, backend_for_url
 
 from .conftest import REDIS_URL, Store, require_service
@@ -59,16 +60,44 @@ async def sign_in(manager: SessionManager, user: str = "u1") -> Session:
     return session
 
 
+class Unreachable:
+    """Replaces a store's load: every call is counted and fails as an outage would."""
+
+    def __init__(self, store) -> None:
+        self.calls = 0
+        store.load = self
+
+    async def __call__(self, key: str):
+        self.calls += 1
+        raise StoreUnavailable("session", "redis: unreachable in this test")
+
+
 async def test_cache_serves_repeat_reads_without_the_store(processes):
     a, _ = processes
     session = await sign_in(a.manager)
     assert (await a.manager.load(session.token)) is not None
-    await a.redis.client.aclose()  # the store is now unreachable from this client...
+    unreachable = Unreachable(a.redis)  # the store can no longer answer...
+    cached = await a.manager.load(session.token)  # ...yet the cached record does
+    assert cached is not None and cached["email"] == "u1@example.com"
+    assert unreachable.calls == 0
+
+
+@pytest.mark.parametrize("store", ["redis", "redis-sentinel"], indirect=True)
+async def test_closing_the_redis_store_closes_its_connections(store: Store, backend):
+    redis_store = backend.store
+    connection_id = await redis_store.client.client_id()  # a pooled connection, now idle
+    [master] = await store.redis_masters()
     try:
-        cached = await a.manager.load(session.token)  # ...yet the cached record answers
-        assert cached is not None and cached["email"] == "u1@example.com"
+        assert await master.client_list(client_id=[connection_id])
+        await backend.close()
+        deadline = asyncio.get_running_loop().time() + 10
+        while await master.client_list(client_id=[connection_id]):  # the server sees the close
+            assert asyncio.get_running_loop().time() < deadline, "the connection stayed open"
+            await asyncio.sleep(0.05)
     finally:
-        await a.redis.start()
+        await master.aclose()
+    with pytest.raises(StoreUnavailable):
+        await redis_store.ping()  # closed: no new connection either
 
 
 async def test_requests_sharing_a_cached_record_never_see_each_others_changes(processes):

@@ -478,10 +478,13 @@ class RedisSessionStore(SessionStore):
         self._unavailable = "redis: closed"
         if self._connection is not None:
             client, self._connection = self._connection.client, None
-            await client.aclose()
-            pool = getattr(client, "connection_pool", None)  # RedisCluster has none
-            if isinstance(pool, SentinelConnectionPool):  # its connections to the sentinels
-                await pool.sentinel_manager.aclose()
+            if isinstance(client, RedisCluster):
+                await client.aclose()  # closes every node's connections
+                return
+            # a client built on its own pool leaves the pool open unless told otherwise
+            await client.aclose(close_connection_pool=True)
+            if isinstance(client.connection_pool, SentinelConnectionPool):
+                await client.connection_pool.sentinel_manager.aclose()  # the sentinels' too
 
 
 class RedisCounters:
