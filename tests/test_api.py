@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import pytest
 
 from tornado_auth import accounts
 from tornado_auth.users import passwords
 
-from .conftest import Client, Server, body, settings_for, start_server, stop_server
+from .conftest import Client, Server, body, serving, settings_for, start_server, stop_server
 
 PASSWORD = "correct horse battery"
 
@@ -402,20 +403,50 @@ async def test_health_and_readiness(server):
     assert body(await client.get("/readyz")) == {"status": "ready"}
 
 
-async def test_healthz_answers_while_cost_12_logins_are_computed(store):
-    running = await start_server(settings_for(store, users__bcrypt_rounds=12))
-    try:
+class HeldHashing:
+    """Holds each password check in its bcrypt thread until ``release()`` (or 10 s), and counts
+    the checks under way, so a test knows hashing has started and has not finished."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        loop = asyncio.get_running_loop()
+        self.started = asyncio.Event()
+        self.running = 0
+        self._lock, self._released = threading.Lock(), threading.Event()
+        real_check = passwords._verify
+
+        def held(password: str, stored: str) -> bool:
+            with self._lock:
+                self.running += 1
+            loop.call_soon_threadsafe(self.started.set)
+            try:
+                self._released.wait(10)
+                return real_check(password, stored)
+            finally:
+                with self._lock:
+                    self.running -= 1
+
+        monkeypatch.setattr(passwords, "_verify", held)
+
+    def release(self) -> None:
+        self._released.set()
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the event loop, not the store
+async def test_healthz_answers_while_cost_12_logins_are_computed(store, monkeypatch):
+    async with serving(settings_for(store, users__bcrypt_rounds=12)) as running:
         await running.add_user("ann@example.com", PASSWORD)
+        hashing = HeldHashing(monkeypatch)
         logins = [
             asyncio.ensure_future(running.client().login("ann@example.com", PASSWORD))
             for _ in range(4)
         ]
+        await asyncio.wait_for(hashing.started.wait(), 30)  # the sign-ins are hashing now
         health = await running.client().get("/healthz")
+        hashing_when_answered = hashing.running
+        hashing.release()
         assert health.code == 200
-        assert not all(login.done() for login in logins)  # answered while hashing went on
+        assert hashing_when_answered > 0  # answered while hashing went on
         assert [(await login).code for login in logins] == [200] * 4
-    finally:
-        await stop_server(running)
 
 
 class CountedChecks:

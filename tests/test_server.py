@@ -6,9 +6,12 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from tornado.httpclient import AsyncHTTPClient
+
+from tornado_auth.users.passwords import BCRYPT_NICENESS
 
 from .conftest import Client, free_port
 
@@ -46,6 +49,20 @@ async def read_until(stream: asyncio.StreamReader, text: str) -> list[str]:
             return lines
 
 
+def bcrypt_cpu_ticks(pid: int) -> int:
+    """CPU time (in clock ticks) the process's bcrypt threads have used so far: the threads
+    at the lowest priority (niceness 19), where only hashing runs."""
+    ticks = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended
+            continue
+        if int(fields[16]) == BCRYPT_NICENESS:  # stat's field 19, nice
+            ticks += int(fields[11]) + int(fields[12])  # fields 14 and 15, utime and stime
+    return ticks
+
+
 async def test_serve_prints_url_and_demo_users_then_drains_on_sigterm(tmp_path):
     port = free_port()
     process = await serve(tmp_path, port, TORNADO_AUTH_USERS__BCRYPT_ROUNDS="12")
@@ -55,7 +72,13 @@ async def test_serve_prints_url_and_demo_users_then_drains_on_sigterm(tmp_path):
         demo = next(line for line in lines if line.startswith("demo user:"))
         password = demo.rsplit(" ", 1)[1].strip()
         client = Client(f"http://127.0.0.1:{port}")
+        await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/healthz")  # started: hashed its
+        hashed_before = bcrypt_cpu_ticks(process.pid)  # dummy hash, and hashes nothing now
         login = asyncio.ensure_future(client.login("user@example.com", password))
+        deadline = time.monotonic() + 30
+        while bcrypt_cpu_ticks(process.pid) == hashed_before:  # until its bcrypt thread runs
+            assert time.monotonic() < deadline, "the sign-in never reached a bcrypt thread"
+            await asyncio.sleep(0.01)
         health = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/healthz")
         assert health.code == 200 and not login.done()  # the cost-12 hash is still running
         process.send_signal(signal.SIGTERM)
