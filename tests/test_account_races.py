@@ -162,6 +162,88 @@ async def test_a_burst_of_wrong_passwords_is_refused_past_the_limit(
     assert (await server.client().login("ann@example.com", PASSWORD)).code == 429
 
 
+async def test_a_burst_of_sign_ins_to_many_accounts_is_refused_past_the_address_limit(
+    store, monkeypatch: pytest.MonkeyPatch
+):
+    running = await start_server(settings_for(store, throttle__ip_failures=5))
+    try:
+        held = HeldChecks(monkeypatch, 5)
+        burst = [  # one guess at each of 30 accounts (unknown ones cost a check too)
+            asyncio.ensure_future(running.client().login(f"user{n}@example.com", "not it"))
+            for n in range(30)
+        ]
+        await held.all_arrived.wait()
+        held.release()
+        statuses = sorted(response.code for response in await asyncio.gather(*burst))
+
+        assert statuses == [401] * 5 + [429] * 25
+        assert held.arrived == 5  # the refused ones cost no bcrypt work
+    finally:
+        await stop_server(running)
+
+
+async def test_a_burst_of_password_change_guesses_is_refused_past_the_limit(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+):
+    await server.add_user("ann@example.com", PASSWORD)
+    thief = server.client()
+    assert (await thief.login("ann@example.com", PASSWORD)).code == 200
+    limit = server.services.settings["throttle.account_ip_failures"]
+    held = HeldChecks(monkeypatch, limit)
+    burst = [
+        asyncio.ensure_future(
+            thief.post("/api/password", {"currentPassword": f"guess {n}", "newPassword": "x" * 9})
+        )
+        for n in range(30)
+    ]
+    await held.all_arrived.wait()
+    held.release()
+    statuses = sorted(response.code for response in await asyncio.gather(*burst))
+
+    assert statuses == [401] * limit + [429] * (30 - limit)
+    assert held.arrived == limit
+    ann = await server.services.users.by_email("ann@example.com")
+    assert await verify_password(PASSWORD, ann.password_hash)  # unchanged
+
+
+async def test_a_burst_of_registrations_is_refused_past_the_address_limit(
+    store, monkeypatch: pytest.MonkeyPatch
+):
+    running = await start_server(settings_for(store, throttle__ip_registrations=3))
+    try:
+        hashing, all_arrived = asyncio.Event(), asyncio.Event()
+        hashed: list[str] = []
+        real_hash = accounts.hash_password
+
+        async def held(password: str, rounds: int) -> str:
+            hashed.append(password)
+            if len(hashed) == 3:
+                all_arrived.set()
+            await hashing.wait()
+            return await real_hash(password, rounds)
+
+        monkeypatch.setattr(accounts, "hash_password", held)
+        burst = [
+            asyncio.ensure_future(
+                running.client().post(
+                    "/api/register",
+                    {"email": f"user{n}@example.com", "password": PASSWORD, "name": "U"},
+                )
+            )
+            for n in range(20)
+        ]
+        await all_arrived.wait()
+        hashing.set()
+        statuses = sorted(response.code for response in await asyncio.gather(*burst))
+
+        assert statuses == [201] * 3 + [429] * 17
+        assert len(hashed) == 3  # the refused ones cost no bcrypt work
+        _, total = await running.services.users.page(0, 100)
+        assert total == 3
+    finally:
+        await stop_server(running)
+
+
 async def audit_events(server: Server, event: str) -> list[dict]:
     entries, _ = await server.services.audit.page(0, 1000)
     return [entry.public() for entry in entries if entry.event == event]
