@@ -93,9 +93,19 @@ async def test_body_over_the_size_limit_is_refused_and_stores_nothing(server):
     assert await user_count(server) == 0
 
 
-async def test_error_responses_never_show_a_traceback(server):
-    response = await server.client().request(
+async def test_error_responses_never_show_a_traceback(server, monkeypatch):
+    async def broken(email: str):
+        raise RuntimeError("user store bug: ann@example.com hunter22")
+
+    monkeypatch.setattr(server.services.users, "by_email", broken)
+    response = await server.client().login("ann@example.com", PASSWORD)
+    assert response.code == 500
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert body(response) == {"error": "Internal Server Error"}
+    malformed = await server.client().request(
         "POST", "/api/login", raw="{bad", headers={"Content-Type": "application/json"}
     )
-    assert b"Traceback" not in response.body
-    assert response.headers["Content-Type"].startswith("application/json")
+    assert malformed.code == 400
+    assert malformed.headers["Content-Type"].startswith("application/json")
+    for answer in (response.body, malformed.body):
+        assert b"Traceback" not in answer and b"hunter22" not in answer

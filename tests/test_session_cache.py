@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from tornado_auth import StoreUnavailable
 from tornado_auth.sessions import CachedStore, Lifetime, Session, SessionManager, backend_for_url
@@ -33,9 +34,11 @@ class Process:
         await asyncio.wait_for(self.backend.events.connected(), 5)
         return self.manager
 
-    async def next_event(self, kind: str) -> dict:
+    async def next_event(self, kind: str, seconds: float = 10) -> dict:
+        deadline = asyncio.get_running_loop().time() + seconds
         while True:
-            event = await asyncio.wait_for(self.events.get(), 5)
+            remaining = deadline - asyncio.get_running_loop().time()
+            event = await asyncio.wait_for(self.events.get(), remaining)
             if event["type"] == kind:
                 return event
 
@@ -197,13 +200,35 @@ async def test_cache_is_bypassed_while_events_may_be_missed(processes):
     assert await a.manager.load(session.token) is None
 
 
-async def test_resync_after_a_lost_connection_empties_the_cache(processes):
-    a, _ = processes
+async def kill_event_connection(process: Process) -> None:
+    """Have Redis drop this process's pub/sub connection (and no other client's)."""
+    pool = process.redis.client.connection_pool
+    [subscriber] = pool._in_use_connections  # idle otherwise: the listener holds the only one
+    host, port = subscriber._writer.get_extra_info("sockname")[:2]
+    admin = aioredis.from_url(REDIS_URL)
+    try:
+        killed = await admin.execute_command(
+            "CLIENT", "KILL", "ADDR", f"{host}:{port}", "TYPE", "pubsub"
+        )
+        assert killed == 1
+    finally:
+        await admin.aclose()
+
+
+async def test_a_lost_event_connection_resyncs_then_events_arrive_again(processes):
+    a, b = processes
     session = await sign_in(a.manager)
     await a.manager.load(session.token)
     assert len(a.cache) == 1
-    a.backend.events.deliver({"type": "resync"})
-    assert len(a.cache) == 0
+    await kill_event_connection(a)
+    await a.next_event("resync", 30)  # resubscribed, and says events may have been missed...
+    assert len(a.cache) == 0  # ...so nothing cached before is trusted
+    assert a.backend.events.live
+    await a.manager.load(session.token)  # cached again
+    await b.manager.revoke(session.key)
+    event = await a.next_event("ended", 30)  # delivery resumed
+    assert event["keys"] == [session.key]
+    assert await a.manager.load(session.token) is None
 
 
 async def test_cache_is_bounded(processes):

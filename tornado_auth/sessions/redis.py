@@ -565,6 +565,11 @@ class RedisEventBus(LocalEventBus):
                 if connected_before:
                     self.deliver({"type": EventType.RESYNC})  # events may have been missed
                 connected_before = True
+                # redis-py reconnects a dropped pub/sub connection to one server and resubscribes
+                # by itself, silently: events published meanwhile are lost, so a resync too
+                # (a Cluster's or Sentinel's pub/sub raises instead, caught below)
+                if pubsub.connection is not None and self._single_server:
+                    pubsub.connection.register_connect_callback(self._resubscribed)
                 self.connected_event.set()
                 async for message in pubsub.listen():
                     self.deliver(json.loads(message["data"]))
@@ -574,7 +579,21 @@ class RedisEventBus(LocalEventBus):
                 await asyncio.sleep(1)
             finally:
                 if pubsub is not None:
+                    if pubsub.connection is not None:  # it goes back to the pool
+                        pubsub.connection.deregister_connect_callback(self._resubscribed)
                     await pubsub.aclose()
+
+    @property
+    def _single_server(self) -> bool:
+        client = self.store.client
+        return not isinstance(client, RedisCluster) and not isinstance(
+            client.connection_pool, SentinelConnectionPool
+        )
+
+    def _resubscribed(self, connection: Any) -> None:
+        """The pub/sub connection was dropped and made again (after redis-py resubscribed)."""
+        log.warning("session events: the redis connection was dropped and made again")
+        self.deliver({"type": EventType.RESYNC})
 
     async def close(self) -> None:
         if self._listener is not None:
