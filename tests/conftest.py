@@ -1,4 +1,5 @@
-"""Fixtures: real Redis and MongoDB, per-test isolation, and the app on an unused port."""
+"""Fixtures: real Redis, a MongoDB wire-protocol server (FerretDB), per-test isolation, and the app
+on an unused port."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ REDIS_URLS = {
     "redis-cluster": REDIS_CLUSTER_URL,
     "redis-sentinel": REDIS_SENTINEL_URL,
 }
+PASSWORD = "correct horse battery"  # the password test users sign in with
 SESSION_BACKENDS = ("memory", "sqlite", "redis", "mongodb", "redis-cluster", "redis-sentinel")
 USER_STORES = ("sqlite", "mongodb")
 
@@ -108,7 +110,8 @@ class Store:
         }[self.kind]
 
     def user_url(self) -> str:
-        """Users in the real MongoDB alongside the real session stores, else in SQLite (also for
+        """Users in MongoDB (FerretDB, speaking its wire protocol) beside the Redis and MongoDB
+        session stores, else in SQLite (also for
         Redis Cluster and Sentinel: their runs test the session store, and stay quick)."""
         if self.service in ("redis", "mongodb"):
             return f"{MONGO_URL}/{self.database}"

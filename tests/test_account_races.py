@@ -12,9 +12,8 @@ import pytest
 from tornado_auth import accounts
 from tornado_auth.users.passwords import verify_password
 
-from .conftest import Client, Server, body, settings_for, start_server, stop_server
+from .conftest import PASSWORD, Client, Server, body, settings_for, start_server, stop_server
 
-PASSWORD = "correct horse battery"
 NEW_PASSWORD = "a brand new secret"
 
 

@@ -11,9 +11,16 @@ import pytest
 from tornado_auth import accounts
 from tornado_auth.users import passwords
 
-from .conftest import Client, Server, body, serving, settings_for, start_server, stop_server
-
-PASSWORD = "correct horse battery"
+from .conftest import (
+    PASSWORD,
+    Client,
+    Server,
+    body,
+    serving,
+    settings_for,
+    start_server,
+    stop_server,
+)
 
 
 def session_cookie_header(response) -> str:
@@ -479,6 +486,7 @@ class CountedChecks:
         await event.wait()
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # HTTP handling: any store
 async def test_a_sign_in_whose_client_left_is_never_hashed(store, monkeypatch):
     running = await start_server(settings_for(store, users__bcrypt_rounds=12))
     try:

@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from .conftest import body
+from .conftest import PASSWORD, body
 from .counting import count_writes
 
-PASSWORD = "correct horse battery"
+# refused before any store is asked: the HTTP handling is one, whichever store is behind it
+pytestmark = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 
 
 async def user_count(server) -> int:

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Server, Store, require_service, settings_for, start_server, stop_server
+from .conftest import (
+    PASSWORD,
+    Server,
+    Store,
+    require_service,
+    settings_for,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -25,7 +33,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture

@@ -18,12 +18,11 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from examples.notes.app import Running, start
 from tornado_auth import Origin
 
-from .conftest import Client, Store, body, settings_for
+from .conftest import PASSWORD, Client, Store, body, settings_for
 
 # Users and notes in SQLite; sessions in Redis with users and notes in MongoDB; all in MongoDB.
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "redis", "mongodb"], indirect=True)
 
-PASSWORD = "correct horse battery"
 SESSION_ENDED = 4001
 
 

@@ -19,6 +19,7 @@ from tornado_auth.users.passwords import hash_password
 from tornado_auth.users.sqlite import SQLiteUserStore
 
 from .conftest import (
+    PASSWORD,
     REDIS_URL,
     Client,
     Server,
@@ -30,7 +31,6 @@ from .conftest import (
 )
 from .conftest import stop_server as stop
 
-PASSWORD = "correct horse battery"
 SESSION_ENDED = 4001
 
 
@@ -99,7 +99,7 @@ async def test_logout_in_another_tab_closes_the_socket(server):
     other_tab = server.client()
     other_tab.cookies = dict(tab.cookies)
     assert (await other_tab.post("/api/logout")).code == 200
-    assert await closed_within(socket, 1.0) == (SESSION_ENDED, "logout")
+    assert await closed_within(socket, 10) == (SESSION_ENDED, "logout")
 
 
 async def test_revocation_from_another_device_closes_the_socket_and_tells_the_user(server):
@@ -111,8 +111,8 @@ async def test_revocation_from_another_device_closes_the_socket_and_tells_the_us
     sessions = (await phone.get("/api/sessions")).body
     laptop_id = next(s["id"] for s in json.loads(sessions)["sessions"] if not s["current"])
     assert (await phone.request("DELETE", f"/api/sessions/{laptop_id}")).code == 204
-    assert await closed_within(laptop_socket, 1.0) == (SESSION_ENDED, "revoked")
-    event = await next_event(phone_socket, "sessions_ended", 1.0)
+    assert await closed_within(laptop_socket, 10) == (SESSION_ENDED, "revoked")
+    event = await next_event(phone_socket, "sessions_ended", 10)
     assert event["ids"] == [laptop_id]
     phone_socket.close()
 
@@ -146,7 +146,7 @@ async def test_role_change_or_disable_closes_the_socket(server, change, reason):
     await next_event(socket, "hello")
     target = await server.services.users.by_email("ann@example.com")
     assert (await admin.request("PATCH", f"/api/admin/users/{target.id}", change)).code == 200
-    assert await closed_within(socket, 1.0) == (SESSION_ENDED, reason)
+    assert await closed_within(socket, 10) == (SESSION_ENDED, reason)
 
 
 async def test_password_change_closes_the_other_sessions_sockets(server):
@@ -157,9 +157,9 @@ async def test_password_change_closes_the_other_sessions_sockets(server):
     await next_event(laptop_socket, "hello")
     body = {"currentPassword": PASSWORD, "newPassword": "a brand new secret"}
     assert (await laptop.post("/api/password", body)).code == 200
-    assert await closed_within(phone_socket, 1.0) == (SESSION_ENDED, "password")
+    assert await closed_within(phone_socket, 10) == (SESSION_ENDED, "password")
     # this session was regenerated: its socket is told, and the page reconnects with the new cookie
-    assert await closed_within(laptop_socket, 1.0) == (SESSION_ENDED, "regenerated")
+    assert await closed_within(laptop_socket, 10) == (SESSION_ENDED, "regenerated")
     again = await open_socket(laptop)
     await next_event(again, "hello")
     again.close()
@@ -171,7 +171,7 @@ async def test_idle_expiry_closes_the_socket(store: Store):
         client = await signed_in(server)
         socket = await open_socket(client)
         await next_event(socket, "hello")
-        assert await closed_within(socket, 2.5) == (SESSION_ENDED, "expired")
+        assert await closed_within(socket, 10) == (SESSION_ENDED, "expired")
         assert (await client.get("/api/dashboard")).code == 401
     finally:
         await stop(server)
@@ -183,7 +183,7 @@ async def test_admin_socket_receives_live_statistics(store: Store):
         admin = await signed_in(server, "root@example.com", role="admin")
         await server.client().login("root@example.com", "wrong password")
         socket = await open_socket(admin)
-        stats = await next_event(socket, "stats", 2.0)
+        stats = await next_event(socket, "stats", 10)
         assert stats["activeSessions"] == 1
         assert stats["signInsPerMinute"] == 1
         assert stats["failedSignInsPerMinute"] == 1
@@ -265,7 +265,7 @@ async def test_revocation_in_another_process_closes_socket_through_redis(tmp_pat
         "TORNADO_AUTH_SESSIONS__KEY_PREFIX": place.prefix,
     }
     try:
-        await two_processes_revocation(tmp_path, 1.0, **env, expected_reason="revoked")
+        await two_processes_revocation(tmp_path, 10, **env, expected_reason="revoked")
     finally:
         await place.cleanup()
 
@@ -275,7 +275,7 @@ async def test_revocation_in_another_process_with_sqlite_is_caught_by_the_period
         "TORNADO_AUTH_SESSIONS__URL": f"sqlite:///{tmp_path}/sessions.db",
         "TORNADO_AUTH_LIVE__CHECK_INTERVAL": "0.5s",
     }
-    await two_processes_revocation(tmp_path, 0.5 + 1.0, **env, expected_reason="ended")
+    await two_processes_revocation(tmp_path, 10, **env, expected_reason="ended")
 
 
 async def test_shutdown_closes_sockets_with_going_away(tmp_path):
@@ -308,7 +308,7 @@ async def test_sockets_past_the_per_session_cap_close_the_oldest(store: Store):
         for _ in range(4):
             sockets.append(await open_socket(client))
             await next_event(sockets[-1], "hello")
-        assert await closed_within(sockets[0], 1.0) == (
+        assert await closed_within(sockets[0], 10) == (
             TOO_MANY_SOCKETS,
             "too many open dashboards",
         )
@@ -332,7 +332,7 @@ async def test_sockets_past_the_per_user_cap_close_the_users_oldest(store: Store
         for tab in tabs:
             sockets.append(await open_socket(tab))
             await next_event(sockets[-1], "hello")
-        assert (await closed_within(sockets[0], 1.0))[0] == TOO_MANY_SOCKETS
+        assert (await closed_within(sockets[0], 10))[0] == TOO_MANY_SOCKETS
         assert server.services.live.open_sockets == 2
         for socket in sockets[1:]:
             socket.close()
@@ -348,7 +348,7 @@ async def test_a_sign_in_past_the_session_cap_closes_the_oldest_sessions_socket(
         await next_event(socket, "hello")
         await signed_in(server)
         await signed_in(server)  # the third session: the oldest ends
-        assert await closed_within(socket, 1.0) == (SESSION_ENDED, "limit")
+        assert await closed_within(socket, 10) == (SESSION_ENDED, "limit")
         assert (await oldest.get("/api/dashboard")).code == 401
     finally:
         await stop(server)

@@ -9,9 +9,7 @@ import pytest
 
 from tornado_auth.handlers.pages import safe_next
 
-from .conftest import Client, Server
-
-PASSWORD = "correct horse battery"
+from .conftest import PASSWORD, Client, Server
 
 
 async def form_token(client: Client, path: str) -> str:
@@ -152,6 +150,7 @@ async def test_admin_page_is_for_admins_and_changes_roles(server):
     assert (await user.get("/dashboard")).code == 302  # that session ended with the role change
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # HTTP handling: any store
 @pytest.mark.parametrize(
     "path", ["/login", "/register", "/dashboard", "/sessions", "/account", "/admin"]
 )

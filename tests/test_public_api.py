@@ -34,9 +34,8 @@ from tornado_auth import (
     start_services,
 )
 
-from .conftest import Client, Server, Store, body, settings_for, start_server, stop_server
+from .conftest import PASSWORD, Client, Server, Store, body, settings_for, start_server, stop_server
 
-PASSWORD = "correct horse battery"
 REPO = Path(__file__).resolve().parent.parent
 sqlite_only = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 real_stores = pytest.mark.parametrize("store", ["sqlite", "redis", "mongodb"], indirect=True)

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from tornado_auth.sessions.redis import parse_url
 
 from .conftest import (
+    PASSWORD,
     REDIS_SENTINEL_URL,
     Client,
     Store,
@@ -27,7 +28,6 @@ from .conftest import (
     stop_server,
 )
 
-PASSWORD = "correct horse battery"
 SETTLE_SECONDS = 30  # Sentinel converts the old master about 10 s after the switch
 
 

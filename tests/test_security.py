@@ -5,9 +5,18 @@ from __future__ import annotations
 import pytest
 from tornado.web import decode_signed_value
 
-from .conftest import Client, Server, Store, body, serving, settings_for, start_server, stop_server
+from .conftest import (
+    PASSWORD,
+    Client,
+    Server,
+    Store,
+    body,
+    serving,
+    settings_for,
+    start_server,
+    stop_server,
+)
 
-PASSWORD = "correct horse battery"
 SECRET = "x" * 40
 
 
@@ -125,6 +134,7 @@ async def test_development_cookie_works_over_plain_http(server: Server):
     assert (await client.get("/api/dashboard")).code == 200
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # HTTP handling: any store
 @pytest.mark.parametrize(
     "headers",
     [
@@ -148,6 +158,7 @@ async def test_cross_site_posts_are_refused(server: Server, headers):
     assert (await client.get("/api/dashboard")).code == 200  # nothing was changed
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # HTTP handling: any store
 async def test_same_origin_browser_posts_are_accepted(server: Server):
     await server.add_user("ann@example.com", PASSWORD)
     headers = {"Origin": server.base_url, "Sec-Fetch-Site": "same-origin"}
@@ -155,6 +166,7 @@ async def test_same_origin_browser_posts_are_accepted(server: Server):
     assert (await server.client().request("POST", "/api/login", body_, headers)).code == 200
 
 
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # HTTP handling: any store
 @pytest.mark.parametrize("path", ["/healthz", "/api/dashboard", "/api/nope", "/login", "/nowhere"])
 async def test_every_response_carries_the_security_headers(server: Server, path):
     response = await server.client().get(path)

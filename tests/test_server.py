@@ -15,8 +15,6 @@ from tornado_auth.users.passwords import BCRYPT_NICENESS
 
 from .conftest import Client, free_port
 
-PASSWORD = "correct horse battery"
-
 
 async def serve(tmp_path: Path, port: int, *extra: str, **env: str) -> asyncio.subprocess.Process:
     environment = {

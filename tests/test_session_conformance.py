@@ -1,4 +1,7 @@
-"""The session semantics, run against every backend: memory, SQLite, real Redis, real MongoDB."""
+"""The session semantics, run against every backend: memory, SQLite, real Redis (one server,
+Cluster, Sentinel) and a MongoDB wire-protocol server (FerretDB, which the services script runs
+on SQLite, one command at a time): MongoDB's TTL indexes, ``w: majority`` writes and truly
+concurrent commands are not exercised there."""
 
 from __future__ import annotations
 

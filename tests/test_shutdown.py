@@ -14,9 +14,7 @@ from tornado_auth import Origin, Services, make_app, start_services
 from tornado_auth.errors import StoreUnavailable
 from tornado_auth.server import InFlight, http_server, shut_down
 
-from .conftest import Client, Store, body, require_service, settings_for
-
-PASSWORD = "correct horse battery"
+from .conftest import PASSWORD, Client, Store, body, require_service, settings_for
 
 
 class Running:

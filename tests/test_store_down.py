@@ -16,6 +16,7 @@ from tornado.web import create_signed_value
 from tornado_auth import ApiHandler, authenticated
 
 from .conftest import (
+    PASSWORD,
     REDIS_URL,
     Store,
     body,
@@ -26,8 +27,6 @@ from .conftest import (
     start_server,
     stop_server,
 )
-
-PASSWORD = "correct horse battery"
 
 
 class RedisProcess:

@@ -1,4 +1,5 @@
-"""User stores (SQLite and real MongoDB), password hashing, and Accounts.authenticate."""
+"""User stores (SQLite, and MongoDB's wire protocol as FerretDB serves it: no TTL index, no
+``w: majority``, one command at a time), password hashing, and Accounts.authenticate."""
 
 from __future__ import annotations
 
