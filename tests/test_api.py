@@ -363,7 +363,7 @@ async def test_admin_patch_unknown_user_is_404_and_non_admin_403(server):
     admin = await signed_in(server, "root@example.com", role="admin")
     empty = await admin.request("PATCH", "/api/admin/users/000000000000000000000000", {})
     assert empty.code == 400  # an empty change is refused before the user is looked up
-    assert body(empty) == {"error": "role or disabled is required"}
+    assert body(empty) == {"error": "Role or disabled is required"}
     missing = await admin.request(
         "PATCH", "/api/admin/users/000000000000000000000000", {"role": "admin"}
     )

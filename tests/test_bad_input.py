@@ -102,7 +102,7 @@ async def test_error_responses_never_show_a_traceback(server, monkeypatch):
     response = await server.client().login("ann@example.com", PASSWORD)
     assert response.code == 500
     assert response.headers["Content-Type"].startswith("application/json")
-    assert body(response) == {"error": "Internal Server Error"}
+    assert body(response) == {"error": "Internal server error"}
     malformed = await server.client().request(
         "POST", "/api/login", raw="{bad", headers={"Content-Type": "application/json"}
     )
