@@ -230,6 +230,7 @@ def settings_for(store: Store, **overrides: Any) -> Settings:
         "users.demo_users": False,
         "secrets.secret_file": str(store.tmp_path / "cookie_secret"),
         "logging.access_log": False,
+        "mail.url": f"file:///{store.tmp_path}/outbox",  # read back by tests/mailbox.py
     }
     values.update({key.replace("__", "."): value for key, value in overrides.items()})
     return load_settings(environ={}, overrides=values)

@@ -22,6 +22,7 @@ __all__ = [
     "AccountChanged",
     "AccountDisabled",
     "Accounts",
+    "EmailNotVerified",
     "EmailTaken",
     "LastAdmin",
     "Origin",
@@ -55,6 +56,11 @@ class AccountDisabled(Exception):
     so that it tells nobody without the password whether an account exists or is disabled."""
 
 
+class EmailNotVerified(Exception):
+    """The password is right, but users.require_verified_email is on and the address is not
+    verified yet: no session is started."""
+
+
 class LastAdmin(Exception):
     """The change would leave no enabled admin."""
 
@@ -86,6 +92,7 @@ class Accounts:
         self.live = live
         self.rounds = bcrypt_rounds
         self.hooks = Hooks()
+        self.require_verified_email = False  # users.require_verified_email
         self._dummy = DummyHash()
         sessions.on_end(self._sessions_ended)
 
@@ -145,6 +152,9 @@ class Accounts:
         if not await self.check_password(user, email, password, origin, SIGN_IN):
             return None
         assert user is not None
+        if self.require_verified_email and user.email_verified_at is None:
+            await self._record(AuditEvent.SIGNIN_UNVERIFIED, origin, user)
+            raise EmailNotVerified(user.email)
         fields: dict[str, Any] = {"last_login_at": time.time()}
         if needs_rehash(user.password_hash, self.rounds):
             fields["password_hash"] = await hash_password(password, self.rounds)
@@ -332,6 +342,9 @@ class Accounts:
             entry.email = entry.email[:254]
         await self.audit.record(entry)
         await self.live.audited(entry.event)
+
+    # Other use cases (lifecycle.py) audit their events here too; never a token or a link.
+    record = _record
 
 
 def _admin(user: User) -> bool:

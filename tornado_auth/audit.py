@@ -33,6 +33,21 @@ class AuditEvent(StrEnum):
     ROLE_CHANGED = "role_changed"
     USER_DISABLED = "user_disabled"
     USER_ENABLED = "user_enabled"
+    REAUTHENTICATED = "reauthenticated"
+    PASSWORD_RESET_SENT = "password_reset_sent"
+    PASSWORD_RESET = "password_reset"
+    VERIFICATION_SENT = "verification_sent"
+    EMAIL_VERIFIED = "email_verified"
+    SIGNIN_UNVERIFIED = "signin_unverified"
+    REGISTRATION_TAKEN = "registration_taken"
+    EMAIL_CHANGE_REQUESTED = "email_change_requested"
+    EMAIL_CHANGED = "email_changed"
+    EMAIL_CHANGE_UNDONE = "email_change_undone"
+    NEW_DEVICE = "new_device"
+    NOT_ME = "not_me"
+    SESSION_RENAMED = "session_renamed"
+    MAIL_THROTTLED = "mail_throttled"
+    TEST_MAIL_SENT = "test_mail_sent"
 
 
 @dataclass(slots=True)

@@ -15,11 +15,14 @@ from pymongo.errors import ConfigurationError
 from .accounts import Accounts
 from .audit import Audit, Retention
 from .errors import StoreUnavailable
+from .lifecycle import Lifecycle
 from .live import LiveHub
+from .mail import Mailer, mailer_for_settings
 from .redact import redact
 from .sessions import Backend, Lifetime, SessionManager, backend_for_url
 from .settings import Settings, SettingsError
 from .throttle import Limits, LoginThrottle
+from .tokens import TokenStore, tokens_for
 from .users import UserStore, store_for_url
 
 log = logging.getLogger("tornado_auth")
@@ -36,8 +39,13 @@ class Services:
     throttle: LoginThrottle
     audit: Audit
     cookie_secret: str | dict[int, str]
+    mailer: Mailer
+    tokens: TokenStore
+    lifecycle: Lifecycle
 
     async def close(self) -> None:
+        await self.lifecycle.close()
+        await self.mailer.close()
         await self.audit.close()
         await self.live.close()
         await self.backend.close()
@@ -140,4 +148,13 @@ async def start_services(settings: Settings) -> Services:
     rounds = settings["users.bcrypt_rounds"]
     accounts = Accounts(users, sessions, throttle, audit, live, rounds)
     await accounts.start()
-    return Services(settings, backend, sessions, users, accounts, live, throttle, audit, secret)
+    with url_setting(settings, "mail.url"):
+        mailer = mailer_for_settings(settings)
+    tokens = tokens_for(users)
+    with url_setting(settings, "users.url"):
+        await tokens.start()
+    lifecycle = Lifecycle(settings, accounts, tokens, mailer, backend.counters)
+    return Services(
+        settings, backend, sessions, users, accounts, live, throttle, audit, secret,
+        mailer, tokens, lifecycle,
+    )  # fmt: skip

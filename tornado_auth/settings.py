@@ -122,6 +122,24 @@ def _url(value: Any) -> str:
     return text
 
 
+MAIL_SCHEMES = ("smtp://", "smtps://", "file://", "console://")
+
+
+def _mail_url(value: Any) -> str:
+    text = _str(value)
+    if not text.startswith(MAIL_SCHEMES):
+        schemes = ", ".join(MAIL_SCHEMES)
+        raise ValueError(f"unsupported mail URL {redact_url(text)!r}: use one of {schemes}")
+    return text
+
+
+def _public_url(value: Any) -> str:
+    text = _str(value).rstrip("/")
+    if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", text):
+        raise ValueError(f"expected an http(s) base URL such as https://example.com, got {text!r}")
+    return text
+
+
 def _secret(value: Any) -> str | dict[int, str]:
     """A secret string, or a mapping of key version to secret for rotation."""
     if isinstance(value, Mapping):
@@ -197,6 +215,21 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "live.ping_interval": ("20s", parse_duration),
     "live.max_sockets_per_session": (10, _int(0, 10**6)),
     "live.max_sockets_per_user": (50, _int(0, 10**6)),
+    "server.public_url": ("http://127.0.0.1:8888", _public_url),
+    "mail.url": ("file:///var/outbox", _mail_url),
+    "mail.from": ("tornado-auth <no-reply@localhost>", _str),
+    "mail.retries": (5, _int(0, 100)),
+    "mail.retry_backoff": ("2s", parse_duration),
+    "security.reauth_ttl": ("10m", parse_duration),
+    "security.reset_ttl": ("1h", parse_duration),
+    "security.verify_ttl": ("24h", parse_duration),
+    "security.email_change_ttl": ("24h", parse_duration),
+    "security.undo_ttl": ("7d", parse_duration),
+    "security.device_memory": ("90d", parse_duration),
+    "users.require_verified_email": (False, _bool),
+    "throttle.mail_per_address": (3, _int(1, 10**9)),
+    "throttle.mail_per_ip": (20, _int(1, 10**9)),
+    "throttle.mail_window": ("1h", parse_duration),
     "logging.level": ("info", _log_level),
     "logging.access_log": (True, _bool),
 }
@@ -274,7 +307,9 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
 def _env_value(path: str, text: str) -> Any:
     """Exact text for string settings; YAML (numbers, booleans, lists, mappings) for the rest."""
     parser = SCHEMA[path][1]
-    if parser in (_str, _url) or (parser is _secret and not text.lstrip().startswith("{")):
+    if parser in (_str, _url, _mail_url, _public_url) or (
+        parser is _secret and not text.lstrip().startswith("{")
+    ):
         return text
     if not text.strip():
         return ""

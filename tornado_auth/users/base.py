@@ -95,6 +95,8 @@ class User:
     # Moves on with every change that must end the user's sessions (password, role, disable):
     # a sign-in checks it again once its session exists, so none outlives such a change.
     generation: int = 0
+    # When the user followed an emailed verification link (None: not verified).
+    email_verified_at: float | None = None
     # The app's own fields (JSON values by name), stored with the user in every store.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -112,6 +114,7 @@ class User:
             "createdAt": self.created_at,
             "lastLoginAt": self.last_login_at,
             "disabled": self.disabled,
+            "emailVerified": self.email_verified_at is not None,
             "extra": self.extra,
         }
 

@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS users (
     last_login_at REAL,
     disabled INTEGER NOT NULL DEFAULT 0,
     generation INTEGER NOT NULL DEFAULT 0,
+    email_verified_at REAL,
     extra TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS users_created_at ON users (created_at);
@@ -51,12 +52,15 @@ def _user(row: tuple) -> User:
 
 
 def _add_columns(connection: sqlite3.Connection) -> None:
-    """Files made by 0.2 lack the generation and extra columns: add them."""
+    """Files made by older versions lack the generation, extra or email_verified_at columns:
+    add them."""
     columns = {row[1] for row in connection.execute("PRAGMA table_info(users)")}
     if "generation" not in columns:
         connection.execute("ALTER TABLE users ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
     if "extra" not in columns:
         connection.execute("ALTER TABLE users ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
+    if "email_verified_at" not in columns:
+        connection.execute("ALTER TABLE users ADD COLUMN email_verified_at REAL")
 
 
 def _conditions(where: UserFilter) -> tuple[str, list[Any]]:
