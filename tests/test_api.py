@@ -214,6 +214,7 @@ async def test_sessions_lists_devices_and_marks_the_current_one(server):
     assert len(sessions) == 2
     assert sorted(s["current"] for s in sessions) == [False, True]
     keys = {"id", "createdAt", "lastSeenAt", "expiresAt", "ip", "userAgent", "current"}
+    keys |= {"device", "name"}  # readable device, and the name the user gave it
     assert all(set(s) == keys for s in sessions)
     assert all(s["ip"] == "127.0.0.1" for s in sessions)
 

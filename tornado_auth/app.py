@@ -35,6 +35,7 @@ def auth_routes(prefix: str = "", parts: Iterable[str] = PARTS) -> list[Rule]:
     prefix = prefix.rstrip("/")
     rules: list[Rule] = []
     if "api" in chosen:
+        rules += handlers.recovery.api_routes()  # first: some extend the routes below
         rules += handlers.api_routes()
     if "demo" in chosen:
         rules += handlers.demo_routes()
@@ -44,6 +45,7 @@ def auth_routes(prefix: str = "", parts: Iterable[str] = PARTS) -> list[Rule]:
         rules += handlers.api_fallback_routes()
     if "pages" in chosen:
         rules += [(r"/static/(.*)", tornado.web.StaticFileHandler, {"path": str(STATIC)})]
+        rules += handlers.recovery.page_routes()
         rules += handlers.pages.page_routes()
     return [(prefix + rule[0], *rule[1:]) for rule in rules]
 

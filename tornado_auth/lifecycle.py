@@ -45,6 +45,8 @@ DEVICE = "device"
 SESSION_NAME = "session_name"
 REAUTH_KEY = "reauth_at"  # in the session: when its user last proved the password
 MAX_SESSION_NAME = 64
+UNVERIFIED = "Email address not verified: follow the link we sent, or ask for a new one"
+CHECK_EMAIL = "Check your email to finish creating your account"
 
 
 def duration(seconds: float) -> str:
@@ -266,9 +268,10 @@ class Lifecycle:
         return verified
 
     async def _registered(self, user: User, origin: Origin) -> None:
-        if origin.by is not None:  # made by an operator: they send a link if they want one
-            return
-        await self.remember_device(user, origin.user_agent)
+        if not origin.ip or origin.by is not None:
+            return  # made by an operator or the app's own code: they send a link if they want
+        if origin.user_agent:  # made through a browser or client: its first device
+            await self.remember_device(user, origin.user_agent)
         await self.send_verification(user, origin)
 
     async def register_quietly(self, email: str, name: str, password: str, origin: Origin) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import admin, api, auth, pages, ws
+from . import admin, api, auth, pages, recovery, ws
 
-__all__ = ["api_fallback_routes", "api_routes", "demo_routes", "pages", "socket_routes"]
+__all__ = ["api_fallback_routes", "api_routes", "demo_routes", "pages", "recovery", "socket_routes"]
 
 ID = r"([A-Za-z0-9_-]{1,64})"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..devices import device_name
 from ..sessions import SessionRecord, public_id
 from . import actions
 from .base import ApiHandler
@@ -33,6 +34,7 @@ def describe(record: SessionRecord, current_key: str | None) -> dict[str, object
         "expiresAt": min(record.expires_at, record.absolute_expires_at),
         "ip": record.ip,
         "userAgent": record.user_agent,
+        "device": device_name(record.user_agent),
         "current": record.key == current_key,
     }
 

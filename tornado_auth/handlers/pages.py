@@ -10,8 +10,9 @@ from typing import Any
 
 import tornado.web
 
-from ..accounts import AccountChanged
+from ..accounts import AccountChanged, EmailNotVerified
 from ..agents import short_agent
+from ..lifecycle import CHECK_EMAIL, UNVERIFIED
 from ..sessions import public_id
 from ..throttle import Throttled
 from ..users import EmailTaken, User, email_problem, name_problem
@@ -183,6 +184,7 @@ class LoginPage(PageHandler):
         email: str = "",
         problem: str = "",
         notice: tuple[Kind, str] | None = None,
+        resend: bool = False,
     ) -> None:
         next_url = self.next_url(self.get_argument("next", None))
         self.render(
@@ -192,6 +194,7 @@ class LoginPage(PageHandler):
             email=email,
             notice=notice,
             next_url=next_url,
+            resend=resend,
         )
 
     async def post(self) -> None:
@@ -222,6 +225,10 @@ class LoginPage(PageHandler):
                 raise
             self.show({}, email, problem)
             return
+        except EmailNotVerified:  # with users.require_verified_email: offer a new link
+            self.set_status(403)
+            self.show({}, email, UNVERIFIED + ".", resend=True)
+            return
         if user is None:
             self.set_status(401)
             self.show({}, email, "Invalid email or password.")
@@ -243,6 +250,9 @@ class RegisterPage(PageHandler):
             "password": password_problem(password) if password else "Choose a password",
         }
         errors = {field: sentence(problem) for field, problem in problems.items() if problem}
+        if not errors and self.services.lifecycle.quiet_registration:
+            await self.register_quietly(email, name, password)
+            return
         if not errors:
             try:
                 await self.register(email, name, password)
@@ -260,6 +270,21 @@ class RegisterPage(PageHandler):
             self.render_form("register.html", errors, email=email, name=name.strip())
             return
         self.done("/dashboard", Kind.SUCCESS, "Welcome! Your account is ready.")
+
+    async def register_quietly(self, email: str, name: str, password: str) -> None:
+        """With users.require_verified_email: the same answer for a new or a taken address."""
+        try:
+            await self.services.lifecycle.register_quietly(email, name, password, self.origin())
+        except Throttled as refused:
+            wait = self.refused_for(refused.retry_after)
+            problem = f"Too many new accounts from here. Try again in {wait}."
+            self.render_form("register.html", {}, problem=problem, email=email, name=name)
+            return
+        message = CHECK_EMAIL + "."
+        self.render(
+            "account_notice.html", title="Check your email", message=message, error=False,
+            link="/login", link_text="Sign in",
+        )  # fmt: skip
 
 
 class LogoutPage(PageHandler):
@@ -283,7 +308,11 @@ class SessionsPage(PageHandler):
     @authenticated
     async def get(self) -> None:
         records = await self.services.sessions.list_user(self.current_user.id)
-        sessions = [describe(record, self.session.key) for record in records]
+        names = await self.services.lifecycle.session_names(records)
+        sessions = [
+            {**describe(record, self.session.key), "name": names.get(record.key, "")}
+            for record in records
+        ]
         sessions.sort(key=lambda s: (not s["current"], -float(str(s["lastSeenAt"]))))
         self.render(
             "sessions.html",

@@ -1,0 +1,412 @@
+"""The account lifecycle by email through the API and the pages, on SQLite and on Redis sessions
+with MongoDB users: password reset, verification, re-authentication, email change, devices,
+"this wasn't me" and an admin's links. Mail goes to a file outbox read back by the tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from tornado_auth.lifecycle import CHECK_EMAIL, UNVERIFIED
+from tornado_auth.tokens import hash_token
+
+from .conftest import (
+    MONGO_URL,
+    Client,
+    Server,
+    Store,
+    body,
+    settings_for,
+    start_server,
+    stop_server,
+)
+from .mailbox import outbox, text
+from .test_live import SESSION_ENDED, open_socket
+from .test_pages import submit
+
+pytestmark = pytest.mark.parametrize("store", ["sqlite", "redis"], indirect=True)
+
+PUBLIC = "https://auth.example"
+PASSWORD = "password123"
+FIREFOX = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
+)
+
+
+@pytest.fixture
+async def app(store: Store) -> AsyncIterator[Server]:
+    running = await start_server(settings_for(store, server__public_url=PUBLIC))
+    yield running
+    await stop_server(running)
+
+
+async def serve(store: Store, **overrides: Any) -> Server:
+    return await start_server(settings_for(store, server__public_url=PUBLIC, **overrides))
+
+
+def path_of(link: str) -> str:
+    assert link.startswith(PUBLIC + "/"), link
+    return link.removeprefix(PUBLIC)
+
+
+def token_of(link: str) -> str:
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)["token"][0]
+
+
+async def signed_in(server: Server, email: str, agent: str = FIREFOX) -> Client:
+    client = server.client()
+    response = await client.request(
+        "POST",
+        "/api/login",
+        {"email": email, "password": PASSWORD},
+        headers={"User-Agent": agent},
+    )
+    assert response.code == 200, response.body
+    return client
+
+
+async def user_store_dump(store: Store) -> str:
+    """Everything in the user store (where the tokens live), as text."""
+    if store.kind == "sqlite":
+        return await store.dump()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(MONGO_URL)
+    try:
+        database = client[store.database]
+        names = await database.list_collection_names()
+        return "\n".join([repr(doc) for name in names async for doc in database[name].find({})])
+    finally:
+        await client.close()
+
+
+async def closed(socket: Any) -> int:
+    """The close code, once the server closed the socket (earlier messages skipped)."""
+    while await socket.read_message() is not None:
+        pass
+    return int(socket.close_code)
+
+
+async def forgot(client: Client, email: str) -> Any:
+    return await client.post("/api/password/forgot", {"email": email})
+
+
+# -- password reset ------------------------------------------------------------------------------
+
+
+async def test_forgot_answers_alike_and_mails_a_single_use_reset_link(app: Server, store: Store):
+    await app.add_user("ann@example.com")
+    elsewhere = await signed_in(app, "ann@example.com")
+    socket = await open_socket(elsewhere)
+    client = app.client()
+    known, unknown = await forgot(client, "Ann@Example.com"), await forgot(client, "x@example.com")
+    assert (known.code, body(known)) == (unknown.code, body(unknown))
+    assert known.code == 200
+    box = await outbox(app.services)
+    assert box.messages("x@example.com") == []
+    assert len([m for m in box.messages() if "Reset" in m["Subject"]]) == 1
+    link = box.link("ann@example.com", "Reset your password")
+    token = token_of(link)
+    assert path_of(link).startswith("/reset?token=") and len(token) == 43  # 256 bits
+    dump = await user_store_dump(store)
+    assert token not in dump and hash_token(token) in dump  # only its SHA-256 is stored
+
+    reset = {"token": token, "newPassword": "new password 1"}
+    answer = await client.post("/api/password/reset", reset)
+    assert answer.code == 200, answer.body
+    assert (await client.post("/api/password/reset", reset)).code == 400  # used up
+    assert (await elsewhere.get("/api/dashboard")).code == 401  # every session ended
+    assert await asyncio.wait_for(closed(socket), 5) == SESSION_ENDED
+    assert (await client.login("ann@example.com", PASSWORD)).code == 401
+    assert (await client.login("ann@example.com", "new password 1")).code == 200
+    box = await outbox(app.services)
+    notice = box.last("ann@example.com", "Your password was changed")
+    assert f"{PUBLIC}/forgot" in text(notice)
+    audit = str([entry.public() for entry in (await app.services.audit.page(0, 100))[0]])
+    assert "password_reset_sent" in audit and "'password_reset'" in audit
+    assert token not in audit and hash_token(token) not in audit
+
+
+async def test_forgot_answers_before_looking_the_address_up(app: Server, monkeypatch):
+    """The answer never waits for the lookup, so its time tells no account apart."""
+    await app.add_user("ann@example.com")
+    release = asyncio.Event()
+    lookup = app.services.users.by_email
+
+    async def slow(email: str) -> Any:
+        await release.wait()
+        return await lookup(email)
+
+    monkeypatch.setattr(app.services.users, "by_email", slow)
+    response = await forgot(app.client(), "ann@example.com")
+    assert response.code == 200
+    release.set()
+    assert (await outbox(app.services)).messages("ann@example.com")
+
+
+async def test_expired_malformed_and_unknown_tokens_change_nothing(app: Server):
+    await app.add_user("ann@example.com")
+    client = app.client()
+    await forgot(client, "ann@example.com")
+    token = token_of((await outbox(app.services)).link("ann@example.com"))
+    start = time.time()
+    app.services.lifecycle.clock = lambda: start + 3601  # past security.reset_ttl
+    for bad in (token, "x" * 43, "short", "a" * 65, "../../etc", 12, None):
+        answer = await client.post("/api/password/reset", {"token": bad, "newPassword": "pw123456"})
+        assert answer.code == 400, bad
+        assert "error" in body(answer)
+    assert (await client.login("ann@example.com", PASSWORD)).code == 200
+    page = await client.get("/reset?token=" + token)
+    assert page.code == 400 and b"invalid, used or expired" in page.body
+
+
+async def test_forgot_is_throttled_per_address_and_per_ip(store: Store):
+    server = await serve(store, throttle__mail_per_address=2, throttle__mail_per_ip=4)
+    try:
+        await server.add_user("ann@example.com")
+        client = server.client()
+        answers = [(await forgot(client, "ann@example.com")).code for _ in range(3)]
+        assert answers == [200, 200, 200]  # the address's limit answers alike...
+        box = await outbox(server.services)
+        resets = [m for m in box.messages("ann@example.com") if "Reset" in m["Subject"]]
+        assert len(resets) == 2  # ...and sends no more mail
+        assert (await forgot(client, "bob@example.com")).code == 200
+        refused = await forgot(client, "carol@example.com")
+        assert refused.code == 429 and refused.headers["Retry-After"]
+        assert (await client.post("/api/password/forgot", {"email": "not an address"})).code == 400
+    finally:
+        await stop_server(server)
+
+
+async def test_reset_pages_set_a_new_password(app: Server):
+    await app.add_user("ann@example.com")
+    client = app.client()
+    sent = await submit(client, "/forgot", {"email": "ann@example.com"})
+    assert sent.code == 200 and b"reset its password is on its way" in sent.body
+    link = (await outbox(app.services)).link("ann@example.com")
+    weak = await submit(
+        client, "/reset", {"token": token_of(link), "password": "short"}, path_of(link)
+    )
+    assert weak.code == 400
+    done = await submit(
+        client, "/reset", {"token": token_of(link), "password": "brand new pw"}, path_of(link)
+    )
+    assert done.code == 302 and done.headers["Location"] == "/login?ended=password"
+    assert (await client.login("ann@example.com", "brand new pw")).code == 200
+
+
+# -- email verification --------------------------------------------------------------------------
+
+
+async def test_registration_mails_a_verification_link(app: Server):
+    client = app.client()
+    response = await client.post(
+        "/api/register", {"email": "dan@example.com", "password": PASSWORD, "name": "Dan"}
+    )
+    assert response.code == 201
+    assert body(await client.get("/api/profile"))["emailVerified"] is False
+    link = (await outbox(app.services)).link("dan@example.com", "Confirm your email")
+    assert path_of(link).startswith("/verify?token=")
+    page = await client.get(path_of(link))
+    assert page.code == 200 and b"dan@example.com is verified" in page.body
+    assert body(await client.get("/api/profile"))["emailVerified"] is True
+    assert (await client.get(path_of(link))).code == 400  # used up
+
+
+async def test_required_verification_hides_taken_addresses_and_blocks_sign_in(store: Store):
+    server = await serve(store, users__require_verified_email=True)
+    try:
+        await server.add_user("ann@example.com")  # made by an operator: no link sent
+        client = server.client()
+        new = {"email": "eve@example.com", "password": PASSWORD, "name": "Eve"}
+        taken = {"email": "ann@example.com", "password": "other password", "name": "X"}
+        first, second = (
+            await client.post("/api/register", new),
+            await client.post("/api/register", taken),
+        )
+        assert (
+            (first.code, body(first))
+            == (second.code, body(second))
+            == (202, {"message": CHECK_EMAIL})
+        )
+        assert "eve@example.com" not in client.cookies.get("session", "")
+        box = await outbox(server.services)
+        warned = box.last("ann@example.com", "Someone tried to register")
+        assert path_of(box.link("ann@example.com")).startswith("/reset?token=")
+        assert "password" not in text(warned).split("reset it here")[0].lower().replace(
+            "forgot your password", ""
+        )
+        refused = await client.login("eve@example.com", PASSWORD)
+        assert (refused.code, body(refused)) == (403, {"error": UNVERIFIED})
+        assert (await client.get("/api/dashboard")).code == 401
+        resend = await client.post("/api/verify/resend", {"email": "eve@example.com"})
+        assert resend.code == 200
+        box = await outbox(server.services)
+        last_link = box.link("eve@example.com", "Confirm your email")
+        verified = await client.post("/api/verify", {"token": token_of(last_link)})
+        assert verified.code == 200
+        assert (await client.login("eve@example.com", PASSWORD)).code == 200
+    finally:
+        await stop_server(server)
+
+
+async def test_the_sign_in_page_offers_a_new_verification_link(store: Store):
+    server = await serve(store, users__require_verified_email=True)
+    try:
+        await server.add_user("ann@example.com")
+        client = server.client()
+        page = await submit(client, "/login", {"email": "ann@example.com", "password": PASSWORD})
+        assert page.code == 403
+        assert b"not verified" in page.body and b"/verify/resend" in page.body
+    finally:
+        await stop_server(server)
+
+
+# -- re-authentication ---------------------------------------------------------------------------
+
+
+async def test_sensitive_changes_need_a_recent_password_check(app: Server):
+    await app.add_user("ann@example.com")
+    client = await signed_in(app, "ann@example.com")
+    await signed_in(app, "ann@example.com")
+    later = time.time() + 601  # past security.reauth_ttl since the sign-in
+    app.services.lifecycle.clock = lambda: later
+    for path, payload in (
+        ("/api/sessions/revoke-others", None),
+        ("/api/email", {"newEmail": "new@example.com"}),
+    ):
+        refused = await client.post(path, payload)
+        assert (refused.code, body(refused)) == (403, {"error": "Re-authentication required"})
+    page = await client.get("/email")
+    assert page.code == 302 and page.headers["Location"] == "/reauth?next=/email"
+    wrong = await client.post("/api/reauth", {"password": "wrong"})
+    assert wrong.code == 401
+    assert (await client.post("/api/reauth", {"password": PASSWORD})).code == 200
+    assert body(await client.post("/api/sessions/revoke-others"))["revoked"] == 1
+    audit = [entry.event for entry in (await app.services.audit.page(0, 50))[0]]
+    assert "reauthenticated" in audit and "password_check_failed" in audit
+
+
+async def test_the_reauth_page_continues_where_the_user_was(app: Server):
+    await app.add_user("ann@example.com")
+    client = await signed_in(app, "ann@example.com")
+    later = time.time() + 601
+    app.services.lifecycle.clock = lambda: later
+    stale = await submit(client, "/sessions/revoke-others", {}, "/sessions")
+    assert stale.code == 302 and stale.headers["Location"] == "/reauth?next=/sessions"
+    done = await submit(client, "/reauth?next=/email", {"password": PASSWORD, "next": "/email"})
+    assert done.code == 302 and done.headers["Location"] == "/email"
+    assert (await client.get("/email")).code == 200
+
+
+# -- email change --------------------------------------------------------------------------------
+
+
+async def test_email_change_confirmed_by_the_new_address_and_undone_by_the_old(app: Server):
+    await app.add_user("ann@example.com")
+    client = await signed_in(app, "ann@example.com")
+    asked = await client.post("/api/email", {"newEmail": "ann@new.example"})
+    assert asked.code == 202
+    assert (await client.get("/api/profile")).code == 200  # nothing changed yet
+    box = await outbox(app.services)
+    confirm = path_of(box.link("ann@new.example", "Confirm your new email"))
+    assert confirm.startswith("/confirm-email?token=")
+    page = await client.get(confirm)
+    assert page.code == 200 and b"Confirm the new address" in page.body  # GET changes nothing
+    done = await submit(client, "/confirm-email", {"token": token_of(confirm)}, confirm)
+    assert done.code == 200 and b"ann@new.example" in done.body
+    assert (await client.get("/api/dashboard")).code == 401  # every session ended
+    assert (await client.login("ann@new.example", PASSWORD)).code == 200
+    box = await outbox(app.services)
+    undo = path_of(box.link("ann@example.com", "email address"))
+    assert undo.startswith("/undo-email?token=")
+    other = app.client()
+    undone = await submit(other, "/undo-email", {"token": token_of(undo)}, undo)
+    assert undone.code == 200
+    assert (await client.get("/api/dashboard")).code == 401
+    assert (await other.login("ann@example.com", PASSWORD)).code == 200
+    box = await outbox(app.services)
+    assert box.last("ann@example.com", "Reset your password")
+
+
+async def test_email_change_to_a_taken_or_bad_address(app: Server):
+    await app.add_user("ann@example.com")
+    await app.add_user("bob@example.com")
+    client = await signed_in(app, "ann@example.com")
+    assert (await client.post("/api/email", {"newEmail": "bob@example.com"})).code == 202
+    assert (await client.post("/api/email", {"newEmail": "nope"})).code == 400
+    assert (await client.post("/api/email", {"newEmail": "ann@example.com"})).code == 400
+    assert (await client.post("/api/email", {"newEmail": "x@" + "a" * 300 + ".com"})).code == 400
+    box = await outbox(app.services)
+    assert not [m for m in box.messages("bob@example.com") if "new email" in m["Subject"]]
+
+
+# -- devices -------------------------------------------------------------------------------------
+
+
+async def test_sessions_show_readable_devices_and_names(app: Server):
+    await app.add_user("ann@example.com")
+    await app.add_user("bob@example.com")
+    client = await signed_in(app, "ann@example.com", FIREFOX)
+    phone = await signed_in(app, "ann@example.com", IPHONE)
+    listed = body(await client.get("/api/sessions"))["sessions"]
+    assert sorted(s["device"] for s in listed) == ["Firefox 133 on Ubuntu", "Safari on iPhone"]
+    mine = next(s for s in listed if s["current"])
+    named = await client.request("PATCH", f"/api/sessions/{mine['id']}", {"name": "Work laptop"})
+    assert named.code == 200 and body(named)["name"] == "Work laptop"
+    listed = body(await phone.get("/api/sessions"))["sessions"]
+    assert {s["id"]: s["name"] for s in listed}[mine["id"]] == "Work laptop"
+    page = await client.get("/sessions")
+    assert b"Work laptop" in page.body and b"Firefox 133 on Ubuntu" in page.body
+    bob = await signed_in(app, "bob@example.com")
+    stolen = await bob.request("PATCH", f"/api/sessions/{mine['id']}", {"name": "mine"})
+    assert stolen.code == 404
+    for bad in ({"name": 5}, {"name": "x" * 65}, {"name": "a\u0000b"}, {}):
+        assert (await client.request("PATCH", f"/api/sessions/{mine['id']}", bad)).code == 400
+
+
+async def test_a_new_device_sends_an_alert_whose_link_ends_every_session(app: Server):
+    await app.add_user("ann@example.com")
+    laptop = await signed_in(app, "ann@example.com", FIREFOX)
+    await signed_in(app, "ann@example.com", FIREFOX)
+    box = await outbox(app.services)
+    assert not [m for m in box.messages() if "New sign-in" in m["Subject"]]  # first, then known
+    await signed_in(app, "ann@example.com", IPHONE)
+    box = await outbox(app.services)
+    alert = box.last("ann@example.com", "New sign-in")
+    assert "Safari on iPhone" in text(alert) and "127.0.0.1" in text(alert)
+    not_me = path_of(box.link("ann@example.com", "New sign-in"))
+    anyone = app.client()
+    done = await submit(anyone, "/not-me", {"token": token_of(not_me)}, not_me)
+    assert done.code == 200
+    assert (await laptop.get("/api/dashboard")).code == 401
+    assert (await outbox(app.services)).last("ann@example.com", "Reset your password")
+    again = await submit(anyone, "/not-me", {"token": token_of(not_me)}, not_me)
+    assert again.code == 400
+
+
+# -- admin ---------------------------------------------------------------------------------------
+
+
+async def test_admin_sends_reset_and_verification_links(app: Server):
+    ann = await app.add_user("ann@example.com")
+    await app.add_user("root@example.com", role="admin")
+    admin = await signed_in(app, "root@example.com")
+    for what, subject in (("send-reset", "Reset"), ("send-verification", "Confirm your email")):
+        sent = await admin.post(f"/api/admin/users/{ann.id}/{what}")
+        assert sent.code == 202
+        assert (await outbox(app.services)).last("ann@example.com", subject)
+    assert (await admin.post("/api/admin/users/nobody/send-reset")).code == 404
+    user = await signed_in(app, "ann@example.com")
+    assert (await user.post(f"/api/admin/users/{ann.id}/send-reset")).code == 403
+    users = body(await admin.get("/api/admin/users"))["users"]
+    assert {u["email"]: u["emailVerified"] for u in users}["ann@example.com"] is False
+    events = [entry.public() for entry in (await app.services.audit.page(0, 50))[0]]
+    by_admin = [e["event"] for e in events if e["detail"].get("by")]
+    assert sorted(by_admin) == ["password_reset_sent", "verification_sent"]
