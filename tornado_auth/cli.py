@@ -13,7 +13,9 @@ from collections.abc import Awaitable, Callable
 
 from . import __version__
 from .accounts import CLI, LastAdmin
+from .audit import AuditEvent
 from .errors import StoreUnavailable
+from .redact import redact_url
 from .services import Services, start_services
 from .settings import Settings, SettingsError, load_settings
 from .users import ROLES, EmailTaken, User, email_problem, name_problem, normalize_email
@@ -106,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     listing = command("list-users", "Print every user, one a line under a header.")
     listing.add_argument("--json", action="store_true", help="print a JSON array of users instead")
     email(command("revoke-sessions", "End every session of a user."))
+
+    email(command("send-reset", "Email a user a password reset link."))
+    email(command("send-verification", "Email a user a new link to verify their address."))
+    test_mail = command("send-test-mail", "Send a test message to check the mail settings.")
+    test_mail.add_argument("--to", required=True, metavar="ADDRESS", help="where to send it")
     return parser
 
 
@@ -207,6 +214,35 @@ async def revoke_sessions(services: Services, args: argparse.Namespace) -> None:
     print(f"revoked {count} session(s) of {shown(args.email)}")
 
 
+async def send_link(services: Services, args: argparse.Namespace) -> None:
+    """The links an admin sends from the web UI, audited as sent from the command line."""
+    user = await _user(services, args.email)
+    lifecycle = services.lifecycle
+    if args.command == "send-reset":
+        await lifecycle.send_reset(user, CLI)
+    else:
+        await lifecycle.send_verification(user, CLI)
+    await _delivered(services, shown(user.email))
+
+
+async def send_test_mail(services: Services, args: argparse.Namespace) -> None:
+    problem = email_problem(args.to)
+    if problem:
+        raise CommandError(problem)
+    services.mailer.send(args.to.strip(), "test", public_url=services.settings["server.public_url"])
+    await services.accounts.record(AuditEvent.TEST_MAIL_SENT, CLI, None, email=args.to.strip())
+    await _delivered(services, shown(args.to))
+
+
+async def _delivered(services: Services, to: str) -> None:
+    """Wait for the message (its retries included): exit 1 if it could not be sent."""
+    failed = services.mailer.failed
+    await services.lifecycle.drain()
+    if services.mailer.failed > failed:
+        raise CommandError(f"the message to {to} could not be sent: see the log above")
+    print(f"sent to {to} through {redact_url(services.settings['mail.url'])}")
+
+
 COMMANDS: dict[str, Callable[[Services, argparse.Namespace], Awaitable[None]]] = {
     "create-user": create_user,
     "set-role": set_role,
@@ -214,6 +250,9 @@ COMMANDS: dict[str, Callable[[Services, argparse.Namespace], Awaitable[None]]] =
     "enable": set_disabled,
     "list-users": list_users,
     "revoke-sessions": revoke_sessions,
+    "send-reset": send_link,
+    "send-verification": send_link,
+    "send-test-mail": send_test_mail,
 }
 
 
