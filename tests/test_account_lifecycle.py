@@ -410,3 +410,19 @@ async def test_admin_sends_reset_and_verification_links(app: Server):
     events = [entry.public() for entry in (await app.services.audit.page(0, 50))[0]]
     by_admin = [e["event"] for e in events if e["detail"].get("by")]
     assert sorted(by_admin) == ["password_reset_sent", "verification_sent"]
+
+
+async def test_pages_show_the_verification_state_and_send_links(app: Server):
+    ann = await app.add_user("ann@example.com")
+    await app.add_user("root@example.com", role="admin")
+    admin = await signed_in(app, "root@example.com")
+    listing = await admin.get("/admin")
+    assert b"email not verified" in listing.body and b"/send-verification" in listing.body
+    sent = await submit(admin, f"/admin/users/{ann.id}/send-verification", {}, "/admin")
+    assert sent.code == 302
+    link = path_of((await outbox(app.services)).link("ann@example.com", "Confirm your email"))
+    user = await signed_in(app, "ann@example.com")
+    assert b"not verified yet" in (await user.get("/dashboard")).body
+    assert (await user.get(link)).code == 200
+    assert b"Your email address is verified" in (await user.get("/dashboard")).body
+    assert b"email verified" in (await admin.get("/admin")).body
