@@ -426,3 +426,19 @@ async def test_pages_show_the_verification_state_and_send_links(app: Server):
     assert (await user.get(link)).code == 200
     assert b"Your email address is verified" in (await user.get("/dashboard")).body
     assert b"email verified" in (await admin.get("/admin")).body
+
+
+async def test_quiet_registration_counts_each_registration_once(store: Store):
+    server = await serve(store, users__require_verified_email=True, throttle__ip_registrations=2)
+    try:
+        client = server.client()
+        codes = []
+        for n in range(3):
+            new = {"email": f"u{n}@example.com", "password": PASSWORD, "name": "U"}
+            codes.append((await client.post("/api/register", new)).code)
+            await server.services.lifecycle.drain()  # the account is made after the answer
+        assert codes == [202, 202, 429]
+        assert await server.services.users.by_email("u1@example.com") is not None
+        assert await server.services.users.by_email("u2@example.com") is None
+    finally:
+        await stop_server(server)

@@ -182,12 +182,14 @@ class Accounts:
         origin: Origin,
         role: str = "user",
         start_session: StartSession | None = None,
+        counted: bool = False,
     ) -> User:
         """A new user, signed in through ``start_session`` if given; EmailTaken if the email is
-        in use (found before any bcrypt work), Throttled past the per-address limit."""
+        in use (found before any bcrypt work), Throttled past the per-address limit (unless
+        ``counted``: the caller already counted this registration)."""
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
-        if origin.ip:
+        if origin.ip and not counted:
             try:
                 await self.throttle.register(origin.ip)
             except Throttled as throttled:

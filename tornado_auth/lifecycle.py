@@ -83,8 +83,9 @@ class Lifecycle:
         self.public_url = settings["server.public_url"]
         self._background: set[asyncio.Task[None]] = set()
         accounts.require_verified_email = settings["users.require_verified_email"]
-        accounts.hooks.add(Hook.REGISTERED, self._registered)
-        accounts.hooks.add(Hook.SIGNED_IN, self._signed_in)
+        # After the answer: a sign-in or registration never waits for device records or mail.
+        accounts.hooks.add(Hook.REGISTERED, lambda *args: self.later(self._registered(*args)))
+        accounts.hooks.add(Hook.SIGNED_IN, lambda *args: self.later(self._signed_in(*args)))
 
     @property
     def quiet_registration(self) -> bool:
@@ -283,9 +284,8 @@ class Lifecycle:
 
     async def _register_quietly(self, email: str, name: str, password: str, origin: Origin) -> None:
         try:
-            await self.accounts.register(
-                email, name, password, Origin(origin.ip, origin.user_agent)
-            )
+            quiet = Origin(origin.ip, origin.user_agent)  # counted by register_quietly
+            await self.accounts.register(email, name, password, quiet, counted=True)
         except EmailTaken:
             owner = await self.users.by_email(normalize_email(email))
             if owner is None or owner.disabled or not await self._address_allowed(email, origin):
