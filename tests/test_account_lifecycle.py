@@ -442,3 +442,15 @@ async def test_quiet_registration_counts_each_registration_once(store: Store):
         assert await server.services.users.by_email("u2@example.com") is None
     finally:
         await stop_server(server)
+
+
+async def test_the_email_page_sends_a_confirmation_or_says_what_is_wrong(app: Server):
+    await app.add_user("ann@example.com")
+    client = await signed_in(app, "ann@example.com")
+    same = await submit(client, "/email", {"email": "ann@example.com"})
+    assert same.code == 400 and b"is your address already" in same.body
+    bad = await submit(client, "/email", {"email": "nope"})
+    assert bad.code == 400 and b"not a valid address" in bad.body
+    sent = await submit(client, "/email", {"email": "ann@new.example"})
+    assert sent.code == 200 and b"confirmation link was sent" in sent.body
+    assert (await outbox(app.services)).last("ann@new.example", "Confirm your new email")

@@ -182,7 +182,7 @@ async def change_email(handler: BaseHandler, new_email: str) -> None:
     if user is None:
         raise ApiError(401, "Not authenticated")
     if normalize_email(new_email) == user.email:
-        raise ApiError(400, "newEmail is already your address")
+        raise ApiError(400, "newEmail is your address already")
     await lifecycle(handler).request_email_change(user, new_email, handler.origin())
 
 
@@ -299,6 +299,12 @@ class AccountPage(PageHandler):
             self.set_status(429)
             self.set_header("Retry-After", str(error.retry_after))
             self.email_form(kind, error=TOO_MANY + ".", email=email)
+            return
+        except ApiError as error:  # e.g. the new address is the current one
+            if error.status_code != 400:
+                raise
+            self.set_status(400)
+            self.email_form(kind, error=error.message.removeprefix("newEmail ") + ".", email=email)
             return
         self.email_form(kind, notice=sent + ".")
 
@@ -432,21 +438,9 @@ class EmailPage(AccountPage):
     @reauth_required
     async def post(self) -> None:
         async def send(email: str, origin: Any) -> None:
-            try:
-                await change_email(self, email)
-            except ApiError as error:
-                raise _FormError(error.message) from None
+            await change_email(self, email)
 
-        try:
-            sent = "A confirmation link was sent to the new address"
-            await self.email_request("change", send, sent)
-        except _FormError as error:
-            self.set_status(400)
-            self.email_form("change", error=str(error) + ".")
-
-
-class _FormError(Exception):
-    pass
+        await self.email_request("change", send, "A confirmation link was sent to the new address")
 
 
 class LinkActionPage(AccountPage):
