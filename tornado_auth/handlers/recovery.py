@@ -9,7 +9,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..accounts import EmailNotVerified
+from ..accounts import AccountDisabled, EmailNotVerified
 from ..lifecycle import CHECK_EMAIL, MAX_SESSION_NAME, REAUTH_KEY, UNVERIFIED, Lifecycle
 from ..sessions import SessionRecord, public_id
 from ..throttle import Throttled
@@ -20,7 +20,8 @@ from . import api, pages
 from .base import ApiHandler, BaseHandler
 from .decorators import admin_required, authenticated
 from .pages import PageHandler, safe_next
-from .validation import ApiError, new_password_field, required_text, text_field
+from .signin import ACCOUNT_DISABLED
+from .validation import ApiError, new_password_field, required_text, text_field, try_again
 
 M = TypeVar("M", bound=Callable[..., Any])
 
@@ -28,7 +29,7 @@ REAUTH_REQUIRED = "Re-authentication required"
 BAD_LINK = "This link is invalid, used or expired"
 FORGOT_SENT = "If an account has this address, a link to reset its password is on its way"
 RESEND_SENT = "If an unverified account has this address, a new verification link is on its way"
-TOO_MANY = "Too many emails asked for from this address; try again later"
+TOO_MANY = "Too many emails asked for from this address"
 
 
 def lifecycle(handler: BaseHandler) -> Lifecycle:
@@ -80,7 +81,7 @@ def email_field(body: dict[str, Any], name: str = "email") -> str:
 
 
 def throttled(error: Throttled) -> ApiError:
-    return ApiError(429, TOO_MANY, error.retry_after)
+    return ApiError(429, try_again(TOO_MANY, error.retry_after), error.retry_after)
 
 
 async def register_quietly(handler: BaseHandler, email: str, name: str, password: str) -> None:
@@ -88,7 +89,7 @@ async def register_quietly(handler: BaseHandler, email: str, name: str, password
     try:
         await lifecycle(handler).register_quietly(email, name, password, handler.origin())
     except Throttled as error:
-        message = "Too many registrations from this address; try again later"
+        message = try_again("Too many registrations from this address", error.retry_after)
         raise ApiError(429, message, error.retry_after) from None
 
 
@@ -170,8 +171,10 @@ async def reauthenticate(handler: BaseHandler, user: User, password: str) -> boo
     try:
         ok = await handler.unless_abandoned(cycle.reauthenticate(user, password, handler.origin()))
     except Throttled as error:
-        message = "Too many failed password checks; try again later"
+        message = try_again("Too many failed password checks", error.retry_after)
         raise ApiError(429, message, error.retry_after) from None
+    except AccountDisabled:
+        raise ApiError(401, ACCOUNT_DISABLED) from None
     if ok:
         handler.session[REAUTH_KEY] = cycle.clock()
     return ok
@@ -298,7 +301,8 @@ class AccountPage(PageHandler):
         except Throttled as error:
             self.set_status(429)
             self.set_header("Retry-After", str(error.retry_after))
-            self.email_form(kind, error=TOO_MANY + ".", email=email)
+            message = try_again(TOO_MANY, error.retry_after)
+            self.email_form(kind, error=message + ".", email=email)
             return
         except ApiError as error:  # e.g. the new address is the current one
             if error.status_code != 400:
