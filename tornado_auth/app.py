@@ -35,7 +35,6 @@ def auth_routes(prefix: str = "", parts: Iterable[str] = PARTS) -> list[Rule]:
     prefix = prefix.rstrip("/")
     rules: list[Rule] = []
     if "api" in chosen:
-        rules += handlers.recovery.api_routes()  # first: some extend the routes below
         rules += handlers.api_routes()
     if "demo" in chosen:
         rules += handlers.demo_routes()

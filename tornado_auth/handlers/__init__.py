@@ -13,6 +13,7 @@ ID = r"([A-Za-z0-9_-]{1,64})"
 
 def api_routes() -> list[tuple[str, Any]]:
     return [
+        *recovery.api_routes(),  # first: some extend the routes below
         (r"/api/login", auth.LoginHandler),
         (r"/api/logout", auth.LogoutHandler),
         (r"/api/register", auth.RegisterHandler),

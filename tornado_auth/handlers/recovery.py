@@ -235,9 +235,6 @@ class RevokeOthersHandler(api.RevokeOthersHandler):
         await super().post()
 
 
-ADMIN_SENDS = ("send-reset", "send-verification")
-
-
 async def admin_send(handler: BaseHandler, user_id: str, what: str) -> User:
     user = await handler.services.users.get(user_id)
     if user is None:
@@ -250,11 +247,17 @@ async def admin_send(handler: BaseHandler, user_id: str, what: str) -> User:
     return user
 
 
-class AdminSendHandler(ApiHandler):
+class AdminSendResetHandler(ApiHandler):
+    what = "send-reset"
+
     @admin_required
-    async def post(self, user_id: str, what: str) -> None:
-        user = await admin_send(self, user_id, what)
+    async def post(self, user_id: str) -> None:
+        user = await admin_send(self, user_id, self.what)
         self.send_json({"message": f"Sent to {user.email}"}, status=202)
+
+
+class AdminSendVerificationHandler(AdminSendResetHandler):
+    what = "send-verification"
 
 
 # -- pages ----------------------------------------------------------------------------------------
@@ -570,7 +573,7 @@ SEND = r"(send-reset|send-verification)"
 
 
 def api_routes() -> list[tuple[str, Any]]:
-    """Mounted before the other API routes: some extend theirs (the session listing, PATCH)."""
+    """Listed before the other API routes: some extend theirs (the session listing, PATCH)."""
     return [
         (r"/api/password/forgot", ForgotHandler),
         (r"/api/password/reset", ResetHandler),
@@ -581,7 +584,8 @@ def api_routes() -> list[tuple[str, Any]]:
         (r"/api/sessions", SessionsHandler),
         (r"/api/sessions/revoke-others", RevokeOthersHandler),
         (rf"/api/sessions/{ID}", SessionHandler),
-        (rf"/api/admin/users/{ID}/{SEND}", AdminSendHandler),
+        (rf"/api/admin/users/{ID}/send-reset", AdminSendResetHandler),
+        (rf"/api/admin/users/{ID}/send-verification", AdminSendVerificationHandler),
     ]
 
 
