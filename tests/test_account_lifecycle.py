@@ -363,7 +363,7 @@ async def test_sessions_show_readable_devices_and_names(app: Server):
     listed = body(await phone.get("/api/sessions"))["sessions"]
     assert {s["id"]: s["name"] for s in listed}[mine["id"]] == "Work laptop"
     page = await client.get("/sessions")
-    assert b"Work laptop" in page.body and b"Firefox 133 on Ubuntu" in page.body
+    assert b"Work laptop" in page.body and b"Safari on iPhone" in page.body
     bob = await signed_in(app, "bob@example.com")
     stolen = await bob.request("PATCH", f"/api/sessions/{mine['id']}", {"name": "mine"})
     assert stolen.code == 404
