@@ -20,6 +20,11 @@ pytestmark = pytest.mark.browser
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1"
+)
+
 
 @pytest.fixture
 async def site(tmp_path: Path) -> AsyncIterator[Server]:
@@ -106,7 +111,7 @@ async def test_nav_marks_the_current_page_and_is_tall_enough_to_tap_on_a_phone(s
 
 async def test_devices_show_local_and_relative_times_current_device_first(site, browser):
     await site.add_user("ann@example.com", PASSWORD, name="Ann")
-    other = await browser.new_context(user_agent="Mozilla/5.0 (iPhone) Version/17.0 Safari/604.1")
+    other = await browser.new_context(user_agent=IPHONE)
     await sign_in(await other.new_page(), site.base_url, "ann@example.com")
     context = await browser.new_context(
         viewport=SIZES["phone"], timezone_id="Asia/Tokyo", locale="en-GB"

@@ -15,7 +15,7 @@ import tornado.testing
 import tornado.websocket
 from tornado.httpclient import HTTPClientError, HTTPRequest
 
-from tornado_auth.agents import short_agent
+from tornado_auth.devices import device_name
 from tornado_auth.users.passwords import hash_password
 from tornado_auth.users.sqlite import SQLiteUserStore
 
@@ -132,7 +132,7 @@ async def test_new_sign_in_elsewhere_is_pushed(server):
         "at": pytest.approx((before + time.time()) / 2, abs=(time.time() - before) / 2 + 1),
         "ip": "127.0.0.1",
         "userAgent": "Phone browser/1.0",
-        "device": short_agent("Phone browser/1.0"),
+        "device": device_name("Phone browser/1.0"),
     }
     socket.close()
 

@@ -9,8 +9,8 @@ from typing import Any, NamedTuple
 
 import tornado.web
 
-from ..agents import short_agent
 from ..audit import AuditEntry
+from ..devices import device_name
 from ..users import ROLES, User, UserFilter
 from . import actions
 from .decorators import admin_required
@@ -147,7 +147,7 @@ class AdminPage(PageHandler):
             iso=iso,
             relative=relative,
             now=self.services.sessions.clock(),
-            short_agent=short_agent,
+            device_name=device_name,
         )
 
     async def names(self, entries: list[AuditEntry]) -> dict[str, str]:

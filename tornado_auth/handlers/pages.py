@@ -11,7 +11,7 @@ from typing import Any
 import tornado.web
 
 from ..accounts import AccountChanged, EmailNotVerified
-from ..agents import short_agent
+from ..devices import device_name
 from ..lifecycle import CHECK_EMAIL, UNVERIFIED
 from ..sessions import public_id
 from ..throttle import Throttled
@@ -321,7 +321,7 @@ class SessionsPage(PageHandler):
             human=human,
             relative=relative,
             now=time.time(),
-            short_agent=short_agent,
+            device_name=device_name,
             ask=ASK,
         )
 

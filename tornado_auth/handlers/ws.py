@@ -8,7 +8,7 @@ from typing import Any
 
 import tornado.websocket
 
-from ..agents import short_agent
+from ..devices import device_name
 from ..live import Message
 from .base import BaseHandler
 from .decorators import authenticated
@@ -78,5 +78,5 @@ class DashboardSocket(SessionWebSocket):
 
     def on_live_event(self, event: dict[str, Any]) -> None:
         if event.get("type") == Message.SIGNIN:  # named as "Your devices" names it
-            event = {**event, "device": short_agent(event.get("userAgent", ""))}
+            event = {**event, "device": device_name(event.get("userAgent", ""))}
         self.write_json(event)
