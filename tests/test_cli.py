@@ -8,6 +8,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -501,6 +502,9 @@ class Terminal:
         pid, fd = pty.fork()
         if pid == 0:  # the child: exec at once, whatever happens
             try:
+                # As a shell gives a foreground command: a runner started in the background
+                # (``make test &``) passes SIGINT on ignored, and Ctrl-C would do nothing.
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
                 os.chdir(tmp_path)
                 os.execve(sys.executable, [sys.executable, "-m", "tornado_auth", *args], environ)
             finally:
