@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -510,6 +510,18 @@ class Terminal:
             finally:
                 os._exit(127)
         self.pid, self.fd, self.output = pid, fd, b""
+        self.reaped = False
+        Terminal.started.append(self)
+
+    started: list[Terminal] = []
+
+    def kill(self) -> None:
+        """End the command if a failed test left it running (it would wait at its prompt)."""
+        if not self.reaped:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            os.close(self.fd)
+            self.reaped = True
 
     def read_until(self, text: bytes, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -544,7 +556,15 @@ class Terminal:
             self.output += chunk
         _, status = os.waitpid(self.pid, 0)
         os.close(self.fd)
+        self.reaped = True
         return os.waitstatus_to_exitcode(status)
+
+
+@pytest.fixture(autouse=True)
+def no_terminal_left_running() -> Iterator[None]:
+    yield
+    while Terminal.started:
+        Terminal.started.pop().kill()
 
 
 CREATE = ("create-user", "--email", "a@example.com", "--name", "A")
