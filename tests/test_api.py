@@ -13,27 +13,19 @@ from tornado_auth.users import passwords
 
 from .conftest import (
     PASSWORD,
-    Client,
-    Server,
     body,
     serving,
     settings_for,
     start_server,
     stop_server,
 )
+from .helpers import signed_in
 
 
 def session_cookie_header(response) -> str:
     headers = [h for h in response.headers.get_list("Set-Cookie") if h.startswith("session=")]
     assert len(headers) == 1, response.headers.get_list("Set-Cookie")
     return headers[0]
-
-
-async def signed_in(server: Server, email: str = "ann@example.com", role: str = "user") -> Client:
-    await server.add_user(email, PASSWORD, role)
-    client = server.client()
-    assert (await client.login(email, PASSWORD)).code == 200
-    return client
 
 
 # -- login, logout, dashboard -------------------------------------------------------------------

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REDIS_URL, Client, Store, body, free_port, require_service
-from .test_live import PASSWORD, add_user, closed_within, next_event, open_socket
+from .conftest import PASSWORD, REDIS_URL, Client, Store, body, free_port, require_service
+from .helpers import add_sqlite_user, closed_within, next_event, open_socket
 
 ROOT = Path(__file__).parent.parent
 
@@ -29,7 +29,7 @@ async def test_two_processes_behind_nginx_share_sessions_and_sockets(tmp_path):
         pytest.skip(message)
     require_service("redis")
     place = Store("redis", tmp_path)
-    await add_user(tmp_path)
+    await add_sqlite_user(tmp_path)
     listen = f"127.0.0.1:{free_port()}"
     env = {
         **os.environ,

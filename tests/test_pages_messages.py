@@ -12,6 +12,7 @@ import pytest
 from tornado_auth.handlers.pages import duration, relative
 
 from .conftest import (
+    PASSWORD,
     Client,
     Server,
     Store,
@@ -20,7 +21,7 @@ from .conftest import (
     start_server,
     stop_server,
 )
-from .test_pages import PASSWORD, signed_in, submit
+from .helpers import signed_in, submit
 
 
 @pytest.fixture(params=["sqlite", "redis"])  # "redis": Redis sessions and MongoDB users
@@ -102,7 +103,7 @@ async def test_register_lists_every_problem_tied_to_its_field_and_keeps_what_was
 
 
 async def test_deliberate_sign_out_says_so_and_forced_ones_are_warnings(site):
-    client = await signed_in(site)
+    client = await signed_in(site, form=True)
     body = await follow(client, await submit(client, "/logout", {}, page="/dashboard"))
     assert flash_of(body) == ("info", "You have signed out.")
     assert flash_of((await client.get("/login")).body) is None  # shown once
@@ -111,7 +112,7 @@ async def test_deliberate_sign_out_says_so_and_forced_ones_are_warnings(site):
 
 
 async def test_revoking_asks_first_then_reports(site):
-    laptop = await signed_in(site)
+    laptop = await signed_in(site, form=True)
     phone = site.client()
     await submit(phone, "/login", {"email": "ann@example.com", "password": PASSWORD})
     sessions = (await laptop.get("/sessions")).body.decode()
@@ -128,7 +129,7 @@ async def test_revoking_asks_first_then_reports(site):
 
 
 async def test_nobody_can_demote_or_disable_the_last_admin(site):
-    admin = await signed_in(site, "root@example.com", role="admin")
+    admin = await signed_in(site, "root@example.com", role="admin", form=True)
     root = await site.services.users.by_email("root@example.com")
     for fields in ({"action": "role", "role": "user"}, {"action": "disable"}):
         asked = await submit(admin, f"/admin/users/{root.id}", fields, page="/admin")
@@ -145,7 +146,7 @@ async def test_nobody_can_demote_or_disable_the_last_admin(site):
 
 
 async def test_demoting_oneself_with_another_admin_signs_out_and_says_why(site):
-    admin = await signed_in(site, "root@example.com", role="admin")
+    admin = await signed_in(site, "root@example.com", role="admin", form=True)
     await site.add_user("second@example.com", PASSWORD, role="admin")
     root = await site.services.users.by_email("root@example.com")
     fields = {"action": "role", "role": "user", "confirm": "1"}
@@ -157,7 +158,7 @@ async def test_demoting_oneself_with_another_admin_signs_out_and_says_why(site):
 
 
 async def test_admin_disables_another_user_and_is_told(site):
-    admin = await signed_in(site, "root@example.com", role="admin")
+    admin = await signed_in(site, "root@example.com", role="admin", form=True)
     ann = await site.add_user("ann@example.com", PASSWORD)
     fields = {"action": "disable", "confirm": "1", "back": "/admin?q=ann"}
     response = await submit(admin, f"/admin/users/{ann.id}", fields, page="/admin")
@@ -169,7 +170,7 @@ async def test_admin_disables_another_user_and_is_told(site):
 
 
 async def test_account_page_changes_the_name_and_the_password(site):
-    client = await signed_in(site)
+    client = await signed_in(site, form=True)
     other = site.client()
     await submit(other, "/login", {"email": "ann@example.com", "password": PASSWORD})
     page = await client.get("/account")
@@ -194,7 +195,7 @@ async def test_account_page_changes_the_name_and_the_password(site):
 
 
 async def test_admin_page_searches_filters_and_pages_in_the_store(site):
-    admin = await signed_in(site, "root@example.com", role="admin")
+    admin = await signed_in(site, "root@example.com", role="admin", form=True)
     for index in range(25):
         await site.add_user(f"user{index:02}@example.com", PASSWORD, name=f"Person {index}")
     disabled = await site.services.users.by_email("user03@example.com")
@@ -219,7 +220,7 @@ async def test_admin_page_searches_filters_and_pages_in_the_store(site):
 
 
 async def test_activity_reads_who_did_what_to_whom(site):
-    admin = await signed_in(site, "root@example.com", role="admin")
+    admin = await signed_in(site, "root@example.com", role="admin", form=True)
     ann = await site.add_user("ann@example.com", PASSWORD)
     fields = {"action": "disable", "confirm": "1"}
     await submit(admin, f"/admin/users/{ann.id}", fields, page="/admin")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tornado_auth.sessions import Lifetime, Session, SessionManager, backend_for_url
+from tornado_auth.sessions import Session, SessionManager, backend_for_url
 from tornado_auth.sessions.redis import parse_url
 from tornado_auth.settings import SettingsError, load_settings
 
@@ -23,10 +23,8 @@ from .conftest import (
     start_server,
     stop_server,
 )
-from .test_cli import cli, one_line_error
-from .test_live import two_processes_revocation
+from .helpers import LIFETIME, cli, one_line_error, two_processes_revocation
 
-LIFETIME = Lifetime(ttl=3600, remember_me_ttl=7200, absolute_ttl=86400, touch_interval=60)
 SERVICES = ("redis-cluster", "redis-sentinel")
 
 
