@@ -337,9 +337,10 @@ async def start_server(
 
 
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[Server]:
-    """The app on an unused port for the length of a ``with`` block."""
-    server = await start_server(settings)
+async def serving(settings: Settings, **app_overrides: Any) -> AsyncIterator[Server]:
+    """The app (``make_app`` with ``app_overrides``) on an unused port, with services of its own,
+    for the length of a ``with`` block."""
+    server = await start_server(settings, **app_overrides)
     try:
         yield server
     finally:

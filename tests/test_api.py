@@ -16,8 +16,6 @@ from .conftest import (
     body,
     serving,
     settings_for,
-    start_server,
-    stop_server,
 )
 from .helpers import signed_in
 
@@ -481,8 +479,7 @@ class CountedChecks:
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # HTTP handling: any store
 async def test_a_sign_in_whose_client_left_is_never_hashed(store, monkeypatch):
-    running = await start_server(settings_for(store, users__bcrypt_rounds=12))
-    try:
+    async with serving(settings_for(store, users__bcrypt_rounds=12)) as running:
         await running.add_user("ann@example.com", PASSWORD)
         checks = CountedChecks(monkeypatch)
         threads = passwords.pool()._max_workers
@@ -506,8 +503,6 @@ async def test_a_sign_in_whose_client_left_is_never_hashed(store, monkeypatch):
         assert (await running.client().login("ann@example.com", PASSWORD)).code == 200
         assert checks.queued == threads + 2
         assert checks.computed == threads + 1  # every check but the abandoned one
-    finally:
-        await stop_server(running)
 
 
 async def test_unknown_api_path_is_json_404(server):

@@ -13,9 +13,8 @@ from .conftest import (
     Server,
     Store,
     require_service,
+    serving,
     settings_for,
-    start_server,
-    stop_server,
 )
 from .helpers import browser_sign_in, shot
 
@@ -28,9 +27,8 @@ async def app(tmp_path: Path) -> AsyncIterator[Server]:
     require_service("redis")
     require_service("mongodb")
     place = Store("redis", tmp_path)
-    server = await start_server(settings_for(place))
-    yield server
-    await stop_server(server)
+    async with serving(settings_for(place)) as server:
+        yield server
     await place.cleanup()
 
 

@@ -15,9 +15,8 @@ from .conftest import (
     Server,
     Store,
     require_service,
+    serving,
     settings_for,
-    start_server,
-    stop_server,
 )
 from .helpers import ARTIFACTS, browser_sign_in, shot
 
@@ -39,9 +38,8 @@ async def site(tmp_path: Path) -> AsyncIterator[Server]:
     require_service("redis")
     require_service("mongodb")
     place = Store("redis", tmp_path)
-    server = await start_server(settings_for(place, live__stats_interval="60s"))
-    yield server
-    await stop_server(server)
+    async with serving(settings_for(place, live__stats_interval="60s")) as server:
+        yield server
     await place.cleanup()
 
 

@@ -18,10 +18,9 @@ from .conftest import (
     Store,
     free_port,
     require_service,
+    serving,
     settings_for,
-    start_server,
 )
-from .conftest import stop_server as stop
 from .helpers import (
     SESSION_ENDED,
     add_sqlite_user,
@@ -131,20 +130,18 @@ async def test_password_change_closes_the_other_sessions_sockets(server):
 
 
 async def test_idle_expiry_closes_the_socket(store: Store):
-    server = await start_server(settings_for(store, sessions__ttl="1s", sessions__touch_interval=0))
-    try:
+    async with serving(
+        settings_for(store, sessions__ttl="1s", sessions__touch_interval=0)
+    ) as server:
         client = await signed_in(server)
         socket = await open_socket(client)
         await next_event(socket, "hello")
         assert await closed_within(socket, 10) == (SESSION_ENDED, "expired")
         assert (await client.get("/api/dashboard")).code == 401
-    finally:
-        await stop(server)
 
 
 async def test_admin_socket_receives_live_statistics(store: Store):
-    server = await start_server(settings_for(store, live__stats_interval="0.2s"))
-    try:
+    async with serving(settings_for(store, live__stats_interval="0.2s")) as server:
         admin = await signed_in(server, "root@example.com", role="admin")
         await server.client().login("root@example.com", "wrong password")
         socket = await open_socket(admin)
@@ -160,8 +157,6 @@ async def test_admin_socket_receives_live_statistics(store: Store):
         with pytest.raises(TimeoutError):  # users get no statistics
             await next_event(user_socket, "stats", 0.6)
         user_socket.close()
-    finally:
-        await stop(server)
 
 
 # -- several server processes ----------------------------------------------------------------------
@@ -211,8 +206,7 @@ TOO_MANY_SOCKETS = 4008
 
 
 async def test_sockets_past_the_per_session_cap_close_the_oldest(store: Store):
-    server = await start_server(settings_for(store, live__max_sockets_per_session=3))
-    try:
+    async with serving(settings_for(store, live__max_sockets_per_session=3)) as server:
         client = await signed_in(server)
         sockets = []
         for _ in range(4):
@@ -230,13 +224,10 @@ async def test_sockets_past_the_per_session_cap_close_the_oldest(store: Store):
         for socket in [*sockets[1:], extra]:
             assert socket.close_code is None
             socket.close()
-    finally:
-        await stop(server)
 
 
 async def test_sockets_past_the_per_user_cap_close_the_users_oldest(store: Store):
-    server = await start_server(settings_for(store, live__max_sockets_per_user=2))
-    try:
+    async with serving(settings_for(store, live__max_sockets_per_user=2)) as server:
         tabs = [await signed_in(server) for _ in range(3)]  # three sessions of one user
         sockets = []
         for tab in tabs:
@@ -246,13 +237,10 @@ async def test_sockets_past_the_per_user_cap_close_the_users_oldest(store: Store
         assert server.services.live.open_sockets == 2
         for socket in sockets[1:]:
             socket.close()
-    finally:
-        await stop(server)
 
 
 async def test_a_sign_in_past_the_session_cap_closes_the_oldest_sessions_socket(store: Store):
-    server = await start_server(settings_for(store, sessions__max_per_user=2))
-    try:
+    async with serving(settings_for(store, sessions__max_per_user=2)) as server:
         oldest = await signed_in(server)
         socket = await open_socket(oldest)
         await next_event(socket, "hello")
@@ -260,8 +248,6 @@ async def test_a_sign_in_past_the_session_cap_closes_the_oldest_sessions_socket(
         await signed_in(server)  # the third session: the oldest ends
         assert await closed_within(socket, 10) == (SESSION_ENDED, "limit")
         assert (await oldest.get("/api/dashboard")).code == 401
-    finally:
-        await stop(server)
 
 
 def test_sign_in_counters_stay_bounded_under_a_flood_and_count_the_last_minute():

@@ -17,9 +17,8 @@ from .conftest import (
     Server,
     Store,
     require_service,
+    serving,
     settings_for,
-    start_server,
-    stop_server,
 )
 from .helpers import signed_in, submit
 
@@ -30,9 +29,8 @@ async def site(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         require_service("redis")
         require_service("mongodb")
     place = Store(request.param, tmp_path)
-    server = await start_server(settings_for(place, throttle__account_ip_failures=3))
-    yield server
-    await stop_server(server)
+    async with serving(settings_for(place, throttle__account_ip_failures=3)) as server:
+        yield server
     await place.cleanup()
 
 

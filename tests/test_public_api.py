@@ -34,7 +34,16 @@ from tornado_auth import (
     start_services,
 )
 
-from .conftest import PASSWORD, Client, Server, Store, body, settings_for, start_server, stop_server
+from .conftest import (
+    PASSWORD,
+    Client,
+    Server,
+    Store,
+    body,
+    serving,
+    settings_for,
+    stop_server,
+)
 from .helpers import signed_in
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,11 +55,8 @@ user_stores = pytest.mark.parametrize("store", ["sqlite", "mongodb"], indirect=T
 @asynccontextmanager
 async def app_on(store: Store, **app: Any) -> AsyncIterator[Server]:
     """make_app with the app's arguments, served on an unused port."""
-    server = await start_server(settings_for(store), **app)
-    try:
+    async with serving(settings_for(store), **app) as server:
         yield server
-    finally:
-        await stop_server(server)
 
 
 async def handshake(client: Client, path: str) -> tornado.websocket.WebSocketClientConnection:
