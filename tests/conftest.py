@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -26,6 +27,9 @@ from tornado_auth.server import http_server
 from tornado_auth.sessions import Backend, backend_for_url
 from tornado_auth.sessions.redis import parse_url, redis_client
 from tornado_auth.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from .helpers import LiveApp
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MONGO_URL = os.environ.get("TEST_MONGO_URL", "mongodb://127.0.0.1:27017")
@@ -333,9 +337,10 @@ async def start_server(
 
 
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[Server]:
-    """The app on an unused port for the length of a ``with`` block."""
-    server = await start_server(settings)
+async def serving(settings: Settings, **app_overrides: Any) -> AsyncIterator[Server]:
+    """The app (``make_app`` with ``app_overrides``) on an unused port, with services of its own,
+    for the length of a ``with`` block."""
+    server = await start_server(settings, **app_overrides)
     try:
         yield server
     finally:
@@ -353,3 +358,41 @@ async def server(store: Store) -> AsyncIterator[Server]:
     running = await start_server(settings_for(store))
     yield running
     await stop_server(running)
+
+
+@pytest.fixture
+def live(served: LiveApp) -> LiveApp:
+    """A module's app on a loop of its own (its ``served`` fixture) with its people reset, so no
+    test sees what another changed."""
+    served.reset()
+    return served
+
+
+# -- a real browser ------------------------------------------------------------------------------
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Debian's headless Chromium, driven by Playwright."""
+    if not shutil.which(CHROMIUM):
+        message = f"chromium is not installed at {CHROMIUM}: scripts/test installs it"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        await browser.close()

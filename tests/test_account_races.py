@@ -12,7 +12,14 @@ import pytest
 from tornado_auth import accounts
 from tornado_auth.users.passwords import verify_password
 
-from .conftest import PASSWORD, Client, Server, body, settings_for, start_server, stop_server
+from .conftest import (
+    PASSWORD,
+    Client,
+    Server,
+    body,
+    serving,
+    settings_for,
+)
 
 NEW_PASSWORD = "a brand new secret"
 
@@ -164,8 +171,7 @@ async def test_a_burst_of_wrong_passwords_is_refused_past_the_limit(
 async def test_a_burst_of_sign_ins_to_many_accounts_is_refused_past_the_address_limit(
     store, monkeypatch: pytest.MonkeyPatch
 ):
-    running = await start_server(settings_for(store, throttle__ip_failures=5))
-    try:
+    async with serving(settings_for(store, throttle__ip_failures=5)) as running:
         held = HeldChecks(monkeypatch, 5)
         burst = [  # one guess at each of 30 accounts (unknown ones cost a check too)
             asyncio.ensure_future(running.client().login(f"user{n}@example.com", "not it"))
@@ -177,8 +183,6 @@ async def test_a_burst_of_sign_ins_to_many_accounts_is_refused_past_the_address_
 
         assert statuses == [401] * 5 + [429] * 25
         assert held.arrived == 5  # the refused ones cost no bcrypt work
-    finally:
-        await stop_server(running)
 
 
 async def test_a_burst_of_password_change_guesses_is_refused_past_the_limit(
@@ -208,8 +212,7 @@ async def test_a_burst_of_password_change_guesses_is_refused_past_the_limit(
 async def test_a_burst_of_registrations_is_refused_past_the_address_limit(
     store, monkeypatch: pytest.MonkeyPatch
 ):
-    running = await start_server(settings_for(store, throttle__ip_registrations=3))
-    try:
+    async with serving(settings_for(store, throttle__ip_registrations=3)) as running:
         hashing, all_arrived = asyncio.Event(), asyncio.Event()
         hashed: list[str] = []
         real_hash = accounts.hash_password
@@ -239,8 +242,6 @@ async def test_a_burst_of_registrations_is_refused_past_the_address_limit(
         assert len(hashed) == 3  # the refused ones cost no bcrypt work
         _, total = await running.services.users.page(0, 100)
         assert total == 3
-    finally:
-        await stop_server(running)
 
 
 async def audit_events(server: Server, event: str) -> list[dict]:
@@ -277,8 +278,7 @@ async def test_password_change_guesses_are_throttled_and_audited(server: Server)
 
 
 async def test_registrations_are_limited_per_address(store):
-    running = await start_server(settings_for(store, throttle__ip_registrations=3))
-    try:
+    async with serving(settings_for(store, throttle__ip_registrations=3)) as running:
         client = running.client()
         statuses = []
         for n in range(5):
@@ -288,8 +288,6 @@ async def test_registrations_are_limited_per_address(store):
         _, total = await running.services.users.page(0, 10)
         assert total == 3
         assert len(await audit_events(running, "registration_throttled")) == 1
-    finally:
-        await stop_server(running)
 
 
 async def test_registering_a_taken_email_spends_no_bcrypt_work(

@@ -13,27 +13,17 @@ from tornado_auth.users import passwords
 
 from .conftest import (
     PASSWORD,
-    Client,
-    Server,
     body,
     serving,
     settings_for,
-    start_server,
-    stop_server,
 )
+from .helpers import signed_in
 
 
 def session_cookie_header(response) -> str:
     headers = [h for h in response.headers.get_list("Set-Cookie") if h.startswith("session=")]
     assert len(headers) == 1, response.headers.get_list("Set-Cookie")
     return headers[0]
-
-
-async def signed_in(server: Server, email: str = "ann@example.com", role: str = "user") -> Client:
-    await server.add_user(email, PASSWORD, role)
-    client = server.client()
-    assert (await client.login(email, PASSWORD)).code == 200
-    return client
 
 
 # -- login, logout, dashboard -------------------------------------------------------------------
@@ -489,8 +479,7 @@ class CountedChecks:
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # HTTP handling: any store
 async def test_a_sign_in_whose_client_left_is_never_hashed(store, monkeypatch):
-    running = await start_server(settings_for(store, users__bcrypt_rounds=12))
-    try:
+    async with serving(settings_for(store, users__bcrypt_rounds=12)) as running:
         await running.add_user("ann@example.com", PASSWORD)
         checks = CountedChecks(monkeypatch)
         threads = passwords.pool()._max_workers
@@ -514,8 +503,6 @@ async def test_a_sign_in_whose_client_left_is_never_hashed(store, monkeypatch):
         assert (await running.client().login("ann@example.com", PASSWORD)).code == 200
         assert checks.queued == threads + 2
         assert checks.computed == threads + 1  # every check but the abandoned one
-    finally:
-        await stop_server(running)
 
 
 async def test_unknown_api_path_is_json_404(server):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,39 +13,12 @@ from .conftest import (
     Server,
     Store,
     require_service,
+    serving,
     settings_for,
-    start_server,
-    stop_server,
 )
+from .helpers import browser_sign_in, shot
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).parent / "artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture
-async def browser():
-    if not shutil.which(CHROMIUM):
-        message = f"chromium is not installed at {CHROMIUM}: scripts/test installs it"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
 
 
 @pytest.fixture
@@ -56,24 +27,9 @@ async def app(tmp_path: Path) -> AsyncIterator[Server]:
     require_service("redis")
     require_service("mongodb")
     place = Store("redis", tmp_path)
-    server = await start_server(settings_for(place))
-    yield server
-    await stop_server(server)
+    async with serving(settings_for(place)) as server:
+        yield server
     await place.cleanup()
-
-
-async def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-async def sign_in(page, base_url: str, email: str) -> None:
-    await page.goto(f"{base_url}/dashboard")
-    assert "/login?next=/dashboard" in page.url
-    await page.get_by_label("Email").fill(email)
-    await page.get_by_label("Password", exact=True).fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_url(f"{base_url}/dashboard")
 
 
 async def test_sign_in_see_live_status_and_get_signed_out_by_another_device(app, browser):
@@ -86,7 +42,7 @@ async def test_sign_in_see_live_status_and_get_signed_out_by_another_device(app,
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     await page.goto(f"{app.base_url}/login")
     await shot(page, "login")
-    await sign_in(page, app.base_url, "ann@example.com")
+    await browser_sign_in(page, app.base_url, "ann@example.com")
     status = page.locator("#live-status")
     await status.and_(page.locator("[data-state=open]")).wait_for(timeout=5000)
     assert "connected" in (await status.text_content())
@@ -94,7 +50,7 @@ async def test_sign_in_see_live_status_and_get_signed_out_by_another_device(app,
 
     second = await browser.new_context()
     other = await second.new_page()
-    await sign_in(other, app.base_url, "ann@example.com")
+    await browser_sign_in(other, app.base_url, "ann@example.com")
     await page.locator("#events li", has_text="New sign-in").wait_for(timeout=5000)
     await other.goto(f"{app.base_url}/sessions")
     await shot(other, "sessions")
@@ -110,7 +66,7 @@ async def test_sign_in_see_live_status_and_get_signed_out_by_another_device(app,
 
     admin_context = await browser.new_context()
     admin = await admin_context.new_page()
-    await sign_in(admin, app.base_url, "root@example.com")
+    await browser_sign_in(admin, app.base_url, "root@example.com")
     await admin.goto(f"{app.base_url}/admin")
     digits = re.compile(r"^\d+$")
     await admin.locator('[data-stat="openSockets"]').filter(has_text=digits).wait_for(timeout=10000)

@@ -10,10 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Server, Store, require_service, settings_for, start_server, stop_server
-from .test_browser import ARTIFACTS, PASSWORD, browser, shot, sign_in
-
-__all__ = ["browser"]  # the fixture, shared with test_browser.py
+from .conftest import (
+    PASSWORD,
+    Server,
+    Store,
+    require_service,
+    serving,
+    settings_for,
+)
+from .helpers import ARTIFACTS, browser_sign_in, shot
 
 pytestmark = pytest.mark.browser
 
@@ -33,9 +38,8 @@ async def site(tmp_path: Path) -> AsyncIterator[Server]:
     require_service("redis")
     require_service("mongodb")
     place = Store("redis", tmp_path)
-    server = await start_server(settings_for(place, live__stats_interval="60s"))
-    yield server
-    await stop_server(server)
+    async with serving(settings_for(place, live__stats_interval="60s")) as server:
+        yield server
     await place.cleanup()
 
 
@@ -77,7 +81,7 @@ async def test_every_page_passes_axe_light_and_dark_on_desktop_and_phone(site, b
             await page.get_by_role("button", name="Sign in").click()
             await page.locator("#problems").wait_for()
             await check("login-errors")
-            await sign_in(page, site.base_url, "root@example.com")
+            await browser_sign_in(page, site.base_url, "root@example.com")
             await check("dashboard")
             for path in ("sessions", "account", "admin"):
                 await page.goto(f"{site.base_url}/{path}")
@@ -93,7 +97,7 @@ async def test_nav_marks_the_current_page_and_is_tall_enough_to_tap_on_a_phone(s
     await site.add_user("ann@example.com", PASSWORD, name="Ann")
     context = await browser.new_context(viewport=SIZES["phone"], color_scheme="dark")
     page = await context.new_page()
-    await sign_in(page, site.base_url, "ann@example.com")
+    await browser_sign_in(page, site.base_url, "ann@example.com")
     await page.goto(f"{site.base_url}/sessions")
     nav = page.get_by_role("navigation", name="Main")
     assert await nav.locator("[aria-current=page]").text_content() == "Your devices"
@@ -112,12 +116,12 @@ async def test_nav_marks_the_current_page_and_is_tall_enough_to_tap_on_a_phone(s
 async def test_devices_show_local_and_relative_times_current_device_first(site, browser):
     await site.add_user("ann@example.com", PASSWORD, name="Ann")
     other = await browser.new_context(user_agent=IPHONE)
-    await sign_in(await other.new_page(), site.base_url, "ann@example.com")
+    await browser_sign_in(await other.new_page(), site.base_url, "ann@example.com")
     context = await browser.new_context(
         viewport=SIZES["phone"], timezone_id="Asia/Tokyo", locale="en-GB"
     )
     page = await context.new_page()
-    await sign_in(page, site.base_url, "ann@example.com")
+    await browser_sign_in(page, site.base_url, "ann@example.com")
     await page.goto(f"{site.base_url}/sessions")
     devices = page.locator(".device")
     assert await devices.count() == 2
@@ -144,10 +148,10 @@ async def test_confirm_in_a_dialog_cancel_does_nothing_and_the_action_is_reporte
     await site.add_user("ann@example.com", PASSWORD, name="Ann")
     phone = await browser.new_context()
     phone_page = await phone.new_page()
-    await sign_in(phone_page, site.base_url, "ann@example.com")
+    await browser_sign_in(phone_page, site.base_url, "ann@example.com")
     context = await browser.new_context()
     page = await context.new_page()
-    await sign_in(page, site.base_url, "ann@example.com")
+    await browser_sign_in(page, site.base_url, "ann@example.com")
     await page.goto(f"{site.base_url}/sessions")
     dialog = page.locator("#confirm-dialog")
 
@@ -174,7 +178,7 @@ async def test_without_javascript_a_confirmation_page_asks_first(site, browser):
     ann = await site.add_user("ann@example.com", PASSWORD, name="Ann")
     context = await browser.new_context(java_script_enabled=False)
     page = await context.new_page()
-    await sign_in(page, site.base_url, "root@example.com")
+    await browser_sign_in(page, site.base_url, "root@example.com")
     await page.goto(f"{site.base_url}/admin")
     await page.get_by_role("button", name="Disable ann@example.com").click()
     assert await page.get_by_role("heading", name="Disable ann@example.com?").is_visible()
@@ -191,7 +195,7 @@ async def test_the_last_admin_cannot_demote_themself(site, browser):
     await site.add_user("root@example.com", PASSWORD, role="admin", name="Root")
     context = await browser.new_context()
     page = await context.new_page()
-    await sign_in(page, site.base_url, "root@example.com")
+    await browser_sign_in(page, site.base_url, "root@example.com")
     await page.goto(f"{site.base_url}/admin")
     row = page.locator(".user", has_text="root@example.com")
     await row.get_by_label("Role of root@example.com").select_option("user")
@@ -234,7 +238,7 @@ async def test_back_after_sign_out_shows_nothing_personal(site, browser):
     await site.add_user("ann@example.com", PASSWORD, name="Annabel Secret")
     context = await browser.new_context()
     page = await context.new_page()
-    await sign_in(page, site.base_url, "ann@example.com")
+    await browser_sign_in(page, site.base_url, "ann@example.com")
     await page.goto(f"{site.base_url}/account")
     assert await page.get_by_text("ann@example.com").first.is_visible()
     await page.get_by_role("button", name="Sign out").first.click()
@@ -251,7 +255,7 @@ async def test_account_page_changes_name_and_password(site, browser):
     await site.add_user("ann@example.com", PASSWORD, name="Ann")
     context = await browser.new_context()
     page = await context.new_page()
-    await sign_in(page, site.base_url, "ann@example.com")
+    await browser_sign_in(page, site.base_url, "ann@example.com")
     await page.get_by_role("link", name="Account").click()
     await page.get_by_role("textbox", name="Name").fill("Ann Lee")
     await page.get_by_role("button", name="Save name").click()
@@ -273,7 +277,7 @@ async def test_admin_lists_update_live_and_statistics_come_at_once(site, browser
     await site.add_user("root@example.com", PASSWORD, role="admin", name="Root")
     context = await browser.new_context(viewport=SIZES["phone"])
     page = await context.new_page()
-    await sign_in(page, site.base_url, "root@example.com")
+    await browser_sign_in(page, site.base_url, "root@example.com")
     await page.goto(f"{site.base_url}/admin")
     digits = re.compile(r"^\d+$")
     # pushed only every 60 s here: within 5 s it can only be the snapshot sent on connect
@@ -298,7 +302,7 @@ async def test_admin_lists_update_live_and_statistics_come_at_once(site, browser
 async def test_keyboard_only_sign_in_and_revoke_a_device(site, browser):
     await site.add_user("ann@example.com", PASSWORD, name="Ann")
     other = await browser.new_context()
-    await sign_in(await other.new_page(), site.base_url, "ann@example.com")
+    await browser_sign_in(await other.new_page(), site.base_url, "ann@example.com")
     context = await browser.new_context()
     page = await context.new_page()
     await page.goto(f"{site.base_url}/login")

@@ -19,48 +19,13 @@ import pytest
 
 from tornado_auth import __version__
 from tornado_auth.cli import COMMANDS, _parser
-from tornado_auth.sessions import Lifetime, Session, SessionManager, backend_for_url
+from tornado_auth.sessions import Session, SessionManager, backend_for_url
 from tornado_auth.users.sqlite import SQLiteUserStore
 
-from .conftest import Store, require_service
+from .conftest import PASSWORD, Store, require_service
+from .helpers import LIFETIME, cli, cli_environment, one_line_error
 
-REPO = Path(__file__).resolve().parent.parent
-PASSWORD = "Tr0ub4dor&3-horse"
 DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1
-LIFETIME = Lifetime(ttl=3600, remember_me_ttl=86400, absolute_ttl=86400, touch_interval=60)
-
-
-def environment(tmp_path: Path, env: dict[str, str | None] | None = None) -> dict[str, str]:
-    """The CLI's environment: its stores under tmp_path, ``env`` on top (None removes one)."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("TORNADO_AUTH_")}
-    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environ.get("PYTHONPATH")]))
-    environ.update(
-        {
-            "TORNADO_AUTH_USERS__URL": f"sqlite:///{tmp_path}/users.db",
-            "TORNADO_AUTH_SESSIONS__URL": f"sqlite:///{tmp_path}/sessions.db",
-            "TORNADO_AUTH_USERS__BCRYPT_ROUNDS": "4",
-            "TORNADO_AUTH_SECRETS__SECRET_FILE": f"{tmp_path}/secret",
-        }
-    )
-    environ.update(env or {})
-    return {name: value for name, value in environ.items() if value is not None}
-
-
-def cli(
-    tmp_path: Path, *args: str, stdin: str = "", env: dict[str, str | None] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m tornado_auth ARGS`` with its stores under tmp_path."""
-    environ = environment(tmp_path, env)
-    return subprocess.run(
-        [sys.executable, "-m", "tornado_auth", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=environ,
-        timeout=60,
-        check=False,
-    )
 
 
 def create_user(
@@ -81,14 +46,6 @@ def listed(tmp_path: Path, **kwargs) -> dict[str, dict[str, str]]:
         user_id, email, role, state, name = line.split("\t")
         rows[email] = {"id": user_id, "role": role, "state": state, "name": name}
     return rows
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], status: int) -> str:
-    assert result.returncode == status, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 async def _open_sessions(tmp_path: Path, user_ids: list[str]) -> list[str]:
@@ -498,7 +455,7 @@ class Terminal:
     """``python -m tornado_auth ARGS`` on a pseudo-terminal of its own (its controlling tty)."""
 
     def __init__(self, tmp_path: Path, *args: str) -> None:
-        environ = environment(tmp_path)
+        environ = cli_environment(tmp_path)
         pid, fd = pty.fork()
         if pid == 0:  # the child: exec at once, whatever happens
             try:

@@ -11,8 +11,8 @@ import pytest
 from tornado_auth.cli import shown
 from tornado_auth.users import User, new_user_id, store_for_url
 
-from .conftest import USER_STORES, Store, require_service
-from .test_cli import PASSWORD, cli
+from .conftest import PASSWORD, USER_STORES, Store, require_service
+from .helpers import cli
 
 # name as registered -> as list-users must show it
 NAMES = {

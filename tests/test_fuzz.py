@@ -2,9 +2,11 @@
 
 Hypothesis has no asyncio support, so the app runs on an event loop of its own in a background
 thread, started once per module and backend (SQLite, and the production pairing of Redis sessions
-with MongoDB users), and every example makes blocking ``http.client`` requests to it. The server
-is built like ``tornado_auth.server.run_worker`` builds it: ``xheaders`` on (so X-Forwarded-For
-reaches the app), the configured ``max_body_size`` and Tornado's default header limit.
+with MongoDB users); before each test its people are restored and signed in afresh, so no test
+depends on what another changed. Every example makes blocking ``http.client`` requests to it. The
+server is built like ``tornado_auth.server.run_worker`` builds it: ``xheaders`` on (so
+X-Forwarded-For reaches the app), the configured ``max_body_size`` and Tornado's default header
+limit.
 
 ``derandomize=True`` makes the examples a pure function of each test, so CI runs the same inputs
 every time, and ``database=None`` keeps no example database on disk.
@@ -17,12 +19,9 @@ by the named tests at the end.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import http.client
 import json
 import socket
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -38,162 +37,30 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from tornado import httputil
 
-from tornado_auth import make_app, start_services
-from tornado_auth.server import http_server
+from .conftest import PASSWORD, Store, require_service
+from .helpers import COOKIE, LiveApp, Reply, session_cookie
 
-from .conftest import Server, Store, require_service, settings_for, stop_server
-from .counting import count_writes
-
-PASSWORD = "fuzz-password-123"
-COOKIE = "session"
 FUZZ = settings(
     max_examples=10,
     deadline=None,
     derandomize=True,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    # ``live`` is reset for each test, not for each example: the examples of one test share it
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,
+    ],
 )
 
 
 # -- the app on a loop of its own -----------------------------------------------------------------
 
 
-@dataclass
-class Reply:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-class LiveApp:
-    """The app served from a background thread's event loop, for blocking clients."""
-
-    def __init__(self, kind: str, store: Store) -> None:
-        self.kind = kind
-        self.store = store
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name=f"fuzz-{kind}")
-        self.thread.start()
-        self.server: Server | None = None
-        self.cookies: dict[str, bytes] = {}
-        self.ids: dict[str, str] = {}
-
-    def call(self, coroutine: Any, timeout: float = 60) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    async def _start(self) -> Server:
-        settings = settings_for(
-            self.store,
-            # Failed sign-ins must not turn into 429s that hide what the fuzz is after.
-            throttle__account_ip_failures=10**9,
-            throttle__ip_failures=10**9,
-            # No lazy "touch" write in the middle of a run, so "nothing written" is exact.
-            sessions__touch_interval="1d",
-        )
-        services = await start_services(settings)
-        self.counted = count_writes(services.sessions)
-        server = http_server(make_app(services), settings.replace(server__xheaders=True))
-        sock, port = tornado.testing.bind_unused_port()
-        server.add_sockets([sock])
-        return Server(services, port, server)
-
-    def start(self) -> None:
-        self.server = self.call(self._start())
-        for name, role in (
-            ("member", "user"),
-            ("admin", "admin"),
-            ("victim", "user"),
-            ("bait", "user"),
-            ("traveller", "user"),
-            ("keeper", "user"),
-        ):
-            user = self.call(self.server.add_user(f"{name}@fuzz.test", PASSWORD, role, name))
-            self.ids[name] = user.id
-        for name in ("member", "admin", "bait", "keeper"):
-            self.cookies[name] = self.log_in(f"{name}@fuzz.test")
-        # The admin's own session, as the member would name it: never the member's to revoke.
-        sessions = self.send("GET", "/api/sessions", {"Cookie": self.cookies["admin"]}).json()
-        self.ids["admin_session"] = sessions["sessions"][0]["id"]
-
-    def log_in(self, email: str, headers: dict[str, bytes] | None = None) -> bytes:
-        """A ``Cookie`` header value for a new session of ``email``."""
-        reply = self.send(
-            "POST",
-            "/api/login",
-            {"Content-Type": b"application/json", **(headers or {})},
-            json.dumps({"email": email, "password": PASSWORD}).encode(),
-        )
-        assert reply.status == 200, reply.body
-        return session_cookie(reply)
-
-    def stop(self) -> None:
-        async def shut_down() -> None:
-            if self.server is not None:
-                await stop_server(self.server)
-            await self.store.cleanup()
-            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in others:
-                task.cancel()
-            await asyncio.gather(*others, return_exceptions=True)
-
-        try:
-            self.call(shut_down())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
-            self.loop.close()
-
-    # -- requests and store state --
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return self.server.port
-
-    @property
-    def secret(self) -> Any:
-        assert self.server is not None
-        return self.server.secret
-
-    @property
-    def max_body_size(self) -> int:
-        assert self.server is not None
-        return self.server.services.settings["server.max_body_size"]
-
-    def send(
-        self,
-        method: str,
-        path: str,
-        headers: dict[str, bytes] | None = None,
-        body: bytes | None = None,
-    ) -> Reply:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            connection.request(method, path, body=body, headers=headers or {})
-            response = connection.getresponse()
-            return Reply(response.status, response.msg, response.read())
-        finally:
-            connection.close()
-
-    @property
-    def writes(self) -> int:
-        return self.counted.writes
-
-    def user_total(self) -> int:
-        assert self.server is not None
-        return self.call(self.server.services.users.page(0, 1))[1]
-
-    def snapshot(self) -> tuple[int, int]:
-        """(session store writes, users): what a rejected request must leave unchanged."""
-        return self.writes, self.user_total()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "redis"])
-def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """SQLite sessions and users; Redis sessions with MongoDB users (the production pairing)."""
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """SQLite sessions and users; Redis sessions with MongoDB users (the production pairing):
+    one app per backend for the module, since starting one per test would dominate its time."""
     if request.param == "redis":
         require_service("redis")
         require_service("mongodb")
@@ -204,15 +71,6 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         yield app
     finally:
         app.stop()
-
-
-def session_cookie(reply: Reply) -> bytes:
-    for header in reply.headers.get_all("Set-Cookie") or []:
-        cookie = SimpleCookie()
-        cookie.load(header)
-        if COOKIE in cookie and cookie[COOKIE].value:
-            return f"{COOKIE}={cookie[COOKIE].coded_value}".encode()
-    raise AssertionError(f"no session cookie in {reply.headers}")
 
 
 def sets_a_session(reply: Reply) -> bool:

@@ -2,74 +2,36 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import signal
-import sys
 import time
-from pathlib import Path
 
 import pytest
-import tornado.testing
-import tornado.websocket
-from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.httpclient import HTTPClientError
 
 from tornado_auth.devices import device_name
-from tornado_auth.users.passwords import hash_password
-from tornado_auth.users.sqlite import SQLiteUserStore
 
 from .conftest import (
     PASSWORD,
     REDIS_URL,
     Client,
-    Server,
     Store,
     free_port,
     require_service,
+    serving,
     settings_for,
-    start_server,
 )
-from .conftest import stop_server as stop
-
-SESSION_ENDED = 4001
-
-
-async def open_socket(
-    client: Client, **headers: str
-) -> tornado.websocket.WebSocketClientConnection:
-    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
-    url = client.base_url.replace("http://", "ws://") + "/ws/dashboard"
-    request = HTTPRequest(url, headers={"Cookie": cookie, **headers})
-    return await tornado.websocket.websocket_connect(request)
-
-
-async def next_event(socket, kind: str, within: float = 2.0) -> dict:
-    """The next message of this type; skips others (e.g. stats)."""
-    deadline = time.monotonic() + within
-    while True:
-        message = await asyncio.wait_for(socket.read_message(), deadline - time.monotonic())
-        assert message is not None, f"closed ({socket.close_code}) before a {kind} event"
-        event = json.loads(message)
-        if event["type"] == kind:
-            return event
-
-
-async def closed_within(socket, seconds: float) -> tuple[int | None, str | None]:
-    """Wait for the server to close the socket; its close code and reason."""
-    deadline = time.monotonic() + seconds
-    while True:
-        message = await asyncio.wait_for(socket.read_message(), deadline - time.monotonic())
-        if message is None:
-            return socket.close_code, socket.close_reason
-
-
-async def signed_in(server: Server, email: str = "ann@example.com", role: str = "user") -> Client:
-    if await server.services.users.by_email(email) is None:
-        await server.add_user(email, PASSWORD, role)
-    client = server.client()
-    assert (await client.login(email, PASSWORD)).code == 200
-    return client
+from .helpers import (
+    SESSION_ENDED,
+    add_sqlite_user,
+    closed_within,
+    next_event,
+    open_socket,
+    signed_in,
+    spawn,
+    stop_process,
+    two_processes_revocation,
+)
 
 
 async def test_handshake_without_session_is_401(server):
@@ -168,20 +130,18 @@ async def test_password_change_closes_the_other_sessions_sockets(server):
 
 
 async def test_idle_expiry_closes_the_socket(store: Store):
-    server = await start_server(settings_for(store, sessions__ttl="1s", sessions__touch_interval=0))
-    try:
+    async with serving(
+        settings_for(store, sessions__ttl="1s", sessions__touch_interval=0)
+    ) as server:
         client = await signed_in(server)
         socket = await open_socket(client)
         await next_event(socket, "hello")
         assert await closed_within(socket, 10) == (SESSION_ENDED, "expired")
         assert (await client.get("/api/dashboard")).code == 401
-    finally:
-        await stop(server)
 
 
 async def test_admin_socket_receives_live_statistics(store: Store):
-    server = await start_server(settings_for(store, live__stats_interval="0.2s"))
-    try:
+    async with serving(settings_for(store, live__stats_interval="0.2s")) as server:
         admin = await signed_in(server, "root@example.com", role="admin")
         await server.client().login("root@example.com", "wrong password")
         socket = await open_socket(admin)
@@ -197,66 +157,9 @@ async def test_admin_socket_receives_live_statistics(store: Store):
         with pytest.raises(TimeoutError):  # users get no statistics
             await next_event(user_socket, "stats", 0.6)
         user_socket.close()
-    finally:
-        await stop(server)
 
 
 # -- several server processes ----------------------------------------------------------------------
-
-
-async def spawn(tmp_path: Path, port: int, **env: str) -> asyncio.subprocess.Process:
-    environment = {
-        **os.environ,
-        "TORNADO_AUTH_USERS__URL": f"sqlite:///{tmp_path}/users.db",
-        "TORNADO_AUTH_SECRETS__COOKIE_SECRET": "s" * 40,
-        "TORNADO_AUTH_USERS__DEMO_USERS": "false",
-        "TORNADO_AUTH_LOGGING__ACCESS_LOG": "false",
-        **env,
-    }
-    process = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "tornado_auth", "serve", "--port", str(port)),
-        cwd=tmp_path,
-        env=environment,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    line = await asyncio.wait_for(process.stdout.readline(), 30)
-    assert b"listening" in line
-    return process
-
-
-async def stop_process(process: asyncio.subprocess.Process) -> int:
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-    return await asyncio.wait_for(process.wait(), 30)
-
-
-async def add_user(tmp_path: Path) -> None:
-    users = SQLiteUserStore(f"sqlite:///{tmp_path}/users.db")
-    from tornado_auth.users import User, new_user_id
-
-    await users.start()
-    hashed = await hash_password(PASSWORD, 4)
-    await users.add(User(new_user_id(), "ann@example.com", "Ann", "user", hashed, time.time()))
-    await users.close()
-
-
-async def two_processes_revocation(tmp_path: Path, seconds: float, **env: str) -> None:
-    """A socket held by process A closes when process B serves the revocation."""
-    await add_user(tmp_path)
-    ports = free_port(), free_port()
-    processes = [await spawn(tmp_path, port, **env) for port in ports]
-    try:
-        holder = Client(f"http://127.0.0.1:{ports[0]}")
-        assert (await holder.login("ann@example.com", PASSWORD)).code == 200
-        socket = await open_socket(holder)
-        await next_event(socket, "hello")
-        revoker = Client(f"http://127.0.0.1:{ports[1]}")
-        assert (await revoker.login("ann@example.com", PASSWORD)).code == 200
-        assert (await revoker.post("/api/sessions/revoke-others")).code == 200
-        assert await closed_within(socket, seconds) == (SESSION_ENDED, env["expected_reason"])
-    finally:
-        codes = [await stop_process(process) for process in processes]
-    assert codes == [0, 0]
 
 
 async def test_revocation_in_another_process_closes_socket_through_redis(tmp_path):
@@ -281,7 +184,7 @@ async def test_revocation_in_another_process_with_sqlite_is_caught_by_the_period
 
 
 async def test_shutdown_closes_sockets_with_going_away(tmp_path):
-    await add_user(tmp_path)
+    await add_sqlite_user(tmp_path)
     port = free_port()
     env = {"TORNADO_AUTH_SESSIONS__URL": f"sqlite:///{tmp_path}/sessions.db"}
     process = await spawn(tmp_path, port, **env)
@@ -303,8 +206,7 @@ TOO_MANY_SOCKETS = 4008
 
 
 async def test_sockets_past_the_per_session_cap_close_the_oldest(store: Store):
-    server = await start_server(settings_for(store, live__max_sockets_per_session=3))
-    try:
+    async with serving(settings_for(store, live__max_sockets_per_session=3)) as server:
         client = await signed_in(server)
         sockets = []
         for _ in range(4):
@@ -322,13 +224,10 @@ async def test_sockets_past_the_per_session_cap_close_the_oldest(store: Store):
         for socket in [*sockets[1:], extra]:
             assert socket.close_code is None
             socket.close()
-    finally:
-        await stop(server)
 
 
 async def test_sockets_past_the_per_user_cap_close_the_users_oldest(store: Store):
-    server = await start_server(settings_for(store, live__max_sockets_per_user=2))
-    try:
+    async with serving(settings_for(store, live__max_sockets_per_user=2)) as server:
         tabs = [await signed_in(server) for _ in range(3)]  # three sessions of one user
         sockets = []
         for tab in tabs:
@@ -338,13 +237,10 @@ async def test_sockets_past_the_per_user_cap_close_the_users_oldest(store: Store
         assert server.services.live.open_sockets == 2
         for socket in sockets[1:]:
             socket.close()
-    finally:
-        await stop(server)
 
 
 async def test_a_sign_in_past_the_session_cap_closes_the_oldest_sessions_socket(store: Store):
-    server = await start_server(settings_for(store, sessions__max_per_user=2))
-    try:
+    async with serving(settings_for(store, sessions__max_per_user=2)) as server:
         oldest = await signed_in(server)
         socket = await open_socket(oldest)
         await next_event(socket, "hello")
@@ -352,8 +248,6 @@ async def test_a_sign_in_past_the_session_cap_closes_the_oldest_sessions_socket(
         await signed_in(server)  # the third session: the oldest ends
         assert await closed_within(socket, 10) == (SESSION_ENDED, "limit")
         assert (await oldest.get("/api/dashboard")).code == 401
-    finally:
-        await stop(server)
 
 
 def test_sign_in_counters_stay_bounded_under_a_flood_and_count_the_last_minute():

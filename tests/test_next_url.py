@@ -13,10 +13,8 @@ from hypothesis import strategies as st
 
 from tornado_auth.handlers.pages import safe_next
 
-from .conftest import Server, Store
-from .test_fuzz import PASSWORD as FUZZ_PASSWORD
-from .test_fuzz import LiveApp, Reply, session_cookie
-from .test_pages import PASSWORD, signed_in, submit
+from .conftest import PASSWORD, Server, Store
+from .helpers import LiveApp, Reply, session_cookie, signed_in, submit
 
 SITE = "https://site.example/app/page?x=1"
 HOSTILE = [
@@ -38,7 +36,8 @@ PROPERTY = settings(
     deadline=None,
     derandomize=True,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow],
+    # ``live`` is reset for each test, not for each example: the examples of one test share it
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 OVER_HTTP = settings(PROPERTY, max_examples=40)
 # Arbitrary text, and arbitrary text behind a "/" so that much of it gets past the first check.
@@ -80,7 +79,7 @@ def test_paths_this_app_sends_to_login_are_kept():
 async def test_a_signed_in_visit_to_login_with_a_hostile_next_goes_to_the_dashboard(
     server: Server, value: str
 ):
-    client = await signed_in(server)
+    client = await signed_in(server, form=True)
     response = await client.get("/login?next=" + urllib.parse.quote(value, safe=""))
     assert response.code == 302
     assert response.headers["Location"] == "/dashboard"
@@ -104,7 +103,7 @@ async def test_a_correct_form_sign_in_with_a_hostile_next_signs_in_and_goes_to_t
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
     app = LiveApp("sqlite", Store("sqlite", tmp_path_factory.mktemp("next")))
     try:
         app.start()
@@ -132,7 +131,7 @@ def test_any_next_through_the_login_form_signs_in_and_redirects_within_the_site(
     page = live.send("GET", "/login")
     cookie = SimpleCookie(page.headers["Set-Cookie"])["_xsrf"].value
     token = re.search(rb'name="_xsrf" value="([^"]+)"', page.body).group(1).decode()
-    fields = {"email": "member@fuzz.test", "password": FUZZ_PASSWORD, "next": value}
+    fields = {"email": "member@fuzz.test", "password": PASSWORD, "next": value}
     body = urllib.parse.urlencode({**fields, "_xsrf": token})
     headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": f"_xsrf={cookie}"}
     reply = live.send("POST", "/login", headers, body.encode())

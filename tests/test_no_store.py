@@ -7,7 +7,7 @@ import re
 import pytest
 
 from .conftest import Server
-from .test_pages import signed_in, submit
+from .helpers import signed_in, submit
 
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "mongodb"], indirect=True)
 
@@ -20,7 +20,7 @@ def assert_not_stored(response) -> None:
 
 
 async def test_every_page_of_a_signed_in_admin_is_sent_with_no_store(server: Server):
-    admin = await signed_in(server, "root@example.com", role="admin")
+    admin = await signed_in(server, "root@example.com", role="admin", form=True)
     for path in ("/dashboard", "/sessions", "/admin", "/admin?page=2", "/login", "/"):
         assert_not_stored(await admin.get(path))
     dashboard = await admin.get("/dashboard")
@@ -28,7 +28,7 @@ async def test_every_page_of_a_signed_in_admin_is_sent_with_no_store(server: Ser
 
 
 async def test_anonymous_pages_redirects_and_error_pages_are_sent_with_no_store(server: Server):
-    user = await signed_in(server)
+    user = await signed_in(server, form=True)
     anonymous = server.client()
     responses = [
         await anonymous.get("/login"),
@@ -44,7 +44,7 @@ async def test_anonymous_pages_redirects_and_error_pages_are_sent_with_no_store(
 
 
 async def test_sign_out_and_the_api_are_sent_with_no_store(server: Server):
-    client = await signed_in(server)
+    client = await signed_in(server, form=True)
     assert_not_stored(await client.get("/api/profile"))
     assert_not_stored(await server.client().get("/api/profile"))  # the 401
     signed_out = await submit(client, "/logout", {}, page="/dashboard")

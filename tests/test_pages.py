@@ -9,28 +9,8 @@ import pytest
 
 from tornado_auth.handlers.pages import safe_next
 
-from .conftest import PASSWORD, Client, Server
-
-
-async def form_token(client: Client, path: str) -> str:
-    page = await client.get(path)
-    assert page.code == 200
-    return re.search(rb'name="_xsrf" value="([^"]+)"', page.body).group(1).decode()
-
-
-async def submit(client: Client, path: str, fields: dict[str, str], page: str | None = None):
-    token = await form_token(client, page or path)
-    body = urllib.parse.urlencode({**fields, "_xsrf": token})
-    headers = {"Content-Type": "application/x-www-form-urlencoded"}
-    return await client.request("POST", path, raw=body, headers=headers)
-
-
-async def signed_in(server: Server, email: str = "ann@example.com", role: str = "user") -> Client:
-    await server.add_user(email, PASSWORD, role)
-    client = server.client()
-    response = await submit(client, "/login", {"email": email, "password": PASSWORD})
-    assert response.code == 302
-    return client
+from .conftest import PASSWORD
+from .helpers import signed_in, submit
 
 
 @pytest.mark.parametrize(
@@ -109,7 +89,7 @@ async def test_register_form_creates_account_and_signs_in(server):
 
 
 async def test_sessions_page_revokes_other_devices(server):
-    laptop = await signed_in(server)
+    laptop = await signed_in(server, form=True)
     phone = server.client()
     await submit(phone, "/login", {"email": "ann@example.com", "password": PASSWORD})
     page = await laptop.get("/sessions")
@@ -126,16 +106,16 @@ async def test_sessions_page_revokes_other_devices(server):
 
 
 async def test_logout_form_ends_the_session(server):
-    client = await signed_in(server)
+    client = await signed_in(server, form=True)
     response = await submit(client, "/logout", {}, page="/dashboard")
     assert response.headers["Location"] == "/login"
     assert (await client.get("/dashboard")).code == 302
 
 
 async def test_admin_page_is_for_admins_and_changes_roles(server):
-    user = await signed_in(server)
+    user = await signed_in(server, form=True)
     assert (await user.get("/admin")).code == 403
-    admin = await signed_in(server, "root@example.com", role="admin")
+    admin = await signed_in(server, "root@example.com", role="admin", form=True)
     page = await admin.get("/admin")
     assert page.code == 200 and b"ann@example.com" in page.body
     target = await server.services.users.by_email("ann@example.com")
@@ -155,7 +135,7 @@ async def test_admin_page_is_for_admins_and_changes_roles(server):
     "path", ["/login", "/register", "/dashboard", "/sessions", "/account", "/admin"]
 )
 async def test_pages_have_strict_csp_and_no_inline_script_or_style(server, path):
-    admin = await signed_in(server, "root@example.com", role="admin")
+    admin = await signed_in(server, "root@example.com", role="admin", form=True)
     client = server.client() if path in ("/login", "/register") else admin
     response = await client.get(path)
     assert response.code == 200

@@ -12,15 +12,15 @@ import pytest
 from tornado_auth.handlers.pages import duration, relative
 
 from .conftest import (
+    PASSWORD,
     Client,
     Server,
     Store,
     require_service,
+    serving,
     settings_for,
-    start_server,
-    stop_server,
 )
-from .test_pages import PASSWORD, signed_in, submit
+from .helpers import signed_in, submit
 
 
 @pytest.fixture(params=["sqlite", "redis"])  # "redis": Redis sessions and MongoDB users
@@ -29,9 +29,8 @@ async def site(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
         require_service("redis")
         require_service("mongodb")
     place = Store(request.param, tmp_path)
-    server = await start_server(settings_for(place, throttle__account_ip_failures=3))
-    yield server
-    await stop_server(server)
+    async with serving(settings_for(place, throttle__account_ip_failures=3)) as server:
+        yield server
     await place.cleanup()
 
 
@@ -102,7 +101,7 @@ async def test_register_lists_every_problem_tied_to_its_field_and_keeps_what_was
 
 
 async def test_deliberate_sign_out_says_so_and_forced_ones_are_warnings(site):
-    client = await signed_in(site)
+    client = await signed_in(site, form=True)
     body = await follow(client, await submit(client, "/logout", {}, page="/dashboard"))
     assert flash_of(body) == ("info", "You have signed out.")
     assert flash_of((await client.get("/login")).body) is None  # shown once
@@ -111,7 +110,7 @@ async def test_deliberate_sign_out_says_so_and_forced_ones_are_warnings(site):
 
 
 async def test_revoking_asks_first_then_reports(site):
-    laptop = await signed_in(site)
+    laptop = await signed_in(site, form=True)
     phone = site.client()
     await submit(phone, "/login", {"email": "ann@example.com", "password": PASSWORD})
     sessions = (await laptop.get("/sessions")).body.decode()
@@ -128,7 +127,7 @@ async def test_revoking_asks_first_then_reports(site):
 
 
 async def test_nobody_can_demote_or_disable_the_last_admin(site):
-    admin = await signed_in(site, "root@example.com", role="admin")
+    admin = await signed_in(site, "root@example.com", role="admin", form=True)
     root = await site.services.users.by_email("root@example.com")
     for fields in ({"action": "role", "role": "user"}, {"action": "disable"}):
         asked = await submit(admin, f"/admin/users/{root.id}", fields, page="/admin")
@@ -145,7 +144,7 @@ async def test_nobody_can_demote_or_disable_the_last_admin(site):
 
 
 async def test_demoting_oneself_with_another_admin_signs_out_and_says_why(site):
-    admin = await signed_in(site, "root@example.com", role="admin")
+    admin = await signed_in(site, "root@example.com", role="admin", form=True)
     await site.add_user("second@example.com", PASSWORD, role="admin")
     root = await site.services.users.by_email("root@example.com")
     fields = {"action": "role", "role": "user", "confirm": "1"}
@@ -157,7 +156,7 @@ async def test_demoting_oneself_with_another_admin_signs_out_and_says_why(site):
 
 
 async def test_admin_disables_another_user_and_is_told(site):
-    admin = await signed_in(site, "root@example.com", role="admin")
+    admin = await signed_in(site, "root@example.com", role="admin", form=True)
     ann = await site.add_user("ann@example.com", PASSWORD)
     fields = {"action": "disable", "confirm": "1", "back": "/admin?q=ann"}
     response = await submit(admin, f"/admin/users/{ann.id}", fields, page="/admin")
@@ -169,7 +168,7 @@ async def test_admin_disables_another_user_and_is_told(site):
 
 
 async def test_account_page_changes_the_name_and_the_password(site):
-    client = await signed_in(site)
+    client = await signed_in(site, form=True)
     other = site.client()
     await submit(other, "/login", {"email": "ann@example.com", "password": PASSWORD})
     page = await client.get("/account")
@@ -194,7 +193,7 @@ async def test_account_page_changes_the_name_and_the_password(site):
 
 
 async def test_admin_page_searches_filters_and_pages_in_the_store(site):
-    admin = await signed_in(site, "root@example.com", role="admin")
+    admin = await signed_in(site, "root@example.com", role="admin", form=True)
     for index in range(25):
         await site.add_user(f"user{index:02}@example.com", PASSWORD, name=f"Person {index}")
     disabled = await site.services.users.by_email("user03@example.com")
@@ -219,7 +218,7 @@ async def test_admin_page_searches_filters_and_pages_in_the_store(site):
 
 
 async def test_activity_reads_who_did_what_to_whom(site):
-    admin = await signed_in(site, "root@example.com", role="admin")
+    admin = await signed_in(site, "root@example.com", role="admin", form=True)
     ann = await site.add_user("ann@example.com", PASSWORD)
     fields = {"action": "disable", "confirm": "1"}
     await submit(admin, f"/admin/users/{ann.id}", fields, page="/admin")

@@ -7,7 +7,7 @@ import pytest
 from tornado_auth.users.passwords import password_problem
 
 from .conftest import Server, body
-from .test_pages import submit
+from .helpers import submit
 
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "mongodb"], indirect=True)
 

@@ -34,7 +34,17 @@ from tornado_auth import (
     start_services,
 )
 
-from .conftest import PASSWORD, Client, Server, Store, body, settings_for, start_server, stop_server
+from .conftest import (
+    PASSWORD,
+    Client,
+    Server,
+    Store,
+    body,
+    serving,
+    settings_for,
+    stop_server,
+)
+from .helpers import signed_in
 
 REPO = Path(__file__).resolve().parent.parent
 sqlite_only = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
@@ -45,20 +55,8 @@ user_stores = pytest.mark.parametrize("store", ["sqlite", "mongodb"], indirect=T
 @asynccontextmanager
 async def app_on(store: Store, **app: Any) -> AsyncIterator[Server]:
     """make_app with the app's arguments, served on an unused port."""
-    server = await start_server(settings_for(store), **app)
-    try:
+    async with serving(settings_for(store), **app) as server:
         yield server
-    finally:
-        await stop_server(server)
-
-
-async def signed_in(server: Server, email: str, role: str = "user") -> Client:
-    if await server.services.users.by_email(email) is None:
-        await server.add_user(email, PASSWORD, role)
-    client = server.client()
-    response = await client.post("/auth/api/login", {"email": email, "password": PASSWORD})
-    assert response.code == 200, response.body
-    return client
 
 
 async def handshake(client: Client, path: str) -> tornado.websocket.WebSocketClientConnection:
@@ -133,10 +131,10 @@ async def test_requires_on_an_api_handler_answers_401_and_403_as_json(store):
     async with app_on(store, routes=GATED, prefix="/auth") as server:
         anonymous = await server.client().get("/report")
         assert (anonymous.code, body(anonymous)) == (401, {"error": "Not authenticated"})
-        user = await signed_in(server, "ann@example.com")
+        user = await signed_in(server, "ann@example.com", prefix="/auth")
         refused = await user.get("/report")
         assert (refused.code, body(refused)) == (403, {"error": "Staff only"})
-        member = await signed_in(server, "sam@staff.example.com")
+        member = await signed_in(server, "sam@staff.example.com", prefix="/auth")
         allowed = await member.get("/report")
         assert body(allowed) == {"report": "ok", "by": "sam@staff.example.com"}
 
@@ -149,11 +147,11 @@ async def test_role_required_on_a_page_redirects_to_the_mounted_login_with_next(
         location = urllib.parse.urlsplit(anonymous.headers["Location"])
         assert location.path == "/auth/login"
         assert urllib.parse.parse_qs(location.query) == {"next": ["/admin-page?tab=users"]}
-        user = await signed_in(server, "ann@example.com")
+        user = await signed_in(server, "ann@example.com", prefix="/auth")
         refused = await user.get("/admin-page")
         assert refused.code == 403
         assert refused.headers["Content-Type"].startswith("text/html")
-        admin = await signed_in(server, "root@example.com", role="admin")
+        admin = await signed_in(server, "root@example.com", role="admin", prefix="/auth")
         assert (await admin.get("/admin-page")).body == b"the admin page"
 
 
@@ -162,12 +160,12 @@ async def test_role_required_on_a_socket_gates_the_handshake(store):
     async with app_on(store, routes=GATED, prefix="/auth") as server:
         for client, status in [
             (server.client(), 401),
-            (await signed_in(server, "ann@example.com"), 403),
+            (await signed_in(server, "ann@example.com", prefix="/auth"), 403),
         ]:
             with pytest.raises(HTTPClientError) as refused:
                 await handshake(client, "/ws/admin")
             assert refused.value.code == status
-        admin = await signed_in(server, "root@example.com", role="admin")
+        admin = await signed_in(server, "root@example.com", role="admin", prefix="/auth")
         socket = await handshake(admin, "/ws/admin")
         assert await socket.read_message() == '{"hello": "root@example.com"}'
         socket.close()
@@ -179,7 +177,7 @@ async def test_role_required_on_a_socket_gates_the_handshake(store):
 @sqlite_only
 async def test_only_the_parts_asked_for_are_mounted_under_the_prefix(store):
     async with app_on(store, prefix="/auth", parts=("api",)) as server:
-        client = await signed_in(server, "ann@example.com")
+        client = await signed_in(server, "ann@example.com", prefix="/auth")
         assert (await client.get("/auth/api/profile")).code == 200
         assert (await client.get("/auth/healthz")).code == 200
         for path in ("/auth/login", "/auth/dashboard", "/auth/static/css/app.css", "/api/login"):
@@ -202,7 +200,7 @@ async def test_auth_routes_and_settings_mount_into_a_plain_tornado_application(s
     http.add_sockets([sock])
     try:
         server = Server(services, port, http)
-        member = await signed_in(server, "sam@staff.example.com")
+        member = await signed_in(server, "sam@staff.example.com", prefix="/auth")
         assert body(await member.get("/auth/api/profile"))["email"] == "sam@staff.example.com"
         assert body(await member.get("/report"))["report"] == "ok"
         assert (await member.post("/auth/api/logout")).code == 200
@@ -337,7 +335,7 @@ async def test_extra_user_fields_round_trip(store):
         assert (await users.get(user.id)).extra == {"colour": "#00aa00"}
         assert await accounts.set_extra("0" * 24, colour="#000000") is None
 
-        client = await signed_in(server, "ann@example.com")
+        client = await signed_in(server, "ann@example.com", prefix="/auth")
         assert body(await client.get("/auth/api/profile"))["extra"] == {"colour": "#00aa00"}
 
 

@@ -14,7 +14,12 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado_auth.errors import StoreUnavailable
 from tornado_auth.redact import redact, redact_url
 
-from .conftest import Store, free_port, settings_for, start_server, stop_server
+from .conftest import (
+    Store,
+    free_port,
+    serving,
+    settings_for,
+)
 
 SECRET = "s3cret-Pa55"
 
@@ -96,12 +101,9 @@ async def test_readyz_and_logs_never_show_a_store_password(tmp_path, caplog):
         "?serverSelectionTimeoutMS=200&connectTimeoutMS=200",
     )
     caplog.set_level(logging.DEBUG)
-    server = await start_server(settings)
-    try:
+    async with serving(settings) as server:
         response = await AsyncHTTPClient().fetch(server.base_url + "/readyz", raise_error=False)
         login = await server.client().login("ann@example.com", "whatever-password")
-    finally:
-        await stop_server(server)
     assert response.code == 503
     assert json.loads(response.body)["down"] == ["session store (redis)", "user store (mongodb)"]
     assert login.code == 503

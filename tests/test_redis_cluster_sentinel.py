@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tornado_auth.sessions import Lifetime, Session, SessionManager, backend_for_url
+from tornado_auth.sessions import Session, SessionManager, backend_for_url
 from tornado_auth.sessions.redis import parse_url
 from tornado_auth.settings import SettingsError, load_settings
 
@@ -19,14 +19,11 @@ from .conftest import (
     body,
     free_port,
     require_service,
+    serving,
     settings_for,
-    start_server,
-    stop_server,
 )
-from .test_cli import cli, one_line_error
-from .test_live import two_processes_revocation
+from .helpers import LIFETIME, cli, one_line_error, two_processes_revocation
 
-LIFETIME = Lifetime(ttl=3600, remember_me_ttl=7200, absolute_ttl=86400, touch_interval=60)
 SERVICES = ("redis-cluster", "redis-sentinel")
 
 
@@ -212,13 +209,10 @@ async def test_unreachable_cluster_or_sentinel_gives_503_not_500(url, tmp_path):
         require_service("redis-sentinel")
     place = Store("sqlite", tmp_path)
     url = url.format(port=free_port(), nosuchmaster="nosuchmaster")
-    server = await start_server(settings_for(place, sessions__url=url))
-    try:
+    async with serving(settings_for(place, sessions__url=url)) as server:
         await server.add_user("ann@example.com", PASSWORD)
         login = await server.client().login("ann@example.com", PASSWORD)
         assert login.code == 503
         assert body(login) == {"error": "Session store unavailable"}
         ready = await server.client().get("/readyz")
         assert ready.code == 503 and body(ready)["down"] == ["session store (redis)"]
-    finally:
-        await stop_server(server)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tornado_auth.sessions import Backend, Lifetime, Session, SessionManager, backend_for_url
+from tornado_auth.sessions import Backend, Session, SessionManager, backend_for_url
 
 from .conftest import REDIS_URLS, Clock, Store, require_service
+from .helpers import LIFETIME
 
-LIFETIME = Lifetime(ttl=3600, remember_me_ttl=7200, absolute_ttl=86400, touch_interval=60)
 AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/120.0.0.0 Safari/537.36"

@@ -23,11 +23,10 @@ SECRET = "x" * 40
 @pytest.fixture
 async def proxied(store: Store):
     """The app behind a trusted proxy, so tests can speak from several client addresses."""
-    server = await start_server(
+    async with serving(
         settings_for(store, server__xheaders=True, throttle__ip_failures=15)
-    )
-    yield server
-    await stop_server(server)
+    ) as server:
+        yield server
 
 
 def from_ip(client: Client, ip: str) -> Client:
@@ -100,10 +99,9 @@ async def test_login_form_is_throttled_too(proxied: Server):
 
 
 async def test_production_cookie_is_host_prefixed_secure_httponly_lax(store: Store):
-    server = await start_server(
+    async with serving(
         settings_for(store, env="production", secrets__cookie_secret=SECRET)
-    )
-    try:
+    ) as server:
         await server.add_user("ann@example.com", PASSWORD)
         response = await server.client().login("ann@example.com", PASSWORD)
         [cookie] = response.headers.get_list("Set-Cookie")
@@ -114,8 +112,6 @@ async def test_production_cookie_is_host_prefixed_secure_httponly_lax(store: Sto
         assert response.headers["Strict-Transport-Security"].startswith("max-age=")
         demo = await server.client().get("/api/set-cookie")
         assert "Secure" in demo.headers["Set-Cookie"]
-    finally:
-        await stop_server(server)
 
 
 async def test_samesite_strict_by_setting(store: Store):

@@ -10,11 +10,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from tornado_auth import StoreUnavailable
-from tornado_auth.sessions import CachedStore, Lifetime, Session, SessionManager, backend_for_url
+from tornado_auth.sessions import CachedStore, Session, SessionManager, backend_for_url
 
 from .conftest import REDIS_URL, Store, require_service
-
-LIFETIME = Lifetime(ttl=3600, remember_me_ttl=7200, absolute_ttl=86400, touch_interval=60)
+from .helpers import LIFETIME
 
 
 class Process:

@@ -18,11 +18,7 @@ from tornado_auth.sessions import Lifetime, Session, SessionManager, backend_for
 
 from .conftest import Clock, Store, body
 from .counting import CountingStore, count_writes
-
-HOUR = 3600.0
-LIFETIME = Lifetime(
-    ttl=24 * HOUR, remember_me_ttl=720 * HOUR, absolute_ttl=48 * HOUR, touch_interval=60
-)
+from .helpers import HOUR, LIFETIME
 
 
 @pytest.fixture

@@ -24,8 +24,6 @@ from .conftest import (
     require_service,
     serving,
     settings_for,
-    start_server,
-    stop_server,
 )
 
 
@@ -81,8 +79,7 @@ def place(tmp_path: Path) -> Store:
 
 async def test_redis_down_gives_503_and_readyz_names_it_then_recovers(place, private_redis):
     url = f"redis://127.0.0.1:{private_redis.port}/0"
-    server = await start_server(settings_for(place, sessions__url=url))
-    try:
+    async with serving(settings_for(place, sessions__url=url)) as server:
         await server.add_user("ann@example.com", PASSWORD)
         client = server.client()
         assert (await client.login("ann@example.com", PASSWORD)).code == 200
@@ -105,8 +102,6 @@ async def test_redis_down_gives_503_and_readyz_names_it_then_recovers(place, pri
         again = server.client()
         assert (await again.login("ann@example.com", PASSWORD)).code == 200
         assert (await again.get("/api/dashboard")).code == 200
-    finally:
-        await stop_server(server)
 
 
 async def test_anonymous_requests_do_not_need_the_session_store(place):
@@ -228,8 +223,7 @@ async def test_an_outage_between_a_sessions_load_and_its_commit_gives_503_and_lo
         sessions__url=f"redis://127.0.0.1:{proxy.port}/0",
         users__url=f"sqlite:///{place.tmp_path}/users.db",
     )
-    server = await start_server(settings, routes=[(r"/cart", Cart)])
-    try:
+    async with serving(settings, routes=[(r"/cart", Cart)]) as server:
         await server.add_user("ann@example.com", PASSWORD)
         client = server.client()
         assert (await client.login("ann@example.com", PASSWORD)).code == 200
@@ -254,5 +248,3 @@ async def test_an_outage_between_a_sessions_load_and_its_commit_gives_503_and_lo
         assert cart.code == 200 and body(cart) == {"cart": ["book"]}
         assert (await client.post("/cart", {"cart": ["book", "lamp"]})).code == 200
         assert body(await client.get("/cart")) == {"cart": ["book", "lamp"]}
-    finally:
-        await stop_server(server)

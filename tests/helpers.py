@@ -1,0 +1,408 @@
+"""Helpers shared by the test modules: signing in, forms, the live socket, server processes, the
+CLI, browser pages. Fixtures and the app on an unused port are in conftest.py; no test module
+imports another."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+import tornado.testing
+import tornado.websocket
+from tornado.httpclient import HTTPRequest, HTTPResponse
+
+from tornado_auth import make_app, start_services
+from tornado_auth.server import http_server
+from tornado_auth.sessions import Lifetime
+from tornado_auth.users import User, new_user_id
+from tornado_auth.users.passwords import hash_password
+from tornado_auth.users.sqlite import SQLiteUserStore
+
+from .conftest import PASSWORD, Client, Server, Store, free_port, settings_for, stop_server
+from .counting import count_writes
+
+REPO = Path(__file__).resolve().parent.parent
+HOUR = 3600.0
+# Session lifetimes for tests that drive a SessionManager directly: a day, 30 days remembered,
+# two days at most, a touch at most every minute.
+LIFETIME = Lifetime(
+    ttl=24 * HOUR, remember_me_ttl=720 * HOUR, absolute_ttl=48 * HOUR, touch_interval=60
+)
+SESSION_ENDED = 4001  # the close code of a socket whose session ended
+
+
+# -- signing in over HTTP --------------------------------------------------------------------------
+
+
+async def form_token(client: Client, path: str) -> str:
+    page = await client.get(path)
+    assert page.code == 200
+    found = re.search(rb'name="_xsrf" value="([^"]+)"', page.body)
+    assert found is not None, page.body[:300]
+    return found.group(1).decode()
+
+
+async def submit(
+    client: Client, path: str, fields: dict[str, str], page: str | None = None
+) -> HTTPResponse:
+    """Post a page's form as a browser would: with the XSRF token of ``page`` (else ``path``)."""
+    token = await form_token(client, page or path)
+    body = urllib.parse.urlencode({**fields, "_xsrf": token})
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    return await client.request("POST", path, raw=body, headers=headers)
+
+
+async def signed_in(
+    server: Server,
+    email: str = "ann@example.com",
+    role: str = "user",
+    *,
+    form: bool = False,
+    prefix: str = "",
+) -> Client:
+    """A client signed in as ``email`` (added with ``role`` unless it exists): through the JSON
+    API, or through the sign-in page with ``form``; ``prefix`` is where the routes are mounted."""
+    if await server.services.users.by_email(email) is None:
+        await server.add_user(email, PASSWORD, role)
+    client = server.client()
+    fields = {"email": email, "password": PASSWORD}
+    if form:
+        response = await submit(client, prefix + "/login", fields)
+        assert response.code == 302, response.body
+    else:
+        response = await client.post(prefix + "/api/login", fields)
+        assert response.code == 200, response.body
+    return client
+
+
+# -- the live socket -------------------------------------------------------------------------------
+
+
+async def open_socket(
+    client: Client, **headers: str
+) -> tornado.websocket.WebSocketClientConnection:
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    url = client.base_url.replace("http://", "ws://") + "/ws/dashboard"
+    request = HTTPRequest(url, headers={"Cookie": cookie, **headers})
+    return await tornado.websocket.websocket_connect(request)
+
+
+async def next_event(socket: Any, kind: str, within: float = 2.0) -> dict:
+    """The next message of this type; skips others (e.g. stats)."""
+    deadline = time.monotonic() + within
+    while True:
+        message = await asyncio.wait_for(socket.read_message(), deadline - time.monotonic())
+        assert message is not None, f"closed ({socket.close_code}) before a {kind} event"
+        event = json.loads(message)
+        if event["type"] == kind:
+            return event
+
+
+async def closed_within(socket: Any, seconds: float) -> tuple[int | None, str | None]:
+    """Wait for the server to close the socket; its close code and reason."""
+    deadline = time.monotonic() + seconds
+    while True:
+        message = await asyncio.wait_for(socket.read_message(), deadline - time.monotonic())
+        if message is None:
+            return socket.close_code, socket.close_reason
+
+
+# -- server processes ------------------------------------------------------------------------------
+
+
+async def add_sqlite_user(tmp_path: Path, email: str = "ann@example.com") -> None:
+    """A user in ``tmp_path/users.db``, for server processes to sign in with PASSWORD."""
+    users = SQLiteUserStore(f"sqlite:///{tmp_path}/users.db")
+    await users.start()
+    hashed = await hash_password(PASSWORD, 4)
+    await users.add(User(new_user_id(), email, "Ann", "user", hashed, time.time()))
+    await users.close()
+
+
+async def spawn(tmp_path: Path, port: int, **env: str) -> asyncio.subprocess.Process:
+    environment = {
+        **os.environ,
+        "TORNADO_AUTH_USERS__URL": f"sqlite:///{tmp_path}/users.db",
+        "TORNADO_AUTH_SECRETS__COOKIE_SECRET": "s" * 40,
+        "TORNADO_AUTH_USERS__DEMO_USERS": "false",
+        "TORNADO_AUTH_LOGGING__ACCESS_LOG": "false",
+        **env,
+    }
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "tornado_auth", "serve", "--port", str(port)),
+        cwd=tmp_path,
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 30)
+    assert b"listening" in line
+    return process
+
+
+async def stop_process(process: asyncio.subprocess.Process) -> int:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+    return await asyncio.wait_for(process.wait(), 30)
+
+
+async def two_processes_revocation(tmp_path: Path, seconds: float, **env: str) -> None:
+    """A socket held by process A closes when process B serves the revocation."""
+    await add_sqlite_user(tmp_path)
+    ports = free_port(), free_port()
+    processes = [await spawn(tmp_path, port, **env) for port in ports]
+    try:
+        holder = Client(f"http://127.0.0.1:{ports[0]}")
+        assert (await holder.login("ann@example.com", PASSWORD)).code == 200
+        socket = await open_socket(holder)
+        await next_event(socket, "hello")
+        revoker = Client(f"http://127.0.0.1:{ports[1]}")
+        assert (await revoker.login("ann@example.com", PASSWORD)).code == 200
+        assert (await revoker.post("/api/sessions/revoke-others")).code == 200
+        assert await closed_within(socket, seconds) == (SESSION_ENDED, env["expected_reason"])
+    finally:
+        codes = [await stop_process(process) for process in processes]
+    assert codes == [0, 0]
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+
+
+def cli_environment(tmp_path: Path, env: dict[str, str | None] | None = None) -> dict[str, str]:
+    """The CLI's environment: its stores under tmp_path, ``env`` on top (None removes one)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TORNADO_AUTH_")}
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), environ.get("PYTHONPATH")]))
+    environ.update(
+        {
+            "TORNADO_AUTH_USERS__URL": f"sqlite:///{tmp_path}/users.db",
+            "TORNADO_AUTH_SESSIONS__URL": f"sqlite:///{tmp_path}/sessions.db",
+            "TORNADO_AUTH_USERS__BCRYPT_ROUNDS": "4",
+            "TORNADO_AUTH_SECRETS__SECRET_FILE": f"{tmp_path}/secret",
+        }
+    )
+    environ.update(env or {})
+    return {name: value for name, value in environ.items() if value is not None}
+
+
+def cli(
+    tmp_path: Path, *args: str, stdin: str = "", env: dict[str, str | None] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m tornado_auth ARGS`` with its stores under tmp_path."""
+    return subprocess.run(
+        [sys.executable, "-m", "tornado_auth", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=cli_environment(tmp_path, env),
+        timeout=60,
+        check=False,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], status: int) -> str:
+    """The CLI failed with ``status`` and said why in one line, without a traceback."""
+    assert result.returncode == status, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# -- browser pages ---------------------------------------------------------------------------------
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+async def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+async def browser_sign_in(page: Any, base_url: str, email: str) -> None:
+    """Sign in through the page a visit to the dashboard leads to, and land on the dashboard."""
+    await page.goto(f"{base_url}/dashboard")
+    assert "/login?next=/dashboard" in page.url
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password", exact=True).fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(f"{base_url}/dashboard")
+
+
+# -- the app on a loop of its own, for fuzzing with blocking clients ------------------------------
+
+COOKIE = "session"
+# The people a fuzzed app serves (as name@fuzz.test, with PASSWORD), by role.
+PEOPLE = {
+    "member": "user",
+    "admin": "admin",
+    "victim": "user",
+    "bait": "user",
+    "traveller": "user",
+    "keeper": "user",
+}
+SIGNED_IN_PEOPLE = ("member", "admin", "bait", "keeper")
+RESTORED_FIELDS = ("email", "name", "role", "password_hash", "disabled")
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class LiveApp:
+    """The app served from a background thread's event loop, for blocking clients; ``reset``
+    gives each test the same people in the same state."""
+
+    def __init__(self, kind: str, store: Store) -> None:
+        self.kind = kind
+        self.store = store
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=f"fuzz-{kind}")
+        self.thread.start()
+        self.server: Server | None = None
+        self.people: dict[str, User] = {}  # as created
+        self.cookies: dict[str, bytes] = {}  # a session of each of SIGNED_IN_PEOPLE, by name
+        self.ids: dict[str, str] = {}  # each person's user id; "admin_session": the admin's
+
+    def call(self, coroutine: Any, timeout: float = 60) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    async def _start(self) -> Server:
+        settings = settings_for(
+            self.store,
+            # Failed sign-ins must not turn into 429s that hide what the fuzz is after.
+            throttle__account_ip_failures=10**9,
+            throttle__ip_failures=10**9,
+            # No lazy "touch" write in the middle of a run, so "nothing written" is exact.
+            sessions__touch_interval="1d",
+        )
+        services = await start_services(settings)
+        self.counted = count_writes(services.sessions)
+        server = http_server(make_app(services), settings.replace(server__xheaders=True))
+        sock, port = tornado.testing.bind_unused_port()
+        server.add_sockets([sock])
+        return Server(services, port, server)
+
+    def start(self) -> None:
+        self.server = self.call(self._start())
+        for name, role in PEOPLE.items():
+            user = self.call(self.server.add_user(f"{name}@fuzz.test", PASSWORD, role, name))
+            self.people[name] = user
+
+    def reset(self) -> None:
+        """Every person as created, signed in afresh (the ones in SIGNED_IN_PEOPLE) and nowhere
+        else: each test starts from this, whatever the tests before it changed."""
+        self.call(self._restore())
+        self.ids = {name: user.id for name, user in self.people.items()}
+        self.cookies = {name: self.log_in(f"{name}@fuzz.test") for name in SIGNED_IN_PEOPLE}
+        # The admin's own session, as the member would name it: never the member's to revoke.
+        sessions = self.send("GET", "/api/sessions", {"Cookie": self.cookies["admin"]}).json()
+        self.ids["admin_session"] = sessions["sessions"][0]["id"]
+
+    async def _restore(self) -> None:
+        assert self.server is not None
+        services = self.server.services
+        for user in self.people.values():
+            fields = {name: getattr(user, name) for name in RESTORED_FIELDS}
+            await services.users.set(user.id, **fields)
+            await services.sessions.revoke_user(user.id)
+
+    def log_in(self, email: str, headers: dict[str, bytes] | None = None) -> bytes:
+        """A ``Cookie`` header value for a new session of ``email``."""
+        reply = self.send(
+            "POST",
+            "/api/login",
+            {"Content-Type": b"application/json", **(headers or {})},
+            json.dumps({"email": email, "password": PASSWORD}).encode(),
+        )
+        assert reply.status == 200, reply.body
+        return session_cookie(reply)
+
+    def stop(self) -> None:
+        async def shut_down() -> None:
+            if self.server is not None:
+                await stop_server(self.server)
+            await self.store.cleanup()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+
+        try:
+            self.call(shut_down())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+    # -- requests and store state --
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    @property
+    def secret(self) -> Any:
+        assert self.server is not None
+        return self.server.secret
+
+    @property
+    def max_body_size(self) -> int:
+        assert self.server is not None
+        return self.server.services.settings["server.max_body_size"]
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, bytes] | None = None,
+        body: bytes | None = None,
+    ) -> Reply:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return Reply(response.status, response.msg, response.read())
+        finally:
+            connection.close()
+
+    @property
+    def writes(self) -> int:
+        return self.counted.writes
+
+    def user_total(self) -> int:
+        assert self.server is not None
+        return self.call(self.server.services.users.page(0, 1))[1]
+
+    def snapshot(self) -> tuple[int, int]:
+        """(session store writes, users): what a rejected request must leave unchanged."""
+        return self.writes, self.user_total()
+
+
+def session_cookie(reply: Reply) -> bytes:
+    for header in reply.headers.get_all("Set-Cookie") or []:
+        cookie = SimpleCookie()
+        cookie.load(header)
+        if COOKIE in cookie and cookie[COOKIE].value:
+            return f"{COOKIE}={cookie[COOKIE].coded_value}".encode()
+    raise AssertionError(f"no session cookie in {reply.headers}")
