@@ -368,6 +368,30 @@ def live(served: LiveApp) -> LiveApp:
     return served
 
 
+# -- fixtures several modules use ------------------------------------------------------------
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[Server]:
+    """Redis sessions and MongoDB users (the production pairing), for the browser tests; a
+    module with an ``app`` fixture of its own uses that."""
+    require_service("redis")
+    require_service("mongodb")
+    place = Store("redis", tmp_path)
+    async with serving(settings_for(place)) as server:
+        yield server
+    await place.cleanup()
+
+
+@pytest.fixture
+async def mongo_users_url(tmp_path: Path) -> AsyncIterator[str]:
+    """A unique MongoDB database for users, dropped afterwards."""
+    require_service("mongodb")
+    place = Store("mongodb", tmp_path)
+    yield place.user_url()
+    await place.cleanup()
+
+
 # -- a real browser ------------------------------------------------------------------------------
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")

@@ -222,6 +222,26 @@ def one_line_error(result: subprocess.CompletedProcess[str], status: int) -> str
     return lines[0]
 
 
+def create_user(
+    tmp_path: Path, email: str = "a@example.com", *extra: str, **kwargs
+) -> subprocess.CompletedProcess[str]:
+    args = ("create-user", "--email", email, "--name", "A", "--password-stdin", *extra)
+    return cli(tmp_path, *args, stdin=PASSWORD + "\n", **kwargs)
+
+
+async def _audit_events(tmp_path: Path) -> list[tuple[str, str | None, str, dict]]:
+    store = SQLiteUserStore(f"sqlite:///{tmp_path}/users.db")
+    await store.start()
+    entries, _ = await store.audit_page(0, 100)
+    await store.close()
+    return [(e.event, e.email, e.user_agent, e.detail) for e in reversed(entries)]
+
+
+def audit_events(tmp_path: Path) -> list[tuple[str, str | None, str, dict]]:
+    """The audit trail, oldest first: (event, email, user agent, detail)."""
+    return asyncio.run(_audit_events(tmp_path))
+
+
 # -- browser pages ---------------------------------------------------------------------------------
 
 ARTIFACTS = Path(__file__).parent / "artifacts"

@@ -26,9 +26,8 @@ from .conftest import (
     start_server,
     stop_server,
 )
+from .helpers import SESSION_ENDED, open_socket, submit
 from .mailbox import outbox, text
-from .test_live import SESSION_ENDED, open_socket
-from .test_pages import submit
 
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "redis"], indirect=True)
 

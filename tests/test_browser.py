@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from .conftest import (
     PASSWORD,
-    Server,
-    Store,
-    require_service,
-    serving,
-    settings_for,
 )
 from .helpers import browser_sign_in, shot
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[Server]:
-    """Redis sessions and MongoDB users: the production pairing."""
-    require_service("redis")
-    require_service("mongodb")
-    place = Store("redis", tmp_path)
-    async with serving(settings_for(place)) as server:
-        yield server
-    await place.cleanup()
 
 
 async def test_sign_in_see_live_status_and_get_signed_out_by_another_device(app, browser):

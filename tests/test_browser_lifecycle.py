@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from .conftest import PASSWORD
+from .helpers import shot
 from .mailbox import outbox
-from .test_browser import PASSWORD, app, browser, shot
-
-__all__ = ["app", "browser"]  # the fixtures, used below
 
 pytestmark = pytest.mark.browser
 NEW_PASSWORD = "a brand new passphrase"

@@ -9,10 +9,9 @@ import os
 import pty
 import select
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,19 +19,11 @@ import pytest
 from tornado_auth import __version__
 from tornado_auth.cli import COMMANDS, _parser
 from tornado_auth.sessions import Session, SessionManager, backend_for_url
-from tornado_auth.users.sqlite import SQLiteUserStore
 
-from .conftest import PASSWORD, Store, require_service
-from .helpers import LIFETIME, cli, cli_environment, one_line_error
+from .conftest import PASSWORD
+from .helpers import LIFETIME, audit_events, cli, cli_environment, create_user, one_line_error
 
 DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1
-
-
-def create_user(
-    tmp_path: Path, email: str = "a@example.com", *extra: str, **kwargs
-) -> subprocess.CompletedProcess[str]:
-    args = ("create-user", "--email", email, "--name", "A", "--password-stdin", *extra)
-    return cli(tmp_path, *args, stdin=PASSWORD + "\n", **kwargs)
 
 
 def listed(tmp_path: Path, **kwargs) -> dict[str, dict[str, str]]:
@@ -130,19 +121,6 @@ def test_duplicate_email_exits_1_and_keeps_the_first_user(tmp_path: Path):
     assert "a@example.com" in one_line_error(result, 1).lower()
     assert list(listed(tmp_path)) == ["a@example.com"]
     assert listed(tmp_path)["a@example.com"]["id"] in first.stdout
-
-
-async def _audit_events(tmp_path: Path) -> list[tuple[str, str | None, str, dict]]:
-    store = SQLiteUserStore(f"sqlite:///{tmp_path}/users.db")
-    await store.start()
-    entries, _ = await store.audit_page(0, 100)
-    await store.close()
-    return [(e.event, e.email, e.user_agent, e.detail) for e in reversed(entries)]
-
-
-def audit_events(tmp_path: Path) -> list[tuple[str, str | None, str, dict]]:
-    """The audit trail, oldest first: (event, email, user agent, detail)."""
-    return asyncio.run(_audit_events(tmp_path))
 
 
 def test_admin_actions_from_the_cli_are_audited(tmp_path: Path):
@@ -284,15 +262,6 @@ def test_invalid_setting_exits_2_with_one_line_naming_the_key(
     line = one_line_error(result, 2)
     assert key in line.lower()
     assert result.stdout == ""
-
-
-@pytest.fixture
-async def mongo_users_url(tmp_path: Path) -> AsyncIterator[str]:
-    """A unique MongoDB database for users, dropped afterwards."""
-    require_service("mongodb")
-    place = Store("mongodb", tmp_path)
-    yield place.user_url()
-    await place.cleanup()
 
 
 def test_create_user_and_list_users_on_mongodb(tmp_path: Path, mongo_users_url: str):

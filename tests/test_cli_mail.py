@@ -7,10 +7,8 @@ import asyncio
 from pathlib import Path
 
 from .conftest import free_port
+from .helpers import audit_events, cli, create_user, one_line_error
 from .mailbox import LINK, Outbox, SMTPServer, text
-from .test_cli import audit_events, cli, create_user, mongo_users_url, one_line_error
-
-__all__ = ["mongo_users_url"]  # the fixture, used below
 
 
 async def run(tmp_path: Path, *args: str, **kwargs: object):

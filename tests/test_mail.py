@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
-from tests.mailbox import Outbox, SMTPServer, text
 from tornado_auth.mail import Mailer, SMTPTransport, transport_for_url
 from tornado_auth.settings import SettingsError, load_settings
+
+from .conftest import free_port
+from .mailbox import Outbox, SMTPServer, text
 
 
 def mailer(url: str, **options: float) -> Mailer:
