@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import admin, api, auth, pages, recovery, ws
+from . import admin, api, auth, docs, pages, recovery, ws
 
-__all__ = ["api_fallback_routes", "api_routes", "demo_routes", "pages", "recovery", "socket_routes"]
+__all__ = [
+    "api_fallback_routes",
+    "api_routes",
+    "demo_routes",
+    "docs",
+    "pages",
+    "recovery",
+    "socket_routes",
+]
 
 ID = r"([A-Za-z0-9_-]{1,64})"
 
@@ -27,6 +35,7 @@ def api_routes() -> list[tuple[str, Any]]:
         (rf"/api/admin/users/{ID}", admin.AdminUserHandler),
         (rf"/api/admin/users/{ID}/sessions", admin.AdminUserSessionsHandler),
         (r"/api/admin/audit", admin.AdminAuditHandler),
+        (r"/api/openapi.json", docs.OpenApiHandler),
         (r"/healthz", api.HealthHandler),
         (r"/readyz", api.ReadyHandler),
     ]
