@@ -247,8 +247,22 @@ def page_parameters() -> list[dict[str, Any]]:
     ]
 
 
-EMAIL = {"type": "string", "maxLength": 254}
-PASSWORD = {"type": "string", "description": "8 to 1024 characters for a new one"}
+EMAIL = {"type": "string", "format": "email", "maxLength": 254}
+PASSWORD = {"type": "string", "minLength": 1, "maxLength": 1024}
+NEW_PASSWORD = {
+    "type": "string",
+    "minLength": 8,
+    "maxLength": 1024,
+    "pattern": r"\S",
+    "description": "8 to 1024 characters, not only whitespace",
+}
+NAME = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 100,
+    "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f\\u202a-\\u202e\\u2066-\\u2069]*$",
+    "description": "no control characters",
+}
 SESSION_ID = path_id("id", "A session's id, as GET /api/sessions lists it")
 USER_ID = path_id("id", "A user's id")
 PAGED = {"total": {"type": "integer"}, "page": {"type": "integer"}, "perPage": {"type": "integer"}}
@@ -285,7 +299,7 @@ PATHS: dict[str, Any] = {
             "Register and sign in (202 for any address with users.require_verified_email)",
             "auth",
             (201, "Registered and signed in", obj({"user": ref("UserSummary")})),
-            body=obj({"email": EMAIL, "password": PASSWORD, "name": {"type": "string"}}),
+            body=obj({"email": EMAIL, "password": NEW_PASSWORD, "name": NAME}),
             errors=(409, 429),
             links={
                 "SignIn": {
@@ -307,7 +321,7 @@ PATHS: dict[str, Any] = {
             "auth",
             (200, "Changed", message(revokedSessions={"type": "integer"})),
             who="session",
-            body=obj({"currentPassword": PASSWORD, "newPassword": PASSWORD}),
+            body=obj({"currentPassword": PASSWORD, "newPassword": NEW_PASSWORD}),
             errors=(409, 429),
         )
     },
@@ -327,7 +341,7 @@ PATHS: dict[str, Any] = {
             "Set a new password with a reset link's token; every session ends",
             "recovery",
             (200, "Changed", message()),
-            body=obj({"token": TEXT, "newPassword": PASSWORD}),
+            body=obj({"token": TEXT, "newPassword": NEW_PASSWORD}),
         )
     },
     "/api/verify": {
