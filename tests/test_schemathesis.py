@@ -1,7 +1,7 @@
 """Schemathesis against a live ``tornado-auth serve`` (SQLite; Redis + MongoDB): every operation
 of the OpenAPI document (valid and invalid input), signed in as a user and as an admin, then
-linked operations (register,
-sign in, list and end sessions). No server error, no response the document does not allow."""
+linked operations (register, sign in, list and end sessions). No server error, no response the
+document does not allow."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import requests
 import schemathesis
-from schemathesis import GenerationMode
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import FlakyStrategyDefinition
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
