@@ -111,6 +111,9 @@ with 403 `Cross-site request refused` unless its `Origin` (or `Sec-Fetch-Site`) 
 one of `server.trusted_origins`; bodies must be `application/json` (415 otherwise), which a
 cross-site HTML form cannot send. The pages' own forms carry Tornado's XSRF token instead.
 
+**Request ids.** Every response carries `X-Request-Id`: the request's own when it is 1 to 128
+letters, digits or `. _ : @ = + / -`, else a new one; the server's log lines name it.
+
 **Sign-in.** `POST /api/login` or `POST /api/register` sets the session cookie (the
 `sessionCookie` scheme); send it back on every call. Operations marked with that scheme answer
 401 `Not authenticated` without it; admin operations answer 403 `Admin access required` to

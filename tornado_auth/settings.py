@@ -232,6 +232,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "throttle.mail_window": ("1h", parse_duration),
     "logging.level": ("info", _log_level),
     "logging.access_log": (True, _bool),
+    "logging.format": ("text", _choice("text", "json")),
 }
 
 

@@ -13,6 +13,7 @@ from tornado.iostream import StreamClosedError
 
 from ..cookies import VerifiedCookie
 from ..errors import StoreUnavailable
+from ..logs import current_request
 from ..sessions import CookieChange, Plan, Session
 from .lifecycle import SHUTTING_DOWN
 from .responses import Responses
@@ -90,6 +91,9 @@ class RequestSession(Responses):
             self.current_user = SessionUser(
                 session.user_id, session.get("email", ""), session.get("role", "user")
             )
+            context = current_request.get()
+            if context is not None:  # the request's log records name its user
+                context.user_id = session.user_id
 
     def _remaining(self, session: Session) -> int:
         assert session.record is not None
