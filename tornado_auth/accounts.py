@@ -95,6 +95,8 @@ class Accounts:
         self.require_verified_email = False  # users.require_verified_email
         # Called with the user's id after a password change (the lifecycle voids its links).
         self.password_changed: list[Callable[[str], Awaitable[None]]] = []
+        # Called with each sign-in's outcome: "ok", "failed" or "throttled" (metrics).
+        self.sign_in_outcomes: list[Callable[[str], None]] = []
         self._dummy = DummyHash()
         sessions.on_end(self._sessions_ended)
 
@@ -150,6 +152,24 @@ class Accounts:
         The session is checked once more after it exists: a disable, password change or role
         change that landed while the password was being checked ends it before it is used.
         """
+        try:
+            user = await self._sign_in(email, password, origin, start_session)
+        except Throttled:
+            self._sign_in_outcome("throttled")
+            raise
+        except (AccountDisabled, EmailNotVerified):
+            self._sign_in_outcome("failed")
+            raise
+        self._sign_in_outcome("ok" if user is not None else "failed")
+        return user
+
+    def _sign_in_outcome(self, outcome: str) -> None:
+        for callback in self.sign_in_outcomes:
+            callback(outcome)
+
+    async def _sign_in(
+        self, email: str, password: str, origin: Origin, start_session: StartSession
+    ) -> User | None:
         user = await self.users.by_email(normalize_email(email))
         if not await self.check_password(user, email, password, origin, SIGN_IN):
             return None

@@ -18,6 +18,7 @@ from .errors import StoreUnavailable
 from .lifecycle import Lifecycle
 from .live import LiveHub
 from .mail import Mailer, mailer_for_settings
+from .metrics import Metrics, backend_name
 from .redact import redact
 from .sessions import Backend, Lifetime, SessionManager, backend_for_url
 from .settings import Settings, SettingsError
@@ -42,8 +43,10 @@ class Services:
     mailer: Mailer
     tokens: TokenStore
     lifecycle: Lifecycle
+    metrics: Metrics
 
     async def close(self) -> None:
+        await self.metrics.close()
         await self.lifecycle.close()
         await self.mailer.close()
         await self.audit.close()
@@ -110,7 +113,9 @@ async def start_services(settings: Settings) -> Services:
     if backend.store.in_process:
         log.warning("sessions in process memory vanish on restart: not for production")
     with url_setting(settings, "users.url"):
-        users = store_for_url(settings["users.url"])
+        stored_users = store_for_url(settings["users.url"])
+    metrics = Metrics()
+    users: UserStore = metrics.timed(stored_users, "users", backend_name(settings["users.url"]))
     lifetime = Lifetime(
         ttl=settings["sessions.ttl"],
         remember_me_ttl=settings["sessions.remember_me_ttl"],
@@ -119,9 +124,13 @@ async def start_services(settings: Settings) -> Services:
     )
     with url_setting(settings, "sessions.url"):
         await backend.start()
+    session_store = metrics.timed(backend.store, "sessions", backend_name(settings["sessions.url"]))
     sessions = SessionManager(
-        backend.store, backend.events, lifetime, max_per_user=settings["sessions.max_per_user"]
+        session_store, backend.events, lifetime, max_per_user=settings["sessions.max_per_user"]
     )
+    sessions.on_create(metrics.session_created)
+    sessions.on_end(metrics.sessions_end)
+    metrics.count_live_sessions(sessions.store.count)
     with url_setting(settings, "users.url"):
         await users.start()
     backend.start_sweeper(settings["sessions.sweep_interval"], sessions.clock)
@@ -133,6 +142,7 @@ async def start_services(settings: Settings) -> Services:
         max_per_user=settings["live.max_sockets_per_user"],
     )
     live.start()
+    live.on_count.append(metrics.sockets_open.set)
     limits = Limits(
         account_ip_failures=settings["throttle.account_ip_failures"],
         ip_failures=settings["throttle.ip_failures"],
@@ -147,14 +157,15 @@ async def start_services(settings: Settings) -> Services:
     throttle = LoginThrottle(backend.counters, limits)
     rounds = settings["users.bcrypt_rounds"]
     accounts = Accounts(users, sessions, throttle, audit, live, rounds)
+    accounts.sign_in_outcomes.append(metrics.sign_in)
     await accounts.start()
     with url_setting(settings, "mail.url"):
         mailer = mailer_for_settings(settings)
-    tokens = tokens_for(users)
+    tokens = tokens_for(stored_users)
     with url_setting(settings, "users.url"):
         await tokens.start()
     lifecycle = Lifecycle(settings, accounts, tokens, mailer, backend.counters)
     return Services(
         settings, backend, sessions, users, accounts, live, throttle, audit, secret,
-        mailer, tokens, lifecycle,
+        mailer, tokens, lifecycle, metrics,
     )  # fmt: skip

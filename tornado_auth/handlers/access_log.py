@@ -1,5 +1,5 @@
-"""The access log: method, route, path without the query, status, time, request id and user;
-never cookies, tokens, bodies or the query string."""
+"""The access log and the request metrics: method, route, path without the query, status,
+time, request id and user; never cookies, tokens, bodies or the query string."""
 
 from __future__ import annotations
 
@@ -14,9 +14,13 @@ access_log = logging.getLogger("tornado.access")
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
     """One record per request: a line of text, or with ``logging.format: json`` its fields."""
+    status = handler.get_status()
+    services = handler.application.settings.get("services")
+    if services is not None:
+        request = handler.request
+        services.metrics.request(request.method, route_of(handler), status, request.request_time())
     if not handler.application.settings.get("access_log", True):
         return
-    status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     if access_log.isEnabledFor(level):
         request = handler.request
