@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from .conftest import PASSWORD, Client, Store, free_port, serving, settings_for
 from .helpers import add_sqlite_user, next_event, open_socket, stop_process
 
 Samples = dict[tuple[str, frozenset], float]
+SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 
 
 def samples(text: str) -> Samples:
@@ -182,3 +184,19 @@ async def test_no_metrics_on_the_main_port_unless_asked(tmp_path: Path, listen: 
 def test_bad_metrics_settings_name_the_key(key: str, bad: str):
     with pytest.raises(SettingsError, match=key.replace(".", r"\.")):
         load_settings(environ={}, overrides={key: bad})
+
+
+def test_the_grafana_dashboard_uses_only_metrics_we_export():
+    from tornado_auth.metrics import Metrics
+
+    registry = Metrics().registry
+    exported = {
+        sample_name
+        for family in registry.collect()
+        for sample_name in (family.name, *(f"{family.name}{s}" for s in SUFFIXES))
+    }
+    dashboard = (Path(__file__).parent.parent / "deploy" / "grafana-dashboard.json").read_text()
+    used = set(re.findall(r"tornado_auth_\w+", dashboard))
+
+    assert len(used) >= 10
+    assert used <= exported, used - exported
