@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.collection import AsyncCollection
 
 from ..errors import StoreUnavailable
@@ -65,3 +66,24 @@ class MongoTokenStore(TokenStore):
         async with available("user"):
             result = await self.tokens.delete_many({"user_id": user_id, "purpose": purpose})
         return result.deleted_count
+
+    async def add(self, record: TokenRecord, now: float) -> bool:
+        doc = {
+            "_id": record.key,
+            "purpose": record.purpose,
+            "user_id": record.user_id,
+            "expires_at": record.expires_at,
+            "data": record.data,
+        }
+        async with available("user"):
+            await self.tokens.delete_one({"_id": record.key, "expires_at": {"$lte": now}})
+            try:
+                await self.tokens.insert_one(doc)
+            except DuplicateKeyError:
+                return False
+        return True
+
+    async def count_user(self, user_id: str, purpose: str, now: float) -> int:
+        query = {"user_id": user_id, "purpose": purpose, "expires_at": {"$gt": now}}
+        async with available("user"):
+            return await self.tokens.count_documents(query)
