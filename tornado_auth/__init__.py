@@ -11,7 +11,13 @@ from .accounts import Accounts, LastAdmin, Origin
 from .app import PARTS, auth_routes, auth_settings, make_app
 from .errors import StoreUnavailable
 from .handlers.base import ApiHandler, BaseHandler, SessionUser
-from .handlers.decorators import admin_required, authenticated, requires, role_required
+from .handlers.decorators import (
+    admin_required,
+    authenticated,
+    mfa_required,
+    requires,
+    role_required,
+)
 from .handlers.validation import ApiError, bool_field, json_object, text_field
 from .handlers.ws import SessionWebSocket
 from .hooks import Hook, Hooks
@@ -52,6 +58,7 @@ __all__ = [
     "json_object",
     "load_settings",
     "make_app",
+    "mfa_required",
     "requires",
     "role_required",
     "start_services",

@@ -7,8 +7,8 @@ import logging
 from typing import Any
 
 from pymongo import ASCENDING
-from pymongo.errors import DuplicateKeyError
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
 
 from ..errors import StoreUnavailable
 from ..mongo import MongoDatabase, available
