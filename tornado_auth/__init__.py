@@ -7,7 +7,7 @@ The public API, kept stable; see the README's "Use it in your own app"::
     app = make_app(services, [(r"/notes", NotesHandler)], prefix="/auth")
 """
 
-from .accounts import Accounts, LastAdmin, Origin
+from .accounts import Accounts, LastAdmin, Origin, SecondFactorRequired
 from .app import PARTS, auth_routes, auth_settings, make_app
 from .errors import StoreUnavailable
 from .handlers.base import ApiHandler, BaseHandler, SessionUser
@@ -41,6 +41,7 @@ __all__ = [
     "Hooks",
     "LastAdmin",
     "Origin",
+    "SecondFactorRequired",
     "Services",
     "Session",
     "SessionUser",
