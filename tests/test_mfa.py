@@ -27,6 +27,7 @@ from .conftest import (
     start_server,
     stop_server,
 )
+from .helpers import submit
 from .mailbox import outbox, text
 
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "redis"], indirect=True)
@@ -474,3 +475,39 @@ async def test_mfa_required_lets_only_sessions_signed_in_with_a_second_factor(st
         assert (allowed.code, body(allowed)["amr"]) == (200, ["pwd", "otp"])
     finally:
         await stop_server(server)
+
+
+# -- pages ----------------------------------------------------------------------------------------
+
+
+async def test_pages_ask_for_the_password_before_setting_up_an_app_then_continue(app: Server):
+    await app.add_user(ANN, PASSWORD)
+    client = await signed_in(app)
+    later = clock(app)() + app.services.settings["security.reauth_ttl"] + 1
+    app.services.lifecycle.clock = lambda: later
+    asked = await client.get("/account/mfa/totp")
+    assert (asked.code, asked.headers["Location"]) == (302, "/reauth?next=/account/mfa/totp")
+    done = await submit(client, "/reauth?next=/account/mfa/totp", {"password": PASSWORD})
+    assert (done.code, done.headers["Location"]) == (302, "/account/mfa/totp")
+    page = await client.get("/account/mfa/totp")
+    assert page.code == 200 and b'id="totp-secret"' in page.body
+    qr = await client.get("/account/mfa/totp/qr.svg")
+    assert qr.code == 200 and qr.headers["Content-Type"] == "image/svg+xml"
+    assert qr.body.startswith(b"<svg") and "no-store" in qr.headers["Cache-Control"]
+
+
+async def test_the_login_form_leads_to_the_second_step_page(app: Server):
+    secret, _ = await enrolled(app)
+    client = app.client()
+    fields = {"email": ANN, "password": PASSWORD, "next": "/sessions"}
+    first = await submit(client, "/login", fields)
+    assert (first.code, first.headers["Location"]) == (302, "/login/mfa?next=%2Fsessions")
+    assert "session" not in client.cookies
+    assert (await client.get("/dashboard")).code == 302  # to the login page: not signed in
+    wrong = await submit(client, "/login/mfa", {"code": "99999", "next": "/sessions"})
+    assert wrong.code == 401 and b"That code is not right" in wrong.body
+    code = code_at(secret, clock(app)())
+    done = await submit(client, "/login/mfa", {"code": code, "next": "/sessions"})
+    assert (done.code, done.headers["Location"]) == (302, "/sessions")
+    assert (await client.get("/api/mfa")).code == 200
+    assert (await client.get("/login/mfa")).headers["Location"] == "/login"  # nothing waits

@@ -247,8 +247,6 @@ def mfa_warning(status: FactorStatus) -> str:
 
 
 class TotpPage(PageHandler):
-    reauth_return = "/account/mfa"
-
     def show(self, user: User, secret: str, problem: str = "") -> None:
         grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
         self.render(
