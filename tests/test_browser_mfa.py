@@ -6,40 +6,16 @@ desktop and phone."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pyotp
 import pytest
 
-from .conftest import PASSWORD, Server, Store, require_service, serving, settings_for
-from .helpers import browser_sign_in, shot
+from .conftest import PASSWORD
+from .helpers import SIZES, axe_violations, browser_sign_in, shot
 
 pytestmark = pytest.mark.browser
-
-SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
-WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
-
-
-@pytest.fixture
-async def site(tmp_path: Path) -> AsyncIterator[Server]:
-    require_service("redis")
-    require_service("mongodb")
-    place = Store("redis", tmp_path)
-    async with serving(settings_for(place)) as server:
-        yield server
-    await place.cleanup()
-
-
-async def axe_violations(page: Any) -> list[str]:
-    from axe_playwright_python.async_playwright import Axe
-
-    results = await Axe().run(page, options={"runOnly": {"type": "tag", "values": WCAG_AA}})
-    return [
-        f"{page.url}: {v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:5]}"
-        for v in results.response["violations"]
-    ]
 
 
 async def sign_out(page: Any, base_url: str) -> None:
@@ -107,14 +83,14 @@ async def two_step_flow(
 
 
 async def test_enrol_an_app_then_sign_in_with_a_code_and_a_recovery_code_all_pages_pass_axe(
-    site, browser
+    app, browser
 ):
     found: list[str] = []
     for scheme in ("light", "dark"):
         for size, viewport in SIZES.items():
             tag = f"{size}-{scheme}"
             email = f"{tag}@example.com"
-            await site.add_user(email, PASSWORD, name="Ann")
+            await app.add_user(email, PASSWORD, name="Ann")
             context = await browser.new_context(viewport=viewport, color_scheme=scheme)
             page = await context.new_page()
 
@@ -122,6 +98,6 @@ async def test_enrol_an_app_then_sign_in_with_a_code_and_a_recovery_code_all_pag
                 found.extend(await axe_violations(page))  # noqa: B023 - used at once
                 await shot(page, f"axe-{name}-{tag}")  # noqa: B023
 
-            await two_step_flow(page, site.base_url, email, check)
+            await two_step_flow(page, app.base_url, email, check)
             await context.close()
     assert found == [], "\n".join(found)

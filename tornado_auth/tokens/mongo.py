@@ -17,6 +17,16 @@ from . import TokenRecord, TokenStore
 log = logging.getLogger("tornado_auth")
 
 
+def _document(record: TokenRecord) -> dict[str, Any]:
+    return {
+        "_id": record.key,
+        "purpose": record.purpose,
+        "user_id": record.user_id,
+        "expires_at": record.expires_at,
+        "data": record.data,
+    }
+
+
 def _record(doc: dict[str, Any]) -> TokenRecord:
     return TokenRecord(doc["_id"], doc["purpose"], doc["user_id"], doc["expires_at"], doc["data"])
 
@@ -40,12 +50,7 @@ class MongoTokenStore(TokenStore):
             log.warning("token indexes not created: %s", error)
 
     async def put(self, record: TokenRecord, now: float) -> None:
-        doc = {
-            "purpose": record.purpose,
-            "user_id": record.user_id,
-            "expires_at": record.expires_at,
-            "data": record.data,
-        }
+        doc = _document(record)
         async with available("user"):
             await self.tokens.delete_many({"expires_at": {"$lte": now}})
             await self.tokens.replace_one({"_id": record.key}, doc, upsert=True)
@@ -68,17 +73,10 @@ class MongoTokenStore(TokenStore):
         return result.deleted_count
 
     async def add(self, record: TokenRecord, now: float) -> bool:
-        doc = {
-            "_id": record.key,
-            "purpose": record.purpose,
-            "user_id": record.user_id,
-            "expires_at": record.expires_at,
-            "data": record.data,
-        }
         async with available("user"):
             await self.tokens.delete_one({"_id": record.key, "expires_at": {"$lte": now}})
             try:
-                await self.tokens.insert_one(doc)
+                await self.tokens.insert_one(_document(record))
             except DuplicateKeyError:
                 return False
         return True
