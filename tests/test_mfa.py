@@ -13,7 +13,7 @@ import pyotp
 import pytest
 from pymongo import AsyncMongoClient
 
-from tornado_auth import ApiHandler, mfa_required
+from tornado_auth import ApiHandler, Origin, mfa_required
 from tornado_auth.mfa import PENDING
 
 from .conftest import (
@@ -277,7 +277,10 @@ async def test_a_password_change_voids_the_pending_sign_in(app: Server):
     secret, _ = await enrolled(app)
     client = await first_step(app)
     user = await app.services.users.by_email(ANN)
-    await app.services.users.set(user.id, new_generation=True)  # as a password change does
+    changed = await app.services.accounts.change_password(
+        user, PASSWORD, "new password 1", Origin()
+    )
+    assert changed is not None
     answer = await second_step(client, code=code_at(secret, clock(app)()))
     assert answer.code == 401 and "auth_mfa" not in client.cookies
 
@@ -540,3 +543,21 @@ async def test_a_passkey_is_offered_and_accepted_as_the_second_step(app: Server)
     assert done.code == 200
     records = await app.services.sessions.list_user(ann.id)
     assert ["pwd", "passkey"] in [record.data["amr"] for record in records]
+
+
+async def test_the_admin_page_shows_factors_and_resets_them_after_asking(app: Server):
+    await enrolled(app)
+    await app.add_user("root@example.com", PASSWORD, role="admin")
+    admin = await signed_in(app, "root@example.com")
+    page = await admin.get("/admin")
+    assert b"two-step: totp, 10 recovery codes" in page.body and b"two-step off" in page.body
+    ann = await app.services.users.by_email(ANN)
+    path = f"/admin/users/{ann.id}"
+    asked = await submit(admin, path, {"action": "mfa", "back": "/admin"}, page="/admin")
+    assert asked.code == 200 and b"Reset the two-step sign-in of ann@example.com?" in asked.body
+    assert (await app.services.mfa.status(ann.id)).totp is True
+    fields = {"action": "mfa", "back": "/admin", "confirm": "1"}
+    done = await submit(admin, path, fields, page="/admin")
+    assert (done.code, done.headers["Location"]) == (302, "/admin")
+    assert (await app.services.mfa.status(ann.id)).enrolled is False
+    assert "mfa_reset" in await audit_events(app)
