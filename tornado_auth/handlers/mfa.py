@@ -43,11 +43,10 @@ def passkey_check(
     return check
 
 
-async def second_step(handler: BaseHandler, method: str, value: Any) -> tuple[User, str]:
+async def second_step(handler: BaseHandler, method: str, value: Any) -> User:
     """Finish the sign-in this browser started with ``method`` (``totp``, ``recovery``,
-    ``passkey``): the real session is made and the pending state used up. The user and how many
-    recovery codes are left; 401 for a wrong code (the pending state stays), 429 past the
-    throttle."""
+    ``passkey``): the real session is made and the pending state used up. 401 for a wrong code
+    (the pending state stays), 429 past the throttle."""
     token = handler.pending_token()
     pending = await handler.pending_sign_in()
     if token is None or pending is None:
@@ -71,7 +70,7 @@ async def second_step(handler: BaseHandler, method: str, value: Any) -> tuple[Us
     signed_in = await handler.finish_sign_in(user, pending.remember_me, ["pwd", AMR[method]])
     if signed_in is None:
         raise ApiError(401, CHANGED)
-    return signed_in, method
+    return signed_in
 
 
 async def signed_in_user(handler: BaseHandler) -> User:
@@ -116,7 +115,7 @@ class LoginMfaHandler(ApiHandler):
             raise ApiError(400, "Give one of code, recoveryCode or passkey")
         name = given[0]
         value = body[name] if name == "passkey" else code_field(body, name)
-        user, _ = await second_step(self, self.FIELDS[name], value)
+        user = await second_step(self, self.FIELDS[name], value)
         summary = {"id": user.id, "email": user.email, "name": user.name, "role": user.role}
         self.send_json({"message": "Logged in successfully", "user": summary})
 
@@ -207,7 +206,7 @@ class LoginMfaPage(PageHandler):
         typed = self.form("code", MAX_CODE)
         method = "totp" if totp.is_code("".join(typed.split())) else "recovery"
         try:
-            user, _ = await second_step(self, method, "".join(typed.split()))
+            user = await second_step(self, method, "".join(typed.split()))
         except ApiError as refused:
             if refused.status_code == 401 and refused.message in (NO_PENDING, CHANGED):
                 self.done("/login", Kind.WARNING, "Your sign-in expired. Please start again.")
