@@ -14,9 +14,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyotp
 import pytest
 
-from tornado_auth import __version__
+from tornado_auth import __version__, load_settings, start_services
+from tornado_auth.accounts import Origin
 from tornado_auth.cli import COMMANDS, _parser
 from tornado_auth.sessions import Session, SessionManager, backend_for_url
 
@@ -542,3 +544,42 @@ def test_two_different_passwords_at_the_prompt_exit_1(tmp_path: Path):
     assert b"passwords do not match" in terminal.output
     assert b"Traceback" not in terminal.output
     assert listed(tmp_path) == {}
+
+
+async def _enrol_app(tmp_path: Path, email: str) -> None:
+    """Turn on an authenticator app for ``email`` in the stores the CLI uses."""
+    services = await start_services(load_settings(environ=cli_environment(tmp_path)))
+    try:
+        user = await services.users.by_email(email)
+        assert user is not None
+        secret = await services.mfa.begin_totp(user)
+        assert await services.mfa.confirm_totp(user, pyotp.TOTP(secret).now(), Origin())
+    finally:
+        await services.close()
+
+
+async def _has_app(tmp_path: Path, email: str) -> bool:
+    services = await start_services(load_settings(environ=cli_environment(tmp_path)))
+    try:
+        user = await services.users.by_email(email)
+        assert user is not None
+        return (await services.mfa.status(user.id)).totp
+    finally:
+        await services.close()
+
+
+def test_reset_mfa_removes_a_users_second_factors_and_says_so(tmp_path: Path):
+    create_user(tmp_path)
+    asyncio.run(_enrol_app(tmp_path, "a@example.com"))
+    assert asyncio.run(_has_app(tmp_path, "a@example.com"))
+
+    result = cli(tmp_path, "reset-mfa", "--email", "a@example.com")
+
+    assert result.returncode == 0, result.stderr
+    assert "reset the second factors of a@example.com" in result.stdout
+    assert not asyncio.run(_has_app(tmp_path, "a@example.com"))
+    assert ("mfa_reset", "a@example.com", "tornado-auth cli") in [
+        event[:3] for event in audit_events(tmp_path)
+    ]
+    again = cli(tmp_path, "reset-mfa", "--email", "a@example.com")
+    assert "has no second factor to reset" in again.stdout

@@ -53,21 +53,24 @@ def assert_inert(output: str) -> None:
     assert all(character.isprintable() or character in "\n\t" for character in output), output
 
 
-async def store_users(tmp_path: Path, env: dict[str, str], names: list[str]) -> None:
+async def store_users(
+    tmp_path: Path, env: dict[str, str], names: list[str], email: str | None = None
+) -> None:
     """Users as an older version or an import left them: registration now refuses control
-    characters in names, but what is stored must still print inert."""
+    characters in names and emails, but what is stored must still print inert. With ``email``,
+    one more user, "Eve", has that address."""
     users = store_for_url(env.get("TORNADO_AUTH_USERS__URL", f"sqlite:///{tmp_path}/users.db"))
     await users.start()
     for n, name in enumerate(names):
         user = User(new_user_id(), f"u{n}@example.com", name, "user", "x", float(n))
         await users.add(user)
+    if email is not None:
+        await users.add(User(new_user_id(), email, "Eve", "user", "x", float(len(names))))
     await users.close()
 
 
 async def test_list_users_escapes_every_control_bidi_and_format_character(tmp_path: Path, env):
-    await store_users(tmp_path, env, list(NAMES))
-    result = create(tmp_path, env, EMAIL, "Eve")
-    assert result.returncode == 0, result.stderr
+    await store_users(tmp_path, env, list(NAMES), EMAIL)
 
     listing = cli(tmp_path, "list-users", env=env)
 
@@ -88,20 +91,21 @@ async def test_list_users_escapes_every_control_bidi_and_format_character(tmp_pa
     assert EMAIL in [user["email"] for user in users]
 
 
-def test_every_command_escapes_the_email_it_prints(tmp_path: Path, env):
+async def test_every_command_escapes_the_email_it_prints(tmp_path: Path, env):
+    await store_users(tmp_path, env, [], EMAIL)
     outputs = [
-        create(tmp_path, env, EMAIL, "Eve"),
-        create(tmp_path, env, EMAIL, "Eve"),  # taken: the error on stderr
+        create(tmp_path, env, EMAIL, "Eve"),  # refused now: the error on stderr
+        create(tmp_path, env, EMAIL.replace("\x1b", "x").replace("\x07", "y"), "Eve"),
         cli(tmp_path, "disable", "--email", EMAIL, env=env),
         cli(tmp_path, "enable", "--email", EMAIL, env=env),
         cli(tmp_path, "revoke-sessions", "--email", EMAIL, env=env),
         cli(tmp_path, "set-role", "--email", EMAIL, "--role", "admin", env=env),
         cli(tmp_path, "disable", "--email", "nobody\x1b[2J@example.com", env=env),  # unknown
     ]
-    assert [result.returncode for result in outputs] == [0, 1, 0, 0, 0, 0, 1]
+    assert [result.returncode for result in outputs] == [1, 0, 0, 0, 0, 0, 1]
     for result in outputs:
         assert_inert(result.stdout + result.stderr)
-    assert EMAIL_SHOWN in outputs[0].stdout and EMAIL_SHOWN in outputs[1].stderr
+    assert "Email is not a valid address" in outputs[0].stderr
     assert all(EMAIL_SHOWN in result.stdout for result in outputs[2:6])
     assert "nobody\\x1b[2J@example.com" in outputs[6].stderr
 

@@ -79,3 +79,22 @@ async def test_put_replaces_a_record_and_sweeps_expired_ones(tokens: TokenStore)
 @pytest.mark.parametrize("bad", [None, 5, "", "short", "x" * 65, "a/b" * 10, "é" * 30])
 def test_malformed_tokens_have_no_key(bad: object):
     assert token_key(bad) is None
+
+
+async def test_add_stores_a_key_once_even_for_concurrent_callers(tokens: TokenStore):
+    _, key = new_token()
+    added = await asyncio.gather(*(tokens.add(record(key), NOW) for _ in range(10)))
+    assert added.count(True) == 1
+    assert await tokens.add(record(key, ttl=1), NOW) is False  # a live record stays
+    _, short = new_token()
+    assert await tokens.add(record(short, ttl=10), NOW)
+    assert await tokens.add(record(short), NOW + 11)  # an expired one gives way
+
+
+async def test_count_user_counts_live_records_of_one_purpose(tokens: TokenStore):
+    for ttl in (10, 100, 100):
+        await tokens.put(record(new_token()[1], ttl=ttl, user="u3"), NOW)
+    await tokens.put(record(new_token()[1], purpose="verify", user="u3"), NOW)
+    assert await tokens.count_user("u3", "reset", NOW) == 3
+    assert await tokens.count_user("u3", "reset", NOW + 11) == 2
+    assert await tokens.count_user("nobody", "reset", NOW) == 0

@@ -7,11 +7,17 @@ The public API, kept stable; see the README's "Use it in your own app"::
     app = make_app(services, [(r"/notes", NotesHandler)], prefix="/auth")
 """
 
-from .accounts import Accounts, LastAdmin, Origin
+from .accounts import Accounts, LastAdmin, Origin, SecondFactorRequired
 from .app import PARTS, auth_routes, auth_settings, make_app
 from .errors import StoreUnavailable
 from .handlers.base import ApiHandler, BaseHandler, SessionUser
-from .handlers.decorators import admin_required, authenticated, requires, role_required
+from .handlers.decorators import (
+    admin_required,
+    authenticated,
+    mfa_required,
+    requires,
+    role_required,
+)
 from .handlers.validation import ApiError, bool_field, json_object, text_field
 from .handlers.ws import SessionWebSocket
 from .hooks import Hook, Hooks
@@ -35,6 +41,7 @@ __all__ = [
     "Hooks",
     "LastAdmin",
     "Origin",
+    "SecondFactorRequired",
     "Services",
     "Session",
     "SessionUser",
@@ -52,6 +59,7 @@ __all__ = [
     "json_object",
     "load_settings",
     "make_app",
+    "mfa_required",
     "requires",
     "role_required",
     "start_services",

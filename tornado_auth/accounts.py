@@ -26,6 +26,7 @@ __all__ = [
     "EmailTaken",
     "LastAdmin",
     "Origin",
+    "SecondFactorRequired",
     "StartSession",
     "Throttled",
 ]
@@ -59,6 +60,16 @@ class AccountDisabled(Exception):
 class EmailNotVerified(Exception):
     """The password is right, but users.require_verified_email is on and the address is not
     verified yet: no session is started."""
+
+
+class SecondFactorRequired(Exception):
+    """The password is right and the user has a second factor: no session is started until
+    ``finish_sign_in`` after the second step."""
+
+    def __init__(self, user: User, methods: list[str]) -> None:
+        super().__init__("a second factor is required")
+        self.user = user
+        self.methods = methods
 
 
 class LastAdmin(Exception):
@@ -95,6 +106,8 @@ class Accounts:
         self.require_verified_email = False  # users.require_verified_email
         # Called with the user's id after a password change (the lifecycle voids its links).
         self.password_changed: list[Callable[[str], Awaitable[None]]] = []
+        # The second steps a user's sign-in needs (set by the second-factor service).
+        self.second_factors: Callable[[User], Awaitable[list[str]]] | None = None
         # Called with each sign-in's outcome: "ok", "failed" or "throttled" (metrics).
         self.sign_in_outcomes: list[Callable[[str], None]] = []
         self._dummy = DummyHash()
@@ -147,27 +160,29 @@ class Accounts:
         self, email: str, password: str, origin: Origin, start_session: StartSession
     ) -> User | None:
         """The user these credentials prove, signed in through ``start_session``; None if wrong,
-        AccountDisabled if right for a disabled account.
+        AccountDisabled if right for a disabled account, SecondFactorRequired (and no session)
+        if the user has a second factor: ``finish_sign_in`` follows its second step.
 
-        The session is checked once more after it exists: a disable, password change or role
-        change that landed while the password was being checked ends it before it is used.
+        Its outcome is told to ``sign_in_outcomes``: "failed" or "throttled" here, "ok" when
+        ``finish_sign_in`` makes the session (after this or a second step).
         """
         try:
-            user = await self._sign_in(email, password, origin, start_session)
+            user = await self._password_step(email, password, origin, start_session)
         except Throttled:
             self._sign_in_outcome("throttled")
             raise
         except (AccountDisabled, EmailNotVerified):
             self._sign_in_outcome("failed")
             raise
-        self._sign_in_outcome("ok" if user is not None else "failed")
+        if user is None:
+            self._sign_in_outcome("failed")
         return user
 
     def _sign_in_outcome(self, outcome: str) -> None:
         for callback in self.sign_in_outcomes:
             callback(outcome)
 
-    async def _sign_in(
+    async def _password_step(
         self, email: str, password: str, origin: Origin, start_session: StartSession
     ) -> User | None:
         user = await self.users.by_email(normalize_email(email))
@@ -185,13 +200,26 @@ class Accounts:
         if user is None:
             await self._record(AuditEvent.SIGNIN_FAILED, origin, None, email, reason="changed")
             return None
+        methods = await self.second_factors(user) if self.second_factors is not None else []
+        if methods:
+            raise SecondFactorRequired(user, methods)
+        return await self.finish_sign_in(user, origin, start_session, ["pwd"])
+
+    async def finish_sign_in(
+        self, user: User, origin: Origin, start_session: StartSession, methods: list[str]
+    ) -> User | None:
+        """Sign in a user already proven by ``methods`` (e.g. ``["pwd", "otp"]``): the session
+        is started, then checked once more: a disable, password, or role change that landed
+        meanwhile ends it before it is used (None). Audited, announced, hooks run."""
         key = await start_session(user)
         current = await self.users.get(user.id)
         if current is None or current.generation != user.generation or current.disabled:
             await self.sessions.revoke(key, reason=EndReason.REVOKED)
-            await self._record(AuditEvent.SIGNIN_FAILED, origin, user, email, reason="changed")
+            await self._record(AuditEvent.SIGNIN_FAILED, origin, user, reason="changed")
             return None
-        await self._record(AuditEvent.SIGNIN, _with_key(origin, key), user)
+        detail: dict[str, Any] = {"methods": methods} if methods != ["pwd"] else {}
+        await self._record(AuditEvent.SIGNIN, _with_key(origin, key), user, **detail)
+        self._sign_in_outcome("ok")
         await self.live.signed_in(user.id, origin.ip, origin.user_agent)
         await self.hooks.run(Hook.SIGNED_IN, user, origin)
         return user

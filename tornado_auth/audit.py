@@ -48,6 +48,13 @@ class AuditEvent(StrEnum):
     SESSION_RENAMED = "session_renamed"
     MAIL_THROTTLED = "mail_throttled"
     TEST_MAIL_SENT = "test_mail_sent"
+    MFA_ENABLED = "mfa_enabled"
+    MFA_REMOVED = "mfa_removed"
+    MFA_RESET = "mfa_reset"
+    MFA_FAILED = "mfa_failed"
+    MFA_THROTTLED = "mfa_throttled"
+    RECOVERY_CODE_USED = "recovery_code_used"
+    RECOVERY_CODES_REGENERATED = "recovery_codes_regenerated"
 
 
 @dataclass(slots=True)

@@ -108,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     listing = command("list-users", "Print every user, one a line under a header.")
     listing.add_argument("--json", action="store_true", help="print a JSON array of users instead")
     email(command("revoke-sessions", "End every session of a user."))
+    email(command("reset-mfa", "Remove a user's authenticator app and recovery codes."))
 
     email(command("send-reset", "Email a user a password reset link."))
     email(command("send-verification", "Email a user a new link to verify their address."))
@@ -214,6 +215,17 @@ async def revoke_sessions(services: Services, args: argparse.Namespace) -> None:
     print(f"revoked {count} session(s) of {shown(args.email)}")
 
 
+async def reset_mfa(services: Services, args: argparse.Namespace) -> None:
+    """An admin's reset from the command line: the way back for an admin who lost their app
+    while ``security.require_mfa_for_admins`` keeps the admin pages closed."""
+    user = await _user(services, args.email)
+    if await services.mfa.reset(user, CLI):
+        await _delivered(services, shown(user.email))
+        print(f"reset the second factors of {shown(args.email)}; their sessions ended")
+    else:
+        print(f"{shown(args.email)} has no second factor to reset")
+
+
 async def send_link(services: Services, args: argparse.Namespace) -> None:
     """The links an admin sends from the web UI, audited as sent from the command line."""
     user = await _user(services, args.email)
@@ -250,6 +262,7 @@ COMMANDS: dict[str, Callable[[Services, argparse.Namespace], Awaitable[None]]] =
     "enable": set_disabled,
     "list-users": list_users,
     "revoke-sessions": revoke_sessions,
+    "reset-mfa": reset_mfa,
     "send-reset": send_link,
     "send-verification": send_link,
     "send-test-mail": send_test_mail,

@@ -77,6 +77,21 @@ SCHEMAS: dict[str, Schema] = {
         }
     ),
     "Revoked": obj({"revoked": {"type": "integer", "minimum": 0}}),
+    "SecondFactors": obj(
+        {
+            "enabled": {"type": "boolean"},
+            "totp": {"type": "boolean"},
+            "recoveryCodesLeft": {"type": "integer", "minimum": 0},
+            "passkeys": {"type": "integer", "minimum": 0},
+            "methods": {"type": "array", "items": TEXT},
+        }
+    ),
+    "SignedIn": message(user=ref("UserSummary")),
+    "SecondStepNeeded": {
+        **obj({"mfaRequired": {"const": True}, "methods": {"type": "array", "items": TEXT}}),
+        "description": "The password is right and the user has a second factor: finish with "
+        "POST /api/login/mfa (a short-lived cookie remembers the waiting sign-in)",
+    },
 }
 
 ERROR_TEXT = {
@@ -220,6 +235,10 @@ STATE_CHANGING_WITHOUT_BODY = {
     "adminEndUserSessions",
     "adminSendReset",
     "adminSendVerification",
+    "startTotp",
+    "removeTotp",
+    "newRecoveryCodes",
+    "adminResetSecondFactors",
 }
 
 
@@ -269,6 +288,8 @@ NAME = {
 SESSION_ID = path_id("id", "A session's id, as GET /api/sessions lists it")
 USER_ID = path_id("id", "A user's id")
 PAGED = {"total": {"type": "integer"}, "page": {"type": "integer"}, "perPage": {"type": "integer"}}
+LOGIN_ANSWER = {"anyOf": [ref("SignedIn"), ref("SecondStepNeeded")]}
+CODE = {"type": "string", "minLength": 1, "maxLength": 64}
 TO_SESSIONS = {
     "ListSessions": {
         "operationId": "listSessions",
@@ -282,7 +303,7 @@ PATHS: dict[str, Any] = {
             "login",
             "Sign in: a new session cookie (the token is regenerated)",
             "auth",
-            (200, "Signed in", message(user=ref("UserSummary"))),
+            (200, "Signed in, or a second step needed", LOGIN_ANSWER),
             body=obj({"email": EMAIL, "password": PASSWORD}, {"rememberMe": {"type": "boolean"}}),
             errors=(401, 403, 429),
             links=TO_SESSIONS,
@@ -386,6 +407,83 @@ PATHS: dict[str, Any] = {
             who="session",
             body=obj({"newEmail": EMAIL}),
             errors=(403, 409, 429),
+        )
+    },
+    "/api/login/mfa": {
+        "post": operation(
+            "loginSecondStep",
+            "Finish a sign-in waiting for its second step: exactly one of an authenticator "
+            "app's code, a recovery code or a passkey response",
+            "auth",
+            (200, "Signed in: a new session cookie", ref("SignedIn")),
+            body={
+                "type": "object",
+                "properties": {
+                    "code": CODE,
+                    "recoveryCode": CODE,
+                    "passkey": {"type": "object"},
+                },
+                "minProperties": 1,
+                "maxProperties": 1,
+            },
+            errors=(401, 429),
+            links=TO_SESSIONS,
+        )
+    },
+    "/api/mfa": {
+        "get": operation(
+            "secondFactors",
+            "The signed-in user's second factors",
+            "account",
+            (
+                200,
+                "Second factors",
+                {"allOf": [ref("SecondFactors"), obj({"signedInWithMfa": {"type": "boolean"}})]},
+            ),
+            who="session",
+        )
+    },
+    "/api/mfa/totp": {
+        "post": operation(
+            "startTotp",
+            "Start setting up an authenticator app (needs a recent password check)",
+            "account",
+            (200, "The secret to enter", obj({"secret": TEXT, "otpauthUri": TEXT})),
+            who="session",
+            errors=(403,),
+        ),
+        "delete": operation(
+            "removeTotp",
+            "Remove the authenticator app; the user's other sessions end",
+            "account",
+            (200, "Removed", message()),
+            who="session",
+            errors=(403, 404),
+        ),
+    },
+    "/api/mfa/totp/confirm": {
+        "post": operation(
+            "confirmTotp",
+            "Turn the authenticator app on with one of its codes; the recovery codes, once",
+            "account",
+            (200, "On", message(recoveryCodes={"type": "array", "items": TEXT})),
+            who="session",
+            body=obj({"code": CODE}),
+            errors=(403, 409),
+        )
+    },
+    "/api/mfa/recovery-codes": {
+        "post": operation(
+            "newRecoveryCodes",
+            "Ten new recovery codes; the old ones stop working",
+            "account",
+            (
+                200,
+                "The codes, shown once",
+                obj({"recoveryCodes": {"type": "array", "items": TEXT}}),
+            ),
+            who="session",
+            errors=(403, 409),
         )
     },
     "/api/dashboard": {
@@ -495,6 +593,25 @@ PATHS: dict[str, Any] = {
             "End every session of a user",
             "admin",
             (200, "Ended", ref("Revoked")),
+            who="admin",
+            errors=(404,),
+        ),
+    },
+    "/api/admin/users/{id}/mfa": {
+        "parameters": [USER_ID],
+        "get": operation(
+            "adminSecondFactors",
+            "A user's second factors",
+            "admin",
+            (200, "Second factors", ref("SecondFactors")),
+            who="admin",
+            errors=(404,),
+        ),
+        "delete": operation(
+            "adminResetSecondFactors",
+            "Remove a user's authenticator app and recovery codes; their sessions end",
+            "admin",
+            (200, "Reset", obj({"reset": {"type": "boolean"}})),
             who="admin",
             errors=(404,),
         ),

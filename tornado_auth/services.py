@@ -19,6 +19,7 @@ from .lifecycle import Lifecycle
 from .live import LiveHub
 from .mail import Mailer, mailer_for_settings
 from .metrics import Metrics, backend_name
+from .mfa import SecondFactors, SecretBox
 from .redact import redact
 from .sessions import Backend, Lifetime, SessionManager, backend_for_url
 from .settings import Settings, SettingsError
@@ -43,7 +44,12 @@ class Services:
     mailer: Mailer
     tokens: TokenStore
     lifecycle: Lifecycle
+    mfa: SecondFactors
     metrics: Metrics
+
+    def __post_init__(self) -> None:
+        # The passkeys service, when there is one, is a second factor too.
+        self.mfa.passkeys = getattr(self, "passkeys", None)
 
     async def close(self) -> None:
         await self.metrics.close()
@@ -165,7 +171,16 @@ async def start_services(settings: Settings) -> Services:
     with url_setting(settings, "users.url"):
         await tokens.start()
     lifecycle = Lifecycle(settings, accounts, tokens, mailer, backend.counters)
+    mfa = SecondFactors(
+        accounts,
+        tokens,
+        SecretBox(secret, settings["secrets.key_version"]),
+        mailer,
+        public_url=settings["server.public_url"],
+        issuer=settings["security.totp_issuer"],
+        pending_ttl=settings["security.mfa_pending_ttl"],
+    )
     return Services(
         settings, backend, sessions, users, accounts, live, throttle, audit, secret,
-        mailer, tokens, lifecycle, metrics,
+        mailer, tokens, lifecycle, mfa, metrics,
     )  # fmt: skip

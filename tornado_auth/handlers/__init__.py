@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import admin, api, auth, docs, pages, recovery, ws
+from . import admin, api, auth, docs, mfa, pages, recovery, ws
 
 __all__ = [
     "api_fallback_routes",
     "api_routes",
     "demo_routes",
     "docs",
+    "mfa",
     "pages",
     "recovery",
     "socket_routes",
@@ -22,6 +23,7 @@ ID = r"([A-Za-z0-9_-]{1,64})"
 def api_routes() -> list[tuple[str, Any]]:
     return [
         *recovery.api_routes(),  # first: some extend the routes below
+        *mfa.api_routes(),
         (r"/api/login", auth.LoginHandler),
         (r"/api/logout", auth.LogoutHandler),
         (r"/api/register", auth.RegisterHandler),

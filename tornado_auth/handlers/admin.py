@@ -34,7 +34,8 @@ class AdminUsersHandler(PagedHandler):
     async def get(self) -> None:
         page, per_page, offset = self.paging()
         users, total = await self.services.users.page(offset, per_page)
-        shown = [user.public() for user in users]
+        mfa = self.services.mfa
+        shown = [{**user.public(), "mfa": (await mfa.status(user.id)).public()} for user in users]
         self.send_json({"users": shown, "total": total, "page": page, "perPage": per_page})
 
 

@@ -48,6 +48,10 @@ def question(action: str, user: User, me: bool) -> Question | None:
         else:
             message = "They are signed out everywhere and cannot sign in until enabled again."
         return Question(f"Disable {email}?", message, "Disable")
+    if action == "mfa":
+        message = "Their authenticator app and recovery codes are removed, they are signed out"
+        message += " everywhere, and they are told by email."
+        return Question(f"Reset the two-step sign-in of {email}?", message, "Reset")
     if action == "revoke":
         if me:
             message = "You are signed out on every device, this one included."
@@ -81,6 +85,7 @@ def activity(entry: AuditEntry, names: dict[str, str]) -> str:
         "sessions_revoked": (
             f"{actor} ended the sessions of {target} ({entry.detail.get('count', 0)})"
         ),
+        "mfa_reset": f"{actor} reset the two-step sign-in of {target}",
     }
     if by is not None and entry.event in admin_events:
         return admin_events[entry.event]
@@ -103,6 +108,12 @@ def activity(entry: AuditEntry, names: dict[str, str]) -> str:
         "name_changed": f"{who} changed their name",
         "password_check_failed": f"{who} entered a wrong current password",
         "password_check_throttled": f"Password checks for {who} paused: too many failures",
+        "mfa_enabled": f"{who} turned on two-step sign-in",
+        "mfa_removed": f"{who} turned off their authenticator app",
+        "mfa_failed": f"Wrong second-step code for {who}",
+        "mfa_throttled": f"Second steps for {who} from {entry.ip} paused: too many failures",
+        "recovery_code_used": f"{who} signed in with a recovery code",
+        "recovery_codes_regenerated": f"{who} made new recovery codes",
     }
     return own_events.get(entry.event, f"{who}: {entry.event.replace('_', ' ')}")
 
@@ -120,6 +131,7 @@ class AdminPage(PageHandler):
         where = UserFilter(search, role or None, STATUSES.get(status))
         users, total = await self.services.users.page((page - 1) * PER_PAGE, PER_PAGE, where)
         pages = max(1, math.ceil(total / PER_PAGE))
+        factors = {user.id: await self.services.mfa.status(user.id) for user in users}
         audit, _ = await self.services.audit.page(0, ACTIVITY)
         names = await self.names(audit)
         query = {"q": search, "role": role, "status": status}
@@ -131,6 +143,7 @@ class AdminPage(PageHandler):
         self.render(
             "admin.html",
             users=users,
+            factors=factors,
             total=total,
             page=page,
             pages=pages,
@@ -168,7 +181,7 @@ class AdminUserPage(PageHandler):
         user = await self.services.users.get(user_id)
         if user is None:
             raise tornado.web.HTTPError(404)
-        if action not in ("role", "disable", "enable", "revoke") or (
+        if action not in ("role", "disable", "enable", "revoke", "mfa") or (
             action == "role" and role not in ROLES
         ):
             raise tornado.web.HTTPError(400)
@@ -186,6 +199,14 @@ class AdminUserPage(PageHandler):
 
     async def act(self, action: str, role: str, user: User, me: bool, back: str) -> None:
         email = user.email
+        if action == "mfa":
+            if not await self.services.mfa.reset(user, self.origin(as_admin=True)):
+                self.done(back, Kind.INFO, f"{email} has no second factor to reset.")
+            elif me:
+                self.done("/login", Kind.WARNING, "You reset your own two-step sign-in.")
+            else:
+                self.done(back, Kind.SUCCESS, f"The two-step sign-in of {email} was reset.")
+            return
         if action == "revoke":
             ended = await actions.revoke_user_sessions(self, user)
             if me:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..accounts import AccountChanged, AccountDisabled, EmailNotVerified
+from ..accounts import AccountChanged, AccountDisabled, EmailNotVerified, SecondFactorRequired
 from ..throttle import Throttled
 from ..users import EmailTaken, email_problem, name_problem
 from . import recovery
@@ -35,6 +35,9 @@ class LoginHandler(ApiHandler):
             user = await self.log_in(email, password, remember_me)
         except EmailNotVerified:
             raise ApiError(403, recovery.UNVERIFIED) from None
+        except SecondFactorRequired as needed:  # the pending cookie is set: POST /api/login/mfa
+            self.send_json({"mfaRequired": True, "methods": needed.methods})
+            return
         if user is None:
             raise ApiError(401, "Invalid credentials")
         self.send_json({"message": "Logged in successfully", "user": summary(user)})

@@ -22,6 +22,8 @@ def _gate(method: M, refusal: Callable[[Any], tuple[int, str] | None]) -> M:
     @functools.wraps(method)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         refused = refusal(self)
+        if refused is not None and refused[0] == 303:  # a page that leads the way
+            return self.redirect(self.url(refused[1]))
         if refused is not None:
             return self.deny(*refused)
         return method(self, *args, **kwargs)
@@ -52,6 +54,30 @@ def authenticated(method: M) -> M:
     return requires(lambda user: True)(method)
 
 
+SECOND_FACTOR_REQUIRED = "Sign in with a second factor to continue"
+ADMIN_MFA_REQUIRED = "Admins must turn on two-step sign-in first"
+
+
+def mfa_required(method: M) -> M:
+    """Only for a user signed in (or enrolled, in this session) with a second factor."""
+    return requires(lambda user: user.mfa, SECOND_FACTOR_REQUIRED)(method)
+
+
 def admin_required(method: M) -> M:
-    """Only for an admin: 401 when anonymous, 403 for anyone else."""
-    return requires(lambda user: user.role == "admin", "Admin access required")(method)
+    """Only for an admin: 401 when anonymous, 403 for anyone else. With
+    ``security.require_mfa_for_admins``, only for an admin whose session used a second factor:
+    403 from the API, else the page where they turn one on."""
+
+    def refusal(handler: Any) -> tuple[int, str] | None:
+        user = handler.current_user
+        if user is None:
+            return 401, "Not authenticated"
+        if user.role != "admin":
+            return 403, "Admin access required"
+        if user.mfa or not handler.services.settings["security.require_mfa_for_admins"]:
+            return None
+        if not handler.api and handler.request.method in ("GET", "HEAD"):
+            return 303, "/account/mfa"
+        return 403, ADMIN_MFA_REQUIRED
+
+    return _gate(method, refusal)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.parse
 from datetime import UTC, datetime
 from typing import Any
 
 import tornado.web
 
-from ..accounts import AccountChanged, EmailNotVerified
+from ..accounts import AccountChanged, EmailNotVerified, SecondFactorRequired
 from ..devices import device_name
 from ..lifecycle import CHECK_EMAIL, UNVERIFIED
 from ..sessions import public_id
@@ -229,6 +230,10 @@ class LoginPage(PageHandler):
             self.set_status(403)
             self.show({}, email, UNVERIFIED + ".", resend=True)
             return
+        except SecondFactorRequired:  # the pending cookie is set: on to the second step
+            next_url = self.next_url(self.get_body_argument("next", None))
+            self.redirect(self.url("/login/mfa?") + urllib.parse.urlencode({"next": next_url}))
+            return
         if user is None:
             self.set_status(401)
             self.show({}, email, "Invalid email or password.")
@@ -301,7 +306,9 @@ class DashboardPage(PageHandler):
             await self.sign_out()
             self.redirect(self.url("/login"))
             return
-        self.render("dashboard.html", user=user)
+        status = await self.services.mfa.status(user.id)
+        left = status.recovery_codes if status.few_recovery_codes else None
+        self.render("dashboard.html", user=user, recovery_codes_left=left)
 
 
 class SessionsPage(PageHandler):

@@ -28,14 +28,20 @@ log = logging.getLogger("tornado_auth")
 class SessionUser:
     """The signed-in user as the session knows it: no store round trip per request."""
 
-    __slots__ = ("email", "id", "role")
+    __slots__ = ("amr", "email", "id", "role")
 
-    def __init__(self, user_id: str, email: str, role: str) -> None:
+    def __init__(self, user_id: str, email: str, role: str, amr: tuple[str, ...] = ()) -> None:
         self.id, self.email, self.role = user_id, email, role
+        self.amr = amr  # how the user proved who they are this session: "pwd", "otp", ...
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def mfa(self) -> bool:
+        """Whether this session was signed in (or enrolled) with a second factor."""
+        return any(method != "pwd" for method in self.amr)
 
 
 class RequestSession(Responses):
@@ -88,8 +94,12 @@ class RequestSession(Responses):
         if current is not None and key_version != current:
             self._set_session_cookie(CookieChange(session.token, self._remaining(session)))
         if session.user_id is not None:
+            amr = session.get("amr")
             self.current_user = SessionUser(
-                session.user_id, session.get("email", ""), session.get("role", "user")
+                session.user_id,
+                session.get("email", ""),
+                session.get("role", "user"),
+                tuple(str(m) for m in amr) if isinstance(amr, list) else (),
             )
             context = current_request.get()
             if context is not None:  # the request's log records name its user

@@ -1,15 +1,20 @@
 """Signing in, registering and signing out from a request: the account use cases, bound to this
-request's session, cookie and client."""
+request's session, cookie and client. A sign-in that needs a second step holds no session in
+between: only a short pending cookie naming a single-use record of the second-factor service."""
 
 from __future__ import annotations
 
-from ..accounts import AccountDisabled, Origin
+from collections.abc import Awaitable, Callable
+
+from ..accounts import AccountDisabled, Origin, SecondFactorRequired, StartSession
+from ..mfa import PendingSignIn
 from ..throttle import Throttled
 from ..users import User
 from .session_cookie import RequestSession, SessionUser
 from .validation import ApiError, try_again
 
 ACCOUNT_DISABLED = "Account disabled, ask an admin to enable it"
+PENDING_COOKIE = "auth_mfa"  # the sign-in waiting for its second step
 
 
 class SignIn(RequestSession):
@@ -25,19 +30,49 @@ class SignIn(RequestSession):
 
     async def log_in(self, email: str, password: str, remember_me: bool) -> User | None:
         """Check credentials and sign in; None when they are wrong, 429 when throttled, 401
-        saying so when they are right for a disabled account."""
+        saying so when they are right for a disabled account. SecondFactorRequired when the
+        user has a second factor: then the pending cookie is set and no session exists."""
+        accounts = self.services.accounts
+        try:
+            return await self._signing_in(
+                lambda start: accounts.sign_in(email, password, self.origin(), start),
+                remember_me,
+                ["pwd"],
+            )
+        except SecondFactorRequired as needed:
+            mfa = self.services.mfa
+            token = await mfa.begin_sign_in(needed.user, remember_me, needed.methods)
+            self._set_pending_cookie(token)
+            raise
+
+    async def finish_sign_in(
+        self, user: User, remember_me: bool, methods_used: list[str]
+    ) -> User | None:
+        """Sign in a user already proven by ``methods_used`` (e.g. ``["pwd", "otp"]``, or
+        ``["passkey"]``), as a password sign-in does: a new session token, audited, announced,
+        hooks run, and ended at once (None) if the account changed meanwhile."""
+        accounts = self.services.accounts
+        return await self._signing_in(
+            lambda start: accounts.finish_sign_in(user, self.origin(), start, methods_used),
+            remember_me,
+            methods_used,
+        )
+
+    async def _signing_in(
+        self,
+        use_case: Callable[[StartSession], Awaitable[User | None]],
+        remember_me: bool,
+        amr: list[str],
+    ) -> User | None:
         started = False
 
         async def start(user: User) -> str:
             nonlocal started
             started = True
-            return await self.start_session(user, remember_me)
+            return await self.start_session(user, remember_me, amr)
 
-        accounts = self.services.accounts
         try:
-            user = await self.unless_abandoned(
-                accounts.sign_in(email, password, self.origin(), start)
-            )
+            user = await self.unless_abandoned(use_case(start))
         except Throttled as throttled:
             message = try_again("Too many failed sign-ins", throttled.retry_after)
             raise ApiError(429, message, throttled.retry_after) from None
@@ -63,21 +98,34 @@ class SignIn(RequestSession):
             message = try_again("Too many registrations from this address", throttled.retry_after)
             raise ApiError(429, message, throttled.retry_after) from None
 
-    async def start_session(self, user: User, remember_me: bool) -> str:
+    async def start_session(
+        self, user: User, remember_me: bool, amr: list[str] | None = None
+    ) -> str:
         """Bind this request's session to a user under a new token and store it now (the cookie
-        goes out with the response); its store key."""
+        goes out with the response); its store key. ``amr``: how the user proved who they are."""
         lifetime = self.services.sessions.lifetime
         ttl = lifetime.remember_me_ttl if remember_me else lifetime.ttl
+        amr = amr or ["pwd"]
         session = self.session
-        session.login(user.id, {"email": user.email, "role": user.role}, remember_me, ttl)
+        data = {"email": user.email, "role": user.role, "amr": amr}
+        session.login(user.id, data, remember_me, ttl)
         session.ip = self.request.remote_ip or ""
         session.user_agent = self.request.headers.get("User-Agent", "")
-        self.current_user = SessionUser(user.id, user.email, user.role)
+        self.current_user = SessionUser(user.id, user.email, user.role, tuple(amr))
         change = await self.services.sessions.commit(session)
         if change is not None:
             self._set_session_cookie(change)
         assert session.key is not None
         return session.key
+
+    def second_factor_used(self, method: str) -> None:
+        """Note in this session that its user just proved a second factor (an enrolment)."""
+        user = self.current_user
+        if user is None or method in user.amr:
+            return
+        amr = [*user.amr, method]
+        self.session["amr"] = amr
+        self.current_user = SessionUser(user.id, user.email, user.role, tuple(amr))
 
     async def sign_out(self) -> None:
         user = self.current_user
@@ -85,3 +133,42 @@ class SignIn(RequestSession):
             await self.services.accounts.signed_out(user.id, user.email, self.origin())
         self.session.destroy()
         self.current_user = None
+
+    # -- the pending cookie of a two-step sign-in ------------------------------------------------
+
+    @property
+    def _pending_cookie(self) -> str:
+        return ("__Host-" if self.settings["secure_cookies"] else "") + PENDING_COOKIE
+
+    def _set_pending_cookie(self, token: str) -> None:
+        self.set_signed_cookie(
+            self._pending_cookie,
+            token,
+            expires_days=None,
+            max_age=int(self.services.settings["security.mfa_pending_ttl"]),
+            path="/",
+            httponly=True,
+            secure=self.settings["secure_cookies"],
+            samesite="Lax",
+        )
+
+    def clear_pending_sign_in(self) -> None:
+        self.clear_cookie(
+            self._pending_cookie,
+            path="/",
+            httponly=True,
+            secure=self.settings["secure_cookies"],
+            samesite="Lax",
+        )
+
+    def pending_token(self) -> str | None:
+        value = self.get_signed_cookie(self._pending_cookie, max_age_days=1)
+        return value.decode() if value else None
+
+    async def pending_sign_in(self) -> PendingSignIn | None:
+        """The sign-in this browser started and whose second step is due, if still live."""
+        token = self.pending_token()
+        pending = await self.services.mfa.pending(token) if token else None
+        if pending is None and token:
+            self.clear_pending_sign_in()
+        return pending

@@ -69,6 +69,14 @@ class TokenStore(ABC):
     async def drop_user(self, user_id: str, purpose: str) -> int:
         """Remove a user's records of one purpose (e.g. older reset links); how many."""
 
+    @abstractmethod
+    async def add(self, record: TokenRecord, now: float) -> bool:
+        """Store a record only if no live one has its key: of callers racing, one gets True."""
+
+    @abstractmethod
+    async def count_user(self, user_id: str, purpose: str, now: float) -> int:
+        """How many live records of one purpose a user has."""
+
 
 def tokens_for(users: UserStore) -> TokenStore:
     """The token store living in the same database as ``users``."""

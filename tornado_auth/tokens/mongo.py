@@ -8,12 +8,23 @@ from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
 
 from ..errors import StoreUnavailable
 from ..mongo import MongoDatabase, available
 from . import TokenRecord, TokenStore
 
 log = logging.getLogger("tornado_auth")
+
+
+def _document(record: TokenRecord) -> dict[str, Any]:
+    return {
+        "_id": record.key,
+        "purpose": record.purpose,
+        "user_id": record.user_id,
+        "expires_at": record.expires_at,
+        "data": record.data,
+    }
 
 
 def _record(doc: dict[str, Any]) -> TokenRecord:
@@ -39,12 +50,7 @@ class MongoTokenStore(TokenStore):
             log.warning("token indexes not created: %s", error)
 
     async def put(self, record: TokenRecord, now: float) -> None:
-        doc = {
-            "purpose": record.purpose,
-            "user_id": record.user_id,
-            "expires_at": record.expires_at,
-            "data": record.data,
-        }
+        doc = _document(record)
         async with available("user"):
             await self.tokens.delete_many({"expires_at": {"$lte": now}})
             await self.tokens.replace_one({"_id": record.key}, doc, upsert=True)
@@ -65,3 +71,17 @@ class MongoTokenStore(TokenStore):
         async with available("user"):
             result = await self.tokens.delete_many({"user_id": user_id, "purpose": purpose})
         return result.deleted_count
+
+    async def add(self, record: TokenRecord, now: float) -> bool:
+        async with available("user"):
+            await self.tokens.delete_one({"_id": record.key, "expires_at": {"$lte": now}})
+            try:
+                await self.tokens.insert_one(_document(record))
+            except DuplicateKeyError:
+                return False
+        return True
+
+    async def count_user(self, user_id: str, purpose: str, now: float) -> int:
+        query = {"user_id": user_id, "purpose": purpose, "expires_at": {"$gt": now}}
+        async with available("user"):
+            return await self.tokens.count_documents(query)

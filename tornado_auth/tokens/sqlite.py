@@ -58,3 +58,20 @@ class SQLiteTokenStore(TokenStore):
     async def drop_user(self, user_id: str, purpose: str) -> int:
         sql = "DELETE FROM tokens WHERE user_id = ? AND purpose = ?"
         return await self.db.run(lambda c: c.execute(sql, (user_id, purpose)).rowcount)
+
+    async def add(self, record: TokenRecord, now: float) -> bool:
+        row = (record.key, record.purpose, record.user_id, record.expires_at)
+        values = (*row, json.dumps(record.data))
+
+        def write(connection: sqlite3.Connection) -> bool:
+            expired = "DELETE FROM tokens WHERE key = ? AND expires_at <= ?"
+            connection.execute(expired, (record.key, now))
+            sql = f"INSERT OR IGNORE INTO tokens ({COLUMNS}) VALUES (?, ?, ?, ?, ?)"
+            return connection.execute(sql, values).rowcount == 1
+
+        return await self.db.transaction(write)
+
+    async def count_user(self, user_id: str, purpose: str, now: float) -> int:
+        sql = "SELECT COUNT(*) FROM tokens WHERE user_id = ? AND purpose = ? AND expires_at > ?"
+        row = await self.db.run(lambda c: c.execute(sql, (user_id, purpose, now)).fetchone())
+        return int(row[0])
