@@ -200,3 +200,14 @@ def test_the_grafana_dashboard_uses_only_metrics_we_export():
 
     assert len(used) >= 10
     assert used <= exported, used - exported
+
+
+def test_a_values_file_another_process_is_creating_is_skipped(tmp_path: Path, monkeypatch):
+    from prometheus_client import generate_latest
+
+    from tornado_auth.metrics import collected
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    (tmp_path / "counter_4242.db").write_bytes(b"")  # created, not yet sized
+
+    assert generate_latest(collected()) == b""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import glob
 import inspect
 import ipaddress
 import logging
@@ -38,6 +39,7 @@ MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 BACKENDS = ("redis", "mongodb", "sqlite", "memory")
 LIVE_SESSIONS_INTERVAL = 5.0  # seconds between counts of the live sessions in the store
+MIN_VALUES_FILE = 8  # bytes: a values file's header, written when it is created
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -177,10 +179,23 @@ class Metrics:
         return generate_latest(collected() if multiprocess_mode() else self.registry)
 
 
+class SettledFiles(multiprocess.MultiProcessCollector):
+    """The multiprocess collector, skipping a values file another process is creating this
+    instant: it exists empty until its first size is set, and reading it then fails."""
+
+    def collect(self) -> Any:
+        files = []
+        for path in glob.glob(os.path.join(self._path, "*.db")):
+            with contextlib.suppress(OSError):  # a worker's files go when it is marked dead
+                if os.path.getsize(path) >= MIN_VALUES_FILE:
+                    files.append(path)
+        return self.merge(files, accumulate=True)
+
+
 def collected() -> CollectorRegistry:
     """A registry reading every process's values from the multiprocess directory."""
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    SettledFiles(registry)
     return registry
 
 
