@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from tornado.httpclient import AsyncHTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 from tools import probes, services
 from tornado_auth.settings import parse_duration
@@ -104,8 +104,11 @@ async def sample(
 ) -> tuple[dict[str, Any], dict[float, float]]:
     supervisor = server.process.pid
     pids = [supervisor, *children(supervisor)]
-    text = await scrape(metrics_url)
-    buckets, total = latency_buckets(text)
+    try:
+        buckets, total = latency_buckets(await scrape(metrics_url))
+    except (OSError, HTTPClientError) as error:  # noted in the sample; the run goes on
+        print(f"soak: metrics not read: {error}", flush=True)
+        buckets, total = previous, previous.get(math.inf, 0.0)
     p99 = quantile(0.99, buckets, previous)
     return {
         "at": time.time(),
