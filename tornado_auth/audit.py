@@ -48,6 +48,10 @@ class AuditEvent(StrEnum):
     SESSION_RENAMED = "session_renamed"
     MAIL_THROTTLED = "mail_throttled"
     TEST_MAIL_SENT = "test_mail_sent"
+    PASSKEY_ADDED = "passkey_added"
+    PASSKEY_RENAMED = "passkey_renamed"
+    PASSKEY_REMOVED = "passkey_removed"
+    PASSKEY_COUNTER_REFUSED = "passkey_counter_refused"
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from .errors import StoreUnavailable
 from .lifecycle import Lifecycle
 from .live import LiveHub
 from .mail import Mailer, mailer_for_settings
+from .passkeys import Passkeys, passkeys_for
 from .redact import redact
 from .sessions import Backend, Lifetime, SessionManager, backend_for_url
 from .settings import Settings, SettingsError
@@ -42,6 +43,7 @@ class Services:
     mailer: Mailer
     tokens: TokenStore
     lifecycle: Lifecycle
+    passkeys: Passkeys
 
     async def close(self) -> None:
         await self.lifecycle.close()
@@ -154,7 +156,11 @@ async def start_services(settings: Settings) -> Services:
     with url_setting(settings, "users.url"):
         await tokens.start()
     lifecycle = Lifecycle(settings, accounts, tokens, mailer, backend.counters)
+    passkey_store = passkeys_for(users)
+    with url_setting(settings, "users.url"):
+        await passkey_store.start()
+    passkeys = Passkeys(settings, accounts, passkey_store, tokens, mailer)
     return Services(
         settings, backend, sessions, users, accounts, live, throttle, audit, secret,
-        mailer, tokens, lifecycle,
+        mailer, tokens, lifecycle, passkeys,
     )  # fmt: skip

@@ -226,6 +226,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "security.email_change_ttl": ("24h", parse_duration),
     "security.undo_ttl": ("7d", parse_duration),
     "security.device_memory": ("90d", parse_duration),
+    "security.passkey_challenge_ttl": ("5m", parse_duration),
     "users.require_verified_email": (False, _bool),
     "throttle.mail_per_address": (3, _int(1, 10**9)),
     "throttle.mail_per_ip": (20, _int(1, 10**9)),
