@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import admin, api, auth, pages, recovery, ws
+from . import admin, api, auth, pages, passkeys, recovery, ws
 
-__all__ = ["api_fallback_routes", "api_routes", "demo_routes", "pages", "recovery", "socket_routes"]
+__all__ = [
+    "api_fallback_routes",
+    "api_routes",
+    "demo_routes",
+    "pages",
+    "passkeys",
+    "recovery",
+    "socket_routes",
+]
 
 ID = r"([A-Za-z0-9_-]{1,64})"
 
@@ -14,6 +22,7 @@ ID = r"([A-Za-z0-9_-]{1,64})"
 def api_routes() -> list[tuple[str, Any]]:
     return [
         *recovery.api_routes(),  # first: some extend the routes below
+        *passkeys.api_routes(),
         (r"/api/login", auth.LoginHandler),
         (r"/api/logout", auth.LogoutHandler),
         (r"/api/register", auth.RegisterHandler),

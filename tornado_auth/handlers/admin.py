@@ -34,7 +34,8 @@ class AdminUsersHandler(PagedHandler):
     async def get(self) -> None:
         page, per_page, offset = self.paging()
         users, total = await self.services.users.page(offset, per_page)
-        shown = [user.public() for user in users]
+        passkeys = await self.services.passkeys.counts([user.id for user in users])
+        shown = [{**user.public(), "passkeys": passkeys.get(user.id, 0)} for user in users]
         self.send_json({"users": shown, "total": total, "page": page, "perPage": per_page})
 
 

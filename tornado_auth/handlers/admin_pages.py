@@ -119,6 +119,7 @@ class AdminPage(PageHandler):
         page = int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 10**6 else 1
         where = UserFilter(search, role or None, STATUSES.get(status))
         users, total = await self.services.users.page((page - 1) * PER_PAGE, PER_PAGE, where)
+        passkeys = await self.services.passkeys.counts([user.id for user in users])
         pages = max(1, math.ceil(total / PER_PAGE))
         audit, _ = await self.services.audit.page(0, ACTIVITY)
         names = await self.names(audit)
@@ -131,6 +132,7 @@ class AdminPage(PageHandler):
         self.render(
             "admin.html",
             users=users,
+            passkeys=passkeys,
             total=total,
             page=page,
             pages=pages,

@@ -3,7 +3,10 @@ request's session, cookie and client."""
 
 from __future__ import annotations
 
-from ..accounts import AccountDisabled, Origin
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..accounts import AccountDisabled, Origin, StartSession
 from ..throttle import Throttled
 from ..users import User
 from .session_cookie import RequestSession, SessionUser
@@ -26,6 +29,23 @@ class SignIn(RequestSession):
     async def log_in(self, email: str, password: str, remember_me: bool) -> User | None:
         """Check credentials and sign in; None when they are wrong, 429 when throttled, 401
         saying so when they are right for a disabled account."""
+        accounts, origin = self.services.accounts, self.origin()
+        return await self._signing_in(
+            lambda start: accounts.sign_in(email, password, origin, start), remember_me
+        )
+
+    async def log_in_with_passkey(
+        self, credential: dict[str, Any], remember_me: bool
+    ) -> User | None:
+        """Sign in with a passkey alone; as ``log_in``, None when it proves no one."""
+        passkeys, origin = self.services.passkeys, self.origin()
+        return await self._signing_in(
+            lambda start: passkeys.sign_in(credential, origin, start), remember_me
+        )
+
+    async def _signing_in(
+        self, sign_in: Callable[[StartSession], Awaitable[User | None]], remember_me: bool
+    ) -> User | None:
         started = False
 
         async def start(user: User) -> str:
@@ -33,11 +53,8 @@ class SignIn(RequestSession):
             started = True
             return await self.start_session(user, remember_me)
 
-        accounts = self.services.accounts
         try:
-            user = await self.unless_abandoned(
-                accounts.sign_in(email, password, self.origin(), start)
-            )
+            user = await self.unless_abandoned(sign_in(start))
         except Throttled as throttled:
             message = try_again("Too many failed sign-ins", throttled.retry_after)
             raise ApiError(429, message, throttled.retry_after) from None
