@@ -18,12 +18,11 @@ from .conftest import (
     serving,
     settings_for,
 )
-from .helpers import ARTIFACTS, browser_sign_in, shot
+from .helpers import ARTIFACTS, axe_violations, browser_sign_in, shot
 
 pytestmark = pytest.mark.browser
 
 SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
-WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
@@ -41,16 +40,6 @@ async def site(tmp_path: Path) -> AsyncIterator[Server]:
     async with serving(settings_for(place, live__stats_interval="60s")) as server:
         yield server
     await place.cleanup()
-
-
-async def axe_violations(page) -> list[str]:
-    from axe_playwright_python.async_playwright import Axe
-
-    results = await Axe().run(page, options={"runOnly": {"type": "tag", "values": WCAG_AA}})
-    return [
-        f"{page.url}: {v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:5]}"
-        for v in results.response["violations"]
-    ]
 
 
 async def test_every_page_passes_axe_light_and_dark_on_desktop_and_phone(site, browser):
@@ -78,7 +67,7 @@ async def test_every_page_passes_axe_light_and_dark_on_desktop_and_phone(site, b
             await page.locator("#problems").wait_for()
             await check("register-errors")
             await page.goto(f"{site.base_url}/login")
-            await page.get_by_role("button", name="Sign in").click()
+            await page.get_by_role("button", name="Sign in", exact=True).click()
             await page.locator("#problems").wait_for()
             await check("login-errors")
             await browser_sign_in(page, site.base_url, "root@example.com")
