@@ -6,6 +6,7 @@ bad input."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -307,11 +308,15 @@ async def test_failed_passkey_sign_ins_are_throttled_per_address(store: Store):
         assert refused.code == 429 and "Retry-After" in refused.headers
         assert body(refused)["error"].startswith("Too many failed sign-ins")
         assert any(e["event"] == "signin_throttled" for e in await events(app))
+        asked = [await app.client().post("/api/login/passkey/options", {}) for _ in range(27)]
+        assert [r.code for r in asked[-2:]] == [200, 429]  # 30 a minute: 4 were asked for above
+        assert "Retry-After" in asked[-1].headers
     finally:
         await stop_server(app)
 
 
-async def test_bad_passkey_input_gets_a_clear_4xx_and_changes_nothing(app: Server):
+async def test_bad_passkey_input_gets_a_clear_4xx_and_changes_nothing(app: Server, caplog):
+    caplog.set_level(logging.DEBUG)
     client = await signed_in(app, "ann@example.com")
     device = Authenticator(PUBLIC)
     options = body(await client.post("/api/passkeys/register/options", {}))
@@ -373,6 +378,10 @@ async def test_bad_passkey_input_gets_a_clear_4xx_and_changes_nothing(app: Serve
         assert refused.code == 400 and set(body(refused)) == {"error"}
     assert body(await client.get("/api/passkeys"))["passkeys"][0]["lastUsedAt"] is None
     assert (await sign_in(app.client(), device)).code == 200  # and the passkey still works
+    logged = caplog.text
+    assert "passkey authentication refused: InvalidAuthenticationResponse" in logged
+    for secret in (options["challenge"], b64(device.credentials[0].id), good["rawId"]):
+        assert secret not in logged
 
 
 async def test_the_account_and_admin_views_show_passkeys(app: Server):
