@@ -76,7 +76,8 @@ MAX_PER_USER = 20
 MAX_NAME = 64
 MAX_CREDENTIAL_ID = 1023  # bytes, as WebAuthn allows
 MAX_FIELD = 32768  # characters of one base64url field of a response (the body limit is 64 KiB)
-# What stands for the account in the sign-in throttle: a passkey names its user only once proven.
+# What stands for the account in the sign-in throttle (with the credential id): a passkey names
+# its user only once proven.
 THROTTLE_ACCOUNT = "passkey"
 OPTIONS_PER_IP = 30  # anonymous sign-in challenges asked for from one address in a minute
 TRANSPORTS = frozenset(transport.value for transport in AuthenticatorTransport)
@@ -450,12 +451,14 @@ class Passkeys:
     ) -> User | None:
         """Sign in with a passkey alone, through the sign-in path a password takes (throttle,
         audit, live event, hooks, the re-check once the session exists); None if the response
-        proves nothing, AccountDisabled for a disabled user's passkey."""
-        await self.accounts.reserve(THROTTLE_ACCOUNT, origin, SIGN_IN)
+        proves nothing, AccountDisabled for a disabled user's passkey. Failures are counted per
+        credential id and address, as a password's per email and address, and per address."""
+        account = f"{THROTTLE_ACCOUNT}:{str(credential.get('rawId'))[: MAX_CREDENTIAL_ID * 2]}"
+        await self.accounts.reserve(account, origin, SIGN_IN)
         user_id = await self.verify_authentication(credential, None, origin)
         user = await self.users.get(user_id) if user_id is not None else None
         if not await self.accounts.checked(
-            user is not None, user, THROTTLE_ACCOUNT, origin, SIGN_IN, method="passkey"
+            user is not None, user, account, origin, SIGN_IN, method="passkey"
         ):
             return None
         assert user is not None
