@@ -15,6 +15,7 @@ import pytest
 
 from tornado_auth.accounts import Origin
 from tornado_auth.handlers.signin import ACCOUNT_DISABLED
+from tornado_auth.passkeys import relying_party
 
 from .authenticator import Authenticator, b64
 from .conftest import PASSWORD, Client, Server, Store, body, settings_for, start_server, stop_server
@@ -163,6 +164,8 @@ async def test_an_expired_challenge_is_refused(app: Server):
 
 
 async def test_responses_for_another_origin_or_relying_party_are_refused(app: Server):
+    public = "https://Auth.Example.com:443/auth"  # as browsers name it: lower case, no 443
+    assert relying_party(public) == ("auth.example.com", "https://auth.example.com")
     client = await signed_in(app, "ann@example.com")
     device = Authenticator(PUBLIC)
     for wrong in ({"origin": "https://evil.example"}, {"rp_id": "evil.example"}):

@@ -51,6 +51,7 @@ from ..settings import Settings
 from ..throttle import Throttled
 from ..tokens import TokenRecord, TokenStore, hash_token
 from ..users import User
+from ..users.base import BIDI_CONTROLS
 
 if TYPE_CHECKING:
     from ..users import UserStore
@@ -203,7 +204,8 @@ def credential_problem(credential: object, ceremony: str = AUTHENTICATE) -> str 
 
 def _challenge(credential: dict[str, Any]) -> str | None:
     """The challenge a response names in its clientDataJSON, or None."""
-    data = _base64url(credential.get("response", {}).get("clientDataJSON"))
+    response = credential.get("response")
+    data = _base64url(response.get("clientDataJSON")) if isinstance(response, dict) else None
     try:
         client = json.loads(data or b"")
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -219,15 +221,20 @@ def passkey_name(value: object) -> str:
     name = " ".join(value.split())
     if len(name) > MAX_NAME:
         raise ValueError(f"Name must be at most {MAX_NAME} characters")
-    if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
+    if any(unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS for c in name):
         raise ValueError("Name must not contain control characters")
     return name
 
 
 def relying_party(public_url: str) -> tuple[str, str]:
-    """The rp id (the host) and expected origin of ``server.public_url``."""
+    """The rp id (the host) and the origin browsers report for ``server.public_url``: lower
+    case, without a default port."""
     parts = urllib.parse.urlsplit(public_url)
-    return parts.hostname or "", f"{parts.scheme}://{parts.netloc}"
+    host, port = parts.hostname or "", parts.port
+    shown = (
+        f":{port}" if port and (parts.scheme, port) not in (("http", 80), ("https", 443)) else ""
+    )
+    return host, f"{parts.scheme}://{host}{shown}"
 
 
 def _options(options: Any) -> dict[str, Any]:
