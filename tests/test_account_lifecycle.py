@@ -27,7 +27,7 @@ from .conftest import (
     stop_server,
 )
 from .helpers import SESSION_ENDED, open_socket, submit
-from .mailbox import outbox, text
+from .mailbox import LINK, outbox, text
 
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "redis"], indirect=True)
 
@@ -212,10 +212,14 @@ async def test_registration_mails_a_verification_link(app: Server):
     assert body(await client.get("/api/profile"))["emailVerified"] is False
     link = (await outbox(app.services)).link("dan@example.com", "Confirm your email")
     assert path_of(link).startswith("/verify?token=")
-    page = await client.get(path_of(link))
-    assert page.code == 200 and b"dan@example.com is verified" in page.body
+    page = await client.get(path_of(link))  # what a mail scanner fetches: it changes nothing
+    assert page.code == 200 and b"Verify my address" in page.body
+    assert body(await client.get("/api/profile"))["emailVerified"] is False
+    verified = await submit(client, "/verify", {"token": token_of(link)}, path_of(link))
+    assert verified.code == 200 and b"dan@example.com is verified" in verified.body
     assert body(await client.get("/api/profile"))["emailVerified"] is True
-    assert (await client.get(path_of(link))).code == 400  # used up
+    again = await submit(client, "/verify", {"token": token_of(link)}, path_of(link))
+    assert again.code == 400  # used up
 
 
 async def test_required_verification_hides_taken_addresses_and_blocks_sign_in(store: Store):
@@ -422,7 +426,7 @@ async def test_pages_show_the_verification_state_and_send_links(app: Server):
     link = path_of((await outbox(app.services)).link("ann@example.com", "Confirm your email"))
     user = await signed_in(app, "ann@example.com")
     assert b"not verified yet" in (await user.get("/dashboard")).body
-    assert (await user.get(link)).code == 200
+    assert (await submit(user, "/verify", {"token": token_of(link)}, link)).code == 200
     assert b"Your email address is verified" in (await user.get("/dashboard")).body
     assert b"email verified" in (await admin.get("/admin")).body
 
@@ -453,3 +457,137 @@ async def test_the_email_page_sends_a_confirmation_or_says_what_is_wrong(app: Se
     sent = await submit(client, "/email", {"email": "ann@new.example"})
     assert sent.code == 200 and b"confirmation link was sent" in sent.body
     assert (await outbox(app.services)).last("ann@new.example", "Confirm your new email")
+
+
+# -- links that must not outlive what they guard -------------------------------------------------
+
+
+async def change_email(app: Server, client: Client, new: str) -> str:
+    """Ask for ``new`` and follow its confirmation link; the undo link sent to the old address."""
+    old = body(await client.get("/api/profile"))["email"]
+    assert (await client.post("/api/email", {"newEmail": new})).code == 202
+    confirm = path_of((await outbox(app.services)).link(new, "Confirm your new email"))
+    done = await submit(app.client(), "/confirm-email", {"token": token_of(confirm)}, confirm)
+    assert done.code == 200
+    return path_of((await outbox(app.services)).link(old, "was changed"))
+
+
+async def test_the_address_cannot_change_again_while_its_undo_link_works(app: Server):
+    """Else whoever changed it could change it again and void the owner's undo link."""
+    await app.add_user("bob@example.com")
+    client = await signed_in(app, "bob@example.com")
+    undo = await change_email(app, client, "bob2@example.com")
+    again = await signed_in(app, "bob2@example.com")
+    refused = await again.post("/api/email", {"newEmail": "bob3@example.com"})
+    assert refused.code == 409
+    assert body(refused)["error"] == "Your address changed recently: it can change again in 7 days"
+    page = await submit(again, "/email", {"email": "bob3@example.com"})
+    assert page.code == 409 and b"can change again in 7 days" in page.body
+    assert (await submit(app.client(), "/undo-email", {"token": token_of(undo)}, undo)).code == 200
+    assert (await app.client().login("bob@example.com", PASSWORD)).code == 200
+    assert (await app.client().login("bob2@example.com", PASSWORD)).code == 401
+    later = time.time() + 7 * 86400 + 1  # past security.undo_ttl: the next change may go ahead
+    restored = await signed_in(app, "bob@example.com")
+    app.services.lifecycle.clock = lambda: later
+    assert (await restored.post("/api/reauth", {"password": PASSWORD})).code == 200
+    assert (await restored.post("/api/email", {"newEmail": "bob4@example.com"})).code == 202
+
+
+@pytest.mark.parametrize("how", ["reset", "not me", "password change"])
+async def test_a_pending_email_change_ends_with_a_reset_not_me_or_new_password(
+    app: Server, how: str
+):
+    await app.add_user("ann@example.com")
+    intruder = await signed_in(app, "ann@example.com")
+    assert (await intruder.post("/api/email", {"newEmail": "evil@example.net"})).code == 202
+    box = await outbox(app.services)
+    confirm = path_of(box.link("evil@example.net", "Confirm your new email"))
+    not_me = path_of(box.link("ann@example.com", "asked to change your email"))
+    owner = app.client()
+    if how == "reset":
+        await forgot(owner, "ann@example.com")
+        link = (await outbox(app.services)).link("ann@example.com", "Reset your password")
+        reset = {"token": token_of(link), "newPassword": "owner's new pw"}
+        assert (await owner.post("/api/password/reset", reset)).code == 200
+    elif how == "not me":
+        assert (await submit(owner, "/not-me", {"token": token_of(not_me)}, not_me)).code == 200
+    else:
+        owner = await signed_in(app, "ann@example.com")
+        change = {"currentPassword": PASSWORD, "newPassword": "owner's new pw"}
+        assert (await owner.post("/api/password", change)).code == 200
+    late = await submit(app.client(), "/confirm-email", {"token": token_of(confirm)}, confirm)
+    assert late.code == 400
+    user = await app.services.users.by_email("ann@example.com")
+    assert user is not None and user.email == "ann@example.com"
+
+
+async def test_a_reset_voids_the_other_reset_links_and_an_email_change_voids_all(app: Server):
+    await app.add_user("ann@example.com")
+    answers = await asyncio.gather(*(forgot(app.client(), "ann@example.com") for _ in range(3)))
+    assert [a.code for a in answers] == [200, 200, 200]
+    box = await outbox(app.services)
+    resets = [m for m in box.messages("ann@example.com") if "Reset" in m["Subject"]]
+    tokens = [token_of(match.group(0)) for m in resets if (match := LINK.search(text(m)))]
+    assert len(tokens) == 3
+    codes = []
+    for n, token in enumerate(tokens):  # issued at once: at least one works, and only once
+        reset = {"token": token, "newPassword": f"new password {n}"}
+        codes.append((await app.client().post("/api/password/reset", reset)).code)
+    assert sorted(codes) == [200, 400, 400]
+    first = f"new password {codes.index(200)}"
+    # a reset link mailed to the old address stops working once the address changes
+    await forgot(app.client(), "ann@example.com")
+    stale = token_of((await outbox(app.services)).link("ann@example.com", "Reset your password"))
+    client = app.client()
+    assert (await client.login("ann@example.com", first)).code == 200
+    await change_email(app, client, "ann@new.example")
+    late = {"token": stale, "newPassword": "intruder pw"}
+    assert (await app.client().post("/api/password/reset", late)).code == 400
+
+
+async def test_email_change_requests_are_throttled_per_ip_and_per_address(store: Store):
+    server = await serve(store, throttle__mail_per_address=2, throttle__mail_per_ip=5)
+    try:
+        await server.add_user("ann@example.com")
+        client = await signed_in(server, "ann@example.com")
+        burst = [{"newEmail": "victim@example.org"}] * 4 + [{"newEmail": "x@example.org"}] * 4
+        answers = await asyncio.gather(*(client.post("/api/email", b) for b in burst))
+        codes = sorted(a.code for a in answers)
+        assert codes == [202] * 5 + [429] * 3
+        box = await outbox(server.services)
+        assert len(box.messages("victim@example.org")) <= 2
+        assert len(box.messages("x@example.org")) <= 2
+    finally:
+        await stop_server(server)
+
+
+async def test_session_renames_are_throttled(app: Server):
+    await app.add_user("ann@example.com")
+    client = await signed_in(app, "ann@example.com")
+    sessions = body(await client.get("/api/sessions"))["sessions"]
+    path = f"/api/sessions/{sessions[0]['id']}"
+    answers = await asyncio.gather(
+        *(client.request("PATCH", path, {"name": f"n{i}"}) for i in range(40))
+    )
+    codes = [a.code for a in answers]
+    assert codes.count(200) == 30 and codes.count(429) == 10
+    audit = [e.event for e in (await app.services.audit.page(0, 200))[0]]
+    assert audit.count("session_renamed") == 30
+
+
+async def test_revoking_another_session_needs_a_recent_password_check(app: Server):
+    await app.add_user("ann@example.com")
+    client = await signed_in(app, "ann@example.com")
+    other = await signed_in(app, "ann@example.com")
+    sessions = body(await client.get("/api/sessions"))["sessions"]
+    theirs = next(s["id"] for s in sessions if not s["current"])
+    later = time.time() + 601  # past security.reauth_ttl since the sign-in
+    app.services.lifecycle.clock = lambda: later
+    refused = await client.request("DELETE", f"/api/sessions/{theirs}")
+    assert (refused.code, body(refused)) == (403, {"error": "Re-authentication required"})
+    page = await submit(client, f"/sessions/{theirs}/revoke", {"confirm": "1"}, "/sessions")
+    assert page.code == 302 and page.headers["Location"] == "/reauth?next=/sessions"
+    assert (await other.get("/api/dashboard")).code == 200
+    assert (await client.post("/api/reauth", {"password": PASSWORD})).code == 200
+    assert (await client.request("DELETE", f"/api/sessions/{theirs}")).code == 204
+    assert (await other.get("/api/dashboard")).code == 401

@@ -72,6 +72,12 @@ async def test_login_rejects_wrong_types_and_operators_with_400(server, payload)
         {"email": "x@example.com", "password": PASSWORD},
         {"email": {"$ne": None}, "password": PASSWORD, "name": "X"},
         {"email": "x@example.com", "password": 12345678, "name": "X"},
+        # characters that show one address as another on a page, a terminal or a mail header
+        {"email": "a\x1b[31m@example.com", "password": PASSWORD, "name": "X"},
+        {"email": "x\x7f\b\b@example.com", "password": PASSWORD, "name": "X"},
+        {"email": "nimda\u202e@example.com", "password": PASSWORD, "name": "X"},
+        {"email": "admin\u200b@example.com", "password": PASSWORD, "name": "X"},
+        {"email": "a\u2028b@example.com", "password": PASSWORD, "name": "X"},
     ],
 )
 async def test_register_rejects_bad_input_and_stores_nothing(server, payload):

@@ -93,6 +93,8 @@ class Accounts:
         self.rounds = bcrypt_rounds
         self.hooks = Hooks()
         self.require_verified_email = False  # users.require_verified_email
+        # Called with the user's id after a password change (the lifecycle voids its links).
+        self.password_changed: list[Callable[[str], Awaitable[None]]] = []
         self._dummy = DummyHash()
         sessions.on_end(self._sessions_ended)
 
@@ -310,6 +312,8 @@ class Accounts:
             raise AccountChanged("the account changed while its password was being checked")
         keep = origin.session_key
         revoked = await self.sessions.revoke_user(user.id, keep=keep, reason=EndReason.PASSWORD)
+        for listener in self.password_changed:
+            await listener(user.id)
         await self._record(AuditEvent.PASSWORD_CHANGED, origin, user, revoked=revoked)
         return revoked
 

@@ -40,11 +40,15 @@ RESET = "reset"
 VERIFY = "verify"
 EMAIL_CHANGE = "email_change"
 EMAIL_UNDO = "email_undo"
+UNDO_PENDING = "undo_pending"  # while an undo link is live, the address cannot change again
 NOT_ME = "not_me"
 DEVICE = "device"
 SESSION_NAME = "session_name"
 REAUTH_KEY = "reauth_at"  # in the session: when its user last proved the password
 MAX_SESSION_NAME = 64
+# Links that act on the account: a reset, an undo, "this wasn't me" or a new password void them.
+ACCOUNT_LINKS = (RESET, EMAIL_CHANGE)
+SESSION_RENAMES = 30  # per user and throttle.mail_window: each rename is an audit entry
 UNVERIFIED = "Email address not verified: follow the link we sent, or ask for a new one"
 CHECK_EMAIL = "Check your email to finish creating your account"
 
@@ -58,8 +62,25 @@ def duration(seconds: float) -> str:
     raise AssertionError("unreachable")
 
 
+def wait_words(seconds: float) -> str:
+    """How long until something, rounded up: ``3 days``, ``5 hours``, ``12 minutes``."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds > 2 * size or unit == "minute":
+            count = max(1, math.ceil(seconds / size))
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    raise AssertionError("unreachable")
+
+
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+class ChangePending(Exception):
+    """The address changed recently: it cannot change again while the undo link works."""
+
+    def __init__(self, until: float) -> None:
+        super().__init__(until)
+        self.until = until
 
 
 class Lifecycle:
@@ -86,6 +107,7 @@ class Lifecycle:
         # After the answer: a sign-in or registration never waits for device records or mail.
         accounts.hooks.add(Hook.REGISTERED, lambda *args: self.later(self._registered(*args)))
         accounts.hooks.add(Hook.SIGNED_IN, lambda *args: self.later(self._signed_in(*args)))
+        accounts.password_changed.append(self.void_links)
 
     @property
     def quiet_registration(self) -> bool:
@@ -169,6 +191,12 @@ class Lifecycle:
             return None
         return record, user
 
+    async def void_links(self, user_id: str) -> None:
+        """End the user's outstanding reset and email change links (after the password or the
+        address changed, or the owner said "this wasn't me")."""
+        for purpose in ACCOUNT_LINKS:
+            await self.tokens.drop_user(user_id, purpose)
+
     # -- password reset --------------------------------------------------------------------------
 
     async def forgot(self, email: str, origin: Origin) -> None:
@@ -214,6 +242,7 @@ class Lifecycle:
         changed = await self.users.set(user.id, new_generation=True, **fields)
         if changed is None:
             return None
+        await self.void_links(user.id)
         revoked = await self.sessions.revoke_user(user.id, reason=EndReason.PASSWORD)
         await self.accounts.record(AuditEvent.PASSWORD_RESET, origin, changed, revoked=revoked)
         self._send(
@@ -320,9 +349,21 @@ class Lifecycle:
     # -- email change ----------------------------------------------------------------------------
 
     async def request_email_change(self, user: User, new_email: str, origin: Origin) -> None:
-        """Send a confirmation link to ``new_email``; the address changes when it is followed.
-        An address that already has an account gets nothing, and the answer is the same."""
-        new_email = normalize_email(new_email)
+        """Send a confirmation link to ``new_email`` (the address changes when it is followed)
+        and a notice with a "this wasn't me" link to the current one. The answer is the same
+        whether the new address has an account or not: the work happens after it.
+
+        Throttled past ``throttle.mail_per_ip``; ChangePending while the undo link of the last
+        change still works (the owner of the previous address must be able to use it)."""
+        pending = await self.tokens.get(_digest(UNDO_PENDING, user.id), UNDO_PENDING, self.clock())
+        if pending is not None:
+            raise ChangePending(pending.expires_at)
+        await self.count_ip(origin.ip)
+        self.later(self._request_email_change(user, normalize_email(new_email), origin))
+
+    async def _request_email_change(self, user: User, new_email: str, origin: Origin) -> None:
+        if not await self._address_allowed(new_email, origin):
+            return
         await self.accounts.record(AuditEvent.EMAIL_CHANGE_REQUESTED, origin, user)
         if await self.users.by_email(new_email) is not None:
             return
@@ -333,6 +374,14 @@ class Lifecycle:
             "email_change_confirm",
             link=self.link("/confirm-email", token),
             email=new_email,
+            valid_for=duration(ttl),
+        )
+        self._send(
+            user.email,
+            "email_change_requested",
+            link=self.link("/not-me", await self._not_me_token(user)),
+            email=user.email,
+            new_email=new_email,
             valid_for=duration(ttl),
         )
 
@@ -347,13 +396,20 @@ class Lifecycle:
         if old != user.email or not isinstance(new, str):
             return None
         changed = await self.users.set(
-            user.id, new_generation=True, email=new, email_verified_at=self.clock()
+            user.id,
+            expect_generation=user.generation,
+            new_generation=True,
+            email=new,
+            email_verified_at=self.clock(),
         )  # EmailTaken if someone took it meanwhile
         if changed is None:
             return None
+        await self.void_links(user.id)  # reset links went to the old address
         await self.sessions.revoke_user(user.id, reason=EndReason.REVOKED)
-        ttl = self.settings["security.undo_ttl"]
+        ttl, now = self.settings["security.undo_ttl"], self.clock()
         undo = await self._issue(changed, EMAIL_UNDO, ttl, {"email": old, "new": new})
+        marker = TokenRecord(_digest(UNDO_PENDING, user.id), UNDO_PENDING, user.id, now + ttl)
+        await self.tokens.put(marker, now)
         self._send(
             old,
             "email_change_notice",
@@ -378,6 +434,8 @@ class Lifecycle:
         restored = await self.users.set(user.id, new_generation=True, email=old)
         if restored is None:
             return None
+        await self.tokens.take(_digest(UNDO_PENDING, user.id), UNDO_PENDING, self.clock())
+        await self.void_links(user.id)
         await self.sessions.revoke_user(user.id, reason=EndReason.REVOKED)
         await self.accounts.record(AuditEvent.EMAIL_CHANGE_UNDONE, origin, restored)
         await self.send_reset(restored, origin)
@@ -400,10 +458,8 @@ class Lifecycle:
     async def _signed_in(self, user: User, origin: Origin) -> None:
         if not await self.remember_device(user, origin.user_agent):
             return
-        ttl = self.settings["security.undo_ttl"]
-        token, key = new_token()  # one per alert: an earlier alert's link keeps working
+        token = await self._not_me_token(user)
         now = self.clock()
-        await self.tokens.put(TokenRecord(key, NOT_ME, user.id, now + ttl), now)
         device = device_name(origin.user_agent)
         when = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d %H:%M UTC")
         self._send(
@@ -417,6 +473,14 @@ class Lifecycle:
         )
         await self.accounts.record(AuditEvent.NEW_DEVICE, origin, user, device=device)
 
+    async def _not_me_token(self, user: User) -> str:
+        """A "this wasn't me" token: one per mail, so an earlier mail's link keeps working."""
+        ttl = self.settings["security.undo_ttl"]
+        token, key = new_token()
+        now = self.clock()
+        await self.tokens.put(TokenRecord(key, NOT_ME, user.id, now + ttl), now)
+        return token
+
     async def not_me(self, token: object, origin: Origin) -> User | None:
         """ "This wasn't me": end every session of the user (and sign-ins in flight) and send a
         reset link. None for a bad token."""
@@ -425,6 +489,7 @@ class Lifecycle:
             return None
         _, user = taken
         changed = await self.users.set(user.id, new_generation=True) or user
+        await self.void_links(user.id)
         revoked = await self.sessions.revoke_user(user.id, reason=EndReason.REVOKED)
         await self.accounts.record(AuditEvent.NOT_ME, origin, changed, revoked=revoked)
         await self.send_reset(changed, origin)
@@ -435,7 +500,12 @@ class Lifecycle:
     async def name_session(
         self, user_id: str, record: SessionRecord, name: str, origin: Origin
     ) -> None:
-        """Give one of the user's sessions a name ("" removes it)."""
+        """Give one of the user's sessions a name ("" removes it); Throttled past
+        SESSION_RENAMES a ``throttle.mail_window`` (each rename is an audit entry)."""
+        now, window = self.clock(), self.settings["throttle.mail_window"]
+        count, ends = await self.counters.hit(f"rename:{_digest(user_id)[:32]}", window, now)
+        if count > SESSION_RENAMES:
+            raise Throttled(max(1, math.ceil(ends - now)), first=False)
         key = _digest(SESSION_NAME, record.key)
         if name:
             expires = record.absolute_expires_at

@@ -10,7 +10,15 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..accounts import AccountDisabled, EmailNotVerified
-from ..lifecycle import CHECK_EMAIL, MAX_SESSION_NAME, REAUTH_KEY, UNVERIFIED, Lifecycle
+from ..lifecycle import (
+    CHECK_EMAIL,
+    MAX_SESSION_NAME,
+    REAUTH_KEY,
+    UNVERIFIED,
+    ChangePending,
+    Lifecycle,
+    wait_words,
+)
 from ..sessions import SessionRecord, public_id
 from ..throttle import Throttled
 from ..tokens import MAX_TOKEN
@@ -186,13 +194,22 @@ async def change_email(handler: BaseHandler, new_email: str) -> None:
         raise ApiError(401, "Not authenticated")
     if normalize_email(new_email) == user.email:
         raise ApiError(400, "newEmail is your address already")
-    await lifecycle(handler).request_email_change(user, new_email, handler.origin())
+    cycle = lifecycle(handler)
+    try:
+        await cycle.request_email_change(user, new_email, handler.origin())
+    except ChangePending as pending:
+        wait = wait_words(pending.until - cycle.clock())
+        message = f"Your address changed recently: it can change again in {wait}"
+        raise ApiError(409, message) from None
 
 
 class EmailHandler(ApiHandler):
     @reauth_required
     async def post(self) -> None:
-        await change_email(self, email_field(self.json_body(), "newEmail"))
+        try:
+            await change_email(self, email_field(self.json_body(), "newEmail"))
+        except Throttled as error:
+            raise throttled(error) from None
         message = "A confirmation link was sent to the new address"
         self.send_json({"message": message}, status=202)
 
@@ -224,9 +241,25 @@ class SessionHandler(api.SessionHandler):
         record = await own_session(self, session_id)
         if record is None:
             raise ApiError(404, "Session not found")
-        user_id = self.current_user.id
-        await lifecycle(self).name_session(user_id, record, name, self.origin())
+        try:
+            await lifecycle(self).name_session(self.current_user.id, record, name, self.origin())
+        except Throttled as error:
+            message = try_again("Too many session renames", error.retry_after)
+            raise ApiError(429, message, error.retry_after) from None
         self.send_json({**api.describe(record, self.session.key), "name": name})
+
+    @authenticated
+    async def delete(self, session_id: str) -> None:
+        """Another session of the user's ends only after a recent password check (as for all
+        others at once); the current one any time (that is signing out)."""
+        if not is_current(self, session_id) and not recently_checked(self):
+            raise ApiError(403, REAUTH_REQUIRED)
+        await super().delete(session_id)
+
+
+def is_current(handler: BaseHandler, session_id: str) -> bool:
+    key = handler.session.key
+    return key is not None and session_id == public_id(key)
 
 
 class RevokeOthersHandler(api.RevokeOthersHandler):
@@ -307,10 +340,10 @@ class AccountPage(PageHandler):
             message = try_again(TOO_MANY, error.retry_after)
             self.email_form(kind, error=message + ".", email=email)
             return
-        except ApiError as error:  # e.g. the new address is the current one
-            if error.status_code != 400:
+        except ApiError as error:  # e.g. the new address is the current one, or changed recently
+            if error.status_code >= 500:
                 raise
-            self.set_status(400)
+            self.set_status(error.status_code)
             self.email_form(kind, error=error.message.removeprefix("newEmail ") + ".", email=email)
             return
         self.email_form(kind, notice=sent + ".")
@@ -394,17 +427,6 @@ class ResetPage(AccountPage):
         self.redirect(self.url("/login?ended=password"))
 
 
-class VerifyPage(AccountPage):
-    async def get(self) -> None:
-        token = self.get_query_argument("token", "")
-        user = await lifecycle(self).verify(token, self.origin())
-        if user is None:
-            self.bad_link("/verify/resend")
-            return
-        message = f"{user.email} is verified. Thank you."
-        self.notice("Address verified", message, link="/dashboard", text="Continue")
-
-
 class ReauthPage(AccountPage):
     def next_url(self) -> str:
         return safe_next(self.get_argument("next", None), self.url("/dashboard"))
@@ -458,6 +480,7 @@ class LinkActionPage(AccountPage):
     message = ""
     button = ""
     style = ""
+    ends_sessions = True  # every session of the user ends with the action
 
     async def get(self) -> None:
         self.render(
@@ -479,16 +502,37 @@ class LinkActionPage(AccountPage):
             self.notice("Address taken", message, 409)
             return
         if user is None:
-            self.bad_link("/login", "Sign in")
+            self.bad()
             return
-        self.current_user = None  # every session of the user was ended
+        if self.ends_sessions:
+            self.current_user = None
         self.finished(user)
+
+    def bad(self) -> None:
+        self.bad_link("/login", "Sign in")
 
     async def act(self, token: str) -> User | None:
         raise NotImplementedError
 
     def finished(self, user: User) -> None:
         raise NotImplementedError
+
+
+class VerifyPage(LinkActionPage):
+    title = "Verify your email address"
+    message = "Confirm that this address is yours?"
+    button = "Verify my address"
+    ends_sessions = False
+
+    async def act(self, token: str) -> User | None:
+        return await lifecycle(self).verify(token, self.origin())
+
+    def bad(self) -> None:
+        self.bad_link("/verify/resend")
+
+    def finished(self, user: User) -> None:
+        message = f"{user.email} is verified. Thank you."
+        self.notice("Address verified", message, link="/dashboard", text="Continue")
 
 
 class ConfirmEmailPage(LinkActionPage):
@@ -546,9 +590,27 @@ class SessionNamePage(AccountPage):
             return
         record = await own_session(self, session_id)
         if record is not None:
-            user_id = self.current_user.id
-            await lifecycle(self).name_session(user_id, record, name, self.origin())
+            try:
+                await lifecycle(self).name_session(
+                    self.current_user.id, record, name, self.origin()
+                )
+            except Throttled as error:
+                message = try_again("Too many session renames", error.retry_after) + "."
+                self.set_header("Retry-After", str(error.retry_after))
+                self.notice("Name not saved", message, 429, link="/sessions", text="Back")
+                return
         self.redirect(self.url("/sessions"))
+
+
+class RevokeSessionPage(pages.RevokeSessionPage):
+    """Another session ends only after a recent password check; the current one any time."""
+
+    @authenticated
+    async def post(self, session_id: str) -> None:
+        if not is_current(self, session_id) and not recently_checked(self):
+            self.redirect(f"{self.url('/reauth')}?next={urllib.parse.quote(self.url('/sessions'))}")
+            return
+        await super().post(session_id)
 
 
 class RevokeOthersPage(pages.RevokeOthersPage):
@@ -601,6 +663,7 @@ def page_routes() -> list[tuple[str, Any]]:
         (r"/undo-email", UndoEmailPage),
         (r"/not-me", NotMePage),
         (r"/sessions/([0-9a-f]{32})/name", SessionNamePage),
+        (r"/sessions/([0-9a-f]{32})/revoke", RevokeSessionPage),
         (r"/sessions/revoke-others", RevokeOthersPage),
         (rf"/admin/users/{ID}/{SEND}", AdminSendPage),
     ]

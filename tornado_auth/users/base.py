@@ -41,7 +41,9 @@ def email_problem(email: object) -> str | None:
     if not isinstance(email, str):
         return "Email must be a string"
     email = normalize_email(email)
-    if len(email) > MAX_EMAIL or not EMAIL.match(email):
+    # isprintable: no control, format (zero-width, bidi), separator or unassigned characters,
+    # which would show one address as another on a page, a terminal or a mail header
+    if len(email) > MAX_EMAIL or not EMAIL.match(email) or not email.isprintable():
         return "Email is not a valid address"
     return None
 
