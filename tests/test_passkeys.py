@@ -297,7 +297,7 @@ async def test_a_sign_in_in_flight_when_the_account_is_disabled_never_works(app:
     assert (await browser.get("/api/dashboard")).code == 401
 
 
-async def test_failed_passkey_sign_ins_are_throttled_per_address(store: Store):
+async def test_passkey_sign_ins_challenges_and_renames_are_throttled(store: Store):
     app = await start_server(
         settings_for(store, server__public_url=PUBLIC, throttle__account_ip_failures=3)
     )
@@ -311,9 +311,21 @@ async def test_failed_passkey_sign_ins_are_throttled_per_address(store: Store):
         assert refused.code == 429 and "Retry-After" in refused.headers
         assert body(refused)["error"].startswith("Too many failed sign-ins")
         assert any(e["event"] == "signin_throttled" for e in await events(app))
-        asked = [await app.client().post("/api/login/passkey/options", {}) for _ in range(27)]
-        assert [r.code for r in asked[-2:]] == [200, 429]  # 30 a minute: 4 were asked for above
+        others = Authenticator(PUBLIC)  # another passkey from this address is not held back
+        assert (await register(client, others)).code == 201
+        assert (await sign_in(app.client(), others)).code == 200
+
+        asked = [await app.client().post("/api/login/passkey/options", {}) for _ in range(24)]
+        assert [r.code for r in asked[-2:]] == [200, 429]  # 30 a minute: 7 were asked for above
         assert "Retry-After" in asked[-1].headers
+        refused = await client.post("/api/passkeys/register/options", {})
+        assert refused.code == 429
+
+        passkey_id = body(await client.get("/api/passkeys"))["passkeys"][0]["id"]
+        path = f"/api/passkeys/{passkey_id}"
+        renamed = [await client.request("PATCH", path, {"name": f"Key {n}"}) for n in range(31)]
+        assert [r.code for r in renamed[-2:]] == [200, 429]  # 30 a throttle.mail_window
+        assert body(renamed[-1])["error"].startswith("Too many passkey renames")
     finally:
         await stop_server(app)
 

@@ -58,6 +58,10 @@ def name_field(value: object) -> str:
         raise ApiError(400, str(error)) from None
 
 
+def too_many(what: str, error: Throttled) -> ApiError:
+    return ApiError(429, try_again(what, error.retry_after), error.retry_after)
+
+
 async def signed_in_user(handler: BaseHandler) -> User:
     user = await handler.services.users.get(handler.current_user.id)
     if user is None:
@@ -80,9 +84,11 @@ class RegisterOptionsHandler(ApiHandler):
     async def post(self) -> None:
         user = await signed_in_user(self)
         try:
-            self.send_json(await passkeys(self).registration_options(user))
+            self.send_json(await passkeys(self).registration_options(user, self.origin()))
         except TooManyPasskeys:
             raise ApiError(409, TOO_MANY) from None
+        except Throttled as error:
+            raise too_many("Too many passkey challenges asked for", error) from None
 
 
 class RegisterHandler(ApiHandler):
@@ -119,7 +125,10 @@ class PasskeyHandler(ApiHandler):
             raise ApiError(400, "Name is required")
         passkey = await own_passkey(self, passkey_id)
         user = await signed_in_user(self)
-        renamed = await passkeys(self).rename(user, passkey, name, self.origin())
+        try:
+            renamed = await passkeys(self).rename(user, passkey, name, self.origin())
+        except Throttled as error:
+            raise too_many("Too many passkey renames", error) from None
         self.send_json({"passkey": renamed.public()})
 
     @reauth_required
@@ -137,8 +146,7 @@ class LoginOptionsHandler(ApiHandler):
         try:
             options = await passkeys(self).authentication_options(origin=self.origin())
         except Throttled as error:
-            message = try_again("Too many passkey sign-ins asked for", error.retry_after)
-            raise ApiError(429, message, error.retry_after) from None
+            raise too_many("Too many passkey challenges asked for", error) from None
         self.send_json(options)
 
 
@@ -175,7 +183,13 @@ class PasskeyNamePage(PageHandler):
         if not name:
             self.done("/account", Kind.ERROR, "Name is required.")
             return
-        await passkeys(self).rename(user, passkey, name, self.origin())
+        try:
+            await passkeys(self).rename(user, passkey, name, self.origin())
+        except Throttled as error:
+            self.done(
+                "/account", Kind.ERROR, try_again("Too many renames", error.retry_after) + "."
+            )
+            return
         self.done("/account", Kind.SUCCESS, "The passkey was renamed.")
 
 

@@ -80,7 +80,8 @@ MAX_FIELD = 32768  # characters of one base64url field of a response (the body l
 # What stands for the account in the sign-in throttle (with the credential id): a passkey names
 # its user only once proven.
 THROTTLE_ACCOUNT = "passkey"
-OPTIONS_PER_IP = 30  # anonymous sign-in challenges asked for from one address in a minute
+OPTIONS_PER_IP = 30  # challenges (registration or sign-in options) from one address a minute
+RENAMES = 30  # per user and throttle.mail_window: each rename is an audit entry
 TRANSPORTS = frozenset(transport.value for transport in AuthenticatorTransport)
 
 
@@ -264,6 +265,7 @@ class Passkeys:
         self.public_url = settings["server.public_url"]
         self.rp_id, self.origin = relying_party(self.public_url)
         self.challenge_ttl = settings["security.passkey_challenge_ttl"]
+        self.rename_window = settings["throttle.mail_window"]
 
     async def count(self, user_id: str) -> int:
         return (await self.store.counts([user_id])).get(user_id, 0)
@@ -282,6 +284,19 @@ class Passkeys:
         return None
 
     # -- challenges ------------------------------------------------------------------------------
+
+    async def _count(self, kind: str, who: str, limit: int, window: float) -> None:
+        """Count one more ``kind`` of ``who``; Throttled past ``limit`` a ``window``."""
+        now = self.clock()
+        name = f"passkey:{kind}:{hashlib.sha256(who.encode()).hexdigest()[:32]}"
+        count, ends = await self.accounts.throttle.counters.hit(name, window, now)
+        if count > limit:
+            raise Throttled(max(1, math.ceil(ends - now)), first=False)
+
+    async def _count_options(self, origin: Origin | None) -> None:
+        """Each challenge is a stored record: at most OPTIONS_PER_IP a minute from one address."""
+        if origin is not None and origin.ip:
+            await self._count("options", origin.ip, OPTIONS_PER_IP, 60.0)
 
     async def _new_challenge(self, ceremony: str, user_id: str = "") -> bytes:
         challenge = secrets.token_bytes(32)
@@ -304,12 +319,16 @@ class Passkeys:
 
     # -- registration ----------------------------------------------------------------------------
 
-    async def registration_options(self, user: User) -> dict[str, Any]:
+    async def registration_options(
+        self, user: User, origin: Origin | None = None
+    ) -> dict[str, Any]:
         """Options for ``navigator.credentials.create``: a discoverable credential with user
-        verification, none of the user's passkeys again; TooManyPasskeys past the limit."""
+        verification, none of the user's passkeys again; TooManyPasskeys past the limit,
+        Throttled past OPTIONS_PER_IP."""
         existing = await self.store.list_user(user.id)
         if len(existing) >= MAX_PER_USER:
             raise TooManyPasskeys(user.id)
+        await self._count_options(origin)
         options = generate_registration_options(
             rp_id=self.rp_id,
             rp_name=self.rp_id,
@@ -378,15 +397,9 @@ class Passkeys:
         self, user_id: str | None = None, origin: Origin | None = None
     ) -> dict[str, Any]:
         """Options for ``navigator.credentials.get``: for any passkey (discoverable: no
-        allowCredentials) or, as a second factor, for one of ``user_id``'s. Anonymous callers
-        get at most ``OPTIONS_PER_IP`` a minute from one address (then Throttled): each one
-        stores a challenge."""
-        if user_id is None and origin is not None and origin.ip:
-            now = self.clock()
-            name = f"passkey:options:{hashlib.sha256(origin.ip.encode()).hexdigest()[:32]}"
-            count, ends = await self.accounts.throttle.counters.hit(name, 60.0, now)
-            if count > OPTIONS_PER_IP:
-                raise Throttled(max(1, math.ceil(ends - now)), first=False)
+        allowCredentials) or, as a second factor, for one of ``user_id``'s. Throttled past
+        OPTIONS_PER_IP from the origin's address."""
+        await self._count_options(origin)
         allowed = []
         if user_id is not None:
             allowed = [_descriptor(passkey) for passkey in await self.store.list_user(user_id)]
@@ -474,7 +487,12 @@ class Passkeys:
     # -- managing them ---------------------------------------------------------------------------
 
     async def rename(self, user: User, passkey: Passkey, name: str, origin: Origin) -> Passkey:
-        if name and name != passkey.name and await self.store.rename(passkey.credential_id, name):
+        """Give one of the user's passkeys a new name; Throttled past RENAMES a
+        ``throttle.mail_window`` (each rename is an audit entry)."""
+        if not name or name == passkey.name:
+            return passkey
+        await self._count("rename", user.id, RENAMES, self.rename_window)
+        if await self.store.rename(passkey.credential_id, name):
             passkey.name = name
             await self.accounts.record(
                 AuditEvent.PASSKEY_RENAMED, origin, user, passkey=passkey.id, name=name
