@@ -246,7 +246,7 @@ async def test_account_page_changes_name_and_password(site, browser):
     page = await context.new_page()
     await browser_sign_in(page, site.base_url, "ann@example.com")
     await page.get_by_role("link", name="Account").click()
-    await page.get_by_role("textbox", name="Name").fill("Ann Lee")
+    await page.get_by_role("textbox", name="Name", exact=True).fill("Ann Lee")
     await page.get_by_role("button", name="Save name").click()
     assert await page.locator(".flash-success").text_content() == "Your name was changed."
     await page.get_by_label("Current password").fill("wrong password")
