@@ -243,10 +243,16 @@ def settings_for(store: Store, **overrides: Any) -> Settings:
 class Client:
     """An HTTP client with a cookie jar, like one browser profile or one API script."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, max_clients: int | None = None) -> None:
+        """``max_clients``: requests in flight at once (Tornado's shared client allows 10, so a
+        burst through it never has more than 10 at the server)."""
         self.base_url = base_url
         self.cookies: dict[str, str] = {}
-        self.http = AsyncHTTPClient()
+        self.http = (
+            AsyncHTTPClient(force_instance=True, max_clients=max_clients)
+            if max_clients
+            else AsyncHTTPClient()
+        )
 
     async def request(
         self,
@@ -315,8 +321,8 @@ class Server:
     def secret(self) -> Any:
         return self.app.settings["cookie_secret"]
 
-    def client(self) -> Client:
-        return Client(self.base_url)
+    def client(self, max_clients: int | None = None) -> Client:
+        return Client(self.base_url, max_clients)
 
     async def add_user(
         self, email: str, password: str = "password123", role: str = "user", name: str = "Test"

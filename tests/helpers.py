@@ -245,14 +245,11 @@ def audit_events(tmp_path: Path) -> list[tuple[str, str | None, str, dict]]:
 # -- browser pages ---------------------------------------------------------------------------------
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
-
-
-SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 WCAG_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 
 
 async def axe_violations(page: Any) -> list[str]:
-    """What axe-core finds against WCAG 2.1 AA on the page, one line each."""
+    """What axe-core finds against WCAG 2.1 AA on the page as it is now."""
     from axe_playwright_python.async_playwright import Axe
 
     results = await Axe().run(page, options={"runOnly": {"type": "tag", "values": WCAG_AA}})
@@ -260,6 +257,9 @@ async def axe_violations(page: Any) -> list[str]:
         f"{page.url}: {v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:5]}"
         for v in results.response["violations"]
     ]
+
+
+SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
 
 
 async def shot(page: Any, name: str) -> None:
@@ -273,7 +273,7 @@ async def browser_sign_in(page: Any, base_url: str, email: str) -> None:
     assert "/login?next=/dashboard" in page.url
     await page.get_by_label("Email").fill(email)
     await page.get_by_label("Password", exact=True).fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Sign in", exact=True).click()
     await page.wait_for_url(f"{base_url}/dashboard")
 
 

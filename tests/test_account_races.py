@@ -158,7 +158,8 @@ async def test_a_burst_of_wrong_passwords_is_refused_past_the_limit(
     limit = server.services.settings["throttle.account_ip_failures"]
     held = HeldChecks(monkeypatch, limit)
     wrong = {"email": "ann@example.com", "password": "not the password"}
-    burst = [asyncio.ensure_future(server.client().post("/api/login", wrong)) for _ in range(60)]
+    client = server.client(max_clients=60)  # all 60 at the server at once
+    burst = [asyncio.ensure_future(client.post("/api/login", wrong)) for _ in range(60)]
     await held.all_arrived.wait()
     held.release()
     statuses = sorted(response.code for response in await asyncio.gather(*burst))
@@ -173,9 +174,9 @@ async def test_a_burst_of_sign_ins_to_many_accounts_is_refused_past_the_address_
 ):
     async with serving(settings_for(store, throttle__ip_failures=5)) as running:
         held = HeldChecks(monkeypatch, 5)
+        client = running.client(max_clients=30)  # all 30 at the server at once
         burst = [  # one guess at each of 30 accounts (unknown ones cost a check too)
-            asyncio.ensure_future(running.client().login(f"user{n}@example.com", "not it"))
-            for n in range(30)
+            asyncio.ensure_future(client.login(f"user{n}@example.com", "not it")) for n in range(30)
         ]
         await held.all_arrived.wait()
         held.release()
@@ -189,7 +190,7 @@ async def test_a_burst_of_password_change_guesses_is_refused_past_the_limit(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ):
     await server.add_user("ann@example.com", PASSWORD)
-    thief = server.client()
+    thief = server.client(max_clients=30)  # all 30 at the server at once
     assert (await thief.login("ann@example.com", PASSWORD)).code == 200
     limit = server.services.settings["throttle.account_ip_failures"]
     held = HeldChecks(monkeypatch, limit)

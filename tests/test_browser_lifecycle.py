@@ -40,7 +40,7 @@ async def test_register_verify_forget_and_reset_ending_the_other_session(app, br
     await other.goto(f"{base}/login")
     await other.get_by_label("Email", exact=True).fill("zoe@example.com")
     await other.get_by_label("Password", exact=True).fill(PASSWORD)
-    await other.get_by_role("button", name="Sign in").click()
+    await other.get_by_role("button", name="Sign in", exact=True).click()
     await other.wait_for_url(f"{base}/dashboard")
 
     await page.get_by_role("button", name="Sign out").click()
@@ -58,7 +58,7 @@ async def test_register_verify_forget_and_reset_ending_the_other_session(app, br
     await page.wait_for_url(f"{base}/login?ended=password")
     await page.get_by_label("Email", exact=True).fill("zoe@example.com")
     await page.get_by_label("Password", exact=True).fill(NEW_PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Sign in", exact=True).click()
     await page.wait_for_url(f"{base}/dashboard")
     await shot(page, "lifecycle-after-reset")
 

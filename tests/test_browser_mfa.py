@@ -27,7 +27,7 @@ async def first_step(page: Any, base_url: str, email: str) -> None:
     await page.goto(f"{base_url}/dashboard")
     await page.get_by_label("Email").fill(email)
     await page.get_by_label("Password", exact=True).fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Sign in", exact=True).click()
     await page.wait_for_url(f"{base_url}/login/mfa?next=%2Fdashboard")
 
 
@@ -66,18 +66,18 @@ async def two_step_flow(
     await first_step(page, base_url, email)
     await check("login-mfa")
     await page.get_by_label("Code").fill("12345")
-    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Sign in", exact=True).click()
     await page.locator("#problems").wait_for()
     await check("login-mfa-wrong")
     # the code that turned the app on is used: the next step's code, accepted one step early
     await page.get_by_label("Code").fill(pyotp.TOTP(secret).at(time.time() + 30))
-    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Sign in", exact=True).click()
     await page.wait_for_url(f"{base_url}/dashboard")
 
     await sign_out(page, base_url)
     await first_step(page, base_url, email)
     await page.get_by_label("Code").fill(codes[0])
-    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Sign in", exact=True).click()
     await page.wait_for_url(f"{base_url}/dashboard")
     assert (await page.locator("#recovery-warning").count()) == 0  # 9 left: no warning yet
 

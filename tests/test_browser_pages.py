@@ -41,6 +41,18 @@ async def site(tmp_path: Path) -> AsyncIterator[Server]:
     await place.cleanup()
 
 
+# The account lifecycle's pages, as a signed-in user reaches them or an emailed link opens them.
+LIFECYCLE_PAGES = {
+    "forgot": "forgot",
+    "resend": "verify/resend",
+    "email": "email",
+    "reauth": "reauth?next=/email",
+    "account-mfa": "account/mfa",
+    "link-action": "not-me?token=" + "a" * 43,
+    "bad-link": "reset?token=" + "a" * 43,
+}
+
+
 async def test_every_page_passes_axe_light_and_dark_on_desktop_and_phone(site, browser):
     await site.add_user("root@example.com", PASSWORD, role="admin", name="Root")
     for index in range(3):
@@ -66,11 +78,14 @@ async def test_every_page_passes_axe_light_and_dark_on_desktop_and_phone(site, b
             await page.locator("#problems").wait_for()
             await check("register-errors")
             await page.goto(f"{site.base_url}/login")
-            await page.get_by_role("button", name="Sign in").click()
+            await page.get_by_role("button", name="Sign in", exact=True).click()
             await page.locator("#problems").wait_for()
             await check("login-errors")
             await browser_sign_in(page, site.base_url, "root@example.com")
             await check("dashboard")
+            for name, path in LIFECYCLE_PAGES.items():
+                await page.goto(f"{site.base_url}/{path}")
+                await check(name)
             for path in ("sessions", "account", "admin"):
                 await page.goto(f"{site.base_url}/{path}")
                 await check(path)
@@ -245,7 +260,7 @@ async def test_account_page_changes_name_and_password(site, browser):
     page = await context.new_page()
     await browser_sign_in(page, site.base_url, "ann@example.com")
     await page.get_by_role("link", name="Account").click()
-    await page.get_by_role("textbox", name="Name").fill("Ann Lee")
+    await page.get_by_role("textbox", name="Name", exact=True).fill("Ann Lee")
     await page.get_by_role("button", name="Save name").click()
     assert await page.locator(".flash-success").text_content() == "Your name was changed."
     await page.get_by_label("Current password").fill("wrong password")

@@ -19,6 +19,7 @@ by the named tests at the end.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import socket
@@ -128,6 +129,13 @@ API_ROUTES = [
     Route("PATCH", "/api/admin/users/{victim}", "admin"),
     Route("DELETE", "/api/admin/users/{victim}/sessions", "admin"),
     Route("GET", "/api/admin/audit", "admin"),
+    Route("POST", "/api/login/passkey/options", "anon"),
+    Route("POST", "/api/login/passkey", "anon"),
+    Route("GET", "/api/passkeys", "member"),
+    Route("POST", "/api/passkeys/register/options", "member"),
+    Route("POST", "/api/passkeys/register", "member"),
+    Route("PATCH", "/api/passkeys/{member}", "member"),  # not a passkey of theirs: 404
+    Route("DELETE", "/api/passkeys/{member}", "member"),
     Route("GET", "/api/set-cookie", "anon"),
     Route("GET", "/api/get-cookie", "anon"),
     Route("GET", "/api/no-such-route", "anon"),
@@ -326,6 +334,9 @@ ROUTE_FIELDS = {
     "/api/register": ("email", "password", "name"),
     "/api/password": ("currentPassword", "newPassword"),
     "/api/admin/users/{victim}": ("role", "disabled"),
+    "/api/login/passkey": ("credential", "rememberMe"),
+    "/api/passkeys/register": ("credential", "name"),
+    "/api/passkeys/{member}": ("name",),
 }
 ALL_FIELDS = sorted({name for names in ROUTE_FIELDS.values() for name in names})
 plausible = st.one_of(
@@ -354,8 +365,37 @@ strings = st.one_of(
     st.text(max_size=8),
     big_text,
 )
+BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+base64url = st.one_of(st.text(alphabet=BASE64URL, min_size=1, max_size=90), strings)
+client_data = st.builds(
+    lambda kind, challenge: base64.urlsafe_b64encode(
+        json.dumps({"type": kind, "challenge": challenge, "origin": "http://x"}).encode()
+    ).decode(),
+    st.sampled_from(["webauthn.get", "webauthn.create", ""]),
+    st.one_of(base64url, json_scalars),
+)
+# A browser's PublicKeyCredential as JSON, each part well-formed or not: past the shape checks
+# to the challenge records and py_webauthn.
+passkey_credentials = st.builds(
+    lambda raw_id, same, response: {"id": raw_id if same else "x", "rawId": raw_id, **response},
+    base64url,
+    st.booleans(),
+    st.fixed_dictionaries(
+        {"type": st.sampled_from(["public-key", "other"])},
+        optional={
+            "response": st.fixed_dictionaries(
+                {"clientDataJSON": st.one_of(client_data, base64url)},
+                optional=dict.fromkeys(
+                    ["attestationObject", "authenticatorData", "signature", "userHandle"],
+                    base64url,
+                ),
+            )
+        },
+    ),
+)
 # Values of the right type, so that validation passes and the stores and bcrypt are reached.
 TYPED = {
+    "credential": passkey_credentials,
     "email": st.one_of(st.emails().map(str), strings),
     "password": strings,
     "name": strings,
@@ -399,6 +439,9 @@ WELL_TYPED = {
     },
     "/api/password": {"currentPassword": any_text(1, 60), "newPassword": any_text(8, 60)},
     "/api/admin/users/{victim}": {"role": any_text(1, 16), "disabled": st.booleans()},
+    "/api/login/passkey": {"credential": passkey_credentials, "rememberMe": st.booleans()},
+    "/api/passkeys/register": {"credential": passkey_credentials, "name": any_text(0, 80)},
+    "/api/passkeys/{member}": {"name": any_text(0, 80)},
 }
 
 

@@ -309,7 +309,7 @@ async def test_bad_second_step_bodies_are_400_and_change_nothing(app: Server):
         assert answer.code == 400, (bad, answer.body)
         assert "error" in body(answer)
     passkey = await second_step(client, passkey={"id": "x"})
-    assert (passkey.code, body(passkey)) == (400, {"error": "Passkeys are not enabled"})
+    assert (passkey.code, body(passkey)) == (400, {"error": "Credential id is malformed"})
     assert (await second_step(client, code=code_at(secret, clock(app)()))).code == 200
 
 
@@ -514,35 +514,6 @@ async def test_the_login_form_leads_to_the_second_step_page(app: Server):
     assert (done.code, done.headers["Location"]) == (302, "/sessions")
     assert (await client.get("/api/mfa")).code == 200
     assert (await client.get("/login/mfa")).headers["Location"] == "/login"  # nothing waits
-
-
-class FakePasskeys:
-    """The passkeys service's contract (``services.passkeys``): one credential per user id."""
-
-    def __init__(self, user_id: str) -> None:
-        self.user_id = user_id
-
-    async def count(self, user_id: str) -> int:
-        return 1 if user_id == self.user_id else 0
-
-    async def verify_authentication(self, credential: dict, user_id: str | None) -> str | None:
-        return user_id if credential.get("id") == f"key-of-{user_id}" else None
-
-
-async def test_a_passkey_is_offered_and_accepted_as_the_second_step(app: Server):
-    await enrolled(app)
-    ann = await app.services.users.by_email(ANN)
-    passkeys = FakePasskeys(ann.id)
-    app.services.passkeys = passkeys  # type: ignore[attr-defined]
-    app.services.mfa.passkeys = passkeys
-    client = app.client()
-    response = await client.login(ANN, PASSWORD)
-    assert body(response)["methods"] == ["totp", "passkey", "recovery"]
-    assert (await second_step(client, passkey={"id": "key-of-someone-else"})).code == 401
-    done = await second_step(client, passkey={"id": f"key-of-{ann.id}"})
-    assert done.code == 200
-    records = await app.services.sessions.list_user(ann.id)
-    assert ["pwd", "passkey"] in [record.data["amr"] for record in records]
 
 
 async def test_the_admin_page_shows_factors_and_resets_them_after_asking(app: Server):

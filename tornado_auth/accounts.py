@@ -132,26 +132,55 @@ class Accounts:
         of a lower cost, so the time taken tells no account apart. Throttled past the limits;
         AccountDisabled for the right password of a disabled account (still a failed check).
         """
-        if origin.ip:
-            try:
-                await self.throttle.reserve(email, origin.ip)
-            except Throttled as throttled:
-                if throttled.first:  # a flood of refusals is one entry per window
-                    await self._record(events.throttled, origin, user, email)
-                raise
+        await self.reserve(email, origin, events, user, email)
         dummy = await self._dummy.get(self.rounds)
         matches = await verify_password(password, user.password_hash if user else dummy)
         if user is not None and (cost(user.password_hash) or 0) < self.rounds:
             await verify_password(password, dummy)
-        if matches and user is not None and not user.disabled:
+        return await self.checked(matches, user, email, origin, events, email)
+
+    async def reserve(
+        self,
+        account: str,
+        origin: Origin,
+        events: _CheckEvents,
+        user: User | None = None,
+        email: str | None = None,
+    ) -> None:
+        """Count a credential check for ``account`` (an email, or what stands for one) from the
+        origin's address as failed before it runs; Throttled past the limits (the first refusal
+        of a window audited)."""
+        if not origin.ip:
+            return
+        try:
+            await self.throttle.reserve(account, origin.ip)
+        except Throttled as throttled:
+            if throttled.first:  # a flood of refusals is one entry per window
+                await self._record(events.throttled, origin, user, email)
+            raise
+
+    async def checked(
+        self,
+        proven: bool,
+        user: User | None,
+        account: str,
+        origin: Origin,
+        events: _CheckEvents,
+        email: str | None = None,
+        **detail: Any,
+    ) -> bool:
+        """Settle a reserved check: True if ``proven`` for an enabled ``user`` (the account's
+        failures from this address forgiven); else audited as failed, and AccountDisabled when
+        proven for a disabled one."""
+        if proven and user is not None and not user.disabled:
             if origin.ip:
-                await self.throttle.succeeded(email, origin.ip)
+                await self.throttle.succeeded(account, origin.ip)
             return True
         await self.live.sign_in_failed()
-        if matches and user is not None:  # disabled
-            await self._record(events.failed, origin, user, email, reason="disabled")
+        if proven and user is not None:  # disabled
+            await self._record(events.failed, origin, user, email, reason="disabled", **detail)
             raise AccountDisabled(user.email)
-        await self._record(events.failed, origin, user, email)
+        await self._record(events.failed, origin, user, email, **detail)
         return False
 
     # -- signing in and registering --------------------------------------------------------------
@@ -189,35 +218,75 @@ class Accounts:
         if not await self.check_password(user, email, password, origin, SIGN_IN):
             return None
         assert user is not None
+
+        async def rehash() -> dict[str, Any]:
+            if needs_rehash(user.password_hash, self.rounds):
+                return {"password_hash": await hash_password(password, self.rounds)}
+            return {}
+
+        return await self.enter(user, origin, start_session, email, rehash)
+
+    async def enter(
+        self,
+        user: User,
+        origin: Origin,
+        start_session: StartSession,
+        email: str | None = None,
+        more_fields: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        methods: list[str] | None = None,
+        **detail: Any,
+    ) -> User | None:
+        """Sign in a user whose credentials were just proven (a password, a passkey): the
+        session is started through ``start_session``, checked once more after it exists, and
+        the sign-in audited, announced and passed to the hooks. None if the account changed
+        meanwhile; EmailNotVerified under users.require_verified_email.
+
+        ``more_fields`` (e.g. a rehashed password) are written with the sign-in time, only while
+        nothing revoking happened: a rehash must never undo a password change. ``methods``: how
+        the credentials were proven (a password by default: then a user with a second factor
+        gets SecondFactorRequired instead of a session).
+        """
         if self.require_verified_email and user.email_verified_at is None:
-            await self._record(AuditEvent.SIGNIN_UNVERIFIED, origin, user)
+            await self._record(AuditEvent.SIGNIN_UNVERIFIED, origin, user, **detail)
             raise EmailNotVerified(user.email)
         fields: dict[str, Any] = {"last_login_at": time.time()}
-        if needs_rehash(user.password_hash, self.rounds):
-            fields["password_hash"] = await hash_password(password, self.rounds)
-        # Only while nothing revoking happened: a rehash must never undo a password change.
-        user = await self.users.set(user.id, expect_generation=user.generation, **fields)
-        if user is None:
-            await self._record(AuditEvent.SIGNIN_FAILED, origin, None, email, reason="changed")
+        if more_fields is not None:
+            fields.update(await more_fields())
+        signed = await self.users.set(user.id, expect_generation=user.generation, **fields)
+        if signed is None:
+            await self._record(
+                AuditEvent.SIGNIN_FAILED, origin, None, email or user.email, reason="changed"
+            )
             return None
-        methods = await self.second_factors(user) if self.second_factors is not None else []
-        if methods:
-            raise SecondFactorRequired(user, methods)
-        return await self.finish_sign_in(user, origin, start_session, ["pwd"])
+        methods = methods or ["pwd"]
+        if methods == ["pwd"] and self.second_factors is not None:
+            factors = await self.second_factors(signed)
+            if factors:
+                raise SecondFactorRequired(signed, factors)
+        return await self.finish_sign_in(signed, origin, start_session, methods, email, **detail)
 
     async def finish_sign_in(
-        self, user: User, origin: Origin, start_session: StartSession, methods: list[str]
+        self,
+        user: User,
+        origin: Origin,
+        start_session: StartSession,
+        methods: list[str],
+        email: str | None = None,
+        **detail: Any,
     ) -> User | None:
-        """Sign in a user already proven by ``methods`` (e.g. ``["pwd", "otp"]``): the session
-        is started, then checked once more: a disable, password, or role change that landed
-        meanwhile ends it before it is used (None). Audited, announced, hooks run."""
+        """Sign in a user already proven by ``methods`` (e.g. ``["pwd", "otp"]``, ``["passkey"]``):
+        the session is started, then checked once more: a disable, password, or role change that
+        landed meanwhile ends it before it is used (None). Audited, announced, hooks run."""
         key = await start_session(user)
         current = await self.users.get(user.id)
         if current is None or current.generation != user.generation or current.disabled:
             await self.sessions.revoke(key, reason=EndReason.REVOKED)
-            await self._record(AuditEvent.SIGNIN_FAILED, origin, user, reason="changed")
+            await self._record(
+                AuditEvent.SIGNIN_FAILED, origin, user, email, reason="changed", **detail
+            )
             return None
-        detail: dict[str, Any] = {"methods": methods} if methods != ["pwd"] else {}
+        if not detail and methods != ["pwd"]:
+            detail = {"methods": methods}
         await self._record(AuditEvent.SIGNIN, _with_key(origin, key), user, **detail)
         self._sign_in_outcome("ok")
         await self.live.signed_in(user.id, origin.ip, origin.user_agent)

@@ -48,6 +48,7 @@ def auth_routes(prefix: str = "", parts: Iterable[str] = PARTS) -> list[Rule]:
         rules += [(r"/static/(.*)", tornado.web.StaticFileHandler, {"path": str(STATIC)})]
         rules += handlers.recovery.page_routes()
         rules += handlers.mfa.page_routes()
+        rules += handlers.passkeys.page_routes()
         rules += handlers.pages.page_routes()
     return [(prefix + rule[0], *rule[1:]) for rule in rules]
 

@@ -55,6 +55,10 @@ class AuditEvent(StrEnum):
     MFA_THROTTLED = "mfa_throttled"
     RECOVERY_CODE_USED = "recovery_code_used"
     RECOVERY_CODES_REGENERATED = "recovery_codes_regenerated"
+    PASSKEY_ADDED = "passkey_added"
+    PASSKEY_RENAMED = "passkey_renamed"
+    PASSKEY_REMOVED = "passkey_removed"
+    PASSKEY_COUNTER_REFUSED = "passkey_counter_refused"
 
 
 @dataclass(slots=True)

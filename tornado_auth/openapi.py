@@ -86,6 +86,20 @@ SCHEMAS: dict[str, Schema] = {
             "methods": {"type": "array", "items": TEXT},
         }
     ),
+    "Passkey": obj(
+        {
+            "id": TEXT,
+            "name": TEXT,
+            "createdAt": TIME,
+            "lastUsedAt": {"type": ["number", "null"]},
+            "transports": {"type": "array", "items": TEXT},
+        }
+    ),
+    "WebAuthnOptions": {
+        "type": "object",
+        "description": "PublicKeyCredentialCreationOptions or ...RequestOptions as JSON "
+        "(binary values base64url), for navigator.credentials.create or get",
+    },
     "SignedIn": message(user=ref("UserSummary")),
     "SecondStepNeeded": {
         **obj({"mfaRequired": {"const": True}, "methods": {"type": "array", "items": TEXT}}),
@@ -239,6 +253,9 @@ STATE_CHANGING_WITHOUT_BODY = {
     "removeTotp",
     "newRecoveryCodes",
     "adminResetSecondFactors",
+    "passkeyRegistrationOptions",
+    "passkeySignInOptions",
+    "removePasskey",
 }
 
 
@@ -290,6 +307,7 @@ USER_ID = path_id("id", "A user's id")
 PAGED = {"total": {"type": "integer"}, "page": {"type": "integer"}, "perPage": {"type": "integer"}}
 LOGIN_ANSWER = {"anyOf": [ref("SignedIn"), ref("SecondStepNeeded")]}
 CODE = {"type": "string", "minLength": 1, "maxLength": 64}
+CREDENTIAL = {"type": "object", "description": "The browser's PublicKeyCredential as JSON"}
 TO_SESSIONS = {
     "ListSessions": {
         "operationId": "listSessions",
@@ -429,6 +447,78 @@ PATHS: dict[str, Any] = {
             errors=(401, 429),
             links=TO_SESSIONS,
         )
+    },
+    "/api/login/passkey/options": {
+        "post": operation(
+            "passkeySignInOptions",
+            "A new challenge and the options for navigator.credentials.get (any passkey)",
+            "auth",
+            (200, "The options", ref("WebAuthnOptions")),
+            errors=(429,),
+        )
+    },
+    "/api/login/passkey": {
+        "post": operation(
+            "passkeySignIn",
+            "Sign in with a passkey: the browser's PublicKeyCredential as JSON, no password",
+            "auth",
+            (200, "Signed in: a new session cookie", ref("SignedIn")),
+            body=obj({"credential": CREDENTIAL}, {"rememberMe": {"type": "boolean"}}),
+            errors=(401, 403, 429),
+            links=TO_SESSIONS,
+        )
+    },
+    "/api/passkeys": {
+        "get": operation(
+            "listPasskeys",
+            "The signed-in user's passkeys, oldest first",
+            "account",
+            (200, "Passkeys", obj({"passkeys": {"type": "array", "items": ref("Passkey")}})),
+            who="session",
+        )
+    },
+    "/api/passkeys/register/options": {
+        "post": operation(
+            "passkeyRegistrationOptions",
+            "A new challenge and the options for navigator.credentials.create (needs a recent "
+            "password check)",
+            "account",
+            (200, "The options", ref("WebAuthnOptions")),
+            who="session",
+            errors=(403, 409, 429),
+        )
+    },
+    "/api/passkeys/register": {
+        "post": operation(
+            "registerPasskey",
+            "Add a passkey from the browser's response (needs a recent password check)",
+            "account",
+            (201, "Added", obj({"passkey": ref("Passkey")})),
+            who="session",
+            body=obj({"credential": CREDENTIAL}, {"name": {"type": "string", "maxLength": 64}}),
+            errors=(403, 409),
+        )
+    },
+    "/api/passkeys/{id}": {
+        "parameters": [path_id("id", "A passkey's id, as GET /api/passkeys lists it")],
+        "patch": operation(
+            "renamePasskey",
+            "Rename one of the user's passkeys",
+            "account",
+            (200, "Renamed", obj({"passkey": ref("Passkey")})),
+            who="session",
+            body=obj({"name": {"type": "string", "minLength": 1, "maxLength": 64}}),
+            errors=(404, 429),
+        ),
+        "delete": operation(
+            "removePasskey",
+            "Remove one of the user's passkeys; their other sessions end (needs a recent "
+            "password check)",
+            "account",
+            (200, "Removed", message(revoked={"type": "integer", "minimum": 0})),
+            who="session",
+            errors=(403, 404),
+        ),
     },
     "/api/mfa": {
         "get": operation(

@@ -20,6 +20,7 @@ from .live import LiveHub
 from .mail import Mailer, mailer_for_settings
 from .metrics import Metrics, backend_name
 from .mfa import SecondFactors, SecretBox
+from .passkeys import Passkeys, passkeys_for
 from .redact import redact
 from .sessions import Backend, Lifetime, SessionManager, backend_for_url
 from .settings import Settings, SettingsError
@@ -45,11 +46,11 @@ class Services:
     tokens: TokenStore
     lifecycle: Lifecycle
     mfa: SecondFactors
+    passkeys: Passkeys
     metrics: Metrics
 
     def __post_init__(self) -> None:
-        # The passkeys service, when there is one, is a second factor too.
-        self.mfa.passkeys = getattr(self, "passkeys", None)
+        self.mfa.passkeys = self.passkeys  # a passkey is a second factor too
 
     async def close(self) -> None:
         await self.metrics.close()
@@ -171,6 +172,10 @@ async def start_services(settings: Settings) -> Services:
     with url_setting(settings, "users.url"):
         await tokens.start()
     lifecycle = Lifecycle(settings, accounts, tokens, mailer, backend.counters)
+    passkey_store = passkeys_for(stored_users)
+    with url_setting(settings, "users.url"):
+        await passkey_store.start()
+    passkeys = Passkeys(settings, accounts, passkey_store, tokens, mailer)
     mfa = SecondFactors(
         accounts,
         tokens,
@@ -182,5 +187,5 @@ async def start_services(settings: Settings) -> Services:
     )
     return Services(
         settings, backend, sessions, users, accounts, live, throttle, audit, secret,
-        mailer, tokens, lifecycle, mfa, metrics,
+        mailer, tokens, lifecycle, mfa, passkeys, metrics,
     )  # fmt: skip

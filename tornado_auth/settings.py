@@ -257,6 +257,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "security.mfa_pending_ttl": ("5m", parse_duration),
     "security.require_mfa_for_admins": (False, _bool),
     "security.totp_issuer": ("tornado-auth", _str),
+    "security.passkey_challenge_ttl": ("5m", parse_duration),
     "users.require_verified_email": (False, _bool),
     "throttle.mail_per_address": (3, _int(1, 10**9)),
     "throttle.mail_per_ip": (20, _int(1, 10**9)),

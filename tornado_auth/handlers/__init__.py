@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import admin, api, auth, docs, mfa, pages, recovery, ws
+from . import admin, api, auth, docs, mfa, pages, passkeys, recovery, ws
 
 __all__ = [
     "api_fallback_routes",
@@ -13,6 +13,7 @@ __all__ = [
     "docs",
     "mfa",
     "pages",
+    "passkeys",
     "recovery",
     "socket_routes",
 ]
@@ -24,6 +25,7 @@ def api_routes() -> list[tuple[str, Any]]:
     return [
         *recovery.api_routes(),  # first: some extend the routes below
         *mfa.api_routes(),
+        *passkeys.api_routes(),
         (r"/api/login", auth.LoginHandler),
         (r"/api/logout", auth.LogoutHandler),
         (r"/api/register", auth.RegisterHandler),

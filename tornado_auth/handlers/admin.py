@@ -34,8 +34,16 @@ class AdminUsersHandler(PagedHandler):
     async def get(self) -> None:
         page, per_page, offset = self.paging()
         users, total = await self.services.users.page(offset, per_page)
-        mfa = self.services.mfa
-        shown = [{**user.public(), "mfa": (await mfa.status(user.id)).public()} for user in users]
+        mfa, passkeys = self.services.mfa, self.services.passkeys
+        counts = await passkeys.counts([user.id for user in users])
+        shown = [
+            {
+                **user.public(),
+                "mfa": (await mfa.status(user.id)).public(),
+                "passkeys": counts.get(user.id, 0),
+            }
+            for user in users
+        ]
         self.send_json({"users": shown, "total": total, "page": page, "perPage": per_page})
 
 

@@ -130,6 +130,7 @@ class AdminPage(PageHandler):
         page = int(text) if text.isascii() and text.isdigit() and 0 < int(text) < 10**6 else 1
         where = UserFilter(search, role or None, STATUSES.get(status))
         users, total = await self.services.users.page((page - 1) * PER_PAGE, PER_PAGE, where)
+        passkeys = await self.services.passkeys.counts([user.id for user in users])
         pages = max(1, math.ceil(total / PER_PAGE))
         factors = {user.id: await self.services.mfa.status(user.id) for user in users}
         audit, _ = await self.services.audit.page(0, ACTIVITY)
@@ -144,6 +145,7 @@ class AdminPage(PageHandler):
             "admin.html",
             users=users,
             factors=factors,
+            passkeys=passkeys,
             total=total,
             page=page,
             pages=pages,

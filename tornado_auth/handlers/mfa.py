@@ -9,6 +9,7 @@ from typing import Any
 import tornado.web
 
 from ..mfa import FactorStatus, codes, totp
+from ..passkeys import credential_problem
 from ..services import Services
 from ..throttle import Throttled
 from ..users import User
@@ -29,13 +30,12 @@ MAX_CODE = 64
 def passkey_check(
     services: Services, credential: object, user_id: str
 ) -> Callable[[], Awaitable[bool]]:
-    """The glue to the passkeys service (``services.passkeys``, when the app runs one): a check
-    that ``credential`` proves ``user_id``; 400 at once if passkeys are off or it is no object."""
-    passkeys = getattr(services, "passkeys", None)
-    if passkeys is None:
-        raise ApiError(400, "Passkeys are not enabled")
-    if not isinstance(credential, dict):
-        raise ApiError(400, "passkey must be an object")
+    """A check that the passkey response ``credential`` proves ``user_id``; 400 at once for a
+    response that cannot be one (naming what is malformed)."""
+    passkeys = services.passkeys
+    problem = credential_problem(credential)
+    if problem is not None or not isinstance(credential, dict):
+        raise ApiError(400, problem or "passkey must be an object")
 
     async def check() -> bool:
         return await passkeys.verify_authentication(credential, user_id) == user_id

@@ -14,6 +14,7 @@ import tornado.web
 from ..accounts import AccountChanged, EmailNotVerified, SecondFactorRequired
 from ..devices import device_name
 from ..lifecycle import CHECK_EMAIL, UNVERIFIED
+from ..passkeys import Passkey
 from ..sessions import public_id
 from ..throttle import Throttled
 from ..users import EmailTaken, User, email_problem, name_problem
@@ -53,6 +54,12 @@ ASK = {
         "Sign out everywhere else?",
         "Every other browser and app signed in to your account will be signed out.",
         "Sign out everywhere else",
+    ),
+    "passkey": (
+        "Remove this passkey?",
+        "It will no longer sign you in, and every other browser and app signed in to your"
+        " account will be signed out.",
+        "Remove",
     ),
 }
 
@@ -363,13 +370,30 @@ class RevokeOthersPage(PageHandler):
 
 
 class AccountForm(PageHandler):
+    shown_passkeys: list[Passkey] = []
+
     async def user(self) -> User | None:
-        """The signed-in user's record; None (and signed out) if it was removed meanwhile."""
+        """The signed-in user's record (and their passkeys, for the page); None (and signed
+        out) if it was removed meanwhile."""
         user = await self.services.users.get(self.current_user.id)
         if user is None:
             await self.sign_out()
             self.done("/login", Kind.WARNING, "Your account no longer exists.")
+            return None
+        self.shown_passkeys = await self.services.passkeys.of_user(user.id)
         return user
+
+    def get_template_namespace(self) -> dict[str, Any]:
+        namespace = super().get_template_namespace()
+        namespace.update(
+            passkeys=self.shown_passkeys,
+            ask_remove_passkey=ASK["passkey"],
+            iso=iso,
+            human=human,
+            relative=relative,
+            now=time.time(),
+        )
+        return namespace
 
 
 class AccountPage(AccountForm):

@@ -5,6 +5,7 @@ between: only a short pending cookie naming a single-use record of the second-fa
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..accounts import AccountDisabled, Origin, SecondFactorRequired, StartSession
 from ..mfa import PendingSignIn
@@ -56,6 +57,16 @@ class SignIn(RequestSession):
             lambda start: accounts.finish_sign_in(user, self.origin(), start, methods_used),
             remember_me,
             methods_used,
+        )
+
+    async def log_in_with_passkey(
+        self, credential: dict[str, Any], remember_me: bool
+    ) -> User | None:
+        """Sign in with a passkey alone (it proves possession and the user's verification);
+        as ``log_in``, None when it proves no one."""
+        passkeys, origin = self.services.passkeys, self.origin()
+        return await self._signing_in(
+            lambda start: passkeys.sign_in(credential, origin, start), remember_me, ["passkey"]
         )
 
     async def _signing_in(

@@ -45,6 +45,8 @@ class Passkeys(Protocol):
 
     async def count(self, user_id: str) -> int: ...
 
+    async def remove_all(self, user_id: str) -> int: ...
+
 
 def _digest(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
@@ -58,16 +60,19 @@ class FactorStatus:
 
     @property
     def methods(self) -> list[str]:
-        """The second steps a sign-in offers: ``totp``, ``recovery``, ``passkey``."""
-        found = ["totp"] if self.totp else []
-        found += ["passkey"] if self.passkeys else []
-        if found and self.recovery_codes:
-            found.append("recovery")
-        return found
+        """The second steps a sign-in offers: ``totp``, ``passkey``, ``recovery``. Two-step
+        sign-in is on with an authenticator app (which brings the recovery codes); a user's
+        passkeys are then a second step too. Passkeys alone sign in without a password but do
+        not make a password sign-in ask for a second step: losing the device must not lock the
+        user out of their password."""
+        if not self.totp:
+            return []
+        found = ["totp"] + (["passkey"] if self.passkeys else [])
+        return found + (["recovery"] if self.recovery_codes else [])
 
     @property
     def enrolled(self) -> bool:
-        return self.totp or self.passkeys > 0
+        return self.totp
 
     @property
     def few_recovery_codes(self) -> bool:
@@ -205,12 +210,13 @@ class SecondFactors:
     # -- an admin's reset ------------------------------------------------------------------------
 
     async def reset(self, user: User, origin: Origin) -> bool:
-        """Remove the user's authenticator app and recovery codes (passkeys are the passkeys
-        service's); every session of the user ends and a notice is mailed. False if there was
-        nothing to remove."""
+        """Remove the user's authenticator app, recovery codes and passkeys; every session of
+        the user ends and a notice is mailed. False if there was nothing to remove."""
         now = self.clock()
         had = await self.tokens.take(_digest(TOTP, user.id), TOTP, now) is not None
         had = await self.tokens.drop_user(user.id, RECOVERY) > 0 or had
+        if self.passkeys is not None:
+            had = await self.passkeys.remove_all(user.id) > 0 or had
         await self.tokens.drop_user(user.id, TOTP_ENROL)
         if not had:
             return False
