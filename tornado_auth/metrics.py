@@ -264,41 +264,47 @@ def parse_listen(value: str) -> tuple[str, int] | None:
 
 
 @contextlib.contextmanager
-def served_metrics(listen: str) -> Iterator[None]:
+def multiprocess_values(listen: str) -> Iterator[None]:
     """For ``serve``: the multiprocess directory (ours, unless the operator named one) for the
-    life of the server, and the separate metrics listener when ``metrics.listen`` asks for one.
-    A no-op with ``metrics.listen: off``."""
+    life of the server, set before any store or worker counts. A no-op with ``off``."""
     if listen == "off":
         yield
         return
     own = not os.environ.get(MULTIPROC_DIR)
-    directory = (
-        tempfile.mkdtemp(prefix="tornado-auth-metrics-") if own else os.environ[MULTIPROC_DIR]
-    )
+    directory = os.environ.get(MULTIPROC_DIR) or tempfile.mkdtemp(prefix="tornado-auth-metrics-")
     if not own:  # values left by an earlier run would be counted again
         for stale in os.listdir(directory):
             if stale.endswith(".db"):
                 os.remove(os.path.join(directory, stale))
     os.environ[MULTIPROC_DIR] = directory
     values.ValueClass = values.get_value_class()  # chosen at import, before the variable was set
-    server = None
     try:
-        address = parse_listen(listen)
-        if address is not None:
-            try:
-                server, _ = start_http_server(address[1], address[0], registry=collected())
-                log.info("metrics on http://%s:%d/metrics", *address)
-            except OSError as error:  # serving sign-ins matters more than serving metrics
-                log.error("metrics: cannot listen on %s: %s; /metrics is not served", listen, error)
+        yield
+    finally:
+        if own:
+            os.environ.pop(MULTIPROC_DIR, None)
+            values.ValueClass = values.get_value_class()
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def metrics_listener(listen: str) -> Iterator[None]:
+    """For ``serve``, once the stores are ready: the separate listener ``metrics.listen`` names
+    (``host:port``), serving every process's values."""
+    address = parse_listen(listen)
+    server = None
+    if address is not None:
+        try:
+            server, _ = start_http_server(address[1], address[0], registry=collected())
+            log.info("metrics on http://%s:%d/metrics", *address)
+        except OSError as error:  # serving sign-ins matters more than serving metrics
+            log.error("metrics: cannot listen on %s: %s; /metrics is not served", listen, error)
+    try:
         yield
     finally:
         if server is not None:
             server.shutdown()
             server.server_close()
-        if own:
-            os.environ.pop(MULTIPROC_DIR, None)
-            values.ValueClass = values.get_value_class()
-            shutil.rmtree(directory, ignore_errors=True)
 
 
 def process_ended(pid: int) -> None:

@@ -19,7 +19,7 @@ from tornado.iostream import IOStream
 
 from .accounts import Origin
 from .app import make_app
-from .metrics import process_ended, served_metrics
+from .metrics import metrics_listener, multiprocess_values, process_ended
 from .oversized import READ_LIMIT
 from .services import Services, start_services
 from .settings import Settings
@@ -180,14 +180,16 @@ def serve(settings: Settings) -> None:
     host, port = settings["server.host"], settings["server.port"]
     sockets = tornado.netutil.bind_sockets(port, host)
     processes = settings["server.processes"] or os.cpu_count() or 1
-    with served_metrics(settings["metrics.listen"]):  # every process's, on one listener
+    listen = settings["metrics.listen"]
+    with multiprocess_values(listen):  # every process counts there, summed on each scrape
         asyncio.run(prepare_stores(settings))  # its clients are closed before any fork
         url = f"http://{host}:{sockets[0].getsockname()[1]}"
-        if processes == 1:
-            print(f"tornado-auth listening on {url}", flush=True)
-            asyncio.run(run_worker(settings, sockets))
-        else:
-            Supervisor(settings, sockets, processes).run(url)
+        with metrics_listener(listen):
+            if processes == 1:
+                print(f"tornado-auth listening on {url}", flush=True)
+                asyncio.run(run_worker(settings, sockets))
+            else:
+                Supervisor(settings, sockets, processes).run(url)
 
 
 class Supervisor:
