@@ -54,7 +54,10 @@ class Authenticator:
         origin: str | None = None,
         rp_id: str | None = None,
         verified: bool = True,
+        cose_key: Any = None,
+        transports: Any = ("internal",),
     ) -> dict[str, Any]:
+        """A registration response; ``cose_key`` in place of the credential's real public key."""
         rp = rp_id or options["rp"]["id"]
         credential = Credential(
             secrets.token_bytes(16), ec.generate_private_key(ec.SECP256R1()), rp,
@@ -71,7 +74,8 @@ class Authenticator:
         }
         attested = bytes(16) + struct.pack(">H", len(credential.id)) + credential.id
         flags = UP | AT | (UV if verified else 0)
-        auth_data = self._auth_data(rp, flags, 0) + attested + cbor2.dumps(cose)
+        key = cose if cose_key is None else cose_key
+        auth_data = self._auth_data(rp, flags, 0) + attested + cbor2.dumps(key)
         attestation = cbor2.dumps({"fmt": "none", "attStmt": {}, "authData": auth_data})
         client_data = self._client_data("webauthn.create", options["challenge"], origin)
         return {
@@ -83,7 +87,7 @@ class Authenticator:
             "response": {
                 "clientDataJSON": b64(client_data),
                 "attestationObject": b64(attestation),
-                "transports": ["internal"],
+                "transports": list(transports),
             },
         }
 

@@ -461,3 +461,27 @@ async def test_an_admin_reset_removes_the_passkeys_too(app: Server):
     assert await passkey_count(app, "ann@example.com") == 0
     assert (await client.get("/api/dashboard")).code == 401  # every session of the user ended
     assert "mfa_reset" in [e["event"] for e in await events(app)]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        [1, 2, 3],  # not a COSE map at all
+        {1: 2, 3: -7, -1: 1, -2: b"\x01", -3: b"\x02"},  # coordinates of one byte
+        {1: 2, 3: -7, -1: 1, -2: bytes(32), -3: bytes(32)},  # a point not on the curve
+        {1: 2, 3: -7, -1: 99, -2: bytes(32), -3: bytes(32)},  # a curve that does not exist
+    ],
+)
+async def test_a_passkey_whose_key_cannot_be_used_is_refused(app: Server, key: Any):
+    client = await signed_in(app, "ann@example.com")
+    refused = await register(client, Authenticator(PUBLIC), cose_key=key)
+    assert refused.code == 400 and "error" in body(refused)
+    assert await passkey_count(app, "ann@example.com") == 0
+
+
+async def test_transports_other_than_known_names_are_left_out(app: Server):
+    client = await signed_in(app, "ann@example.com")
+    odd = [{"x": 1}, ["usb"], "usb", "made-up"]
+    created = await register(client, Authenticator(PUBLIC), transports=odd)
+    assert created.code == 201, created.body
+    assert body(created)["passkey"]["transports"] == ["usb"]

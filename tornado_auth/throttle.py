@@ -78,6 +78,16 @@ class LoginThrottle:
         await self.counters.clear(account_ip)
         await self.counters.release(by_ip, self.clock())
 
+    async def second_step(self, user_id: str) -> None:
+        """Count a second-step check (a code, a recovery code, a passkey) of the user's, from any
+        address; Throttled past ``account_ip_failures`` a window. A right password does not
+        forgive these: whoever holds it gets as many code guesses as anyone else."""
+        await self._count(_name("second-step", user_id), self.limits.account_ip_failures,
+                          self.limits.window)  # fmt: skip
+
+    async def second_step_succeeded(self, user_id: str) -> None:
+        await self.counters.clear(_name("second-step", user_id))
+
     async def register(self, ip: str) -> None:
         """Count one registration from ``ip``; Throttled when over the limit."""
         if self.limits.ip_registrations > 0:

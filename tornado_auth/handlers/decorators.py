@@ -63,6 +63,15 @@ def mfa_required(method: M) -> M:
     return requires(lambda user: user.mfa, SECOND_FACTOR_REQUIRED)(method)
 
 
+def admin_access(handler: Any) -> bool:
+    """Whether the signed-in user may see what admins see: an admin, whose session used a second
+    factor if ``security.require_mfa_for_admins`` says so."""
+    user = handler.current_user
+    if user is None or user.role != "admin":
+        return False
+    return bool(user.mfa or not handler.services.settings["security.require_mfa_for_admins"])
+
+
 def admin_required(method: M) -> M:
     """Only for an admin: 401 when anonymous, 403 for anyone else. With
     ``security.require_mfa_for_admins``, only for an admin whose session used a second factor:
@@ -74,7 +83,7 @@ def admin_required(method: M) -> M:
             return 401, "Not authenticated"
         if user.role != "admin":
             return 403, "Admin access required"
-        if user.mfa or not handler.services.settings["security.require_mfa_for_admins"]:
+        if admin_access(handler):
             return None
         if not handler.api and handler.request.method in ("GET", "HEAD"):
             return 303, "/account/mfa"

@@ -11,7 +11,7 @@ import tornado.websocket
 from ..devices import device_name
 from ..live import Message
 from .base import BaseHandler
-from .decorators import authenticated
+from .decorators import admin_access, authenticated
 
 
 class SessionWebSocket(BaseHandler, tornado.websocket.WebSocketHandler):
@@ -34,7 +34,7 @@ class SessionWebSocket(BaseHandler, tornado.websocket.WebSocketHandler):
         assert user is not None and session.record is not None
         self.session_key = session.record.key
         self.user_id = user.id
-        self.is_admin = user.is_admin
+        self.is_admin = admin_access(self)  # statistics and activity only where admin pages answer
         record = session.record
         self.services.live.add(self, min(record.expires_at, record.absolute_expires_at))
         return self.opened(*args, **kwargs)
@@ -70,7 +70,7 @@ class DashboardSocket(SessionWebSocket):
         """Hello, and for an admin the statistics at once (not only at the next interval)."""
         user = self.current_user
         self.write_json({"type": Message.HELLO, "email": user.email, "role": user.role})
-        if user.is_admin:
+        if self.is_admin:
             self.write_json(await self.services.live.stats())
 
     def on_message(self, message: str | bytes) -> None:

@@ -280,17 +280,19 @@ class SecondFactors:
     async def attempt(
         self, user: User, method: str, origin: Origin, check: Callable[[], Awaitable[bool]]
     ) -> bool:
-        """Run one second-step ``check``, counted in the sign-in throttle (Throttled past it)
-        like a password check; a failure is audited."""
+        """Run one second-step ``check``, counted in the sign-in throttle like a password check
+        and per user from any address (Throttled past either); a failure is audited."""
         throttle = self.accounts.throttle
-        if origin.ip:
-            try:
+        try:
+            await throttle.second_step(user.id)
+            if origin.ip:
                 await throttle.reserve(user.email, origin.ip)
-            except Throttled as throttled:
-                if throttled.first:
-                    await self.accounts.record(AuditEvent.MFA_THROTTLED, origin, user)
-                raise
+        except Throttled as throttled:
+            if throttled.first:
+                await self.accounts.record(AuditEvent.MFA_THROTTLED, origin, user)
+            raise
         if await check():
+            await throttle.second_step_succeeded(user.id)
             if origin.ip:
                 await throttle.succeeded(user.email, origin.ip)
             return True

@@ -33,7 +33,10 @@ from webauthn import (
     verify_authentication_response,
     verify_registration_response,
 )
-from webauthn.helpers.exceptions import WebAuthnException
+from webauthn.helpers.decode_credential_public_key import decode_credential_public_key
+from webauthn.helpers.decoded_public_key_to_cryptography import (
+    decoded_public_key_to_cryptography,
+)
 from webauthn.helpers.structs import (
     AttestationConveyancePreference,
     AuthenticatorSelectionCriteria,
@@ -373,7 +376,11 @@ class Passkeys:
                 expected_origin=self.origin,
                 require_user_verification=True,
             )
-        except (WebAuthnException, ValueError, KeyError, TypeError) as error:
+            # a key that cannot be loaded could never verify a sign-in: refuse it now
+            decoded_public_key_to_cryptography(
+                decode_credential_public_key(verified.credential_public_key)
+            )
+        except Exception as error:  # the response is the client's: any parse failure is a 400
             log.info("passkey registration refused: %s", type(error).__name__)
             return None
         if len(await self.store.list_user(user.id)) >= MAX_PER_USER:
@@ -388,7 +395,9 @@ class Passkeys:
             sign_count=verified.sign_count,
             created_at=self.clock(),
             transports=sorted(
-                {t for t in transports if t in TRANSPORTS} if isinstance(transports, list) else ()
+                {t for t in transports if isinstance(t, str) and t in TRANSPORTS}
+                if isinstance(transports, list)
+                else ()
             ),
         )
         if not await self.store.add(passkey):
@@ -453,7 +462,7 @@ class Passkeys:
                 credential_current_sign_count=0,  # checked below, once the signature holds
                 require_user_verification=user_id is None,
             )
-        except (WebAuthnException, ValueError, KeyError, TypeError) as error:
+        except Exception as error:  # the response is the client's: any parse failure refuses
             log.info("passkey authentication refused: %s", type(error).__name__)
             return None
         count, stored = verified.new_sign_count, passkey.sign_count
