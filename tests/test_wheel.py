@@ -125,6 +125,7 @@ async def test_serve_from_an_empty_directory_answers_every_page_and_asset(instal
         for path, status, where in [
             ("/login", 200, None),
             ("/register", 200, None),
+            ("/forgot", 200, None),
             ("/", 302, "/dashboard"),
             ("/dashboard", 302, "/login?next=/dashboard"),
             ("/sessions", 302, "/login?next=/sessions"),
@@ -138,11 +139,19 @@ async def test_serve_from_an_empty_directory_answers_every_page_and_asset(instal
 
         signed_in = Client(base)
         assert (await signed_in.login(email, password)).code == 200
-        for path in ("/dashboard", "/sessions", "/admin"):
+        for path in ("/dashboard", "/sessions", "/admin", "/account", "/account/mfa"):
             page = await signed_in.get(path)
             assert page.code == 200, path
-            assert email.encode() in page.body or path == "/sessions", path
+            assert email.encode() in page.body or path in ("/sessions", "/account/mfa"), path
             assert b"/static/css/app.css" in page.body
+
+        # the mail templates ship too: a reset link lands in the default outbox, var/outbox
+        assert (await visitor.post("/api/password/forgot", {"email": email})).code == 200
+        assert process.stderr is not None
+        sent = await read_until(process.stderr, "sent to")  # the mail task logs each message
+        assert "reset" in sent[-1]
+        (message,) = (tmp_path / "var" / "outbox").glob("*.eml")
+        assert "/reset?token=" in message.read_text()
 
         for path in (REPO / "static").rglob("*"):
             if path.is_file():
