@@ -5,7 +5,7 @@ RUN_STAMP := $(VENV)/.installed-run
 # What the test suite and the linters need too (pytest, Hypothesis, Playwright, ruff, mypy).
 STAMP := $(VENV)/.installed
 
-.PHONY: run test services services-down lint format bench chaos loadtest clean
+.PHONY: run test services services-down lint format bench chaos loadtest soak clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,15 @@ loadtest: $(RUN_STAMP)
 	mkdir -p loadtest/report
 	$(VENV)/bin/locust -f loadtest/locustfile.py --headless --host $(HOST) -u $(USERS) -r 10 \
 		-t $(DURATION) --csv loadtest/report/run --html loadtest/report/report.html --only-summary
+
+# A long run of the Locust scenario against serve --processes 2 on private Redis and MongoDB:
+# RSS and open files of every process, Redis and MongoDB connections and the p99 once a minute,
+# into bench/results/soak.json, soak.svg and bench/RESULTS.md.
+SOAK_DURATION ?= 30m
+SOAK_USERS ?= 50
+soak: $(STAMP)
+	$(VENV)/bin/python -m pip install -q -e '.[load]'
+	$(VENV)/bin/python -m bench.soak --duration $(SOAK_DURATION) --users $(SOAK_USERS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

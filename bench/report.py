@@ -87,9 +87,101 @@ def _chaos(chaos: dict[str, Any]) -> list[str]:
     return lines
 
 
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
+
+
+def _panel(
+    x0: int, title: str, unit: str, series: list[tuple[str, list[tuple[float, float]]]]
+) -> list[str]:
+    """One small line chart, 300 x 180, at ``x0``: series of (minute, value)."""
+    width, height, left, top = 300, 180, 44, 24
+    points = [point for _, values in series for point in values]
+    if not points:
+        return []
+    x_max = max(x for x, _ in points) or 1.0
+    y_max = max(y for _, y in points) * 1.1 or 1.0
+    plot_w, plot_h = width - left - 10, height - top - 28
+
+    def at(x: float, y: float) -> str:
+        return f"{x0 + left + plot_w * x / x_max:.1f},{top + plot_h * (1 - y / y_max):.1f}"
+
+    parts = [
+        f'<text x="{x0 + left}" y="14" font-size="12">{title}</text>',
+        f'<line x1="{x0 + left}" y1="{top + plot_h}" x2="{x0 + left + plot_w}" '
+        f'y2="{top + plot_h}" stroke="#888"/>',
+        f'<line x1="{x0 + left}" y1="{top}" x2="{x0 + left}" y2="{top + plot_h}" stroke="#888"/>',
+        f'<text x="{x0 + left - 4}" y="{top + 4}" font-size="10" text-anchor="end">'
+        f"{y_max:.0f}</text>",
+        f'<text x="{x0 + left - 4}" y="{top + plot_h}" font-size="10" text-anchor="end">0</text>',
+        f'<text x="{x0 + left + plot_w}" y="{top + plot_h + 14}" font-size="10" '
+        f'text-anchor="end">{x_max:.0f} min</text>',
+        f'<text x="{x0 + 4}" y="{top + plot_h / 2}" font-size="10">{unit}</text>',
+    ]
+    for index, (label, values) in enumerate(series):
+        colour = COLOURS[index % len(COLOURS)]
+        line = " ".join(at(x, y) for x, y in values)
+        parts.append(
+            f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{line}"/>'
+        )
+        parts.append(
+            f'<text x="{x0 + left + 4 + 90 * index}" y="{height - 2}" font-size="10" '
+            f'fill="{colour}">{label}</text>'
+        )
+    return parts
+
+
+def soak_chart(soak: dict[str, Any]) -> str:
+    """A small SVG: each process's RSS, and the p99 of each minute, over the run."""
+    samples = soak["samples"]
+    start = samples[0]["at"]
+    minutes = [(row["at"] - start) / 60 for row in samples]
+    roles: dict[int, str] = {}
+    rss: dict[int, list[tuple[float, float]]] = {}
+    for minute, row in zip(minutes, samples, strict=True):
+        ordered = sorted(row["processes"].values(), key=lambda p: p["role"] != "supervisor")
+        for position, process in enumerate(ordered):
+            roles[position] = "supervisor" if position == 0 else f"worker {position}"
+            rss.setdefault(position, []).append((minute, process["rss_kib"] / 1024))
+    p99 = [(m, row["p99_ms"]) for m, row in zip(minutes, samples, strict=True) if row["p99_ms"]]
+    parts = [
+        '<svg xmlns="http://www.w3.org/2000/svg" width="620" height="180" '
+        'font-family="sans-serif">',
+        *_panel(0, "RSS per process", "MiB", [(roles[k], v) for k, v in sorted(rss.items())]),
+        *_panel(310, "p99 of each minute", "ms", [("p99", p99)]),
+        "</svg>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _soak(soak: dict[str, Any]) -> list[str]:
+    summary, params = soak["summary"], soak["params"]
+    lines = [
+        "| process | RSS at start / end (MiB) | open files at start / end |",
+        "|---|---|---|",
+    ]
+    for index, process in enumerate(summary["processes"]):
+        name = process["role"] if process["role"] == "supervisor" else f"worker {index}"
+        start, end = (kib / 1024 for kib in process["rss_kib"])
+        lines.append(
+            f"| {name} | {start:.1f} / {end:.1f} | {process['open_files'][0]} / "
+            f"{process['open_files'][1]} |"
+        )
+    lines += [
+        "",
+        f"{summary['requests']:,.0f} requests from {params['users']} Locust users over "
+        f"{summary['minutes']} min; p99 of a minute: median {summary['p99_ms_median']} ms, worst "
+        f"{summary['p99_ms_max']} ms; connections at most: Redis "
+        f"{summary['redis_connections_max']}, MongoDB {summary['mongodb_connections_max']}.",
+        "",
+        "![RSS per process and p99 of each minute](results/soak.svg)",
+    ]
+    return lines
+
+
 def render(directory: Path = RESULTS) -> str:
     run, http, local = (_load(directory, name) for name in ("run", "http_load", "in_process"))
     chaos = _load(directory, "chaos")
+    soak = _load(directory, "soak")
     lines = ["# Benchmark results", ""]
     if run and http and local:
         lines += [
@@ -119,6 +211,18 @@ def render(directory: Path = RESULTS) -> str:
             "the dashboard after it. Details: [results/chaos.json](results/chaos.json).",
             "",
             *_chaos(chaos),
+        ]
+    if soak:
+        lines += [
+            "",
+            f"## Soak (`make soak`, {soak['date']})",
+            "",
+            f"`{soak['command']}`: the Locust scenario (`loadtest/locustfile.py`) against "
+            "`tornado-auth serve --processes 2`, Redis sessions, MongoDB users, sampled every "
+            f"{soak['params']['interval_s']:.0f} s. Details: "
+            "[results/soak.json](results/soak.json).",
+            "",
+            *_soak(soak),
         ]
     return "\n".join(lines) + "\n"
 

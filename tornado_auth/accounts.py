@@ -108,6 +108,8 @@ class Accounts:
         self.password_changed: list[Callable[[str], Awaitable[None]]] = []
         # The second steps a user's sign-in needs (set by the second-factor service).
         self.second_factors: Callable[[User], Awaitable[list[str]]] | None = None
+        # Called with each sign-in's outcome: "ok", "failed" or "throttled" (metrics).
+        self.sign_in_outcomes: list[Callable[[str], None]] = []
         self._dummy = DummyHash()
         sessions.on_end(self._sessions_ended)
 
@@ -189,7 +191,29 @@ class Accounts:
         """The user these credentials prove, signed in through ``start_session``; None if wrong,
         AccountDisabled if right for a disabled account, SecondFactorRequired (and no session)
         if the user has a second factor: ``finish_sign_in`` follows its second step.
+
+        Its outcome is told to ``sign_in_outcomes``: "failed" or "throttled" here, "ok" when
+        ``finish_sign_in`` makes the session (after this or a second step).
         """
+        try:
+            user = await self._password_step(email, password, origin, start_session)
+        except Throttled:
+            self._sign_in_outcome("throttled")
+            raise
+        except (AccountDisabled, EmailNotVerified):
+            self._sign_in_outcome("failed")
+            raise
+        if user is None:
+            self._sign_in_outcome("failed")
+        return user
+
+    def _sign_in_outcome(self, outcome: str) -> None:
+        for callback in self.sign_in_outcomes:
+            callback(outcome)
+
+    async def _password_step(
+        self, email: str, password: str, origin: Origin, start_session: StartSession
+    ) -> User | None:
         user = await self.users.by_email(normalize_email(email))
         if not await self.check_password(user, email, password, origin, SIGN_IN):
             return None
@@ -264,6 +288,7 @@ class Accounts:
         if not detail and methods != ["pwd"]:
             detail = {"methods": methods}
         await self._record(AuditEvent.SIGNIN, _with_key(origin, key), user, **detail)
+        self._sign_in_outcome("ok")
         await self.live.signed_in(user.id, origin.ip, origin.user_agent)
         await self.hooks.run(Hook.SIGNED_IN, user, origin)
         return user

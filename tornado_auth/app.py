@@ -3,6 +3,7 @@ dashboard socket, under a URL prefix of the app's choosing."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ import tornado.web
 from . import handlers
 from .cookies import SignedCookies
 from .handlers.access_log import log_request
+from .handlers.metrics import metrics_routes
 from .oversized import Application
 from .resources import STATIC, TEMPLATES
 from .services import Services
@@ -71,7 +73,11 @@ def make_app(
         app_settings["default_handler_class"] = handlers.pages.PageNotFoundHandler
     app_settings.update(overrides)
     app_settings["signed_cookies"] = signed_cookies(app_settings)  # overrides may change them
-    return Application([*routes, *auth_routes(prefix, parts)], **app_settings)
+    own_metrics = [
+        (prefix.rstrip("/") + path, handler)
+        for path, handler in metrics_routes(services.settings["metrics.listen"])
+    ]
+    return Application([*routes, *own_metrics, *auth_routes(prefix, parts)], **app_settings)
 
 
 def auth_settings(
@@ -111,6 +117,7 @@ def auth_settings(
         "max_body_size": settings["server.max_body_size"],
         "websocket_ping_interval": settings["live.ping_interval"],
         "websocket_ping_timeout": settings["live.ping_interval"],
+        "metrics_allow": [ipaddress.ip_network(net) for net in settings["metrics.allow"]],
     }
     values["signed_cookies"] = signed_cookies(values)
     return values

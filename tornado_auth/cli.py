@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import getpass
 import json
-import logging
 import sys
 from collections.abc import Awaitable, Callable
 
@@ -15,6 +14,7 @@ from . import __version__
 from .accounts import CLI, LastAdmin
 from .audit import AuditEvent
 from .errors import StoreUnavailable
+from .logs import configure_logging
 from .redact import redact_url
 from .services import Services, start_services
 from .settings import Settings, SettingsError, load_settings
@@ -307,9 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, EOFError):
         print(file=sys.stderr)  # end the prompt's line
         return 130
-    logging.basicConfig(
-        level=settings["logging.level"], format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings["logging.level"], settings["logging.format"])
     try:
         if args.command == "serve":
             from .server import serve

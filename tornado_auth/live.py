@@ -101,6 +101,7 @@ class LiveHub:
         # Sockets in the order they opened (dicts as ordered sets): the oldest go first.
         self.by_key: dict[str, dict[Socket, None]] = {}
         self.by_user: dict[str, dict[Socket, None]] = {}
+        self.on_count: list[Callable[[int], Any]] = []  # told the open sockets after a change
         self.sign_ins = RateWindow(clock)
         self.failures = RateWindow(clock)
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -134,6 +135,7 @@ class LiveHub:
                 self.remove(oldest)  # at once: its close handshake may take a while
                 oldest.end(TOO_MANY_SOCKETS, "too many open dashboards")
         self._arm(socket.session_key, expires_at)
+        self._counted()
 
     def remove(self, socket: Socket) -> None:
         for index, name in ((self.by_key, socket.session_key), (self.by_user, socket.user_id)):
@@ -142,11 +144,16 @@ class LiveHub:
                 sockets.pop(socket, None)
                 if not sockets:
                     del index[name]
+        self._counted()
         if socket.session_key not in self.by_key:
             self._expiry.pop(socket.session_key, None)
             timer = self._timers.pop(socket.session_key, None)
             if timer is not None:
                 timer.cancel()
+
+    def _counted(self) -> None:
+        for callback in self.on_count:
+            callback(self.open_sockets)
 
     # -- events ------------------------------------------------------------------------------
 

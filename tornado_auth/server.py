@@ -19,6 +19,7 @@ from tornado.iostream import IOStream
 
 from .accounts import Origin
 from .app import make_app
+from .metrics import metrics_listener, multiprocess_values, process_ended
 from .oversized import READ_LIMIT
 from .services import Services, start_services
 from .settings import Settings
@@ -117,12 +118,20 @@ class CappedHTTPServer(tornado.httpserver.HTTPServer):
     every accept would fail and the loop would spin on it."""
 
     max_connections = 0
+    connections_open: Any = None  # the gauge of open connections, when metrics are kept
 
     def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
         if self.max_connections and len(self._connections) >= self.max_connections:
             stream.close()
             return
         super().handle_stream(stream, address)
+        if self.connections_open is not None:
+            self.connections_open.inc()
+
+    def on_close(self, server_conn: object) -> None:
+        super().on_close(server_conn)
+        if self.connections_open is not None:
+            self.connections_open.dec()
 
 
 def connection_cap(setting: int) -> int:
@@ -152,6 +161,9 @@ def http_server(app: tornado.web.Application, settings: Settings) -> tornado.htt
         idle_connection_timeout=60,
     )
     server.max_connections = connection_cap(settings["server.max_connections"])
+    services = app.settings.get("services")
+    if services is not None:
+        server.connections_open = services.metrics.connections_open
     return server
 
 
@@ -168,13 +180,16 @@ def serve(settings: Settings) -> None:
     host, port = settings["server.host"], settings["server.port"]
     sockets = tornado.netutil.bind_sockets(port, host)
     processes = settings["server.processes"] or os.cpu_count() or 1
-    asyncio.run(prepare_stores(settings))  # its clients are closed before any fork
-    url = f"http://{host}:{sockets[0].getsockname()[1]}"
-    if processes == 1:
-        print(f"tornado-auth listening on {url}", flush=True)
-        asyncio.run(run_worker(settings, sockets))
-    else:
-        Supervisor(settings, sockets, processes).run(url)
+    listen = settings["metrics.listen"]
+    with multiprocess_values(listen):  # every process counts there, summed on each scrape
+        asyncio.run(prepare_stores(settings))  # its clients are closed before any fork
+        url = f"http://{host}:{sockets[0].getsockname()[1]}"
+        with metrics_listener(listen):
+            if processes == 1:
+                print(f"tornado-auth listening on {url}", flush=True)
+                asyncio.run(run_worker(settings, sockets))
+            else:
+                Supervisor(settings, sockets, processes).run(url)
 
 
 class Supervisor:
@@ -196,6 +211,7 @@ class Supervisor:
         print(f"tornado-auth listening on {url} with {self.processes} worker processes", flush=True)
         while self.children:
             pid, status = os.wait()
+            process_ended(pid)
             index = self.children.pop(pid, -1)
             if index < 0 or self.stopping:
                 continue

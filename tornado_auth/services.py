@@ -18,6 +18,7 @@ from .errors import StoreUnavailable
 from .lifecycle import Lifecycle
 from .live import LiveHub
 from .mail import Mailer, mailer_for_settings
+from .metrics import Metrics, backend_name
 from .mfa import SecondFactors, SecretBox
 from .passkeys import Passkeys, passkeys_for
 from .redact import redact
@@ -46,11 +47,13 @@ class Services:
     lifecycle: Lifecycle
     mfa: SecondFactors
     passkeys: Passkeys
+    metrics: Metrics
 
     def __post_init__(self) -> None:
         self.mfa.passkeys = self.passkeys  # a passkey is a second factor too
 
     async def close(self) -> None:
+        await self.metrics.close()
         await self.lifecycle.close()
         await self.mailer.close()
         await self.audit.close()
@@ -117,7 +120,9 @@ async def start_services(settings: Settings) -> Services:
     if backend.store.in_process:
         log.warning("sessions in process memory vanish on restart: not for production")
     with url_setting(settings, "users.url"):
-        users = store_for_url(settings["users.url"])
+        stored_users = store_for_url(settings["users.url"])
+    metrics = Metrics()
+    users: UserStore = metrics.timed(stored_users, "users", backend_name(settings["users.url"]))
     lifetime = Lifetime(
         ttl=settings["sessions.ttl"],
         remember_me_ttl=settings["sessions.remember_me_ttl"],
@@ -126,9 +131,13 @@ async def start_services(settings: Settings) -> Services:
     )
     with url_setting(settings, "sessions.url"):
         await backend.start()
+    session_store = metrics.timed(backend.store, "sessions", backend_name(settings["sessions.url"]))
     sessions = SessionManager(
-        backend.store, backend.events, lifetime, max_per_user=settings["sessions.max_per_user"]
+        session_store, backend.events, lifetime, max_per_user=settings["sessions.max_per_user"]
     )
+    sessions.on_create(metrics.session_created)
+    sessions.on_end(metrics.sessions_end)
+    metrics.count_live_sessions(sessions.store.count)
     with url_setting(settings, "users.url"):
         await users.start()
     backend.start_sweeper(settings["sessions.sweep_interval"], sessions.clock)
@@ -140,6 +149,7 @@ async def start_services(settings: Settings) -> Services:
         max_per_user=settings["live.max_sockets_per_user"],
     )
     live.start()
+    live.on_count.append(metrics.sockets_open.set)
     limits = Limits(
         account_ip_failures=settings["throttle.account_ip_failures"],
         ip_failures=settings["throttle.ip_failures"],
@@ -154,14 +164,15 @@ async def start_services(settings: Settings) -> Services:
     throttle = LoginThrottle(backend.counters, limits)
     rounds = settings["users.bcrypt_rounds"]
     accounts = Accounts(users, sessions, throttle, audit, live, rounds)
+    accounts.sign_in_outcomes.append(metrics.sign_in)
     await accounts.start()
     with url_setting(settings, "mail.url"):
         mailer = mailer_for_settings(settings)
-    tokens = tokens_for(users)
+    tokens = tokens_for(stored_users)
     with url_setting(settings, "users.url"):
         await tokens.start()
     lifecycle = Lifecycle(settings, accounts, tokens, mailer, backend.counters)
-    passkey_store = passkeys_for(users)
+    passkey_store = passkeys_for(stored_users)
     with url_setting(settings, "users.url"):
         await passkey_store.start()
     passkeys = Passkeys(settings, accounts, passkey_store, tokens, mailer)
@@ -176,5 +187,5 @@ async def start_services(settings: Settings) -> Services:
     )
     return Services(
         settings, backend, sessions, users, accounts, live, throttle, audit, secret,
-        mailer, tokens, lifecycle, mfa, passkeys,
+        mailer, tokens, lifecycle, mfa, passkeys, metrics,
     )  # fmt: skip

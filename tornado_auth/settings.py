@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -168,6 +169,33 @@ def _origins(value: Any) -> list[str]:
     raise ValueError("expected a list of origins such as https://example.com")
 
 
+def _metrics_listen(value: Any) -> str:
+    """off, main, or the host:port of a separate listener."""
+    text = _str(value).strip().lower()
+    if text in ("off", "main"):
+        return text
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected off, main or host:port such as 127.0.0.1:9464, got {value!r}")
+    return text
+
+
+def _networks(value: Any) -> list[str]:
+    """A list of networks in CIDR notation (a single address is a /32 or /128)."""
+    if value is None or value == "":
+        return []
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list):
+        raise ValueError("expected a list of networks such as 10.0.0.0/8")
+    networks = []
+    for item in items:
+        try:
+            networks.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+        except ValueError:
+            raise ValueError(f"expected a network such as 10.0.0.0/8, got {item!r}") from None
+    return networks
+
+
 def _log_level(value: Any) -> str:
     return _choice("debug", "info", "warning", "error")(value).upper()
 
@@ -236,6 +264,9 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "throttle.mail_window": ("1h", parse_duration),
     "logging.level": ("info", _log_level),
     "logging.access_log": (True, _bool),
+    "logging.format": ("text", _choice("text", "json")),
+    "metrics.listen": ("127.0.0.1:9464", _metrics_listen),
+    "metrics.allow": (["127.0.0.1/32", "::1/128"], _networks),
 }
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import admin, api, auth, mfa, pages, passkeys, recovery, ws
+from . import admin, api, auth, docs, mfa, pages, passkeys, recovery, ws
 
 __all__ = [
     "api_fallback_routes",
     "api_routes",
     "demo_routes",
+    "docs",
     "mfa",
     "pages",
     "passkeys",
@@ -38,6 +39,7 @@ def api_routes() -> list[tuple[str, Any]]:
         (rf"/api/admin/users/{ID}", admin.AdminUserHandler),
         (rf"/api/admin/users/{ID}/sessions", admin.AdminUserSessionsHandler),
         (r"/api/admin/audit", admin.AdminAuditHandler),
+        (r"/api/openapi.json", docs.OpenApiHandler),
         (r"/healthz", api.HealthHandler),
         (r"/readyz", api.ReadyHandler),
     ]

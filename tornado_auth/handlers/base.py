@@ -19,10 +19,12 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
+from ..logs import RequestContext, current_request
 from .headers import SecurityHeaders
 from .lifecycle import SHUTTING_DOWN, Lifecycle
 from .rendering import Rendering
 from .responses import Responses
+from .routing import route_of
 from .session_cookie import RequestSession, SessionUser
 from .signin import SignIn
 from .validation import ApiError
@@ -46,6 +48,7 @@ class BaseHandler(SignIn, RequestSession, Responses, Lifecycle, Rendering, Secur
         """Refuse the request at shutdown or over the size limits, then resolve its session from
         the cookie: at once from this process's cache, else Tornado awaits the store read."""
         self._task = asyncio.current_task()
+        current_request.set(RequestContext(self.request_id, route_of(self)))
         if self._shutting_down:
             raise ApiError(503, SHUTTING_DOWN)
         request = self.request

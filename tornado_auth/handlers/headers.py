@@ -1,8 +1,11 @@
-"""The headers every response carries (CSP, no-store, HSTS under TLS) and the origin check."""
+"""The headers every response carries (CSP, no-store, HSTS under TLS, the request id) and the
+origin check."""
 
 from __future__ import annotations
 
 import tornado.web
+
+from ..logs import REQUEST_ID_HEADER, request_id_from
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -12,8 +15,18 @@ CSP = (
 
 
 class SecurityHeaders(tornado.web.RequestHandler):
+    _request_id: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        """The caller's ``X-Request-Id`` when it is safe, else one made for this request."""
+        if self._request_id is None:
+            self._request_id = request_id_from(self.request.headers.get(REQUEST_ID_HEADER))
+        return self._request_id
+
     def set_default_headers(self) -> None:
         self.clear_header("Server")
+        self.set_header(REQUEST_ID_HEADER, self.request_id)
         self.set_header("Content-Security-Policy", CSP)
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "same-origin")

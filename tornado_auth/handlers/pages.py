@@ -471,6 +471,7 @@ class PageNotFoundHandler(BaseHandler):
 
 def page_routes() -> list[tuple[str, Any]]:
     from .admin_pages import admin_page_routes
+    from .docs import ApiDocsPage
 
     session_id = r"([0-9a-f]{32})"
     return [
@@ -486,4 +487,5 @@ def page_routes() -> list[tuple[str, Any]]:
         (rf"/sessions/{session_id}/revoke", RevokeSessionPage),
         (r"/sessions/revoke-others", RevokeOthersPage),
         *admin_page_routes(),
+        (r"/docs/api", ApiDocsPage),
     ]

@@ -13,6 +13,7 @@ from tornado.iostream import StreamClosedError
 
 from ..cookies import VerifiedCookie
 from ..errors import StoreUnavailable
+from ..logs import current_request
 from ..sessions import CookieChange, Plan, Session
 from .lifecycle import SHUTTING_DOWN
 from .responses import Responses
@@ -100,6 +101,9 @@ class RequestSession(Responses):
                 session.get("role", "user"),
                 tuple(str(m) for m in amr) if isinstance(amr, list) else (),
             )
+            context = current_request.get()
+            if context is not None:  # the request's log records name its user
+                context.user_id = session.user_id
 
     def _remaining(self, session: Session) -> int:
         assert session.record is not None

@@ -251,6 +251,7 @@ class SessionManager:
         # the record before that touch must not touch it again within the interval.
         self._touched: OrderedDict[str, float] = OrderedDict()
         self._end_callbacks: list[Callable[[list[str], str | None, str], Any]] = []
+        self._create_callbacks: list[Callable[[], Any]] = []
 
     def cached(self, token: str, key: str) -> Session | None:
         """The session if this process holds it, without I/O; None if not (then ``load`` asks
@@ -382,6 +383,8 @@ class SessionManager:
             await self.store.create(record)
             if old is not None:
                 await self._end(old.key, old.user_id, EndReason.REGENERATED)
+        for callback in self._create_callbacks:
+            callback()
         if record.user_id is not None and self.max_per_user > 0:
             # After the create, so that of concurrent sign-ins the last to trim sees them all.
             ended = await self.store.trim_user(record.user_id, self.max_per_user, now)
@@ -397,6 +400,10 @@ class SessionManager:
             return False
         await self._announce([key], user_id, reason)
         return True
+
+    def on_create(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` when this process stores a new session (a regeneration too)."""
+        self._create_callbacks.append(callback)
 
     def on_end(self, callback: Callable[[list[str], str | None, str], Any]) -> None:
         """Call ``callback(keys, user_id, reason)`` when this process ends sessions."""

@@ -13,9 +13,14 @@ import contextlib
 import hashlib
 import os
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
 import bcrypt
+
+T = TypeVar("T")
 
 SCHEME = "bcrypt-sha256$"
 MIN_LENGTH = 8
@@ -69,12 +74,38 @@ def _verify(password: str, stored: str) -> bool:
     return False
 
 
+class PoolWatcher(Protocol):
+    """Told of each hashing job: queued (+1), started (-1) after waiting so many seconds."""
+
+    def queued(self, change: int) -> None: ...
+
+    def waited(self, seconds: float) -> None: ...
+
+
+watchers: list[PoolWatcher] = []  # this process's metrics, if any
+
+
+async def _in_pool(work: Callable[..., T], *args: Any) -> T:
+    submitted = time.perf_counter()
+    for watcher in watchers:
+        watcher.queued(1)
+
+    def started() -> T:
+        waited = time.perf_counter() - submitted
+        for watcher in watchers:
+            watcher.queued(-1)
+            watcher.waited(waited)
+        return work(*args)
+
+    return await asyncio.get_running_loop().run_in_executor(pool(), started)
+
+
 async def hash_password(password: str, rounds: int) -> str:
-    return await asyncio.get_running_loop().run_in_executor(pool(), _hash, password, rounds)
+    return await _in_pool(_hash, password, rounds)
 
 
 async def verify_password(password: str, stored: str) -> bool:
-    return await asyncio.get_running_loop().run_in_executor(pool(), _verify, password, stored)
+    return await _in_pool(_verify, password, stored)
 
 
 def cost(stored: str) -> int | None:
