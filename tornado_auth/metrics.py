@@ -210,12 +210,13 @@ class TimedStore:
         self._methods: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
+        timed = self._methods.get(name)  # the request path asks for the same few methods
+        if timed is not None:
+            return timed
         attribute = getattr(self._inner, name)
         if not inspect.iscoroutinefunction(attribute):
             return attribute
-        timed = self._methods.get(name)
-        if timed is None:
-            timed = self._methods[name] = self._time(name, attribute)
+        timed = self._methods[name] = self._time(name, attribute)
         return timed
 
     def _time(self, name: str, method: Callable[..., Any]) -> Callable[..., Any]:

@@ -129,6 +129,9 @@ class SecondFactors:
         return FactorStatus(enrolled is not None, left, passkeys)
 
     async def _methods(self, user: User) -> list[str]:
+        """The second steps a sign-in of ``user`` needs: one read for the many without an app."""
+        if await self.tokens.get(_digest(TOTP, user.id), TOTP, self.clock()) is None:
+            return []  # two-step sign-in is off (see FactorStatus.methods)
         return (await self.status(user.id)).methods
 
     # -- TOTP enrolment --------------------------------------------------------------------------
