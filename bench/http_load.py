@@ -35,12 +35,13 @@ QUICK = {"pairs": 2, "login_s": 5, "storm_s": 3, "storm_runs": 1, "sockets": 100
 
 
 async def wrk(url: str, connections: int, seconds: float, cookie: str = "", threads: int = 2,
-              body: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
-    """One wrk run: req/s, latency (ms), non-2xx responses, the command line."""
+              body: dict[str, str] | None = None, cookies: str = "") -> dict[str, Any]:  # fmt: skip
+    """One wrk run: req/s, latency (ms), non-2xx responses, the command line. ``cookies``: a
+    file of Cookie headers, one per line, rotated over by the requests."""
     args = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds:g}s"]
     args += ["--latency", "--timeout", "30s", "-s", LUA, "-H", f"User-Agent: {common.USER_AGENT}"]
     args += ["-H", f"Cookie: {cookie}", url] if cookie else [url]
-    env = dict(os.environ, WRK_BODY=json.dumps(body) if body else "")
+    env = dict(os.environ, WRK_BODY=json.dumps(body) if body else "", WRK_COOKIES=cookies)
     process = await asyncio.create_subprocess_exec(
         *args, cwd=common.REPO, env=env, stdout=PIPE, stderr=PIPE
     )
@@ -51,6 +52,8 @@ async def wrk(url: str, connections: int, seconds: float, cookie: str = "", thre
     figures = json.loads(lines[-1].removeprefix("WRK_JSON "))
     shown = shlex.join(args).replace(common.USER_AGENT, "$CHROME_UA")
     shown = shown.replace(cookie or "\0", "session=<cookie>")
+    if cookies:
+        shown = f"WRK_COOKIES={cookies} {shown}"
     if body:
         shown = f"WRK_BODY='{json.dumps(body | {'password': '<password>'})}' {shown}"
     seconds = figures["duration_us"] / 1e6

@@ -1,10 +1,33 @@
--- wrk script: an optional JSON POST body (WRK_BODY from the environment) and, at the end,
--- one machine-readable line "WRK_JSON {...}" with counts and latency percentiles (microseconds).
+-- wrk script: an optional JSON POST body (WRK_BODY from the environment), optional Cookie
+-- headers to rotate over (WRK_COOKIES: a file, one header per line; each request sends the next
+-- one, each thread starting at its own place) and, at the end, one machine-readable line
+-- "WRK_JSON {...}" with counts and latency percentiles (microseconds).
 local body = os.getenv("WRK_BODY")
 if body and body ~= "" then
   wrk.method = "POST"
   wrk.body = body
   wrk.headers["Content-Type"] = "application/json"
+end
+
+local cookies_file = os.getenv("WRK_COOKIES")
+if cookies_file and cookies_file ~= "" then
+  local cookies, next_cookie, headers = {}, 1, {}
+
+  function init(args)
+    for line in io.lines(cookies_file) do
+      if line ~= "" then cookies[#cookies + 1] = line end
+    end
+    assert(#cookies > 0, "no cookies in " .. cookies_file)
+    math.randomseed(os.time() + tonumber(tostring(cookies):match("0x(%x+)") or "0", 16))
+    next_cookie = math.random(#cookies)
+    for name, value in pairs(wrk.headers) do headers[name] = value end
+  end
+
+  function request()
+    headers["Cookie"] = cookies[next_cookie]
+    next_cookie = next_cookie % #cookies + 1
+    return wrk.format(nil, nil, headers)
+  end
 end
 
 function done(summary, latency, requests)

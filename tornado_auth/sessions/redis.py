@@ -48,6 +48,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import StoreUnavailable
+from .pipelined import PipelinedReader, RedisUnavailable, ReplyError
 from .store import Backend, EventType, LocalEventBus, SessionRecord, SessionStore
 
 log = logging.getLogger("tornado_auth.sessions")
@@ -237,6 +238,7 @@ class RedisSessionStore(SessionStore):
         self._unavailable = "redis: not started"  # why there is no connection
         self.live_key = f"{prefix}live"  # every live session, scored by its expiry
         self._follower: asyncio.Task[None] | None = None  # Sentinel: follows master switches
+        self._reader: PipelinedReader | None = None  # session loads from a plain server
 
     async def start(self) -> None:
         client = redis_client(
@@ -252,6 +254,7 @@ class RedisSessionStore(SessionStore):
             client.register_script(DELETE_SCRIPT),
             client.register_script(TRIM_SCRIPT),
         )
+        self._reader = PipelinedReader.for_url(self.url, timeout=5, connect_timeout=2)
         if isinstance(client, RedisCluster):
             # redis-py initialises a cluster client at its first command, and concurrent first
             # commands race in it (a connection used before it is open): initialise it now.
@@ -282,6 +285,18 @@ class RedisSessionStore(SessionStore):
         return f"{self.prefix}u:{user_id}"
 
     async def load(self, key: str) -> SessionRecord | None:
+        if self._reader is not None and self._connection is not None:
+            try:
+                stored = await self._reader.command("GET", self.session_key(key))
+            except RedisUnavailable as error:
+                raise StoreUnavailable("session", str(error)) from error
+            except ReplyError as error:
+                if str(error).startswith("WRONGTYPE"):
+                    return None  # a hash, as versions before 0.2 stored sessions: signed out
+                if str(error).startswith(("LOADING", "BUSY", "MASTERDOWN")):
+                    raise StoreUnavailable("session", f"redis: {error}") from error
+                raise
+            return self._record(key, stored) if stored else None
         async with _available():
             try:
                 stored = cast(str | None, await self.client.get(self.session_key(key)))
@@ -476,6 +491,9 @@ class RedisSessionStore(SessionStore):
             self._follower.cancel()
             self._follower = None
         self._unavailable = "redis: closed"
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._connection is not None:
             client, self._connection = self._connection.client, None
             if isinstance(client, RedisCluster):

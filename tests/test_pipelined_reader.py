@@ -1,0 +1,196 @@
+"""Session loads over one pipelined connection (``sessions/pipelined.py``), on a real Redis: each
+caller gets its own reply however many are in flight, a lost connection is made again, a silent
+server times out, and the store turns each failure into StoreUnavailable."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from tornado_auth.errors import StoreUnavailable
+from tornado_auth.sessions.pipelined import (
+    PipelinedReader,
+    RedisTimeout,
+    RedisUnavailable,
+    ReplyError,
+)
+from tornado_auth.sessions.redis import RedisSessionStore
+
+from .conftest import REDIS_URL, free_port, require_service
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[aioredis.Redis]:
+    require_service("redis")
+    client = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def reader() -> AsyncIterator[PipelinedReader]:
+    require_service("redis")
+    reader = PipelinedReader(REDIS_URL)
+    yield reader
+    reader.close()
+
+
+async def test_each_of_many_concurrent_reads_gets_its_own_reply(redis, reader) -> None:
+    prefix = f"pipelined:{secrets.token_hex(4)}:"
+    values = {f"{prefix}{n}": f"value {n} é" * (n % 7 + 1) for n in range(2000)}
+    await redis.mset(values)
+    keys = [*values, f"{prefix}missing"] * 2
+    replies = await asyncio.gather(*(reader.command("GET", key) for key in keys))
+    assert replies == [values.get(key) for key in keys]
+    await redis.delete(*values)
+
+
+async def test_a_caller_that_goes_away_leaves_the_others_their_replies(redis, reader) -> None:
+    key = f"pipelined:{secrets.token_hex(4)}"
+    await redis.set(key, "kept")
+    assert await reader.command("PING") == "PONG"  # connected
+    abandoned = asyncio.ensure_future(reader.command("GET", "no such key"))
+    await asyncio.sleep(0)  # now waiting for its reply
+    abandoned.cancel()
+    assert await reader.command("GET", key) == "kept"
+    assert await reader.command("ECHO", "after") == "after"
+    await redis.delete(key)
+
+
+async def test_a_read_lost_with_its_connection_is_sent_again_on_a_new_one() -> None:
+    connections: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(await reader.read(65536))
+        if len(connections) > 1:
+            writer.write(b"$6\r\nanswer\r\n")
+            await writer.drain()
+        writer.close()  # the first connection closes with the command unanswered
+
+    port = free_port()
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    reader = PipelinedReader(f"redis://127.0.0.1:{port}/0", timeout=5)
+    try:
+        assert await reader.command("GET", "k") == "answer"
+    finally:
+        reader.close()
+        server.close()
+    assert connections == [b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"] * 2
+
+
+async def test_a_connection_the_server_closed_is_made_again_for_the_next_read(
+    redis, reader
+) -> None:
+    key = f"pipelined:{secrets.token_hex(4)}"
+    await redis.set(key, "still here")
+    first = await reader.command("CLIENT", "ID")
+    assert await redis.client_kill_filter(_id=first) == 1
+    # the next read finds the connection dead, and is sent again on a new one
+    assert await reader.command("GET", key) == "still here"
+    assert await reader.command("CLIENT", "ID") != first
+    await redis.delete(key)
+
+
+async def test_the_url_selects_the_database(redis) -> None:
+    base = REDIS_URL.rsplit("/", 1)[0]
+    key = f"pipelined:{secrets.token_hex(4)}"
+    other = aioredis.Redis.from_url(f"{base}/9", decode_responses=True)
+    try:
+        await other.set(key, "in db 9")
+        reader = PipelinedReader(f"{base}/9")
+        try:
+            assert await reader.command("GET", key) == "in db 9"
+        finally:
+            reader.close()
+        assert await redis.get(key) is None  # not in the default database
+    finally:
+        await other.delete(key)
+        await other.aclose()
+
+
+async def test_error_replies_are_raised_and_the_connection_goes_on(redis, reader) -> None:
+    key = f"pipelined:{secrets.token_hex(4)}"
+    await redis.hset(key, "u", "someone")
+    with pytest.raises(ReplyError, match=r"^WRONGTYPE"):
+        await reader.command("GET", key)
+    assert await reader.command("ECHO", "fine") == "fine"
+    await redis.delete(key)
+
+
+class SilentServer:
+    """Accepts connections, records what it is sent, and answers the AUTH/SELECT steps only."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.connected = asyncio.Event()
+        self.port = free_port()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connected.set()
+        while data := await reader.read(65536):
+            self.received += data
+            for step in (b"AUTH", b"SELECT"):
+                if step in data:
+                    writer.write(b"+OK\r\n")
+        writer.close()
+
+
+@pytest.fixture
+async def silent() -> AsyncIterator[SilentServer]:
+    server = SilentServer()
+    listening = await asyncio.start_server(server.handle, "127.0.0.1", server.port)
+    yield server
+    listening.close()
+
+
+async def test_a_server_that_does_not_answer_times_out(silent) -> None:
+    reader = PipelinedReader(f"redis://127.0.0.1:{silent.port}/0", timeout=0.3)
+    try:
+        with pytest.raises(RedisTimeout, match=r"no answer within 0\.3 s"):
+            await reader.command("GET", "k")
+    finally:
+        reader.close()
+
+
+async def test_credentials_and_database_are_sent_before_the_first_command(silent) -> None:
+    url = f"redis://app:s%40cret@127.0.0.1:{silent.port}/3"
+    reader = PipelinedReader(url, timeout=0.3)
+    try:
+        with pytest.raises(RedisTimeout):
+            await reader.command("GET", "k")
+    finally:
+        reader.close()
+    assert silent.received == (
+        b"*3\r\n$4\r\nAUTH\r\n$3\r\napp\r\n$6\r\ns@cret\r\n"
+        b"*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n"
+        b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+    )
+
+
+async def test_nothing_listening_is_unavailable_at_once() -> None:
+    reader = PipelinedReader(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(RedisUnavailable, match="cannot connect"):
+        await reader.command("GET", "k")
+
+
+async def test_a_closed_reader_never_connects_again(reader) -> None:
+    assert await reader.command("PING") == "PONG"
+    reader.close()
+    with pytest.raises(RedisUnavailable, match="closed"):
+        await reader.command("PING")
+
+
+async def test_the_store_answers_503_material_when_its_server_is_silent(silent) -> None:
+    store = RedisSessionStore(f"redis://127.0.0.1:{silent.port}/0?socket_timeout=0.3")
+    await store.start()
+    try:
+        with pytest.raises(StoreUnavailable, match=r"no answer within 0\.3 s"):
+            await store.load("a" * 64)
+    finally:
+        await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.load("a" * 64)  # closed: never reconnects
