@@ -156,6 +156,8 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "p50_ms": statistics.median(run["latency_ms"]["p50"] for run in runs),
         "p99_ms": statistics.median(run["latency_ms"]["p99"] for run in runs),
         "server_cores": statistics.median(run["load"]["server_cores"] for run in runs),
+        # the server's own CPU time per answer: what a core buys, whatever else the machine does
+        "cpu_us": statistics.median(1e6 * run["load"]["server_cores"] / run["rps"] for run in runs),
     }
 
 
@@ -197,7 +199,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 row[name]["ratio"] = row[name]["rps"] / row["express"]["rps"]
                 print(f"  {count:>7,} {name:>9}: {row[name]['rps']:7,.0f} req/s "
                       f"({row[name]['ratio']:.2f}), p50 {row[name]['p50_ms']:.2f} ms, "
-                      f"p99 {row[name]['p99_ms']:.2f} ms", flush=True)  # fmt: skip
+                      f"p99 {row[name]['p99_ms']:.2f} ms, {row[name]['cpu_us']:.0f} µs CPU each",
+                      flush=True)  # fmt: skip
             results["counts"][str(count)] = row
         results["sessions_made"] = made
     return results

@@ -146,6 +146,41 @@ async def test_requests_missing_the_cache_at_once_share_one_store_read(processes
     assert len({id(s) for s in sessions}) == 20  # one Session per request, one shared record
 
 
+async def test_waiters_load_for_themselves_when_the_request_loading_goes_away(processes):
+    a, _ = processes
+    session = await sign_in(a.manager)
+    loads = GatedLoads(a.redis)
+    first = asyncio.ensure_future(a.manager.load(session.token))
+    await loads.answered.wait()  # the first request is loading...
+    waiters = [asyncio.ensure_future(a.manager.load(session.token)) for _ in range(5)]
+    await asyncio.sleep(0)  # ...the others wait for its answer...
+    first.cancel()  # ...and its client goes away
+    loads.release.set()
+    sessions = await asyncio.gather(*waiters)
+    assert all(s is not None and s["email"] == "u1@example.com" for s in sessions)
+    assert first.cancelled()
+    assert loads.calls == 2  # the first waiter loaded again; the others joined it
+
+
+async def test_an_outage_during_a_shared_read_reaches_every_waiter(processes):
+    a, _ = processes
+    session = await sign_in(a.manager)
+    a.cache.drop([session.key])
+    gate, outage = asyncio.Event(), Unreachable(a.redis)
+
+    async def late_failure(key: str):
+        await gate.wait()
+        return await Unreachable.__call__(outage, key)
+
+    a.redis.load = late_failure
+    readers = [asyncio.ensure_future(a.manager.load(session.token)) for _ in range(5)]
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*readers, return_exceptions=True)
+    assert [type(r) for r in results] == [StoreUnavailable] * 5
+    assert outage.calls == 1
+
+
 async def test_a_read_in_flight_when_its_session_ends_is_not_cached(processes):
     a, b = processes
     session = await sign_in(a.manager)

@@ -61,6 +61,7 @@ class Metrics:
             ["method", "route", "status"],
             registry=on,
         )
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.request_seconds = Histogram(
             "tornado_auth_http_request_duration_seconds",
             "Time to answer an HTTP request, by method, route pattern and status",
@@ -132,9 +133,14 @@ class Metrics:
     # -- what the rest of the server tells -------------------------------------------------------
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
-        labels = (method, route, str(status))
-        self.requests.labels(*labels).inc()
-        self.request_seconds.labels(*labels).observe(seconds)
+        labels = (method, route, status)
+        children = self._request_children.get(labels)
+        if children is None:  # a few dozen of them: looked up once, not on every request
+            named = (method, route, str(status))
+            children = self.requests.labels(*named), self.request_seconds.labels(*named)
+            self._request_children[labels] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def sign_in(self, outcome: str) -> None:
         self.sign_ins.labels(outcome).inc()

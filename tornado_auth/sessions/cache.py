@@ -15,7 +15,6 @@ since its answer may predate the change.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -76,20 +75,39 @@ class CachedStore(SessionStore):
         if not self.events.live:
             return await self.store.load(key)
         pending = self._loads.get(key)
-        if pending is None:
-            pending = self._loads[key] = asyncio.ensure_future(self.store.load(key))
-            pending.add_done_callback(functools.partial(self._loaded, key))
-        return await asyncio.shield(pending)  # a waiter that goes away leaves the load running
+        if pending is not None:
+            return await self._join(key, pending)
+        # this request loads it; requests for the same key meanwhile wait for its answer
+        loading = self._loads[key] = asyncio.get_running_loop().create_future()
+        try:
+            record = await self.store.load(key)
+        except BaseException as error:
+            if self._loads.get(key) is loading:
+                del self._loads[key]
+            if isinstance(error, asyncio.CancelledError):
+                loading.cancel()  # its waiters load for themselves
+            else:
+                loading.set_exception(error)
+                loading.exception()  # retrieved: nobody may be waiting
+            raise
+        if self._loads.get(key) is loading:
+            del self._loads[key]
+            if record is not None and not record.expired(self.clock()):
+                self._put(record)
+        # else dropped while in flight: the answer may predate the change, so it is not kept
+        loading.set_result(record)
+        return record
 
-    def _loaded(self, key: str, load: asyncio.Future[SessionRecord | None]) -> None:
-        if self._loads.get(key) is not load:
-            return  # dropped while in flight: the answer may predate the change
-        del self._loads[key]
-        if load.cancelled() or load.exception() is not None:
-            return
-        record = load.result()
-        if record is not None and not record.expired(self.clock()):
-            self._put(record)
+    async def _join(
+        self, key: str, pending: asyncio.Future[SessionRecord | None]
+    ) -> SessionRecord | None:
+        try:
+            return await asyncio.shield(pending)  # a waiter that goes away leaves it running
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not pending.cancelled() or (task is not None and task.cancelling()):
+                raise  # this request itself was cancelled
+            return await self.load(key)  # the request loading it went away: load again
 
     def _put(self, record: SessionRecord) -> None:
         self._entries[record.key] = (record, self.clock())
