@@ -196,6 +196,23 @@ async def test_a_read_in_flight_when_its_session_ends_is_not_cached(processes):
     assert loads.calls == 2  # the later request asked the store again
 
 
+async def test_a_touch_is_not_announced_but_a_change_of_data_is(processes):
+    a, b = processes
+    touched, changed = await sign_in(a.manager, "u1"), await sign_in(a.manager, "u2")
+    later = LIFETIME.touch_interval + 1
+    record = touched.record
+    assert record is not None
+    # a touch alone: the expiry moves forward, nothing else
+    assert await a.cache.update(touched.key, {}, set(), record.created_at + later,
+                                record.expires_at + later)  # fmt: skip
+    assert await a.cache.update(changed.key, {"theme": "dark"}, set(), record.created_at,
+                                record.expires_at)  # fmt: skip
+    event = await b.next_event("changed")  # events arrive in order: the touch sent none
+    assert event["keys"] == [changed.key]
+    reloaded = await b.manager.load(touched.token)
+    assert reloaded is not None and reloaded.record.expires_at == record.expires_at + later
+
+
 async def test_revocation_in_this_process_is_never_served_from_cache(processes):
     a, _ = processes
     session = await sign_in(a.manager)

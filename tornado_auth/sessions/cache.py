@@ -2,9 +2,10 @@
 
 Like Django's ``cached_db``: reads are served from this process's memory where possible, every
 write goes to the store behind it. Entries are dropped when this process writes, when another
-process announces a change or an end, all at once when the event connection was lost (and the
-cache is bypassed while it is down), and after ``ttl`` seconds in any case, which bounds
-staleness should an event ever be missed. It is only correct over an event bus that reaches
+process announces a change of data or an end (a touch, which only moves the expiry forward, is
+not announced), all at once when the event connection was lost (and the cache is bypassed while
+it is down), and after ``ttl`` seconds in any case, which bounds staleness should an event ever
+be missed. It is only correct over an event bus that reaches
 every process (``EventBus.shared``).
 
 Misses are coalesced: requests asking for the same record at once share one store round trip.
@@ -130,7 +131,9 @@ class CachedStore(SessionStore):
     ) -> bool:
         updated = await self.store.update(key, changed, removed, last_seen_at, expires_at)
         self.drop([key])
-        if updated:
+        if updated and (changed or removed):
+            # A touch alone is not announced: the expiry only moves forward, so a copy elsewhere
+            # can only think the session ends sooner than it does, and then asks the store.
             await self.events.publish({"type": EventType.CHANGED, "keys": [key]})
         return updated
 

@@ -1,4 +1,4 @@
-"""Reads from one Redis server over one pipelined connection, as ioredis and node-redis do.
+"""Commands to one Redis server over one pipelined connection, as ioredis and node-redis do.
 
 Every command asked for while the event loop runs is written with the others in one write, and
 the replies are matched to the commands in order. A session load then costs a few microseconds
@@ -6,9 +6,11 @@ of this process's time instead of a pooled round trip through redis-py (a connec
 out and back, a retry wrapper and a response parser per command), which is what a server with
 many sessions, each seen now and then, pays on almost every request.
 
-Only idempotent reads go through here (a command lost with its connection is sent once more, on
-a new connection, as redis-py's own retry does). The connection is opened at the first command,
-and again after it is lost; a command unanswered within ``timeout`` closes it. Plain
+Only idempotent commands go through here: a session's load, and its touch, whose script only
+moves the expiry forward and sets fields to given values. A command lost with its connection is
+sent once more, on a new connection, as redis-py's own retry does. The connection is opened at
+the first command, and again after it is lost; a command unanswered within ``timeout`` closes
+it. Plain
 ``redis://`` and ``unix://`` URLs only (``for_url`` says which): TLS, Sentinel and Cluster keep
 redis-py's clients.
 """
@@ -17,12 +19,25 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any
+import hashlib
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import hiredis
 from redis.asyncio.connection import parse_url
 
 SUPPORTED = ("redis://", "unix://")
+
+
+class Script(NamedTuple):
+    """A Lua script and its SHA-1, as EVALSHA names it."""
+
+    source: str
+    sha: str
+
+    @classmethod
+    def of(cls, source: str) -> Script:
+        return cls(source, hashlib.sha1(source.encode()).hexdigest())
 
 
 class RedisUnavailable(ConnectionError):
@@ -120,8 +135,8 @@ class _Protocol(asyncio.Protocol):
             self.transport.abort()
 
 
-class PipelinedReader:
-    """Idempotent reads over one lazily (re)opened, pipelined connection."""
+class PipelinedConnection:
+    """Idempotent commands over one lazily (re)opened, pipelined connection."""
 
     def __init__(self, url: str, timeout: float = 5.0, connect_timeout: float = 2.0) -> None:
         options: dict[str, Any] = dict(parse_url(url))
@@ -141,25 +156,40 @@ class PipelinedReader:
         self._closed = False
 
     @classmethod
-    def for_url(cls, url: str, **options: Any) -> PipelinedReader | None:
+    def for_url(cls, url: str, **options: Any) -> PipelinedConnection | None:
         """A reader for a plain server's URL; None for TLS, Sentinel and Cluster URLs."""
         return cls(url, **options) if url.startswith(SUPPORTED) else None
 
     async def command(self, *args: str) -> Any:
         """The server's reply; RedisUnavailable, or ReplyError for an error reply."""
-        command = encode(*args)
+        (reply,) = await self.commands(args)
+        if isinstance(reply, ReplyError):
+            raise reply
+        return reply
+
+    async def commands(self, *commands: Sequence[str]) -> list[Any]:
+        """The replies of several commands sent together, error replies as ReplyError values."""
+        encoded = [encode(*args) for args in commands]
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._connection()
         try:
-            reply = await protocol.send(command)
+            return [await future for future in [protocol.send(each) for each in encoded]]
         except RedisTimeout:
             raise
         except RedisUnavailable:
             if self._closed:
                 raise
             # once more on a new connection: the server may have restarted since the last command
-            reply = await (await self._connection()).send(command)
+            protocol = await self._connection()
+            return [await future for future in [protocol.send(each) for each in encoded]]
+
+    async def script(self, script: Script, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """A Lua script's reply, by its digest, or by its text when the server does not know it."""
+        counts = [str(len(keys)), *keys, *args]
+        reply = (await self.commands(["EVALSHA", script.sha, *counts]))[0]
+        if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
+            reply = (await self.commands(["EVAL", script.source, *counts]))[0]
         if isinstance(reply, ReplyError):
             raise reply
         return reply

@@ -48,7 +48,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import StoreUnavailable
-from .pipelined import PipelinedReader, RedisUnavailable, ReplyError
+from .pipelined import PipelinedConnection, RedisUnavailable, ReplyError, Script
 from .store import Backend, EventType, LocalEventBus, SessionRecord, SessionStore
 
 log = logging.getLogger("tornado_auth.sessions")
@@ -77,6 +77,7 @@ redis.call('SET', KEYS[1], cjson.encode(session), 'KEEPTTL')
 if later then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
 return 1
 """
+UPDATE = Script.of(UPDATE_SCRIPT)
 # Take back one counted event, never creating a counter (nor one without its expiry).
 RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) and tonumber(redis.call('GET', KEYS[1])) > 0 then
@@ -140,6 +141,18 @@ def _legacy(error: Exception) -> bool:
 def _encoded(data: dict[str, Any]) -> dict[str, str]:
     """Session data values as JSON text: opaque strings to the update script's cjson."""
     return {name: json.dumps(value, separators=(",", ":")) for name, value in data.items()}
+
+
+@asynccontextmanager
+async def _pipelined_available() -> AsyncIterator[None]:
+    try:
+        yield
+    except RedisUnavailable as error:
+        raise StoreUnavailable("session", str(error)) from error
+    except ReplyError as error:
+        if str(error).startswith(("LOADING", "BUSY", "MASTERDOWN", "READONLY")):
+            raise StoreUnavailable("session", f"redis: {error}") from error
+        raise
 
 
 @asynccontextmanager
@@ -238,7 +251,8 @@ class RedisSessionStore(SessionStore):
         self._unavailable = "redis: not started"  # why there is no connection
         self.live_key = f"{prefix}live"  # every live session, scored by its expiry
         self._follower: asyncio.Task[None] | None = None  # Sentinel: follows master switches
-        self._reader: PipelinedReader | None = None  # session loads from a plain server
+        # a plain server's session loads and touches, pipelined
+        self._pipelined: PipelinedConnection | None = None
 
     async def start(self) -> None:
         client = redis_client(
@@ -254,7 +268,7 @@ class RedisSessionStore(SessionStore):
             client.register_script(DELETE_SCRIPT),
             client.register_script(TRIM_SCRIPT),
         )
-        self._reader = PipelinedReader.for_url(self.url, timeout=5, connect_timeout=2)
+        self._pipelined = PipelinedConnection.for_url(self.url, timeout=5, connect_timeout=2)
         if isinstance(client, RedisCluster):
             # redis-py initialises a cluster client at its first command, and concurrent first
             # commands race in it (a connection used before it is open): initialise it now.
@@ -285,17 +299,14 @@ class RedisSessionStore(SessionStore):
         return f"{self.prefix}u:{user_id}"
 
     async def load(self, key: str) -> SessionRecord | None:
-        if self._reader is not None and self._connection is not None:
-            try:
-                stored = await self._reader.command("GET", self.session_key(key))
-            except RedisUnavailable as error:
-                raise StoreUnavailable("session", str(error)) from error
-            except ReplyError as error:
-                if str(error).startswith("WRONGTYPE"):
-                    return None  # a hash, as versions before 0.2 stored sessions: signed out
-                if str(error).startswith(("LOADING", "BUSY", "MASTERDOWN")):
-                    raise StoreUnavailable("session", f"redis: {error}") from error
-                raise
+        if self._pipelined is not None and self._connection is not None:
+            async with _pipelined_available():
+                try:
+                    stored = await self._pipelined.command("GET", self.session_key(key))
+                except ReplyError as error:
+                    if str(error).startswith("WRONGTYPE"):  # a hash, as before 0.2: signed out
+                        return None
+                    raise
             return self._record(key, stored) if stored else None
         async with _available():
             try:
@@ -360,12 +371,25 @@ class RedisSessionStore(SessionStore):
         expires_at: float,
     ) -> bool:
         times = [repr(float(last_seen_at)), repr(float(expires_at))]
-        args: list[Any] = [*times, _ms(expires_at), len(removed)]
-        args += list(removed)
+        args = [*times, str(_ms(expires_at)), str(len(removed)), *removed]
         for name, value in _encoded(changed).items():
             args += [name, value]
+        session_key = self.session_key(key)
+        if self._pipelined is not None and self._connection is not None:
+            # the script and the index entry's new score in one write (XX: never re-adds a
+            # revoked session; GT: only forward)
+            update = ["EVALSHA", UPDATE.sha, "1", session_key, *args]
+            index = ["ZADD", self.live_key, "XX", "GT", repr(float(expires_at)), key]
+            async with _pipelined_available():
+                updated, indexed = await self._pipelined.commands(update, index)
+                if isinstance(updated, ReplyError) and str(updated).startswith("NOSCRIPT"):
+                    updated = await self._pipelined.script(UPDATE, [session_key], args)
+                for reply in (updated, indexed):
+                    if isinstance(reply, ReplyError):
+                        raise reply
+            return bool(updated)
         async with _available():
-            if not await self.connection.update(keys=[self.session_key(key)], args=args):
+            if not await self.connection.update(keys=[session_key], args=args):
                 return False
             await self.client.zadd(self.live_key, {key: expires_at}, xx=True, gt=True)
         return True
@@ -491,9 +515,9 @@ class RedisSessionStore(SessionStore):
             self._follower.cancel()
             self._follower = None
         self._unavailable = "redis: closed"
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        if self._pipelined is not None:
+            self._pipelined.close()
+            self._pipelined = None
         if self._connection is not None:
             client, self._connection = self._connection.client, None
             if isinstance(client, RedisCluster):

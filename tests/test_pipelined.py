@@ -12,15 +12,17 @@ import pytest
 import redis.asyncio as aioredis
 
 from tornado_auth.errors import StoreUnavailable
+from tornado_auth.sessions import LocalEventBus, Session, SessionManager
 from tornado_auth.sessions.pipelined import (
-    PipelinedReader,
+    PipelinedConnection,
     RedisTimeout,
     RedisUnavailable,
     ReplyError,
 )
 from tornado_auth.sessions.redis import RedisSessionStore
 
-from .conftest import REDIS_URL, free_port, require_service
+from .conftest import REDIS_URL, Store, free_port, require_service
+from .helpers import LIFETIME
 
 
 @pytest.fixture
@@ -32,9 +34,9 @@ async def redis() -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
-async def reader() -> AsyncIterator[PipelinedReader]:
+async def reader() -> AsyncIterator[PipelinedConnection]:
     require_service("redis")
-    reader = PipelinedReader(REDIS_URL)
+    reader = PipelinedConnection(REDIS_URL)
     yield reader
     reader.close()
 
@@ -73,7 +75,7 @@ async def test_a_read_lost_with_its_connection_is_sent_again_on_a_new_one() -> N
 
     port = free_port()
     server = await asyncio.start_server(handle, "127.0.0.1", port)
-    reader = PipelinedReader(f"redis://127.0.0.1:{port}/0", timeout=5)
+    reader = PipelinedConnection(f"redis://127.0.0.1:{port}/0", timeout=5)
     try:
         assert await reader.command("GET", "k") == "answer"
     finally:
@@ -101,7 +103,7 @@ async def test_the_url_selects_the_database(redis) -> None:
     other = aioredis.Redis.from_url(f"{base}/9", decode_responses=True)
     try:
         await other.set(key, "in db 9")
-        reader = PipelinedReader(f"{base}/9")
+        reader = PipelinedConnection(f"{base}/9")
         try:
             assert await reader.command("GET", key) == "in db 9"
         finally:
@@ -148,7 +150,7 @@ async def silent() -> AsyncIterator[SilentServer]:
 
 
 async def test_a_server_that_does_not_answer_times_out(silent) -> None:
-    reader = PipelinedReader(f"redis://127.0.0.1:{silent.port}/0", timeout=0.3)
+    reader = PipelinedConnection(f"redis://127.0.0.1:{silent.port}/0", timeout=0.3)
     try:
         with pytest.raises(RedisTimeout, match=r"no answer within 0\.3 s"):
             await reader.command("GET", "k")
@@ -158,7 +160,7 @@ async def test_a_server_that_does_not_answer_times_out(silent) -> None:
 
 async def test_credentials_and_database_are_sent_before_the_first_command(silent) -> None:
     url = f"redis://app:s%40cret@127.0.0.1:{silent.port}/3"
-    reader = PipelinedReader(url, timeout=0.3)
+    reader = PipelinedConnection(url, timeout=0.3)
     try:
         with pytest.raises(RedisTimeout):
             await reader.command("GET", "k")
@@ -172,7 +174,7 @@ async def test_credentials_and_database_are_sent_before_the_first_command(silent
 
 
 async def test_nothing_listening_is_unavailable_at_once() -> None:
-    reader = PipelinedReader(f"redis://127.0.0.1:{free_port()}/0")
+    reader = PipelinedConnection(f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(RedisUnavailable, match="cannot connect"):
         await reader.command("GET", "k")
 
@@ -194,3 +196,23 @@ async def test_the_store_answers_503_material_when_its_server_is_silent(silent) 
         await store.close()
     with pytest.raises(StoreUnavailable):
         await store.load("a" * 64)  # closed: never reconnects
+
+
+async def test_a_touch_works_after_the_server_forgot_its_scripts(redis, tmp_path) -> None:
+    place = Store("redis", tmp_path)
+    store = RedisSessionStore(REDIS_URL, place.prefix)
+    await store.start()
+    try:
+        session = Session()
+        session.login("u1", {"email": "u1@example.com"}, False, LIFETIME.ttl)
+        manager = SessionManager(store, LocalEventBus(shared=False), LIFETIME)
+        await manager.commit(session)
+        assert session.record is not None
+        await redis.script_flush()  # as after a restart: EVALSHA answers NOSCRIPT
+        later = session.record.expires_at + 10
+        assert await store.update(session.record.key, {"n": 1}, set(), later - 1, later)
+        record = await store.load(session.record.key)
+        assert record is not None and record.data["n"] == 1 and record.expires_at == later
+    finally:
+        await store.close()
+        await place.cleanup()
