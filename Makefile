@@ -41,9 +41,12 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 # Benchmarks (bench/): private Redis and MongoDB on free ports, then bench/results/*.json and
-# bench/RESULTS.md (wrk is installed with apt-get when missing).
+# bench/RESULTS.md (wrk, Node.js and npm are installed with apt-get when missing; the Express
+# peer's locked packages with npm ci; py-spy with pip).
 bench: $(STAMP)
-	@command -v wrk >/dev/null || apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@for need in wrk:wrk node:nodejs npm:npm; do command -v $${need%%:*} >/dev/null && continue; \
+		apt-get install -y -qq $${need#*:} || { apt-get update -qq && apt-get install -y -qq $${need#*:}; }; done
+	$(VENV)/bin/python -m pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m bench.run
 
 # Faults under signed-in traffic (bench/chaos.py): private services on free ports, then the

@@ -38,7 +38,7 @@ from tornado_auth import load_settings, start_services
 PEER = common.REPO / "bench" / "peers" / "express"
 COOKIES = common.OUT / "peers"  # one Cookie header per line, for wrk_report.lua
 EMAIL = "bench@example.com"
-FULL = {"counts": [1, 2000, 20_000, 100_000], "rounds": 3, "seconds": 5, "connections": 32}
+FULL = {"counts": [1, 2000, 20_000, 100_000], "rounds": 5, "seconds": 5, "connections": 32}
 QUICK = {"counts": [1, 2000], "rounds": 1, "seconds": 2, "connections": 32}
 SERVERS = ("express", "cache on", "cache off")
 MADE_AT_ONCE = 200  # sessions committed concurrently while filling the store

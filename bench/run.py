@@ -68,7 +68,7 @@ def main() -> None:
                 "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
                 "BENCH_MONGO_URL": f"mongodb://127.0.0.1:{mongo_port}",
             } | ({"BENCH_SETTLE": "2"} if quick else {})  # fmt: skip
-            for name in ("in_process", "http_load"):
+            for name in ("peers", "profile", "in_process", "http_load"):
                 json_file = str((target / f"{name}.json").relative_to(REPO))
                 command = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if quick else [])]
                 print(f"\n$ {shlex.join([*command, '--json', json_file])}", flush=True)

@@ -17,6 +17,7 @@ def assert_not_stored(response) -> None:
         response.effective_url,
         response.code,
     )
+    assert "Etag" not in response.headers  # nothing to revalidate, nothing to hash
 
 
 async def test_every_page_of_a_signed_in_admin_is_sent_with_no_store(server: Server):

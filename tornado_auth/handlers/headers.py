@@ -37,6 +37,11 @@ class SecurityHeaders(tornado.web.RequestHandler):
         if self.application.settings.get("secure_cookies"):
             self.set_header("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
 
+    def compute_etag(self) -> str | None:
+        """None: every response here is no-store, so no client revalidates it (and none pays for
+        a hash of the body)."""
+        return None
+
     def _origin_matches_host(self, origin: str) -> bool:
         # Tornado 6.6 lets urlsplit's ValueError (Origin: http://[) escape its cross-origin
         # check as a 500; an origin that does not parse matches no host, so the request is a 403.
