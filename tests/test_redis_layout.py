@@ -21,6 +21,9 @@ AGENT = (
 )
 VALUES = {
     "count": 2**60 + 1,  # past a double's 53 bits
+    "huge": -(2**70) - 1,  # past 64 bits: an int, as the standard library reads it
+    "edge": 2**64 - 1,  # the largest 64-bit one
+    "not_a_number": float("inf"),  # Python writes Infinity, which orjson refuses
     "ratio": 0.1 + 0.2,  # 0.30000000000000004: all 17 digits
     "nothing": None,
     "flag": False,

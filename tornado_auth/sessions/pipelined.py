@@ -162,7 +162,14 @@ class PipelinedConnection:
 
     async def command(self, *args: str) -> Any:
         """The server's reply; RedisUnavailable, or ReplyError for an error reply."""
-        (reply,) = await self.commands(args)
+        command = encode(*args)
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            protocol = await self._connection()
+        try:
+            reply = await protocol.send(command)
+        except RedisUnavailable as error:
+            reply = await (await self._again(error)).send(command)
         if isinstance(reply, ReplyError):
             raise reply
         return reply
@@ -175,14 +182,16 @@ class PipelinedConnection:
             protocol = await self._connection()
         try:
             return [await future for future in [protocol.send(each) for each in encoded]]
-        except RedisTimeout:
-            raise
-        except RedisUnavailable:
-            if self._closed:
-                raise
-            # once more on a new connection: the server may have restarted since the last command
-            protocol = await self._connection()
+        except RedisUnavailable as error:
+            protocol = await self._again(error)
             return [await future for future in [protocol.send(each) for each in encoded]]
+
+    async def _again(self, error: RedisUnavailable) -> _Protocol:
+        """The connection to send lost commands once more on: the server may have restarted
+        since the last command. Not after a timeout (the server is slow, not gone)."""
+        if isinstance(error, RedisTimeout) or self._closed:
+            raise error
+        return await self._connection()
 
     async def script(self, script: Script, keys: Sequence[str], args: Sequence[str]) -> Any:
         """A Lua script's reply, by its digest, or by its text when the server does not know it."""
