@@ -21,7 +21,7 @@ import asyncio
 import collections
 import hashlib
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import hiredis
 from redis.asyncio.connection import parse_url
@@ -76,8 +76,7 @@ class _Protocol(asyncio.Protocol):
         self._watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
     def send(self, command: bytes) -> asyncio.Future[Any]:
         if self.lost is not None:
