@@ -216,3 +216,16 @@ async def test_a_touch_works_after_the_server_forgot_its_scripts(redis, tmp_path
     finally:
         await store.close()
         await place.cleanup()
+
+
+async def test_bytes_that_are_not_utf8_spoil_one_value_not_the_connection(reader) -> None:
+    key = f"pipelined:{secrets.token_hex(4)}"
+    raw = aioredis.Redis.from_url(REDIS_URL)  # bytes in, bytes out
+    try:
+        await raw.set(key, b"ok \xff\xfe")
+        connection = await reader.command("CLIENT", "ID")
+        assert await reader.command("GET", key) == "ok \ufffd\ufffd"
+        assert await reader.command("CLIENT", "ID") == connection  # the same connection
+    finally:
+        await raw.delete(key)
+        await raw.aclose()
