@@ -188,8 +188,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  {count:,} sessions each, made in {time.monotonic() - started:.0f} s",
                   flush=True)  # fmt: skip
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name in SERVERS}
-            for name in SERVERS:
-                await check(f"{servers[name].url}/api/dashboard", files[name])
+            for name in SERVERS:  # checked, then warmed (Node's JIT, every cache) unmeasured
+                url = f"{servers[name].url}/api/dashboard"
+                await check(url, files[name])
+                await wrk(url, args.connections, 2, threads=1, cookies=str(files[name]))
             for round_ in range(args.rounds):
                 for name in SERVERS if round_ % 2 == 0 else reversed(SERVERS):
                     url, pid = f"{servers[name].url}/api/dashboard", servers[name].process.pid
