@@ -157,7 +157,7 @@ class PipelinedConnection:
 
     @classmethod
     def for_url(cls, url: str, **options: Any) -> PipelinedConnection | None:
-        """A reader for a plain server's URL; None for TLS, Sentinel and Cluster URLs."""
+        """A connection for a plain server's URL; None for TLS, Sentinel and Cluster URLs."""
         return cls(url, **options) if url.startswith(SUPPORTED) else None
 
     async def command(self, *args: str) -> Any:
