@@ -317,6 +317,7 @@ class LiveApp:
         self.people: dict[str, User] = {}  # as created
         self.cookies: dict[str, bytes] = {}  # a session of each of SIGNED_IN_PEOPLE, by name
         self.ids: dict[str, str] = {}  # each person's user id; "admin_session": the admin's
+        self.clean: tuple[int, list[User | None]] | None = None  # the state the last reset left
 
     def call(self, coroutine: Any, timeout: float = 60) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
@@ -344,14 +345,25 @@ class LiveApp:
             self.people[name] = user
 
     def reset(self) -> None:
-        """Every person as created, signed in afresh (the ones in SIGNED_IN_PEOPLE) and nowhere
-        else: each test starts from this, whatever the tests before it changed."""
+        """Every person as created, signed in (the ones in SIGNED_IN_PEOPLE) and nowhere else:
+        each test starts from this, whatever the tests before it changed. When the test before
+        wrote no session and left every person's record as the last reset did, that state is
+        still there and its sessions are kept; otherwise all are restored and signed in afresh."""
+        if self.clean is not None and self.clean == self.call(self._state()):
+            return
         self.call(self._restore())
         self.ids = {name: user.id for name, user in self.people.items()}
         self.cookies = {name: self.log_in(f"{name}@fuzz.test") for name in SIGNED_IN_PEOPLE}
         # The admin's own session, as the member would name it: never the member's to revoke.
         sessions = self.send("GET", "/api/sessions", {"Cookie": self.cookies["admin"]}).json()
         self.ids["admin_session"] = sessions["sessions"][0]["id"]
+        self.clean = self.call(self._state())
+
+    async def _state(self) -> tuple[int, list[User | None]]:
+        """(session store writes, every person's record as stored): what a test may change."""
+        assert self.server is not None
+        users = self.server.services.users
+        return self.writes, [await users.get(user.id) for user in self.people.values()]
 
     async def _restore(self) -> None:
         assert self.server is not None
