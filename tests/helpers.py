@@ -5,6 +5,7 @@ imports another."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import http.client
 import json
 import os
@@ -12,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -197,20 +199,76 @@ def cli_environment(tmp_path: Path, env: dict[str, str | None] | None = None) ->
     return {name: value for name, value in environ.items() if value is not None}
 
 
+class Forks:
+    """``python -m tests.forks``: one process that has imported the CLI and forks a child for each
+    run, so a run costs a fork, not Python's start-up and the package's imports. Started at the
+    first run, ended when the tests end; one run at a time, from any thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def _started(self) -> subprocess.Popen[bytes]:
+        if self.process is None:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.forks"],
+                cwd=REPO,
+                env=cli_environment(REPO),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            atexit.register(self.stop)
+        return self.process
+
+    def run(
+        self, args: list[str], env: dict[str, str], cwd: Path, stdin: str, timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        """As ``subprocess.run(args, input=stdin, capture_output=True, text=True, ...)``."""
+        with tempfile.TemporaryDirectory() as folder:
+            streams = {name: Path(folder) / name for name in ("stdin", "stdout", "stderr")}
+            with streams["stdin"].open("w") as written:  # encoded as text mode encodes input
+                written.write(stdin)
+            for name in ("stdout", "stderr"):
+                streams[name].touch()
+            request = {
+                "args": args,
+                "env": env,
+                "cwd": str(cwd),
+                "timeout": timeout,
+                **{name: str(path) for name, path in streams.items()},
+            }
+            with self.lock:
+                process = self._started()
+                assert process.stdin is not None and process.stdout is not None
+                process.stdin.write(json.dumps(request).encode() + b"\n")
+                process.stdin.flush()
+                reply = process.stdout.readline()
+            assert reply, "python -m tests.forks ended"
+            status = json.loads(reply)["status"]
+            # read back as text mode reads a pipe: the locale's encoding, universal newlines
+            stdout, stderr = (streams[name].open().read() for name in ("stdout", "stderr"))
+        command = [sys.executable, "-m", "tornado_auth", *args]
+        if status is None:
+            raise subprocess.TimeoutExpired(command, timeout, stdout, stderr)
+        return subprocess.CompletedProcess(command, status, stdout, stderr)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            self.process.wait(30)
+            self.process = None
+
+
+FORKS = Forks()
+
+
 def cli(
     tmp_path: Path, *args: str, stdin: str = "", env: dict[str, str | None] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m tornado_auth ARGS`` with its stores under tmp_path."""
-    return subprocess.run(
-        [sys.executable, "-m", "tornado_auth", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=cli_environment(tmp_path, env),
-        timeout=60,
-        check=False,
-    )
+    """Run ``python -m tornado_auth ARGS`` with its stores under tmp_path: in a process of its own,
+    forked from one that has imported the package already (``FORKS``)."""
+    return FORKS.run(list(args), cli_environment(tmp_path, env), tmp_path, stdin, timeout=60)
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], status: int) -> str:
@@ -317,6 +375,7 @@ class LiveApp:
         self.people: dict[str, User] = {}  # as created
         self.cookies: dict[str, bytes] = {}  # a session of each of SIGNED_IN_PEOPLE, by name
         self.ids: dict[str, str] = {}  # each person's user id; "admin_session": the admin's
+        self.clean: tuple[int, list[User | None]] | None = None  # the state the last reset left
 
     def call(self, coroutine: Any, timeout: float = 60) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
@@ -344,14 +403,25 @@ class LiveApp:
             self.people[name] = user
 
     def reset(self) -> None:
-        """Every person as created, signed in afresh (the ones in SIGNED_IN_PEOPLE) and nowhere
-        else: each test starts from this, whatever the tests before it changed."""
+        """Every person as created, signed in (the ones in SIGNED_IN_PEOPLE) and nowhere else:
+        each test starts from this, whatever the tests before it changed. When the test before
+        wrote no session and left every person's record as the last reset did, that state is
+        still there and its sessions are kept; otherwise all are restored and signed in afresh."""
+        if self.clean is not None and self.clean == self.call(self._state()):
+            return
         self.call(self._restore())
         self.ids = {name: user.id for name, user in self.people.items()}
         self.cookies = {name: self.log_in(f"{name}@fuzz.test") for name in SIGNED_IN_PEOPLE}
         # The admin's own session, as the member would name it: never the member's to revoke.
         sessions = self.send("GET", "/api/sessions", {"Cookie": self.cookies["admin"]}).json()
         self.ids["admin_session"] = sessions["sessions"][0]["id"]
+        self.clean = self.call(self._state())
+
+    async def _state(self) -> tuple[int, list[User | None]]:
+        """(session store writes, every person's record as stored): what a test may change."""
+        assert self.server is not None
+        users = self.server.services.users
+        return self.writes, [await users.get(user.id) for user in self.people.values()]
 
     async def _restore(self) -> None:
         assert self.server is not None

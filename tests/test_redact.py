@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import os
-import sys
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient
@@ -20,6 +17,7 @@ from .conftest import (
     serving,
     settings_for,
 )
+from .helpers import cli
 
 SECRET = "s3cret-Pa55"
 
@@ -52,22 +50,11 @@ def test_urls_inside_any_text_lose_their_password():
 
 def serve_with(name: str, url: str, tmp_path) -> tuple[int, list[str]]:
     """Start ``serve`` with one store URL set; return (exit status, stderr lines)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TORNADO_AUTH_")}
-    env["TORNADO_AUTH_SECRETS__SECRET_FILE"] = str(tmp_path / "secret")
-    env[name] = url
-
-    async def run() -> tuple[int, list[str]]:
-        process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "tornado_auth", "serve", "--port", "0"),
-            cwd=tmp_path,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, stderr = await asyncio.wait_for(process.communicate(), 60)
-        return process.returncode, stderr.decode().strip().splitlines()
-
-    return asyncio.run(run())
+    stores = dict.fromkeys(["TORNADO_AUTH_USERS__URL", "TORNADO_AUTH_SESSIONS__URL"])
+    rounds = {"TORNADO_AUTH_USERS__BCRYPT_ROUNDS": None}  # every store and setting as default
+    secret = {"TORNADO_AUTH_SECRETS__SECRET_FILE": str(tmp_path / "secret")}
+    result = cli(tmp_path, "serve", "--port", "0", env={**stores, **rounds, **secret, name: url})
+    return result.returncode, result.stderr.strip().splitlines()
 
 
 @pytest.mark.parametrize("key", ["sessions.url", "users.url"])
