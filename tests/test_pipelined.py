@@ -5,6 +5,7 @@ server times out, and the store turns each failure into StoreUnavailable."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import secrets
 from collections.abc import AsyncIterator
 
@@ -229,3 +230,64 @@ async def test_bytes_that_are_not_utf8_spoil_one_value_not_the_connection(reader
     finally:
         await raw.delete(key)
         await raw.aclose()
+
+
+async def test_a_lost_batch_leaves_no_unretrieved_future_exception() -> None:
+    """Several commands lost with their connection are sent again, and no failure of the lost
+    attempt is left for asyncio to log as never retrieved."""
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        data = b""
+        while data.count(b"*") < 2:
+            data += await reader.read(65536)
+        if connections > 1:
+            writer.write(b"$1\r\na\r\n$1\r\nb\r\n")
+            await writer.drain()
+        writer.close()  # the first connection closes with both commands unanswered
+
+    unretrieved: list[dict] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    port = free_port()
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    reader = PipelinedConnection(f"redis://127.0.0.1:{port}/0", timeout=5)
+    try:
+        assert await reader.commands(["GET", "a"], ["GET", "b"]) == ["a", "b"]
+    finally:
+        reader.close()
+        server.close()
+    gc.collect()
+    await asyncio.sleep(0)
+    loop.set_exception_handler(None)
+    assert [c["message"] for c in unretrieved] == []
+
+
+async def test_a_touch_of_a_session_gone_from_the_store_leaves_its_index_entry_alone(
+    tmp_path,
+) -> None:
+    """A touch that finds no record (Redis expired it; the index is not trimmed yet) leaves the
+    live index entry where it was, so the count never holds a dead session for a whole ttl."""
+    require_service("redis")
+    redis = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    place = Store("redis", tmp_path)
+    store = RedisSessionStore(REDIS_URL, place.prefix)
+    await store.start()
+    try:
+        session = Session()
+        session.login("u1", {"email": "u1@example.com"}, False, LIFETIME.ttl)
+        manager = SessionManager(store, LocalEventBus(shared=False), LIFETIME)
+        await manager.commit(session)
+        record = session.record
+        assert record is not None
+        await redis.delete(store.session_key(record.key))  # as Redis expiring it does
+        before = await redis.zscore(store.live_key, record.key)
+        later = record.expires_at + 86400
+        assert not await store.update(record.key, {}, set(), later - 1, later)
+        assert await redis.zscore(store.live_key, record.key) == before
+    finally:
+        await store.close()
+        await place.cleanup()
+        await redis.aclose()

@@ -180,11 +180,11 @@ class PipelinedConnection:
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._connection()
-        try:
-            return [await future for future in [protocol.send(each) for each in encoded]]
+        try:  # gather reads every reply's failure, so none is left unretrieved
+            return await asyncio.gather(*[protocol.send(each) for each in encoded])
         except RedisUnavailable as error:
             protocol = await self._again(error)
-            return [await future for future in [protocol.send(each) for each in encoded]]
+            return await asyncio.gather(*[protocol.send(each) for each in encoded])
 
     async def _again(self, error: RedisUnavailable) -> _Protocol:
         """The connection to send lost commands once more on: the server may have restarted

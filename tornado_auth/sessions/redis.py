@@ -389,17 +389,12 @@ class RedisSessionStore(SessionStore):
             args += [name, value]
         session_key = self.session_key(key)
         if self._pipelined is not None and self._connection is not None:
-            # the script and the index entry's new score in one write (XX: never re-adds a
-            # revoked session; GT: only forward)
-            update = ["EVALSHA", UPDATE.sha, "1", session_key, *args]
-            index = ["ZADD", self.live_key, "XX", "GT", repr(float(expires_at)), key]
             try:
-                updated, indexed = await self._pipelined.commands(update, index)
-                if isinstance(updated, ReplyError) and str(updated).startswith("NOSCRIPT"):
-                    updated = await self._pipelined.script(UPDATE, [session_key], args)
-                for reply in (updated, indexed):
-                    if isinstance(reply, ReplyError):
-                        raise reply
+                updated = await self._pipelined.script(UPDATE, [session_key], args)
+                if updated:  # XX: never re-adds a revoked session; GT: only forward
+                    await self._pipelined.command(
+                        "ZADD", self.live_key, "XX", "GT", repr(float(expires_at)), key
+                    )
             except (RedisUnavailable, ReplyError) as error:
                 raise _pipelined_error(error) from error
             return bool(updated)
