@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -56,6 +57,27 @@ def free_port() -> int:
     sock, port = tornado.testing.bind_unused_port()
     sock.close()
     return port
+
+
+def free_ports_in_a_row(count: int) -> int:
+    """The first of ``count`` consecutive ports nothing listens on right now (for programs that
+    take a first port and count up from it)."""
+    while True:
+        first = free_port()
+        if first + count > 65536:
+            continue
+        socks = []
+        try:
+            for port in range(first + 1, first + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue  # one of them is taken: another first port
+        finally:
+            for sock in socks:
+                sock.close()
 
 
 _CLUSTER_MASTERS: dict[str, list[tuple[str, int]]] = {}  # tests never reshard a cluster

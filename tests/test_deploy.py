@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PASSWORD, REDIS_URL, Client, Store, body, free_port, require_service
+from .conftest import (
+    PASSWORD,
+    REDIS_URL,
+    Client,
+    Store,
+    body,
+    free_port,
+    free_ports_in_a_row,
+    require_service,
+)
 from .helpers import add_sqlite_user, closed_within, next_event, open_socket
 
 ROOT = Path(__file__).parent.parent
@@ -35,7 +44,7 @@ async def test_two_processes_behind_nginx_share_sessions_and_sockets(tmp_path):
         **os.environ,
         "DEPLOY_STATE_DIR": str(tmp_path / "deploy"),
         "DEPLOY_LISTEN": listen,
-        "DEPLOY_FIRST_PORT": str(free_port()),
+        "DEPLOY_FIRST_PORT": str(free_ports_in_a_row(2)),  # one per process
         "TORNADO_AUTH_SESSIONS__URL": REDIS_URL,
         "TORNADO_AUTH_SESSIONS__KEY_PREFIX": place.prefix,
         "TORNADO_AUTH_USERS__URL": f"sqlite:///{tmp_path}/users.db",
