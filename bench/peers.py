@@ -59,6 +59,17 @@ def npm_install() -> str:
     return f"Node.js {node.stdout.strip()}, " + ", ".join(versions)
 
 
+def commit() -> str:
+    """The commit measured, marked when tornado_auth/ has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=common.REPO, capture_output=True, text=True,
+                              check=False).stdout.strip()  # fmt: skip
+
+    dirty = " + uncommitted changes" if git("status", "--porcelain", "tornado_auth") else ""
+    return git("rev-parse", "--short", "HEAD") + dirty
+
+
 @contextlib.asynccontextmanager
 async def express(secret: str, password: str) -> AsyncIterator[common.Server]:
     """The peer app on a free port, once it listens."""
@@ -171,12 +182,28 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     env = {"cache on": common.server_env(base)}
     env["cache off"] = env["cache on"] | {"TORNADO_AUTH_SESSIONS__CACHE_SIZE": "0"}
     results: dict[str, Any] = {"command": common.command_line(), "peer": peer,
+                               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                               "commit": commit(),
                                "params": vars(args), "counts": {}}  # fmt: skip
     async with contextlib.AsyncExitStack() as stack:
         servers = {"express": await stack.enter_async_context(express(secret, password))}
         for name in ("cache on", "cache off"):
             log = common.OUT / f"peers-{name.replace(' ', '-')}-{run}.log"
             servers[name] = await stack.enter_async_context(common.serve(env[name], log))
+        # the floor: each server's /healthz, which reads no session, under the same load
+        floor: dict[str, list[dict[str, Any]]] = {"express": [], "cache on": []}
+        for name in floor:
+            await wrk(f"{servers[name].url}/healthz", args.connections, 2, threads=1)  # warm
+        for round_ in range(args.rounds):
+            for name in floor if round_ % 2 == 0 else reversed(floor):
+                url, pid = f"{servers[name].url}/healthz", servers[name].process.pid
+                async with common.quiet(pid) as load:
+                    figures = await wrk(url, args.connections, args.seconds, threads=1)
+                floor[name].append(figures | {"load": load})
+        results["healthz"] = {name: summary(runs) for name, runs in floor.items()}
+        for name, row in results["healthz"].items():
+            print(f"  healthz {name:>9}: {row['rps']:7,.0f} req/s, {row['cpu_us']:.0f} µs CPU each",
+                  flush=True)  # fmt: skip
         made = 0
         for count in args.counts:
             # each count has sessions of its own: none was seen before its first round

@@ -72,12 +72,23 @@ def _peers(peers: dict[str, Any]) -> list[str]:
         "with many sessions, each request sends the next of that many distinct signed-in "
         "cookies (`bench/wrk_report.lua`). Targets from 2,000 sessions: defaults (cache on) "
         ">= 0.9x express, cache off >= 0.75x, p99 no worse than express's. CPU: the server "
-        f"process's own CPU time per answer. Peer: {peers['peer']}.",
+        f"process's own CPU time per answer. Peer: {peers['peer']}. tornado-auth: git "
+        f"{peers.get('commit', '?')}.",
         "",
         "| sessions | server | req/s | vs express | p50 ms | p99 ms | CPU µs per answer "
         "| verdict |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    floor = peers.get("healthz")
+    if floor:
+        ours, express = floor["cache on"], floor["express"]
+        lines[2:2] = [
+            f"The floor, `/healthz` (no session) under the same load: express "
+            f"{express['rps']:,.0f} req/s, {express['cpu_us']:.0f} µs of CPU per answer; "
+            f"tornado-auth {ours['rps']:,.0f} req/s, {ours['cpu_us']:.0f} µs "
+            f"({ours['rps'] / express['rps']:.2f}x).",
+            "",
+        ]
     for count, row in peers["counts"].items():
         express = row["express"]
         for name, figures in row.items():
@@ -240,7 +251,8 @@ def render(directory: Path = RESULTS) -> str:
     lines = ["# Benchmark results", ""]
     if run and peers:
         lines += [
-            f"## The dashboard beside the Express guide's stack (`make bench`, {run['started']})",
+            "## The dashboard beside the Express guide's stack "
+            f"(`make bench`, {peers.get('date', run['started'])})",
             "",
             *_peers(peers),
             "",

@@ -50,7 +50,13 @@ def environment(redis_port: int, mongo_port: int) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs, into bench/out/quick/")
-    quick = parser.parse_args().quick
+    parser.add_argument("--only", help="some of the scripts, comma-separated (run.json is kept)")
+    options = parser.parse_args()
+    quick = options.quick
+    names = ("peers", "profile", "in_process", "http_load")
+    chosen = options.only.split(",") if options.only else list(names)
+    if not set(chosen) <= set(names):
+        parser.error(f"--only takes some of {', '.join(names)}")
     services.exit_on_sigterm()
     OUT.mkdir(parents=True, exist_ok=True)
     target = OUT / "quick" if quick else report.RESULTS
@@ -68,7 +74,7 @@ def main() -> None:
                 "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
                 "BENCH_MONGO_URL": f"mongodb://127.0.0.1:{mongo_port}",
             } | ({"BENCH_SETTLE": "2"} if quick else {})  # fmt: skip
-            for name in ("peers", "profile", "in_process", "http_load"):
+            for name in chosen:
                 json_file = str((target / f"{name}.json").relative_to(REPO))
                 command = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if quick else [])]
                 print(f"\n$ {shlex.join([*command, '--json', json_file])}", flush=True)
@@ -77,6 +83,9 @@ def main() -> None:
             for process in processes:
                 process.terminate()
                 process.wait(20)
+    if options.only:  # the other figures, and the run they came from, stay as they were
+        print(f"\nwrote {report.write(target)} and {', '.join(chosen)} in {target}")
+        return
     invoked = shlex.join(["python", "-m", "bench.run", *sys.argv[1:]])
     write_json(target / "run.json", {
         "command": "make bench" if os.environ.get("MAKELEVEL") else invoked,
