@@ -108,6 +108,14 @@ def test_string_settings_from_the_environment_keep_their_exact_text(
     assert load_settings(environ={name: text})[path] == text
 
 
+def test_metrics_can_be_turned_off_from_the_environment_and_from_yaml(tmp_path: Path):
+    # "off" is a boolean to YAML: it must still mean off, in either layer
+    assert load_settings(environ={"TORNADO_AUTH_METRICS__LISTEN": "off"})["metrics.listen"] == "off"
+    config = tmp_path / "settings.yaml"
+    config.write_text("metrics:\n  listen: off\n")
+    assert load_settings(config, environ={})["metrics.listen"] == "off"
+
+
 # Durations and sizes.
 
 

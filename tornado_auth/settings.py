@@ -171,6 +171,8 @@ def _origins(value: Any) -> list[str]:
 
 def _metrics_listen(value: Any) -> str:
     """off, main, or the host:port of a separate listener."""
+    if value is False:  # YAML reads an unquoted off as false
+        return "off"
     text = _str(value).strip().lower()
     if text in ("off", "main"):
         return text
@@ -342,7 +344,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
 def _env_value(path: str, text: str) -> Any:
     """Exact text for string settings; YAML (numbers, booleans, lists, mappings) for the rest."""
     parser = SCHEMA[path][1]
-    if parser in (_str, _url, _mail_url, _public_url) or (
+    if parser in (_str, _url, _mail_url, _public_url, _metrics_listen) or (
         parser is _secret and not text.lstrip().startswith("{")
     ):
         return text
