@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import shlex
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -152,20 +153,18 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def serve(env: dict[str, str], log: Path, processes: int = 1) -> AsyncIterator[Server]:
-    """``tornado-auth serve`` on a free port, once it listens; SIGTERM on exit."""
-    OUT.mkdir(parents=True, exist_ok=True)
-    port = services.free_ports(1)[0]
-    command = ["serve", "--host", "127.0.0.1", "--port", str(port), "--processes", str(processes)]
+async def spawned(command: list[str], cwd: Path, env: dict[str, str], log: Path, port: int,
+                  name: str) -> AsyncIterator[Server]:  # fmt: skip
+    """``command`` started with its output in ``log``, once it listens on ``port``; SIGTERM on
+    exit (SIGKILL 30 s later)."""
     with log.open("ab") as output:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tornado_auth", *command, env=env, cwd=OUT, stdout=output,
-            stderr=output,
-        )  # fmt: skip
+            *command, env=env, cwd=cwd, stdout=output, stderr=output
+        )
     server = Server(process, f"http://127.0.0.1:{port}", env, log)
     try:
         listening = functools.partial(probes.listening, port)
-        await asyncio.to_thread(services.wait_until, listening, [], log, "tornado-auth serve", 60)
+        await asyncio.to_thread(services.wait_until, listening, [], log, name, 60)
         yield server
     finally:
         if process.returncode is None:
@@ -175,3 +174,25 @@ async def serve(env: dict[str, str], log: Path, processes: int = 1) -> AsyncIter
             except TimeoutError:
                 process.kill()
                 await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def serve(env: dict[str, str], log: Path, processes: int = 1) -> AsyncIterator[Server]:
+    """``tornado-auth serve`` on a free port, once it listens; SIGTERM on exit."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    port = services.free_ports(1)[0]
+    command = [sys.executable, "-m", "tornado_auth", "serve", "--host", "127.0.0.1", "--port",
+               str(port), "--processes", str(processes)]  # fmt: skip
+    async with spawned(command, OUT, env, log, port, "tornado-auth serve") as server:
+        yield server
+
+
+def commit() -> str:
+    """The commit measured, marked when tornado_auth/ has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              check=False).stdout.strip()  # fmt: skip
+
+    dirty = " + uncommitted changes" if git("status", "--porcelain", "tornado_auth") else ""
+    return git("rev-parse", "--short", "HEAD") + dirty

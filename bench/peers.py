@@ -32,7 +32,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from bench import _common as common
 from bench.http_load import wrk
-from tools import probes, services
+from tools import services
 from tornado_auth import load_settings, start_services
 
 PEER = common.REPO / "bench" / "peers" / "express"
@@ -59,17 +59,6 @@ def npm_install() -> str:
     return f"Node.js {node.stdout.strip()}, " + ", ".join(versions)
 
 
-def commit() -> str:
-    """The commit measured, marked when tornado_auth/ has uncommitted changes."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=common.REPO, capture_output=True, text=True,
-                              check=False).stdout.strip()  # fmt: skip
-
-    dirty = " + uncommitted changes" if git("status", "--porcelain", "tornado_auth") else ""
-    return git("rev-parse", "--short", "HEAD") + dirty
-
-
 @contextlib.asynccontextmanager
 async def express(secret: str, password: str) -> AsyncIterator[common.Server]:
     """The peer app on a free port, once it listens."""
@@ -77,18 +66,8 @@ async def express(secret: str, password: str) -> AsyncIterator[common.Server]:
     env = dict(os.environ, PORT=str(port), REDIS_URL=common.REDIS_URL, SESSION_SECRET=secret,
                PEER_EMAIL=EMAIL, PEER_PASSWORD=password, NODE_ENV="production")  # fmt: skip
     log = common.OUT / "peer-express.log"
-    with log.open("ab") as output:
-        process = await asyncio.create_subprocess_exec(
-            "node", "app.js", cwd=PEER, env=env, stdout=output, stderr=output
-        )
-    try:
-        listening = lambda: probes.listening(port)  # noqa: E731
-        await asyncio.to_thread(services.wait_until, listening, [], log, "express peer", 60)
-        yield common.Server(process, f"http://127.0.0.1:{port}", env, log)
-    finally:
-        if process.returncode is None:
-            process.terminate()
-            await process.wait()
+    async with common.spawned(["node", "app.js"], PEER, env, log, port, "express peer") as server:
+        yield server
 
 
 def express_cookie(secret: str, sid: str) -> str:
@@ -183,7 +162,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     env["cache off"] = env["cache on"] | {"TORNADO_AUTH_SESSIONS__CACHE_SIZE": "0"}
     results: dict[str, Any] = {"command": common.command_line(), "peer": peer,
                                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                               "commit": commit(),
+                               "commit": common.commit(),
                                "params": vars(args), "counts": {}}  # fmt: skip
     async with contextlib.AsyncExitStack() as stack:
         servers = {"express": await stack.enter_async_context(express(secret, password))}

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bench import report
-from bench._common import OUT, REPO, write_json
+from bench._common import OUT, REPO, commit, write_json
 from tools import probes, services
 
 
@@ -32,7 +32,6 @@ def environment(redis_port: int, mongo_port: int) -> dict[str, str]:
     redis = re.search(r"redis_version:(\S+)", probes.redis_command(redis_port, "INFO", "server"))
     build = probes.mongo_command(mongo_port, {"buildInfo": 1})
     ferret = " (FerretDB)" if "ferretdbVersion" in build else ""
-    dirty = " + uncommitted changes" if sh("git", "status", "--porcelain", "tornado_auth") else ""
     return {
         "CPU": f"{cpu.group(1) if cpu else '?'} x {os.cpu_count()}",
         "Python": platform.python_version(),
@@ -42,7 +41,7 @@ def environment(redis_port: int, mongo_port: int) -> dict[str, str]:
         "wrk": sh("wrk", "-v").splitlines()[0].split(" [")[0],
         "Redis": redis.group(1) if redis else "?",
         "MongoDB protocol": build["version"] + ferret,
-        "tornado-auth": f"git {sh('git', 'rev-parse', '--short', 'HEAD')}{dirty}",
+        "tornado-auth": f"git {commit()}",
         "load average at start": Path("/proc/loadavg").read_text().split()[0],
     }
 

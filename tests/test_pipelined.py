@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tornado_auth.errors import StoreUnavailable
-from tornado_auth.sessions import LocalEventBus, Session, SessionManager
+from tornado_auth.sessions import LocalEventBus, Session, SessionManager, SessionRecord
 from tornado_auth.sessions.pipelined import (
     PipelinedConnection,
     RedisTimeout,
@@ -199,24 +199,31 @@ async def test_the_store_answers_503_material_when_its_server_is_silent(silent) 
         await store.load("a" * 64)  # closed: never reconnects
 
 
-async def test_a_touch_works_after_the_server_forgot_its_scripts(redis, tmp_path) -> None:
+@pytest.fixture
+async def signed_in(tmp_path) -> AsyncIterator[tuple[RedisSessionStore, SessionRecord]]:
+    """A Redis session store of its own, holding one signed-in session, and that session."""
+    require_service("redis")
     place = Store("redis", tmp_path)
     store = RedisSessionStore(REDIS_URL, place.prefix)
     await store.start()
     try:
         session = Session()
         session.login("u1", {"email": "u1@example.com"}, False, LIFETIME.ttl)
-        manager = SessionManager(store, LocalEventBus(shared=False), LIFETIME)
-        await manager.commit(session)
+        await SessionManager(store, LocalEventBus(shared=False), LIFETIME).commit(session)
         assert session.record is not None
-        await redis.script_flush()  # as after a restart: EVALSHA answers NOSCRIPT
-        later = session.record.expires_at + 10
-        assert await store.update(session.record.key, {"n": 1}, set(), later - 1, later)
-        record = await store.load(session.record.key)
-        assert record is not None and record.data["n"] == 1 and record.expires_at == later
+        yield store, session.record
     finally:
         await store.close()
         await place.cleanup()
+
+
+async def test_a_touch_works_after_the_server_forgot_its_scripts(redis, signed_in) -> None:
+    store, record = signed_in
+    await redis.script_flush()  # as after a restart: EVALSHA answers NOSCRIPT
+    later = record.expires_at + 10
+    assert await store.update(record.key, {"n": 1}, set(), later - 1, later)
+    stored = await store.load(record.key)
+    assert stored is not None and stored.data["n"] == 1 and stored.expires_at == later
 
 
 async def test_bytes_that_are_not_utf8_spoil_one_value_not_the_connection(reader) -> None:
@@ -266,28 +273,13 @@ async def test_a_lost_batch_leaves_no_unretrieved_future_exception() -> None:
 
 
 async def test_a_touch_of_a_session_gone_from_the_store_leaves_its_index_entry_alone(
-    tmp_path,
+    redis, signed_in
 ) -> None:
     """A touch that finds no record (Redis expired it; the index is not trimmed yet) leaves the
     live index entry where it was, so the count never holds a dead session for a whole ttl."""
-    require_service("redis")
-    redis = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
-    place = Store("redis", tmp_path)
-    store = RedisSessionStore(REDIS_URL, place.prefix)
-    await store.start()
-    try:
-        session = Session()
-        session.login("u1", {"email": "u1@example.com"}, False, LIFETIME.ttl)
-        manager = SessionManager(store, LocalEventBus(shared=False), LIFETIME)
-        await manager.commit(session)
-        record = session.record
-        assert record is not None
-        await redis.delete(store.session_key(record.key))  # as Redis expiring it does
-        before = await redis.zscore(store.live_key, record.key)
-        later = record.expires_at + 86400
-        assert not await store.update(record.key, {}, set(), later - 1, later)
-        assert await redis.zscore(store.live_key, record.key) == before
-    finally:
-        await store.close()
-        await place.cleanup()
-        await redis.aclose()
+    store, record = signed_in
+    await redis.delete(store.session_key(record.key))  # as Redis expiring it does
+    before = await redis.zscore(store.live_key, record.key)
+    later = record.expires_at + 86400
+    assert not await store.update(record.key, {}, set(), later - 1, later)
+    assert await redis.zscore(store.live_key, record.key) == before

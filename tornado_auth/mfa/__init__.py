@@ -122,17 +122,22 @@ class SecondFactors:
     # -- what a user has -------------------------------------------------------------------------
 
     async def status(self, user_id: str) -> FactorStatus:
+        return await self._status(user_id, await self._enrolled(user_id))
+
+    async def _enrolled(self, user_id: str) -> bool:
+        return await self.tokens.get(_digest(TOTP, user_id), TOTP, self.clock()) is not None
+
+    async def _status(self, user_id: str, enrolled: bool) -> FactorStatus:
         now = self.clock()
-        enrolled = await self.tokens.get(_digest(TOTP, user_id), TOTP, now)
         left = await self.tokens.count_user(user_id, RECOVERY, now)
         passkeys = await self.passkeys.count(user_id) if self.passkeys is not None else 0
-        return FactorStatus(enrolled is not None, left, passkeys)
+        return FactorStatus(enrolled, left, passkeys)
 
     async def _methods(self, user: User) -> list[str]:
         """The second steps a sign-in of ``user`` needs: one read for the many without an app."""
-        if await self.tokens.get(_digest(TOTP, user.id), TOTP, self.clock()) is None:
+        if not await self._enrolled(user.id):
             return []  # two-step sign-in is off (see FactorStatus.methods)
-        return (await self.status(user.id)).methods
+        return (await self._status(user.id, True)).methods
 
     # -- TOTP enrolment --------------------------------------------------------------------------
 

@@ -5,8 +5,8 @@ write goes to the store behind it. Entries are dropped when this process writes,
 process announces a change of data or an end (a touch, which only moves the expiry forward, is
 not announced), all at once when the event connection was lost (and the cache is bypassed while
 it is down), and after ``ttl`` seconds in any case, which bounds staleness should an event ever
-be missed. It is only correct over an event bus that reaches
-every process (``EventBus.shared``).
+be missed. It is only correct over an event bus that reaches every process
+(``EventBus.shared``).
 
 Misses are coalesced: requests asking for the same record at once share one store round trip.
 A load that was in flight when its key was dropped is neither cached nor joined afterwards,
