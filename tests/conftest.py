@@ -3,6 +3,7 @@ on an unused port."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -143,11 +144,12 @@ class Store:
             return f"{MONGO_URL}/{self.database}"
         return f"sqlite:///{self.tmp_path}/users.db"
 
-    async def redis_masters(self) -> list[aioredis.Redis]:
+    async def redis_masters(self, decode: bool = True) -> list[aioredis.Redis]:
         """A client for each Redis master holding this store's keys: every master of a cluster,
-        the current master of a Sentinel group; the caller closes them."""
+        the current master of a Sentinel group; the caller closes them. ``decode``: replies as
+        text, else as bytes (session values are MessagePack)."""
         if self.service == "redis":
-            return [aioredis.from_url(REDIS_URL, decode_responses=True)]
+            return [aioredis.from_url(REDIS_URL, decode_responses=decode)]
         url = self.session_url()
         addresses = _CLUSTER_MASTERS.get(url, [])
         if not addresses:
@@ -164,7 +166,7 @@ class Store:
                 await client.aclose()
                 if self.service == "redis-sentinel":
                     await client.connection_pool.sentinel_manager.aclose()
-        return [aioredis.Redis(host=h, port=p, decode_responses=True) for h, p in addresses]
+        return [aioredis.Redis(host=h, port=p, decode_responses=decode) for h, p in addresses]
 
     async def redis_keys(self) -> dict[str, list[str]]:
         """This test's keys, by the master that holds them (``host:port``)."""
@@ -177,15 +179,20 @@ class Store:
         return found
 
     async def dump(self, backend: Backend | None = None) -> str:
-        """Everything this test stored, as text, to search for secrets."""
+        """Everything this test stored, as text, to search for secrets. Redis names a session by
+        its store key in base64url: the key in hex follows each such name."""
         if self.kind == "redis":
             parts = []
-            for client in await self.redis_masters():
+            for client in await self.redis_masters(decode=False):
                 async for key in client.scan_iter(match=self.prefix + "*"):
-                    kind = await client.type(key)
+                    kind = (await client.type(key)).decode()
                     read = {"hash": client.hgetall, "string": client.get}.get(kind)
                     value = await (read(key) if read else client.zrange(key, 0, -1))
-                    parts.append(f"{key}={value}")
+                    name = key.decode()
+                    session = name.startswith(f"{self.prefix}s:") and not name.endswith("=")
+                    if session and len(name) == len(self.prefix) + 45:
+                        name += " " + base64.urlsafe_b64decode(name[-43:] + "=").hex()
+                    parts.append(f"{name}={value!r}")
                 await client.aclose()
             return "\n".join(parts)
         if self.kind == "mongodb":

@@ -21,6 +21,7 @@ TOUCHING = replace(LIFETIME, touch_interval=0)  # every load touches: those comm
 SINGLE_KEY = {
     "HGETALL", "HSET", "HDEL", "HGET", "PEXPIREAT", "PEXPIRE", "ZADD", "ZREM", "ZRANGE",
     "ZREMRANGEBYSCORE", "ZCARD", "INCR", "PTTL", "GET", "SET", "EXPIRE", "EXISTS", "INCRBY",
+    "ZSCAN", "ZSCORE", "ZCOUNT", "HKEYS", "HINCRBY",
 }  # fmt: skip
 NO_KEYS = {"PING", "PUBLISH", "SUBSCRIBE", "MULTI", "EXEC", "SCRIPT", "CLIENT", "HELLO", "SELECT"}
 

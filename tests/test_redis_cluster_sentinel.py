@@ -108,7 +108,7 @@ async def test_cluster_spreads_sessions_over_the_masters_and_still_lists_and_rev
         # one user whose index lives on each master
         users: dict[str, str] = {}
         for n in range(1000):
-            node = backend.client.get_node_from_key(backend.user_key(f"user{n}")).name
+            node = backend.client.get_node_from_key(backend.index_entry(f"user{n}", "")[0]).name
             users.setdefault(node, f"user{n}")
             if len(users) == len(masters):
                 break
@@ -124,7 +124,7 @@ async def test_cluster_spreads_sessions_over_the_masters_and_still_lists_and_rev
         assert len(stored) == len(masters)  # every master scanned
         holders = {m for m, keys in stored.items() if any(":s:" in key for key in keys)}
         assert len(holders) >= 2, stored  # 24 session hashes: on one master with p = 3^-23
-        indexes = {m for m, keys in stored.items() if any(":u:" in key for key in keys)}
+        indexes = {m for m, keys in stored.items() if any(":ui:" in key for key in keys)}
         assert len(indexes) == len(masters)
 
         for user, keys in created.items():
@@ -140,7 +140,9 @@ async def test_cluster_spreads_sessions_over_the_masters_and_still_lists_and_rev
         left = [key for keys in (await place.redis_keys()).values() for key in keys]
         for key in created[first] | {gone}:
             assert backend.session_key(key) not in left
-        assert backend.user_key(first) not in left
+        bucket = backend.index_entry(first, "")[0]
+        members = {member async for member, _ in backend.client.zscan_iter(bucket)}
+        assert not members & {backend.index_entry(first, k)[1].encode() for k in created[first]}
     finally:
         await opened.close()
         await place.cleanup()

@@ -67,8 +67,8 @@ class _Protocol(asyncio.Protocol):
     def __init__(self, timeout: float) -> None:
         self.loop = asyncio.get_running_loop()
         self.timeout = timeout
-        # a stray byte that is not UTF-8 spoils one value, never the connection all requests share
-        self.reader = hiredis.Reader(encoding="utf-8", errors="replace", replyError=ReplyError)
+        # values as bytes (sessions are MessagePack), error replies as text
+        self.reader = hiredis.Reader(replyError=ReplyError)
         self.transport: asyncio.Transport | None = None
         self.outgoing: list[bytes] = []
         # futures of sent commands, oldest first, with when they were asked for

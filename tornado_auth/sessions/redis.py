@@ -1,15 +1,29 @@
-"""Sessions in Redis: one JSON string per session, expired by Redis itself, and a sorted set per
-user.
+"""Sessions in Redis: one MessagePack string per session, expired by Redis itself, a share of a
+bucketed index per user, and counts by expiry.
 
-A session is one compact string rather than a hash: a hash holding a browser's User-Agent (longer
-than ``hash-max-listpack-value``, 64 bytes) takes Redis's hashtable encoding, about twice the
-memory. Updates run as a Lua script that changes only the fields it is given, so concurrent
-writers of different data keys never lose each other's writes. Times are kept as the strings
-Python wrote and data values as their own JSON, so the script's cjson never rounds or retypes
-them.
+The layout is made for memory (a million signed-in sessions in a few hundred megabytes) without
+giving up a guarantee:
 
-Every command touches a single key (or the keys of one hash slot), so the layout works unchanged
-on Redis Cluster: the session and the user index are written by separate commands.
+- ``<prefix>s:<key>``: the session, a MessagePack array ``[created, last seen, expires, absolute
+  expiry, ttl, ip, agent id, data, user id]`` (the user id only when signed in); the key is the
+  store key (the SHA-256 of the token) in base64url, 43 characters. Times are IEEE doubles,
+  exact; each data value is its own JSON text, opaque to the update script, so nothing is
+  retyped or rounded. Redis expires it at its expiry.
+- ``<prefix>a:<agent id>``: a User-Agent, stored once for all the sessions that share it (a 48-bit
+  digest names it), and expired with the last of them. Processes keep the ones they read.
+- ``<prefix>ui:<bucket>``: a sorted set per 1/65536 of the users (by a digest of the user id),
+  with a member ``<user tag><key>`` per signed-in session, scored by its absolute expiry in
+  whole seconds: small enough for Redis's compact encoding. A user's sessions are the members
+  with the user's tag (the records say whose they are, so a tag shared by two users is harmless).
+- ``<prefix>n``: a hash of session counts by ten-minute slice of their expiry, for ``count``.
+
+Updates run as a Lua script that changes only the fields it is given, so concurrent writers of
+different data keys never lose each other's writes. Every command touches a single key, so the
+layout works unchanged on Redis Cluster.
+
+Sessions written by versions before 0.4 (a JSON string at the store key in hex, a sorted set per
+user and a global ``<prefix>live`` index) are read and moved to this layout when first seen, for
+as long as the old global index exists.
 
 URLs: ``redis://`` and ``rediss://`` name one server; ``redis+cluster://host:port,host:port`` a
 Redis Cluster (any reachable nodes; the client discovers the rest); and
@@ -21,15 +35,20 @@ servers, not the sentinels) and ``?socket_timeout=&socket_connect_timeout=`` in 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import logging
+import math
 import re
-import time
+import secrets
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import msgpack  # type: ignore[import-untyped]
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -54,32 +73,52 @@ from .pipelined import PipelinedConnection, RedisUnavailable, ReplyError, Script
 from .store import Backend, EventType, LocalEventBus, SessionRecord, SessionStore
 
 log = logging.getLogger("tornado_auth.sessions")
-# Field names: short, because they are repeated in every session of a large store.
-TIMES = {
-    "c": "created_at",
-    "l": "last_seen_at",
-    "e": "expires_at",
-    "a": "absolute_expires_at",
-    "t": "ttl",
-}
+
+# The fields of a stored session, in order (a MessagePack array).
+CREATED, SEEN, EXPIRES, ABSOLUTE, TTL, IP, AGENT, DATA, USER = range(9)
 
 # Update only a live session: a session revoked meanwhile is never recreated. The expiry only
 # moves forward: a late write of an older expiry (a request that loaded the record before
-# another's touch) leaves it alone.
+# another's touch) leaves it alone. Replies nil when there is no session, '' when the expiry
+# stayed, else the expiry it had (for the counts by expiry).
 UPDATE_SCRIPT = """
 local stored = redis.pcall('GET', KEYS[1])
-if type(stored) ~= 'string' then return 0 end
-local session = cjson.decode(stored)
-local later = tonumber(ARGV[2]) > tonumber(session.e)
-if later then session.l, session.e = ARGV[1], ARGV[2] end
+if type(stored) ~= 'string' then return false end
+local session = cmsgpack.unpack(stored)
+local moved = ''
+local expires = tonumber(ARGV[2])
+if expires > session[3] then
+  moved = string.format('%.17g', session[3])
+  session[2], session[3] = tonumber(ARGV[1]), expires
+end
+local data = session[8]
 local removed = tonumber(ARGV[4])
-for i = 5, 4 + removed do session.d[ARGV[i]] = nil end
-for i = 5 + removed, #ARGV, 2 do session.d[ARGV[i]] = ARGV[i + 1] end
-redis.call('SET', KEYS[1], cjson.encode(session), 'KEEPTTL')
-if later then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
-return 1
+for i = 5, 4 + removed do data[ARGV[i]] = nil end
+for i = 5 + removed, #ARGV, 2 do data[ARGV[i]] = ARGV[i + 1] end
+redis.call('SET', KEYS[1], cmsgpack.pack(session), 'KEEPTTL')
+if moved ~= '' then redis.call('PEXPIREAT', KEYS[1], ARGV[3]) end
+return moved
 """
 UPDATE = Script.of(UPDATE_SCRIPT)
+# Delete a session; its user id ('' if none) and expiry, so its index entry and count can go.
+DELETE_SCRIPT = """
+local stored = redis.pcall('GET', KEYS[1])
+if type(stored) ~= 'string' then return false end
+redis.call('DEL', KEYS[1])
+local session = cmsgpack.unpack(stored)
+return {session[9] or '', string.format('%.17g', session[3])}
+"""
+# Move one session's count from one slice of expiry to another (or add or take one).
+COUNT_SCRIPT = """
+for i = 1, #ARGV, 2 do
+  if redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) <= 0 then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 0
+"""
+COUNT = Script.of(COUNT_SCRIPT)
+COUNT_SLICE = 600  # seconds of expiry per count: ``count`` may include sessions ended that long
 # Take back one counted event, never creating a counter (nor one without its expiry).
 RELEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) and tonumber(redis.call('GET', KEYS[1])) > 0 then
@@ -87,8 +126,15 @@ if redis.call('GET', KEYS[1]) and tonumber(redis.call('GET', KEYS[1])) > 0 then
 end
 return 0
 """
-# Delete a session and return its user id, so its index entry can be removed.
-DELETE_SCRIPT = """
+# The layout before 0.4: a session's JSON, and the user id it had (to move it, or end it).
+LEGACY_TIMES = {
+    "c": "created_at",
+    "l": "last_seen_at",
+    "e": "expires_at",
+    "a": "absolute_expires_at",
+    "t": "ttl",
+}
+LEGACY_DELETE_SCRIPT = """
 local stored = redis.pcall('GET', KEYS[1])
 local user
 if type(stored) == 'string' then
@@ -100,17 +146,9 @@ if redis.call('DEL', KEYS[1]) == 0 then return false end
 if type(user) ~= 'string' then return '' end
 return user
 """
-
-# Remove at most ARGV[2] members scored at or before ARGV[1]: bounded work however many expired.
-TRIM_SCRIPT = """
-local gone = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, ARGV[2])
-if #gone > 0 then redis.call('ZREM', KEYS[1], unpack(gone)) end
-return #gone
-"""
-TRIM_ON_WRITE = 100  # live index entries of expired sessions removed by each new session
-TRIM_BATCH = 1000  # ...and by each step of the periodic sweep
-SWEEP_STEPS = 10  # steps of one sweep at most
-
+INDEX_BUCKETS = 65536  # buckets of the user index: a few sessions each up to millions
+INDEX_SWEEP = 1024  # buckets trimmed by each periodic sweep
+AGENTS_KEPT = 4096  # User-Agents each process keeps, by id
 
 MAX_CONNECTIONS = 256
 POOL_WAIT = 5.0  # seconds a request waits for a pooled connection before a 503
@@ -156,8 +194,13 @@ def _decoded(text: str) -> Any:
 
 
 def _encoded(data: dict[str, Any]) -> dict[str, str]:
-    """Session data values as JSON text: opaque strings to the update script's cjson."""
+    """Session data values as JSON text: opaque strings to the update script."""
     return {name: json.dumps(value, separators=(",", ":")) for name, value in data.items()}
+
+
+def _text(value: Any) -> str:
+    """A reply of the client (bytes) as text."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _pipelined_error(error: RedisUnavailable | ReplyError) -> Exception:
@@ -248,7 +291,75 @@ class _Connection(NamedTuple):
     client: aioredis.Redis | RedisCluster
     update: AsyncScript
     delete: AsyncScript
-    trim: AsyncScript
+    counts: AsyncScript
+    legacy_delete: AsyncScript
+
+
+def _name(key: str) -> str:
+    """A store key as it appears in Redis: a SHA-256 in hex as base64url (43 characters instead
+    of 64); any other key as itself after a ``~``, which base64url never holds."""
+    if len(key) == 64:
+        try:
+            return base64.urlsafe_b64encode(bytes.fromhex(key)).rstrip(b"=").decode()
+        except ValueError:
+            pass
+    return f"~{key}"
+
+
+def _key(name: str) -> str:
+    """The store key of a name from ``_name``."""
+    if name.startswith("~"):
+        return name[1:]
+    return base64.urlsafe_b64decode(name + "=").hex()
+
+
+def _agent_id(user_agent: str) -> int:
+    """The 48-bit id of a User-Agent (exact in the update script's doubles); 0 for none."""
+    if not user_agent:
+        return 0
+    return int.from_bytes(hashlib.sha256(user_agent.encode()).digest()[:6], "big") or 1
+
+
+def _slice(expires_at: float) -> str:
+    return str(int(expires_at // COUNT_SLICE))
+
+
+class _Stored(NamedTuple):
+    """A session read from Redis, before its User-Agent is looked up."""
+
+    key: str
+    fields: list[Any]
+
+    def record(self, user_agent: str) -> SessionRecord:
+        fields = self.fields
+        return SessionRecord(
+            key=self.key,
+            created_at=float(fields[CREATED]),
+            last_seen_at=float(fields[SEEN]),
+            expires_at=float(fields[EXPIRES]),
+            absolute_expires_at=float(fields[ABSOLUTE]),
+            ttl=float(fields[TTL]),
+            user_id=fields[USER] if len(fields) > USER else None,
+            ip=fields[IP],
+            user_agent=user_agent,
+            data={name: _decoded(value) for name, value in (fields[DATA] or {}).items()},
+        )
+
+
+def _packed(record: SessionRecord) -> bytes:
+    fields: list[Any] = [
+        float(record.created_at),
+        float(record.last_seen_at),
+        float(record.expires_at),
+        float(record.absolute_expires_at),
+        int(record.ttl) if float(record.ttl).is_integer() else float(record.ttl),
+        record.ip,
+        _agent_id(record.user_agent),
+        _encoded(record.data),
+    ]
+    if record.user_id is not None:
+        fields.append(record.user_id)
+    return msgpack.packb(fields)
 
 
 class RedisSessionStore(SessionStore):
@@ -263,7 +374,11 @@ class RedisSessionStore(SessionStore):
         self.prefix = prefix
         self._connection: _Connection | None = None
         self._unavailable = "redis: not started"  # why there is no connection
-        self.live_key = f"{prefix}live"  # every live session, scored by its expiry
+        self.count_key = f"{prefix}n"  # session counts by slice of expiry
+        self.legacy_live_key = f"{prefix}live"  # before 0.4: every session, by its expiry
+        self._legacy = False  # whether sessions of the layout before 0.4 may remain
+        self._agents: OrderedDict[int, str] = OrderedDict()  # User-Agents by id, recent last
+        self._next_bucket = secrets.randbelow(INDEX_BUCKETS)  # where the next sweep starts
         self._follower: asyncio.Task[None] | None = None  # Sentinel: follows master switches
         # a plain server's session loads and touches, pipelined
         self._pipelined: PipelinedConnection | None = None
@@ -271,7 +386,6 @@ class RedisSessionStore(SessionStore):
     async def start(self) -> None:
         client = redis_client(
             self.url,
-            decode_responses=True,
             socket_connect_timeout=2,
             socket_timeout=5,
             health_check_interval=30,
@@ -280,7 +394,8 @@ class RedisSessionStore(SessionStore):
             client,
             client.register_script(UPDATE_SCRIPT),
             client.register_script(DELETE_SCRIPT),
-            client.register_script(TRIM_SCRIPT),
+            client.register_script(COUNT_SCRIPT),
+            client.register_script(LEGACY_DELETE_SCRIPT),
         )
         self._pipelined = PipelinedConnection.for_url(self.url, timeout=5, connect_timeout=2)
         if isinstance(client, RedisCluster):
@@ -292,6 +407,14 @@ class RedisSessionStore(SessionStore):
                 log.warning("redis cluster unavailable at start (%s)", error)
         elif isinstance(client.connection_pool, SentinelConnectionPool):
             self._follower = asyncio.create_task(self._follow_master(client.connection_pool))
+        try:
+            await self._check_legacy()
+        except StoreUnavailable:  # checked again at the next sweep; until then, assume some
+            self._legacy = True
+
+    async def _check_legacy(self) -> None:
+        async with _available():
+            self._legacy = bool(await self.client.exists(self.legacy_live_key))
 
     @property
     def connection(self) -> _Connection:
@@ -307,73 +430,95 @@ class RedisSessionStore(SessionStore):
         return self.connection.client
 
     def session_key(self, key: str) -> str:
+        return f"{self.prefix}s:{_name(key)}"
+
+    def agent_key(self, agent: int) -> str:
+        return f"{self.prefix}a:{agent:x}"
+
+    def index_entry(self, user_id: str, key: str) -> tuple[str, str]:
+        """The user index bucket of a user's session, and its member there."""
+        digest = hashlib.sha256(user_id.encode()).hexdigest()
+        bucket = int(digest[:4], 16) % INDEX_BUCKETS
+        return f"{self.prefix}ui:{bucket:04x}", self._tag(digest) + _name(key)
+
+    @staticmethod
+    def _tag(digest: str) -> str:
+        return digest[4:10]
+
+    def legacy_session_key(self, key: str) -> str:
         return f"{self.prefix}s:{key}"
 
-    def user_key(self, user_id: str) -> str:
+    def legacy_user_key(self, user_id: str) -> str:
         return f"{self.prefix}u:{user_id}"
 
+    # -- reading ---------------------------------------------------------------------------------
+
     async def load(self, key: str) -> SessionRecord | None:
+        name = self.session_key(key)
         if self._pipelined is not None and self._connection is not None:
             try:
-                stored = await self._pipelined.command("GET", self.session_key(key))
+                stored = await self._pipelined.command("GET", name)
             except (RedisUnavailable, ReplyError) as error:
-                if str(error).startswith("WRONGTYPE"):  # a hash, as before 0.2: signed out
-                    return None
                 raise _pipelined_error(error) from error
-            return self._record(key, stored) if stored else None
+        else:
+            async with _available():
+                stored = await self.client.get(name)
+        if stored:
+            return await self._record(key, stored)
+        return await self._move_legacy(key) if self._legacy else None
+
+    async def _record(self, key: str, stored: bytes) -> SessionRecord:
+        found = _Stored(key, msgpack.unpackb(stored))
+        return found.record(await self._agent(found.fields[AGENT]))
+
+    async def _agent(self, agent: int) -> str:
+        """The User-Agent of an id: kept by this process, or read once."""
+        if not agent:
+            return ""
+        user_agent = self._agents.get(agent)
+        if user_agent is not None:
+            return user_agent
         async with _available():
-            try:
-                stored = cast(str | None, await self.client.get(self.session_key(key)))
-            except ResponseError as error:
-                if not _legacy(error):
-                    raise
-                return None
-        return self._record(key, stored) if stored else None
+            stored = await self.client.get(self.agent_key(agent))
+        # gone only if every session with it ended; a late reader shows none
+        user_agent = _text(stored) if stored else ""
+        if user_agent:
+            self._agents[agent] = user_agent
+            if len(self._agents) > AGENTS_KEPT:
+                self._agents.popitem(last=False)
+        return user_agent
 
-    async def _members(self, index: str) -> list[str]:
-        """Every member of a sorted set, lowest score first."""
-        # the client decodes responses, which redis-py's types cannot express
-        return cast(list[str], await self.client.zrange(index, 0, -1))
-
-    def _record(self, key: str, stored: str) -> SessionRecord:
-        session = _decoded(stored)
-        return SessionRecord(
-            key=key,
-            user_id=session.get("u"),
-            ip=session["ip"],
-            user_agent=session["ua"],
-            data={name: _decoded(value) for name, value in (session["d"] or {}).items()},
-            **{attr: float(session[name]) for name, attr in TIMES.items()},
-        )
+    # -- writing ---------------------------------------------------------------------------------
 
     async def create(self, record: SessionRecord) -> None:
-        session: dict[str, Any] = {
-            name: repr(float(getattr(record, attr))) for name, attr in TIMES.items()
-        }
-        session.update(ip=record.ip, ua=record.user_agent, d=_encoded(record.data))
-        if record.user_id is not None:
-            session["u"] = record.user_id
-        async with _available():
-            await self.client.set(
-                self.session_key(record.key),
-                json.dumps(session, separators=(",", ":")),
-                pxat=_ms(record.expires_at),
-            )
-            await self.client.zadd(self.live_key, {record.key: record.expires_at})
-            await self.connection.trim(
-                keys=[self.live_key], args=[record.created_at, TRIM_ON_WRITE]
-            )
-            if record.user_id is not None:
-                await self._index(record.user_id, record.key, record.absolute_expires_at)
+        await self._create(record, only_new=False)
 
-    async def _index(self, user_id: str, key: str, until: float) -> None:
-        index = self.user_key(user_id)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.zremrangebyscore(index, "-inf", f"({time.time()}")  # past their absolute expiry
-            pipe.zadd(index, {key: until})
-            pipe.pexpireat(index, _ms(until), nx=True)
-            pipe.pexpireat(index, _ms(until), gt=True)
-            await pipe.execute()
+    async def _create(self, record: SessionRecord, only_new: bool) -> bool:
+        """Store a new session with its index entry, User-Agent and count; with ``only_new``,
+        nothing if its key exists (False)."""
+        expires, until = _ms(record.expires_at), _ms(record.absolute_expires_at)
+        agent = _agent_id(record.user_agent)
+        async with _available():
+            if not await self.client.set(
+                self.session_key(record.key), _packed(record), pxat=expires, nx=only_new
+            ):
+                return False
+            async with self.client.pipeline(transaction=False) as pipe:
+                if agent:  # kept as long as the last session that has it can live
+                    agent_key = self.agent_key(agent)
+                    pipe.set(agent_key, record.user_agent, pxat=until, nx=True)
+                    pipe.pexpireat(agent_key, until, gt=True)
+                if record.user_id is not None:
+                    bucket, member = self.index_entry(record.user_id, record.key)
+                    # whole seconds, rounded up: a compact integer, never before the expiry
+                    pipe.zadd(bucket, {member: math.ceil(record.absolute_expires_at)})
+                    # entries of sessions past their absolute expiry, of any user of the bucket
+                    pipe.zremrangebyscore(bucket, "-inf", f"({record.created_at}")
+                await pipe.execute()
+            await self.connection.counts(keys=[self.count_key], args=[_slice(record.expires_at), 1])
+        if agent:
+            self._agents[agent] = record.user_agent
+        return True
 
     async def update(
         self,
@@ -390,103 +535,219 @@ class RedisSessionStore(SessionStore):
         session_key = self.session_key(key)
         if self._pipelined is not None and self._connection is not None:
             try:
-                updated = await self._pipelined.script(UPDATE, [session_key], args)
-                if updated:  # XX: never re-adds a revoked session; GT: only forward
-                    await self._pipelined.command(
-                        "ZADD", self.live_key, "XX", "GT", repr(float(expires_at)), key
-                    )
+                moved = await self._pipelined.script(UPDATE, [session_key], args)
             except (RedisUnavailable, ReplyError) as error:
                 raise _pipelined_error(error) from error
-            return bool(updated)
-        async with _available():
-            if not await self.connection.update(keys=[session_key], args=args):
-                return False
-            await self.client.zadd(self.live_key, {key: expires_at}, xx=True, gt=True)
+        else:
+            async with _available():
+                moved = await self.connection.update(keys=[session_key], args=args)
+        if moved is None:
+            return False
+        if moved and _slice(float(moved)) != _slice(expires_at):
+            await self._count(_slice(float(moved)), -1, _slice(expires_at), 1)
         return True
+
+    async def _count(self, *changes: str | int) -> None:
+        """Add to (or take from) the session counts of slices of expiry."""
+        args = [str(change) for change in changes]
+        if self._pipelined is not None and self._connection is not None:
+            try:
+                await self._pipelined.script(COUNT, [self.count_key], args)
+            except (RedisUnavailable, ReplyError) as error:
+                raise _pipelined_error(error) from error
+            return
+        async with _available():
+            await self.connection.counts(keys=[self.count_key], args=args)
 
     async def delete(self, key: str) -> bool:
         async with _available():
-            user_id = await self.connection.delete(keys=[self.session_key(key)])
-            await self.client.zrem(self.live_key, key)
-            if user_id:
-                await self.client.zrem(self.user_key(user_id), key)
-        return user_id is not None
+            found = await self.connection.delete(keys=[self.session_key(key)])
+        if found is None:
+            return await self._delete_legacy(key) if self._legacy else False
+        user_id, expires = (_text(part) for part in found)
+        await self._forget([(key, user_id, float(expires))])
+        return True
+
+    async def _forget(self, ended: list[tuple[str, str, float]]) -> None:
+        """Remove the index entries and counts of deleted sessions: (key, user id, expiry)."""
+        counts: dict[str, int] = {}
+        async with _available(), self.client.pipeline(transaction=False) as pipe:
+            for key, user_id, expires in ended:
+                if user_id:
+                    pipe.zrem(*self.index_entry(user_id, key))
+                counts[_slice(expires)] = counts.get(_slice(expires), 0) - 1
+            if len(pipe):
+                await pipe.execute()
+        await self._count(*[part for change in counts.items() for part in change])
+
+    # -- a user's sessions -----------------------------------------------------------------------
+
+    async def _entries(self, user_id: str) -> list[tuple[str, float]]:
+        """The keys in a user's index and their absolute expiries (in whole seconds)."""
+        if self._legacy:
+            await self._move_legacy_user(user_id)
+        bucket, _ = self.index_entry(user_id, "")
+        tag = self._tag(hashlib.sha256(user_id.encode()).hexdigest())
+        entries = []
+        async with _available():
+            async for member, score in self.client.zscan_iter(bucket, match=f"{tag}*", count=1000):
+                entries.append((_key(_text(member)[len(tag) :]), float(score)))
+        return entries
+
+    async def _read(self, keys: list[str]) -> list[_Stored | None]:
+        """The stored sessions of several keys (None where there is none)."""
+        async with _available(), self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(self.session_key(key))
+            rows = await pipe.execute()
+        return [
+            _Stored(key, msgpack.unpackb(row)) if row else None
+            for key, row in zip(keys, rows, strict=True)
+        ]
+
+    async def _owned(self, user_id: str) -> tuple[list[_Stored], list[str]]:
+        """A user's stored sessions, oldest first, and the keys in their index entries that name
+        no session (Redis expired it). An entry of another user whose digest begins the same
+        is theirs: left out, and left alone."""
+        entries = await self._entries(user_id)
+        if not entries:
+            return [], []
+        keys = [key for key, _ in entries]
+        found = await self._read(keys)
+        owned = [
+            row
+            for row in found
+            if row is not None and len(row.fields) > USER and row.fields[USER] == user_id
+        ]
+        owned.sort(key=lambda row: float(row.fields[ABSOLUTE]))
+        return owned, [key for key, row in zip(keys, found, strict=True) if row is None]
+
+    async def _drop_entries(self, user_id: str, keys: list[str]) -> None:
+        """Index entries of sessions the user no longer has (Redis expired them)."""
+        if keys:
+            bucket, _ = self.index_entry(user_id, "")
+            async with _available():
+                await self.client.zrem(bucket, *[self.index_entry(user_id, k)[1] for k in keys])
 
     async def list_user(self, user_id: str) -> list[SessionRecord]:
-        index = self.user_key(user_id)
-        async with _available():
-            await self.client.zremrangebyscore(index, "-inf", f"({time.time()}")
-            keys = await self._members(index)
-            if not keys:
-                return []
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.get(self.session_key(key))
-                rows = await pipe.execute(raise_on_error=False)
-            for row in rows:
-                if isinstance(row, Exception) and not _legacy(row):
-                    raise row
-            rows = [row if isinstance(row, str) else None for row in rows]
-            gone = [key for key, stored in zip(keys, rows, strict=True) if not stored]
-            if gone:
-                await self.client.zrem(index, *gone)
-        return [self._record(key, stored) for key, stored in zip(keys, rows, strict=True) if stored]
+        owned, gone = await self._owned(user_id)
+        await self._drop_entries(user_id, gone)
+        return [row.record(await self._agent(row.fields[AGENT])) for row in owned]
 
     async def delete_user(self, user_id: str, keep: str | None = None) -> list[str]:
-        index = self.user_key(user_id)
+        owned, gone = await self._owned(user_id)
+        await self._drop_entries(user_id, gone)
+        return await self._delete_all([row.key for row in owned if row.key != keep], user_id)
+
+    async def _delete_all(self, keys: list[str], user_id: str) -> list[str]:
+        """Delete sessions of a user; the keys of those that were still there."""
+        if not keys:
+            return []
         async with _available():
-            keys = [key for key in await self._members(index) if key != keep]
-            if not keys:
-                return []
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.delete(self.session_key(key))
-                deleted = await pipe.execute()
-            await self.client.zrem(index, *keys)
-            await self.client.zrem(self.live_key, *keys)
-        return [key for key, count in zip(keys, deleted, strict=True) if count]
+            found = [await self.connection.delete(keys=[self.session_key(key)]) for key in keys]
+        ended = [
+            (key, user_id, float(row[1]))
+            for key, row in zip(keys, found, strict=True)
+            if row is not None
+        ]
+        gone = [key for key, row in zip(keys, found, strict=True) if row is None]
+        await self._forget(ended)
+        await self._drop_entries(user_id, gone)
+        return [key for key, _, _ in ended]
 
     async def trim_user(self, user_id: str, keep: int, now: float) -> list[str]:
-        index = self.user_key(user_id)
-        async with _available():
-            # oldest first: scored by absolute expiry, a fixed time after sign-in
-            keys = await self._members(index)
-            if len(keys) <= keep:
-                return []
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.exists(self.session_key(key))
-                found = await pipe.execute()
-            live = [key for key, exists in zip(keys, found, strict=True) if exists]
-            gone = [key for key, exists in zip(keys, found, strict=True) if not exists]
-            if gone:  # sessions Redis expired by itself: their entries go without counting
-                await self.client.zrem(index, *gone)
-            oldest = live[: max(0, len(live) - keep)]
-            if not oldest:
-                return []
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key in oldest:
-                    pipe.delete(self.session_key(key))
-                deleted = await pipe.execute()
-            await self.client.zrem(index, *oldest)
-            await self.client.zrem(self.live_key, *oldest)
-        return [key for key, count in zip(oldest, deleted, strict=True) if count]
+        # oldest first: scored by absolute expiry, a fixed time after sign-in
+        owned, gone = await self._owned(user_id)
+        await self._drop_entries(user_id, gone)
+        if len(owned) <= keep:
+            return []
+        return await self._delete_all([row.key for row in owned[: len(owned) - keep]], user_id)
+
+    # -- upkeep ----------------------------------------------------------------------------------
 
     async def sweep(self, now: float) -> int:
-        """Redis expires sessions by their TTL; their live index entries go here, in batches."""
+        """Redis expires sessions by their TTL. Here: index entries past their absolute expiry,
+        in a slice of the buckets at each run, and the counts of past slices of expiry."""
         removed = 0
+        first = self._next_bucket
+        self._next_bucket = (first + INDEX_SWEEP) % INDEX_BUCKETS
         async with _available():
-            for _ in range(SWEEP_STEPS):
-                batch = await self.connection.trim(keys=[self.live_key], args=[now, TRIM_BATCH])
-                removed += batch
-                if batch < TRIM_BATCH:
-                    break
+            async with self.client.pipeline(transaction=False) as pipe:
+                for number in range(first, first + INDEX_SWEEP):
+                    bucket = f"{self.prefix}ui:{number % INDEX_BUCKETS:04x}"
+                    pipe.zremrangebyscore(bucket, "-inf", f"({now}")
+                removed = sum(await pipe.execute())
+            past = [
+                name
+                for name in await self.client.hkeys(self.count_key)
+                if int(name) < int(_slice(now))
+            ]
+            if past:
+                await self.client.hdel(self.count_key, *past)
+        if self._legacy:
+            async with _available():
+                await self.client.zremrangebyscore(self.legacy_live_key, "-inf", now)
+            await self._check_legacy()
         return removed
 
     async def count(self, now: float) -> int:
+        """Sessions that expire in the current slice of expiry or later."""
         async with _available():
-            await self.client.zremrangebyscore(self.live_key, "-inf", now)
-            return await self.client.zcard(self.live_key)
+            counts = await self.client.hgetall(self.count_key)
+        current = int(_slice(now))
+        live = sum(int(n) for name, n in counts.items() if int(name) >= current)
+        if self._legacy:
+            async with _available():
+                live += await self.client.zcount(self.legacy_live_key, f"({now}", "+inf")
+        return live
+
+    # -- the layout before 0.4 -------------------------------------------------------------------
+
+    async def _move_legacy(self, key: str) -> SessionRecord | None:
+        """A session of the layout before 0.4, moved to this one; None if there is none."""
+        async with _available():
+            try:
+                stored = await self.client.get(self.legacy_session_key(key))
+            except ResponseError as error:
+                if not _legacy(error):
+                    raise
+                return None  # a hash, as before 0.2: signed out
+        if not stored:
+            return None
+        session = _decoded(_text(stored))
+        record = SessionRecord(
+            key=key,
+            user_id=session.get("u"),
+            ip=session["ip"],
+            user_agent=session["ua"],
+            data={name: _decoded(value) for name, value in (session["d"] or {}).items()},
+            **{attr: float(session[name]) for name, attr in LEGACY_TIMES.items()},
+        )
+        if not await self._create(record, only_new=True):
+            return await self.load(key)  # moved by a concurrent request
+        async with _available():
+            await self.client.delete(self.legacy_session_key(key))
+            await self.client.zrem(self.legacy_live_key, key)
+        return record
+
+    async def _move_legacy_user(self, user_id: str) -> None:
+        """Move a user's sessions of the layout before 0.4, so that they can be listed and ended."""
+        old = self.legacy_user_key(user_id)
+        async with _available():
+            keys = await self.client.zrange(old, 0, -1)
+        for key in keys:
+            await self.load(_text(key))
+        if keys:
+            async with _available():
+                await self.client.zrem(old, *keys)
+
+    async def _delete_legacy(self, key: str) -> bool:
+        async with _available():
+            user_id = await self.connection.legacy_delete(keys=[self.legacy_session_key(key)])
+            await self.client.zrem(self.legacy_live_key, key)
+            if user_id:
+                await self.client.zrem(self.legacy_user_key(_text(user_id)), key)
+        return user_id is not None
 
     async def _follow_master(self, pool: SentinelConnectionPool) -> None:
         """Leave the old master as soon as a sentinel announces the new one.
@@ -563,7 +824,8 @@ class RedisCounters:
             pipe.get(key)
             pipe.pttl(key)
             count, ttl = await pipe.execute()
-        return (int(count), now + ttl / 1000) if count and ttl > 0 else (0, now)
+        # PTTL is 0 in a window's last millisecond: the counter still counts until it is gone
+        return (int(count), now + ttl / 1000) if count and ttl >= 0 else (0, now)
 
     async def release(self, name: str, now: float) -> None:
         script = self.store.client.register_script(RELEASE_SCRIPT)  # no I/O: EVALSHA at the call
