@@ -98,10 +98,13 @@ async def quiet(pid: int | None = None) -> AsyncIterator[dict[str, float]]:
 
 
 def login_session(number: int) -> Session:
-    """A new session signed in as a distinct user, as a sign-in builds it."""
+    """A new session signed in as a distinct user, as a sign-in builds it (its data, an IP
+    address and a browser's User-Agent)."""
     session = Session()
-    data = {"email": f"user{number}@example.com", "role": "user"}
+    data = {"email": f"user{number}@example.com", "role": "user", "amr": ["pwd"]}
     session.login(secrets.token_hex(12), data, remember_me=False, ttl=86400)
+    session.ip = f"203.0.{number // 256 % 256}.{number % 256}"
+    session.user_agent = USER_AGENT
     return session
 
 

@@ -5,10 +5,11 @@ The layout is made for memory (a million signed-in sessions in a few hundred meg
 giving up a guarantee:
 
 - ``<prefix>s:<key>``: the session, a MessagePack array ``[created, last seen, expires, absolute
-  expiry, ttl, ip, agent id, data, user id]`` (the user id only when signed in); the key is the
-  store key (the SHA-256 of the token) in base64url, 43 characters. Times are IEEE doubles,
-  exact; each data value is its own JSON text, opaque to the update script, so nothing is
-  retyped or rounded. Redis expires it at its expiry.
+  expiry, ttl, ip, agent id, data, user id]`` (the user id only when signed in; expires 0 when it
+  is last seen + ttl, as it is but near the absolute expiry); the key is the store key (the
+  SHA-256 of the token) in base64url, 43 characters. Times are IEEE doubles, exact; each data
+  value is its own JSON text, opaque to the update script, so nothing is retyped or rounded.
+  Redis expires it at its expiry.
 - ``<prefix>a:<agent id>``: a User-Agent, stored once for all the sessions that share it (a 48-bit
   digest names it), and expired with the last of them. Processes keep the ones they read.
 - ``<prefix>ui:<bucket>``: a sorted set per 1/65536 of the users (by a digest of the user id),
@@ -86,10 +87,13 @@ local stored = redis.pcall('GET', KEYS[1])
 if type(stored) ~= 'string' then return false end
 local session = cmsgpack.unpack(stored)
 local moved = ''
-local expires = tonumber(ARGV[2])
-if expires > session[3] then
-  moved = string.format('%.17g', session[3])
-  session[2], session[3] = tonumber(ARGV[1]), expires
+local expires, was = tonumber(ARGV[2]), session[3]
+if was == 0 then was = session[2] + session[5] end
+if expires > was then
+  moved = string.format('%.17g', was)
+  local seen = tonumber(ARGV[1])
+  session[2], session[3] = seen, expires
+  if expires == seen + session[5] then session[3] = 0 end
 end
 local data = session[8]
 local removed = tonumber(ARGV[4])
@@ -106,7 +110,9 @@ local stored = redis.pcall('GET', KEYS[1])
 if type(stored) ~= 'string' then return false end
 redis.call('DEL', KEYS[1])
 local session = cmsgpack.unpack(stored)
-return {session[9] or '', string.format('%.17g', session[3])}
+local expires = session[3]
+if expires == 0 then expires = session[2] + session[5] end
+return {session[9] or '', string.format('%.17g', expires)}
 """
 # Move one session's count from one slice of expiry to another (or add or take one).
 COUNT_SCRIPT = """
@@ -330,13 +336,18 @@ class _Stored(NamedTuple):
     key: str
     fields: list[Any]
 
+    @property
+    def expires_at(self) -> float:
+        fields = self.fields
+        return float(fields[EXPIRES]) or float(fields[SEEN]) + float(fields[TTL])
+
     def record(self, user_agent: str) -> SessionRecord:
         fields = self.fields
         return SessionRecord(
             key=self.key,
             created_at=float(fields[CREATED]),
             last_seen_at=float(fields[SEEN]),
-            expires_at=float(fields[EXPIRES]),
+            expires_at=self.expires_at,
             absolute_expires_at=float(fields[ABSOLUTE]),
             ttl=float(fields[TTL]),
             user_id=fields[USER] if len(fields) > USER else None,
@@ -347,10 +358,11 @@ class _Stored(NamedTuple):
 
 
 def _packed(record: SessionRecord) -> bytes:
+    seen, expires = float(record.last_seen_at), float(record.expires_at)
     fields: list[Any] = [
         float(record.created_at),
-        float(record.last_seen_at),
-        float(record.expires_at),
+        seen,
+        0 if expires == seen + float(record.ttl) else expires,  # 0: a ttl after last seen
         float(record.absolute_expires_at),
         int(record.ttl) if float(record.ttl).is_integer() else float(record.ttl),
         record.ip,

@@ -1,0 +1,99 @@
+"""Redis memory per signed-in session, its indexes included, as the store grows to a million:
+used_memory growth and MEMORY USAGE by kind of key (see bench/README.md).
+
+    .venv/bin/python -m bench.redis_memory [--quick] --json F
+
+Sessions are made through the public API as sign-ins make them (a distinct user each, the
+sign-in's data, an IP address and a browser's User-Agent), on a private Redis the run empties
+first: every key there is counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from bench import _common as common
+from tornado_auth.sessions import SessionManager, backend_for_url
+from tornado_auth.sessions.session import Lifetime
+
+FULL = {"sizes": [1_000, 10_000, 100_000, 1_000_000]}
+QUICK = {"sizes": [1_000, 10_000]}
+LIFETIME = Lifetime(ttl=86400, remember_me_ttl=30 * 86400, absolute_ttl=30 * 86400,
+                    touch_interval=60)  # fmt: skip
+AT_ONCE = 500  # sign-ins in flight
+CONNECT_REDIS_BYTES = 280  # the reference: express-session + connect-redis, per login session
+
+
+async def by_kind(client: aioredis.Redis, prefix: str) -> dict[str, dict[str, int]]:
+    """Keys and MEMORY USAGE bytes by kind (what follows the prefix, up to the next colon)."""
+    kinds: dict[str, dict[str, int]] = {}
+    batch: list[bytes] = []
+
+    async def measure() -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            for key in batch:
+                pipe.memory_usage(key, samples=0)
+            usages = await pipe.execute()
+        for key, usage in zip(batch, usages, strict=True):
+            kind = key.decode()[len(prefix) :].split(":")[0]
+            entry = kinds.setdefault(kind, {"keys": 0, "bytes": 0})
+            entry["keys"] += 1
+            entry["bytes"] += usage or 0
+        batch.clear()
+
+    async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        batch.append(key)
+        if len(batch) == 1000:
+            await measure()
+    await measure()
+    return kinds
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    prefix = "ta:"
+    async with aioredis.from_url(common.REDIS_URL) as client:
+        await client.flushdb()
+        backend = backend_for_url(common.REDIS_URL, prefix, cache_size=0, cache_ttl=0)
+        await backend.start()
+        manager = SessionManager(backend.store, backend.events, LIFETIME)
+        try:
+            await manager.commit(common.login_session(-1))  # connections, scripts, User-Agent
+            base = int((await client.info("memory"))["used_memory"])
+            made, rows, began = 0, [], time.monotonic()
+            for size in args.sizes:
+                while made < size:
+                    batch = range(made, min(size, made + AT_ONCE))
+                    await asyncio.gather(*(manager.commit(common.login_session(n)) for n in batch))
+                    made += len(batch)
+                used = int((await client.info("memory"))["used_memory"])
+                kinds = await by_kind(client, prefix)
+                total = sum(kind["bytes"] for kind in kinds.values())
+                row = {
+                    "sessions": size,
+                    "used_memory_bytes_per_session": round((used - base) / size, 1),
+                    "memory_usage_bytes_per_session": round(total / size, 1),
+                    "by_kind": {
+                        name: kind | {"bytes_per_session": round(kind["bytes"] / size, 1)}
+                        for name, kind in sorted(kinds.items())
+                    },
+                    "fill_s": round(time.monotonic() - began, 1),
+                }
+                print(f"redis_memory: {row}", flush=True)
+                rows.append(row)
+        finally:
+            await backend.close()
+        await client.flushdb()
+    return {
+        "command": common.command_line(),
+        "reference_bytes": CONNECT_REDIS_BYTES,
+        "sizes": rows,
+    }
+
+
+if __name__ == "__main__":
+    common.cli(__doc__, main, FULL, QUICK)
