@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import tempfile
 import time
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from bench import _common as common
-from tornado_auth.sessions import SessionManager, backend_for_url
-from tornado_auth.sessions.session import Lifetime
+from tornado_auth import load_settings, start_services
 
 FULL = {"sizes": [1_000, 10_000, 100_000, 1_000_000]}
 QUICK = {"sizes": [1_000, 10_000]}
-LIFETIME = Lifetime(ttl=86400, remember_me_ttl=30 * 86400, absolute_ttl=30 * 86400,
-                    touch_interval=60)  # fmt: skip
 AT_ONCE = 500  # sign-ins in flight
 CONNECT_REDIS_BYTES = 280  # the reference: express-session + connect-redis, per login session
 
@@ -55,17 +53,26 @@ async def by_kind(client: aioredis.Redis, prefix: str) -> dict[str, dict[str, in
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="ta-bench-") as tmp:
+        return await fill_and_measure(tmp, args.sizes)
+
+
+async def fill_and_measure(tmp: str, sizes: list[int]) -> dict[str, Any]:
+    """Sign-ins up to each size, and the memory they take."""
     prefix = "ta:"
     async with aioredis.from_url(common.REDIS_URL) as client:
         await client.flushdb()
-        backend = backend_for_url(common.REDIS_URL, prefix, cache_size=0, cache_ttl=0)
-        await backend.start()
-        manager = SessionManager(backend.store, backend.events, LIFETIME)
+        settings = {"sessions.url": common.REDIS_URL, "sessions.key_prefix": prefix,
+                    "sessions.cache_size": 0, "users.url": f"sqlite:///{tmp}/users.db",
+                    "users.demo_users": False, "secrets.secret_file": f"{tmp}/cookie_secret",
+                    "logging.access_log": False}  # fmt: skip
+        services = await start_services(load_settings(environ={}, overrides=settings))
+        manager = services.sessions
         try:
             await manager.commit(common.login_session(-1))  # connections, scripts, User-Agent
             base = int((await client.info("memory"))["used_memory"])
             made, rows, began = 0, [], time.monotonic()
-            for size in args.sizes:
+            for size in sizes:
                 while made < size:
                     batch = range(made, min(size, made + AT_ONCE))
                     await asyncio.gather(*(manager.commit(common.login_session(n)) for n in batch))
@@ -86,7 +93,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"redis_memory: {row}", flush=True)
                 rows.append(row)
         finally:
-            await backend.close()
+            await services.close()
         await client.flushdb()
     return {
         "command": common.command_line(),
