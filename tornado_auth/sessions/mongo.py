@@ -27,6 +27,23 @@ def _date(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
+def document(record: SessionRecord) -> dict[str, Any]:
+    """The stored form of a session record."""
+    return {
+        "_id": record.key,
+        "user_id": record.user_id,
+        "created_at": record.created_at,
+        "last_seen_at": record.last_seen_at,
+        "expires": record.expires_at,
+        "expires_at": _date(record.expires_at),
+        "absolute_expires_at": record.absolute_expires_at,
+        "ttl": record.ttl,
+        "ip": record.ip,
+        "user_agent": record.user_agent,
+        "data": record.data,
+    }
+
+
 def _record(doc: dict[str, Any]) -> SessionRecord:
     return SessionRecord(
         key=doc["_id"],
@@ -86,21 +103,8 @@ class MongoSessionStore(SessionStore):
         return _record(doc) if doc else None
 
     async def create(self, record: SessionRecord) -> None:
-        doc = {
-            "_id": record.key,
-            "user_id": record.user_id,
-            "created_at": record.created_at,
-            "last_seen_at": record.last_seen_at,
-            "expires": record.expires_at,
-            "expires_at": _date(record.expires_at),
-            "absolute_expires_at": record.absolute_expires_at,
-            "ttl": record.ttl,
-            "ip": record.ip,
-            "user_agent": record.user_agent,
-            "data": record.data,
-        }
         async with available("session"):
-            await self.sessions.replace_one({"_id": record.key}, doc, upsert=True)
+            await self.sessions.replace_one({"_id": record.key}, document(record), upsert=True)
 
     async def update(
         self,

@@ -25,6 +25,11 @@ def _user(doc: dict[str, Any]) -> User:
     return User(id=doc["_id"], **{name: doc[name] for name in FIELDS if name in doc})
 
 
+def document(user: User) -> dict[str, Any]:
+    """The stored form of a user."""
+    return {"_id": user.id, **{name: getattr(user, name) for name in FIELDS}}
+
+
 def _query(where: UserFilter) -> dict[str, Any]:
     query: dict[str, Any] = {}
     if where.search:
@@ -58,10 +63,9 @@ class MongoUserStore(UserStore):
             await self.audit.create_index(AUDIT_ORDER)
 
     async def add(self, user: User) -> None:
-        doc = {"_id": user.id, **{name: getattr(user, name) for name in FIELDS}}
         async with available("user"):
             try:
-                await self.users.insert_one(doc)
+                await self.users.insert_one(document(user))
             except DuplicateKeyError:
                 raise EmailTaken(user.email) from None
 
