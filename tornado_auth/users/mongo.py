@@ -17,6 +17,7 @@ from .base import EmailTaken, User, UserFilter, UserStore
 
 MAJORITY = WriteConcern(w="majority")
 AUDIT_ORDER = [("at", ASCENDING), ("_id", ASCENDING)]  # oldest first (its index serves pages too)
+FERRETDB_DUPLICATE = ("UNIQUE constraint failed", "(SQLSTATE 23505)")
 FIELDS = [field.name for field in dataclasses.fields(User) if field.name != "id"]
 
 
@@ -116,8 +117,9 @@ class MongoUserStore(UserStore):
             except DuplicateKeyError:
                 raise EmailTaken(fields.get("email", "")) from None
             except OperationFailure as error:
-                # FerretDB v1 reports a unique-index violation in an update as code 1.
-                if "UNIQUE constraint failed" not in str(error):
+                # FerretDB v1 reports a unique-index violation in an update as code 1, with its
+                # backend's message (SQLite's or PostgreSQL's).
+                if not any(marker in str(error) for marker in FERRETDB_DUPLICATE):
                     raise
                 raise EmailTaken(fields.get("email", "")) from None
         return _user(doc) if doc else None
