@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import shutil
 import subprocess
+import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import DuplicateKeyError
 
 from tools import probes, services
@@ -150,3 +154,93 @@ def test_under_ci_each_service_that_cannot_start_fails_the_run_and_is_named(tmp_
     # outside CI the Cluster and Sentinel are optional: their tests skip
     assert "redis-cluster: its tests will skip" in local.stderr
     assert "its tests will skip" not in ci.stderr
+
+
+def private_ferretdb(
+    data: Path, backend: str, port: int = 0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The FerretDB runner on ``backend``, its data in ``data``, and its URL (skipped outside CI
+    when it cannot be had, or when scripts/services would run mongod instead)."""
+    if shutil.which("mongod"):
+        pytest.skip("mongod is on PATH: scripts/services runs it, not FerretDB")
+    port = port or free_port()
+    try:
+        process = services.mongodb_server(port, data, data.with_suffix(".log"), backend=backend)
+    except probes.ServiceError as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"FerretDB on {backend}: {error}")
+    return process, f"mongodb://127.0.0.1:{port}"
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(30)
+
+
+def cluster_processes(data: Path) -> list[int]:
+    """The PostgreSQL processes whose command line names ``data``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            words = cmdline.read_bytes()
+            if str(data).encode() in words and b"postgres" in words:
+                found.append(int(cmdline.parent.name))
+    return found
+
+
+def test_ferretdb_on_postgresql_finds_by_index_writes_atomically_and_keeps_its_data(tmp_path):
+    data = tmp_path / "mongo"
+    process, url = private_ferretdb(data, "postgresql")
+    try:
+        assert services.mongodb_kind(process) == "ferretdb-postgresql"
+        with MongoClient(url) as client:
+            things = client.smoke.things
+            things.create_index("owner")
+            # enough documents for PostgreSQL to prefer an index to reading the table
+            things.insert_many([{"_id": f"k{n}", "owner": f"o{n}", "n": 0} for n in range(5000)])
+            # FerretDB's own btree indexes cannot serve its "@>" lookups: the runner's GIN
+            # companions do, for _id and for each indexed field
+            for query in ({"_id": "k7"}, {"owner": "o7"}):
+                explain = client.smoke.command({"explain": {"find": "things", "filter": query}})
+                assert explain["filterPushdown"] is True
+                plan = str(explain["queryPlanner"])
+                assert "Index Scan" in plan and "_gin" in plan, plan
+
+            # the serialising proxy makes single-document updates atomic across connections
+            def bump() -> None:
+                own: MongoClient[dict[str, Any]]
+                with MongoClient(url) as own:
+                    for _ in range(20):
+                        own.smoke.things.find_one_and_update({"_id": "k1"}, {"$inc": {"n": 1}})
+
+            workers = [threading.Thread(target=bump) for _ in range(5)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            assert things.find_one({"_id": "k1"})["n"] == 100
+    finally:
+        stop(process)
+    # the cluster stopped with the runner, and a runner on the same directory finds the data
+    assert cluster_processes(data) == []
+    port = int(url.rsplit(":", 1)[1])
+    process, _ = private_ferretdb(data, "postgresql", port)
+    try:
+        with MongoClient(url) as client:
+            assert client.smoke.things.count_documents({}) == 5000
+    finally:
+        stop(process)
+    assert cluster_processes(data) == []
+
+
+def test_ferretdb_on_sqlite_can_still_be_chosen(tmp_path):
+    process, url = private_ferretdb(tmp_path / "mongo", "sqlite")
+    try:
+        assert services.mongodb_kind(process) == "ferretdb-sqlite"
+        with MongoClient(url) as client:
+            client.smoke.things.insert_one({"_id": "k"})
+            assert client.smoke.things.find_one({"_id": "k"}) == {"_id": "k"}
+        assert list((tmp_path / "mongo").glob("*.sqlite"))
+    finally:
+        stop(process)

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -40,6 +41,7 @@ from tools.probes import (
 REPO = Path(__file__).resolve().parent.parent
 FERRETDB_SRC = REPO / "services" / "ferretdb"
 WAIT_SECONDS = float(os.environ.get("SERVICES_WAIT_SECONDS", "60"))
+FERRETDB_BACKENDS = ("postgresql", "sqlite")
 
 
 # ---------------------------------------------------------------- processes
@@ -159,19 +161,78 @@ def redis_server(port: int, data: Path, log: Path, *options: str) -> subprocess.
     return process
 
 
-def mongodb_server(port: int, data: Path, log: Path) -> subprocess.Popen[bytes]:
-    """``mongod`` if it is on PATH, else the FerretDB runner (built on first use), on ``port``
-    with its files in ``data``; ready when it returns."""
+def mongodb_server(
+    port: int, data: Path, log: Path, backend: str | None = None
+) -> subprocess.Popen[bytes]:
+    """``mongod`` if it is on PATH, else the FerretDB runner (built on first use) on
+    ``backend`` (default ``$FERRETDB_BACKEND``, else PostgreSQL), on ``port`` with its files in
+    ``data``; ready when it returns."""
     data.mkdir(parents=True, exist_ok=True)
     if shutil.which("mongod"):
         command = ["mongod", "--dbpath", str(data), "--bind_ip", HOST, "--port", str(port)]
     else:
+        backend = ferretdb_backend(backend, log.with_name("apt.log"))
         command = [str(ferretdb_binary(log.with_name("ferretdb-build.log")))]
-        command += ["-listen", f"{HOST}:{port}", "-dir", str(data)]
+        command += ["-listen", f"{HOST}:{port}", "-dir", str(data), "-backend", backend]
+        if backend == "postgresql":
+            command += ["-postgresql-bin", str(postgres_bin()), "-postgresql-user", postgres_user()]
     process = spawn(command, log)
     with all_or_nothing([process]):
-        wait_until(lambda: mongo_answers(port), [process], log, f"{command[0]} on :{port}")
+        wait_until(
+            lambda: mongo_answers(port), [process], log, f"{mongodb_kind(process)} on :{port}"
+        )
     return process
+
+
+def mongodb_kind(process: subprocess.Popen[bytes]) -> str:
+    """What a process of ``mongodb_server`` runs: ``mongod``, ``ferretdb-postgresql`` or
+    ``ferretdb-sqlite``."""
+    args = [str(arg) for arg in process.args]  # type: ignore[union-attr]
+    if "-backend" not in args:
+        return Path(args[0]).name
+    return f"ferretdb-{args[args.index('-backend') + 1]}"
+
+
+def ferretdb_backend(chosen: str | None, log: Path) -> str:
+    """The FerretDB runner's backing store: the one chosen (else ``$FERRETDB_BACKEND``, else
+    PostgreSQL). PostgreSQL is installed with apt-get when missing (as root); where it cannot be,
+    SQLite stands in with a warning, except under CI or when PostgreSQL was asked for."""
+    backend = chosen or os.environ.get("FERRETDB_BACKEND") or ""
+    if backend and backend not in FERRETDB_BACKENDS:
+        raise ServiceError(f"FERRETDB_BACKEND={backend}: use one of {', '.join(FERRETDB_BACKENDS)}")
+    if backend == "sqlite":
+        return backend
+    try:
+        install("postgresql", lambda: postgres_bin() is not None, log)
+    except ServiceError as error:
+        if backend or os.environ.get("CI"):
+            raise
+        say(f"mongodb: {error}; FerretDB runs on SQLite instead (slow past 10^3 documents)", True)
+        return "sqlite"
+    return "postgresql"
+
+
+def postgres_bin() -> Path | None:
+    """The directory of PostgreSQL's server programs: that of ``postgres`` on PATH, else the
+    newest of Debian's /usr/lib/postgresql/VERSION/bin."""
+    if found := shutil.which("postgres"):
+        return Path(found).resolve().parent
+    versions = Path("/usr/lib/postgresql").glob("*/bin/postgres")
+    newest = max(versions, key=lambda path: _version(path.parent.parent.name), default=None)
+    return newest.parent if newest else None
+
+
+def _version(name: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in name.split(".") if part.isdigit())
+
+
+def postgres_user() -> str:
+    """Who runs PostgreSQL when we are root (it refuses root): ``postgres``, else ``nobody``."""
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "nobody"
+    return "postgres"
 
 
 def ferretdb_binary(build_log: Path) -> Path:
@@ -264,28 +325,37 @@ def _linked(replica: int) -> bool:
 
 def install_redis(log: Path) -> None:
     """Debian's redis-server (with redis-cli) when missing: apt-get, as root."""
-    if shutil.which("redis-server") and shutil.which("redis-cli"):
+    install(
+        "redis-server",
+        lambda: bool(shutil.which("redis-server") and shutil.which("redis-cli")),
+        log,
+    )
+
+
+def install(package: str, installed: Callable[[], bool], log: Path) -> None:
+    """Debian's ``package`` unless ``installed()`` already holds: apt-get, as root."""
+    if installed():
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise ServiceError(
-            "redis-server is not installed (install Debian's redis-server package; "
+            f"{package} is not installed (install Debian's {package} package; "
             "automatic install needs root and apt-get)"
         )
-    say("installing redis-server with apt-get")
-    install = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y"]
-    install += ["--no-install-recommends", "redis-server"]
+    say(f"installing {package} with apt-get")
+    command = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y"]
+    command += ["--no-install-recommends", package]
     env = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
     update = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "update"]
     # a fresh machine has no package lists yet, and old ones may name files gone from the mirror
     fresh = not any(Path("/var/lib/apt/lists").glob("*_Packages*"))
     if fresh and not run(update, log, env=env):
         raise ServiceError(f"apt-get update failed (see {log}): {tail(log, 3)}")
-    if not run(install, log, env=env) and not (
-        run(update, log, env=env) and run(install, log, env=env)
+    if not run(command, log, env=env) and not (
+        run(update, log, env=env) and run(command, log, env=env)
     ):
-        raise ServiceError(f"apt-get install redis-server failed (see {log}): {tail(log, 3)}")
-    if not shutil.which("redis-server"):
-        raise ServiceError("apt-get installed redis-server but it is not on PATH")
+        raise ServiceError(f"apt-get install {package} failed (see {log}): {tail(log, 3)}")
+    if not installed():
+        raise ServiceError(f"apt-get installed {package} but its programs are not found")
 
 
 # ---------------------------------------------------------------- the command line

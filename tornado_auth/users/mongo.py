@@ -17,12 +17,18 @@ from .base import EmailTaken, User, UserFilter, UserStore
 
 MAJORITY = WriteConcern(w="majority")
 AUDIT_ORDER = [("at", ASCENDING), ("_id", ASCENDING)]  # oldest first (its index serves pages too)
+FERRETDB_DUPLICATE = ("UNIQUE constraint failed", "(SQLSTATE 23505)")
 FIELDS = [field.name for field in dataclasses.fields(User) if field.name != "id"]
 
 
 def _user(doc: dict[str, Any]) -> User:
     # Fields a document lacks keep their defaults: users stored by 0.2 have no generation.
     return User(id=doc["_id"], **{name: doc[name] for name in FIELDS if name in doc})
+
+
+def document(user: User) -> dict[str, Any]:
+    """The stored form of a user."""
+    return {"_id": user.id, **{name: getattr(user, name) for name in FIELDS}}
 
 
 def _query(where: UserFilter) -> dict[str, Any]:
@@ -58,10 +64,9 @@ class MongoUserStore(UserStore):
             await self.audit.create_index(AUDIT_ORDER)
 
     async def add(self, user: User) -> None:
-        doc = {"_id": user.id, **{name: getattr(user, name) for name in FIELDS}}
         async with available("user"):
             try:
-                await self.users.insert_one(doc)
+                await self.users.insert_one(document(user))
             except DuplicateKeyError:
                 raise EmailTaken(user.email) from None
 
@@ -112,8 +117,9 @@ class MongoUserStore(UserStore):
             except DuplicateKeyError:
                 raise EmailTaken(fields.get("email", "")) from None
             except OperationFailure as error:
-                # FerretDB v1 reports a unique-index violation in an update as code 1.
-                if "UNIQUE constraint failed" not in str(error):
+                # FerretDB v1 reports a unique-index violation in an update as code 1, with its
+                # backend's message (SQLite's or PostgreSQL's).
+                if not any(marker in str(error) for marker in FERRETDB_DUPLICATE):
                     raise
                 raise EmailTaken(fields.get("email", "")) from None
         return _user(doc) if doc else None
