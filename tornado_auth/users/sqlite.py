@@ -7,7 +7,7 @@ import json
 import sqlite3
 from typing import Any
 
-from ..audit import AuditEntry
+from ..audit import AuditEntry, AuditPage, BadCursor
 from ..sqlite import SQLiteDatabase
 from .base import EmailTaken, User, UserFilter, UserStore
 
@@ -77,6 +77,18 @@ def _conditions(where: UserFilter) -> tuple[str, list[Any]]:
         clauses.append("disabled = ?")
         values.append(int(where.disabled))
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), values
+
+
+def _audit_entry(row: tuple) -> AuditEntry:
+    event, at, user_id, email, ip, user_agent, session, detail = row
+    return AuditEntry(event, at, user_id, email, ip, user_agent, session, json.loads(detail))
+
+
+def _audit_id(cursor: str) -> int:
+    """The entry id an audit cursor of this store names."""
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
+        raise BadCursor(cursor)
+    return int(cursor)
 
 
 class SQLiteUserStore(UserStore):
@@ -179,13 +191,31 @@ class SQLiteUserStore(UserStore):
             return rows, connection.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
 
         rows, total = await self.db.run(read)
-        entries = []
-        for event, at, user_id, email, ip, user_agent, session, detail in rows:
-            entry = AuditEntry(
-                event, at, user_id, email, ip, user_agent, session, json.loads(detail)
-            )
-            entries.append(entry)
-        return entries, total
+        return [_audit_entry(row) for row in rows], total
+
+    async def audit_range(
+        self, limit: int, before: str | None = None, after: str | None = None
+    ) -> AuditPage:
+        """By id (the order entries were written in): each page is one indexed range of at most
+        ``limit + 1`` rows, however deep in the trail."""
+        if before is not None and after is not None:
+            raise BadCursor("before and after together")
+        if after is not None:  # the oldest entries newer than the cursor, then newest first
+            sql = f"SELECT id, {AUDIT_COLUMNS} FROM audit WHERE id > ? ORDER BY id LIMIT ?"
+            arguments: tuple = (_audit_id(after) if after else 0, limit + 1)
+        elif before:
+            sql = f"SELECT id, {AUDIT_COLUMNS} FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?"
+            arguments = (_audit_id(before), limit + 1)
+        else:
+            sql = f"SELECT id, {AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT ?"
+            arguments = (limit + 1,)
+        rows = await self.db.run(lambda connection: connection.execute(sql, arguments).fetchall())
+        more, rows = len(rows) > limit, rows[:limit]
+        if after is not None:
+            rows.reverse()
+        entries = [_audit_entry(row[1:]) for row in rows]
+        cursors = (str(rows[0][0]), str(rows[-1][0])) if rows else ("", "")
+        return AuditPage.sought(entries, cursors, more, before, after)
 
     async def prune_audit(self, older_than: float | None, keep: int | None, limit: int) -> int:
         def prune(connection: sqlite3.Connection) -> int:
