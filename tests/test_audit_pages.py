@@ -196,3 +196,36 @@ async def test_the_admin_api_pages_by_cursor(tmp_path: Path):
         ):
             reply = await admin.get(f"/api/admin/audit?{query}")
             assert (reply.code, body(reply)) == (400, {"error": message}), query
+
+
+async def test_the_sqlite_total_is_kept_not_counted_also_for_a_file_made_before(tmp_path: Path):
+    url = f"sqlite:///{tmp_path}/users.db"
+    before = SQLiteUserStore(url)  # a file as an earlier version left it: entries, no count
+    rows = [("signin", NOW + n, None, None, "", "", None, "{}") for n in range(5)]
+    await before.db.run(
+        lambda connection: connection.executemany(
+            "INSERT INTO audit (event, at, user_id, email, ip, user_agent, session, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+    )
+    await before.close()
+    store = SQLiteUserStore(url)
+    await store.start()
+    try:
+        assert (await store.audit_page(0, 1))[1] == 5
+        await write(store, 4, first=5)
+        statements: list[str] = []
+        await store.db.run(lambda connection: connection.set_trace_callback(statements.append))
+        assert (await store.audit_page(0, 1))[1] == 9
+        await store.db.run(lambda connection: connection.set_trace_callback(None))
+        assert not [sql for sql in statements if "COUNT(" in sql.upper()], statements
+        assert await store.prune_audit(None, 3, 100) == 6
+        assert (await store.audit_page(0, 100))[1] == 3 == len((await store.audit_page(0, 100))[0])
+        second = SQLiteUserStore(url)  # another process starting on the counted file
+        await second.start()
+        await second.record(AuditEntry("logout"))
+        await second.close()
+        assert (await store.audit_page(0, 1))[1] == 4
+    finally:
+        await store.close()

@@ -63,6 +63,29 @@ def _add_columns(connection: sqlite3.Connection) -> None:
         connection.execute("ALTER TABLE users ADD COLUMN email_verified_at REAL")
 
 
+# How many audit entries there are, kept by triggers as entries are written and pruned: the
+# admin's page total and the pruning by count never count a long trail.
+AUDIT_COUNT = (
+    "CREATE TABLE IF NOT EXISTS audit_count "
+    "(id INTEGER PRIMARY KEY CHECK (id = 0), entries INTEGER NOT NULL)",
+    "INSERT OR REPLACE INTO audit_count (id, entries) SELECT 0, COUNT(*) FROM audit",
+    "CREATE TRIGGER IF NOT EXISTS audit_counted AFTER INSERT ON audit "
+    "BEGIN UPDATE audit_count SET entries = entries + 1 WHERE id = 0; END",
+    "CREATE TRIGGER IF NOT EXISTS audit_uncounted AFTER DELETE ON audit "
+    "BEGIN UPDATE audit_count SET entries = entries - 1 WHERE id = 0; END",
+)
+AUDIT_TOTAL = "SELECT entries FROM audit_count WHERE id = 0"
+
+
+def _count_audit(connection: sqlite3.Connection) -> None:
+    """Files made before the audit count: count the entries once and keep the count from then on,
+    in one transaction (so no entry written meanwhile is missed, by this or another process)."""
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'audit_uncounted'"
+    if connection.execute(sql).fetchone() is None:
+        for statement in AUDIT_COUNT:
+            connection.execute(statement)
+
+
 def _conditions(where: UserFilter) -> tuple[str, list[Any]]:
     """A WHERE clause (or nothing) and its values; instr() needs no escaping of % or _."""
     clauses: list[str] = []
@@ -99,6 +122,7 @@ class SQLiteUserStore(UserStore):
 
     async def start(self) -> None:
         await self.db.run(_add_columns)
+        await self.db.transaction(_count_audit)
 
     async def add(self, user: User) -> None:
         row = (*(getattr(user, name) for name in FIELDS[:-1]), json.dumps(user.extra))
@@ -188,7 +212,7 @@ class SQLiteUserStore(UserStore):
         def read(connection: sqlite3.Connection) -> tuple[list[tuple], int]:
             sql = f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT ? OFFSET ?"
             rows = connection.execute(sql, (limit, offset)).fetchall()
-            return rows, connection.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+            return rows, connection.execute(AUDIT_TOTAL).fetchone()[0]
 
         rows, total = await self.db.run(read)
         return [_audit_entry(row) for row in rows], total
@@ -227,7 +251,7 @@ class SQLiteUserStore(UserStore):
                 )
                 removed = connection.execute(sql, (older_than, limit)).rowcount
             if keep is not None and removed < limit:
-                total = connection.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+                total = connection.execute(AUDIT_TOTAL).fetchone()[0]
                 excess = min(total - keep, limit - removed)
                 if excess > 0:
                     sql = "DELETE FROM audit WHERE id IN (SELECT id FROM audit ORDER BY id LIMIT ?)"
