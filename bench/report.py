@@ -387,7 +387,7 @@ def _scale(scale: dict[str, Any]) -> list[str]:
         "",
         "| store | sessions | dashboard req/s | dashboard p50 / p99 ms | in-process dashboard "
         "| sign-in | logout | revoke-others | list-sessions | touch | sweep ms: none / 1,000 "
-        "expired (SQLite pages read / written) | count ms | filled at |",
+        "expired (SQLite pages read / written) | count ms | time: filling (rate) / measuring |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, store in stores.items():
@@ -404,7 +404,8 @@ def _scale(scale: dict[str, Any]) -> list[str]:
                 f"{_ms(ops['dashboard'])} | {_ms(ops['signin'])} | {_ms(ops['logout'])} | "
                 f"{_ms(ops['revoke_others'])} | {_ms(ops['list_sessions'])} | "
                 f"{_ms(ops['touch'])} | {sweep} | {kept['count_ms']:.2f} | "
-                f"{row['fill']['per_s'] or 0:,}/s |"
+                f"{row['fill']['seconds']:,.0f} s ({row['fill']['per_s'] or 0:,}/s) / "
+                f"{row['measure_s']:,.0f} s |"
             )
     growth = [
         ("dashboard req/s", ("wrk", "rps")),
