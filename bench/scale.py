@@ -43,7 +43,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import traceback
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -479,11 +480,12 @@ async def heavy_user(
         now, start = time.time(), heavy.made
         numbers = range(start, start + HEAVY)
         heavy.made += HEAVY
-        for chunk in range(0, HEAVY, 100):
+        at_once = CONCURRENCY[stage.name]  # FerretDB cancels operations past a few at once
+        for chunk in range(0, HEAVY, at_once):
             await asyncio.gather(
                 *(
                     store.create(heavy.record(n, now, user_id=user, ago=3600))
-                    for n in numbers[chunk : chunk + 100]
+                    for n in numbers[chunk : chunk + at_once]
                 )
             )
 
@@ -835,12 +837,36 @@ async def users_and_audit(
 # -- the run -------------------------------------------------------------------------------------
 
 
-def part(info: dict[str, Any]) -> dict[str, Any]:
-    """What a store's figures came from: the command, its date, the commit and the machine."""
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@contextlib.contextmanager
+def failure_noted(out: dict[str, Any], name: str, save: Callable[[], None]) -> Iterator[None]:
+    """A store that fails keeps what it measured, says why it stopped, and the run goes on."""
+    try:
+        yield
+    except Exception as error:
+        traceback.print_exc()
+        out.setdefault("notes", []).append(
+            f"stopped by an error, the sizes after the last one shown not measured: "
+            f"{type(error).__name__}: {error}"
+        )
+        log(f"{name}: {out['notes'][-1]}")
+        save()
+
+
+def part(info: dict[str, Any], started: str) -> dict[str, Any]:
+    """What a store's figures came from: the command and when it started, when the store's
+    part started, the commit and the machine."""
     command = shlex.join([".venv/bin/python", "-m", "bench.scale", *sys.argv[1:]])
+    if os.environ.get("MAKELEVEL"):
+        given = shlex.join(sys.argv[1:])
+        command = "make bench-scale" + (f" SCALE_ARGS={shlex.quote(given)}" if given else "")
     return {
-        "command": "make bench-scale" if os.environ.get("MAKELEVEL") else command,
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command,
+        "started": started,
+        "date": now(),
         "commit": common.commit(),
         "environment": info,
     }
@@ -859,7 +885,9 @@ async def run(
     await check_like_sign_in()
     run_id = secrets.token_hex(4)
     results = earlier or {"stores": {}, "users": {}}
-    results |= part(info) | {"params": {k: v for k, v in vars(args).items() if k != "json"}}
+    started = now()
+    params = {name: value for name, value in vars(args).items() if name != "json"}
+    results |= part(info, started) | {"params": params}
     began = time.monotonic()
 
     def save() -> None:
@@ -876,15 +904,17 @@ async def run(
         secret = secrets.token_urlsafe(48)
         for name in args.stores:
             stage = Stage(name, urls[name], f"scale:{run_id}:", Path(tmp), secret)
-            results["stores"][name] = {"run": part(info)}
-            await session_store(stage, args, results["stores"][name], save)
+            results["stores"][name] = {"run": part(info, started)}
+            with failure_noted(results["stores"][name], name, save):
+                await session_store(stage, args, results["stores"][name], save)
         users = {
             "sqlite": f"sqlite:///{tmp}/users-scale.db",
             "mongodb": f"mongodb://127.0.0.1:{mongo_port}/ta_scale_users_{run_id}",
         }
         for name in args.user_stores:
-            results["users"][name] = {"run": part(info)}
-            await users_and_audit(name, users[name], args, results["users"][name], save)
+            results["users"][name] = {"run": part(info, started)}
+            with failure_noted(results["users"][name], name, save):
+                await users_and_audit(name, users[name], args, results["users"][name], save)
     save()
     return results
 
