@@ -794,28 +794,31 @@ async def users_and_audit(
     audit = Audit(store, b"s" * 32, Retention())  # no pruning: the trail keeps every entry
     out.update(users={}, audit={}, notes=[])
     deadline = time.monotonic() + args.budget[name] * 60
-    try:
-        made = 0
+    made = [0]  # users stored
+
+    async def users() -> None:
         for size in args.users:
             began = time.monotonic()
-            made = await add_users(store, made, size, CONCURRENCY[name], deadline)
-            if made < size:
+            made[0] = await add_users(store, made[0], size, CONCURRENCY[name], deadline)
+            if made[0] < size:
                 out["notes"].append(
-                    f"users: filling stopped at {made:,} of {size:,} when the "
+                    f"users: filling stopped at {made[0]:,} of {size:,} when the "
                     f"{args.budget[name]} min budget ran out; that size is not measured"
                 )
                 log(f"users {name}: {out['notes'][-1]}")
-                break
+                return
             fill_s = round(time.monotonic() - began, 1)
             log(f"users {name} {size:,}: made in {fill_s:.0f} s; measuring")
             out["users"][str(size)] = {"fill_s": fill_s} | await user_operations(
                 store, audit, size, args
             )
             save()
+
+    async def trail() -> None:
         for size in args.audit:
             began = time.monotonic()
             entries = (await store.audit_page(0, 1))[1]
-            await add_entries(audit, entries, size, made, CONCURRENCY[name], deadline)
+            await add_entries(audit, entries, size, made[0], CONCURRENCY[name], deadline)
             entries = (await store.audit_page(0, 1))[1]
             if entries < size:
                 out["notes"].append(
@@ -823,13 +826,19 @@ async def users_and_audit(
                     f"{args.budget[name]} min budget ran out; that size is not measured"
                 )
                 log(f"audit {name}: {out['notes'][-1]}")
-                break
+                return
             fill_s = round(time.monotonic() - began, 1)
             log(f"audit {name} {size:,}: made in {fill_s:.0f} s; measuring")
             out["audit"][str(size)] = {"fill_s": fill_s, "entries": entries} | await audit_pages(
                 store, audit, entries
             )
             save()
+
+    try:
+        with failure_noted(out, f"{name} users", save, "users"):
+            await users()
+        with failure_noted(out, f"{name} audit", save, "audit"):
+            await trail()
     finally:
         await store.close()
 
@@ -842,15 +851,17 @@ def now() -> str:
 
 
 @contextlib.contextmanager
-def failure_noted(out: dict[str, Any], name: str, save: Callable[[], None]) -> Iterator[None]:
-    """A store that fails keeps what it measured, says why it stopped, and the run goes on."""
+def failure_noted(
+    out: dict[str, Any], name: str, save: Callable[[], None], what: str = "sessions"
+) -> Iterator[None]:
+    """A part that fails keeps what it measured, says why it stopped, and the run goes on."""
     try:
         yield
     except Exception as error:
         traceback.print_exc()
         out.setdefault("notes", []).append(
-            f"stopped by an error, the sizes after the last one shown not measured: "
-            f"{type(error).__name__}: {error}"
+            f"{what}: stopped by an error, the sizes after the last one shown not measured "
+            f"({type(error).__name__}: {error})"
         )
         log(f"{name}: {out['notes'][-1]}")
         save()
