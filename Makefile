@@ -5,7 +5,7 @@ RUN_STAMP := $(VENV)/.installed-run
 # What the test suite and the linters need too (pytest, Hypothesis, Playwright, ruff, mypy).
 STAMP := $(VENV)/.installed
 
-.PHONY: run test services services-down lint format bench chaos loadtest soak clean
+.PHONY: run test services services-down lint format bench bench-scale chaos loadtest soak clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,15 @@ bench: $(STAMP)
 		apt-get install -y -qq $${need#*:} || { apt-get update -qq && apt-get install -y -qq $${need#*:}; }; done
 	$(VENV)/bin/python -m pip install -q -e '.[bench]'
 	$(VENV)/bin/python -m bench.run
+
+# Cost against size (bench/scale.py): each session store filled to 10^3 .. 10^6 sessions, 10^5
+# users and an audit trail of 10^6 entries, on private Redis and MongoDB started for the run;
+# bench/results/scale.json, scale.svg and their section of bench/RESULTS.md (a few hours; wrk is
+# installed with apt-get when missing). SCALE_ARGS: some parts only, e.g. "--stores mongodb --merge".
+SCALE_ARGS ?=
+bench-scale: $(STAMP)
+	@command -v wrk >/dev/null || apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(VENV)/bin/python -m bench.scale $(SCALE_ARGS)
 
 # Faults under signed-in traffic (bench/chaos.py): private services on free ports, then the
 # chaos table of bench/RESULTS.md and bench/results/chaos.json.

@@ -76,12 +76,15 @@ def _process_cpu(pid: int) -> float:
 
 
 @contextlib.asynccontextmanager
-async def quiet(pid: int | None = None) -> AsyncIterator[dict[str, float]]:
+async def quiet(
+    pid: int | None = None, settle: float | None = None
+) -> AsyncIterator[dict[str, float]]:
     """The block runs once the machine had a second under half a core busy (sign-ins whose
-    clients left finish meanwhile), or after SETTLE s; the dict yielded then holds the seconds
-    waited, the cores the server (by default this process) used meanwhile and the load average."""
-    began = time.monotonic()
-    while time.monotonic() - began < SETTLE:
+    clients left finish meanwhile), or after ``settle`` s (default SETTLE); the dict yielded then
+    holds the seconds waited, the cores the server (by default this process) used meanwhile and
+    the load average."""
+    began, settle = time.monotonic(), SETTLE if settle is None else settle
+    while time.monotonic() - began < settle:
         start, at = _machine_busy(), time.monotonic()
         await asyncio.sleep(1)
         if (_machine_busy() - start) / (time.monotonic() - at) < 0.5:

@@ -4,6 +4,7 @@ the key figures with their targets and verdicts, the stores' latencies, chaos, t
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,308 @@ def soak_chart(soak: dict[str, Any]) -> str:
     return "\n".join(parts) + "\n"
 
 
+# -- cost against size (bench/scale.py) ---------------------------------------------------------
+
+STORE_COLOURS = {"memory": "#2ca02c", "sqlite": "#1f77b4", "redis": "#d62728",
+                 "mongodb": "#9467bd"}  # fmt: skip
+# (title, where the figure is in a size's row) for each panel of the chart
+SCALE_PANELS = (
+    ("dashboard req/s (wrk)", ("wrk", "rps")),
+    ("dashboard p99 ms (wrk)", ("wrk", "p99_ms")),
+    ("sign-in p50 ms", ("ops", "signin", "p50_ms")),
+    ("logout p50 ms", ("ops", "logout", "p50_ms")),
+    ("revoke-others p50 ms", ("ops", "revoke_others", "p50_ms")),
+    ("list-sessions p50 ms", ("ops", "list_sessions", "p50_ms")),
+    ("sweep run, 1,000 expired, ms", ("store", "sweep_expired_ms")),
+    ("live count ms (every 5 s)", ("store", "count_ms")),
+)
+AUDIT_PANELS = (
+    ("audit: last page by number, ms", ("page_last", "p50_ms")),
+    ("audit: middle page by cursor, ms", ("cursor_middle", "p50_ms")),
+)
+
+
+def _dig(row: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    value: Any = row
+    for name in path:
+        if not isinstance(value, dict) or name not in value:
+            return None
+        value = value[name]
+    return float(value) if isinstance(value, int | float) and value > 0 else None
+
+
+def _log_panel(
+    x0: float, y0: float, title: str, series: dict[str, list[tuple[float, float]]], x_label: str
+) -> list[str]:
+    """One small log-log line chart, 300 x 190, at (x0, y0): per series, (count, value)."""
+    width, height, left, top, bottom = 300, 190, 46, 20, 34
+    plot_w, plot_h = width - left - 12, height - top - bottom
+    points = [point for values in series.values() for point in values]
+    parts = [f'<text x="{x0 + left}" y="{y0 + 13}" font-size="12">{title}</text>']
+    if not points:
+        missing = f'<text x="{x0 + left}" y="{y0 + 60}" font-size="10">not measured</text>'
+        return [*parts, missing]
+    xs = [math.log10(x) for x, _ in points]
+    ys = [math.log10(y) for _, y in points]
+    x_lo, x_hi = math.floor(min(xs)), max(math.ceil(max(xs)), math.floor(min(xs)) + 1)
+    y_lo, y_hi = math.floor(min(ys)), max(math.ceil(max(ys)), math.floor(min(ys)) + 1)
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        px = x0 + left + plot_w * (math.log10(x) - x_lo) / (x_hi - x_lo)
+        py = y0 + top + plot_h * (1 - (math.log10(y) - y_lo) / (y_hi - y_lo))
+        return px, py
+
+    base = y0 + top + plot_h
+    parts += [
+        f'<rect x="{x0 + left}" y="{y0 + top}" width="{plot_w}" height="{plot_h}" '
+        'fill="none" stroke="#888"/>'
+    ]
+    for decade in range(x_lo, x_hi + 1):
+        px = x0 + left + plot_w * (decade - x_lo) / (x_hi - x_lo)
+        parts.append(f'<line x1="{px:.1f}" y1="{y0 + top}" x2="{px:.1f}" y2="{base}" '
+                     'stroke="#ddd"/>')  # fmt: skip
+        parts.append(f'<text x="{px:.1f}" y="{base + 12}" font-size="9" text-anchor="middle">'
+                     f"10^{decade}</text>")  # fmt: skip
+    for decade in range(y_lo, y_hi + 1):
+        py = y0 + top + plot_h * (1 - (decade - y_lo) / (y_hi - y_lo))
+        parts.append(f'<line x1="{x0 + left}" y1="{py:.1f}" x2="{x0 + left + plot_w}" '
+                     f'y2="{py:.1f}" stroke="#ddd"/>')  # fmt: skip
+        parts.append(f'<text x="{x0 + left - 3}" y="{py + 3:.1f}" font-size="9" '
+                     f'text-anchor="end">{10.0**decade:g}</text>')  # fmt: skip
+    parts.append(f'<text x="{x0 + left + plot_w}" y="{base + 24}" font-size="9" '
+                 f'text-anchor="end">{x_label}</text>')  # fmt: skip
+    for name, values in series.items():
+        if not values:
+            continue
+        colour = STORE_COLOURS.get(name, "#333")
+        line = " ".join("{:.1f},{:.1f}".format(*at(x, y)) for x, y in sorted(values))
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" '
+                     f'points="{line}"/>')  # fmt: skip
+        for x, y in values:
+            px, py = at(x, y)
+            parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2" fill="{colour}"/>')
+    return parts
+
+
+def scale_chart(scale: dict[str, Any]) -> str:
+    """An SVG: each store's figures against the sessions stored (log-log), and the audit pages
+    against the entries."""
+    panels: list[tuple[str, dict[str, list[tuple[float, float]]], str]] = []
+    for title, path in SCALE_PANELS:
+        series = {
+            name: [(float(size), value) for size, row in store.get("sizes", {}).items()
+                   if (value := _dig(row, path)) is not None]
+            for name, store in scale.get("stores", {}).items()
+        }  # fmt: skip
+        panels.append((title, series, "sessions stored"))
+    for title, path in AUDIT_PANELS:
+        series = {
+            name: [(float(size), value) for size, row in users.get("audit", {}).items()
+                   if (value := _dig(row, path)) is not None]
+            for name, users in scale.get("users", {}).items()
+        }  # fmt: skip
+        panels.append((title, series, "audit entries"))
+    columns, width, height = 5, 310, 200
+    rows = -(-len(panels) // columns)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{columns * width}" '
+        f'height="{rows * height + 24}" font-family="sans-serif">',
+        '<rect width="100%" height="100%" fill="white"/>',
+    ]
+    for index, (title, series, x_label) in enumerate(panels):
+        row, column = divmod(index, columns)
+        parts += _log_panel(column * width, row * height, title, series, x_label)
+    for index, (name, colour) in enumerate(STORE_COLOURS.items()):
+        parts.append(f'<text x="{46 + 90 * index}" y="{rows * height + 16}" font-size="11" '
+                     f'fill="{colour}">{name}</text>')  # fmt: skip
+    return "\n".join([*parts, "</svg>"]) + "\n"
+
+
+def _ms(figures: dict[str, Any] | None) -> str:
+    if not figures:
+        return "-"
+    return f"{figures['p50_ms']:.2f} / {figures['p99_ms']:.2f}"
+
+
+def _growth(rows: dict[str, dict[str, Any]], path: tuple[str, ...]) -> str:
+    """The figure at the largest size over the one at the smallest: x1.3."""
+    values = [(int(size), _dig(row, path)) for size, row in rows.items()]
+    found = [(size, value) for size, value in values if value is not None]
+    if len(found) < 2:
+        return "-"
+    (_, first), (_, last) = min(found), max(found)
+    ratio = last / first
+    shown = f"x{ratio:.1f}"
+    return f"**{shown}**" if ratio > 2 else shown
+
+
+def _provenance(scale: dict[str, Any]) -> str:
+    """Which command measured which stores, when, at which commit."""
+    runs: dict[tuple[str, str, str], list[str]] = {}
+    for group, kind in (("stores", "sessions"), ("users", "users")):
+        for name, part in scale.get(group, {}).items():
+            run = part.get("run", scale)
+            key = (run["command"], run.get("started", run["date"]), run["commit"])
+            runs.setdefault(key, []).append(f"{name} {kind}")
+    return "; ".join(
+        f"`{command}` started {date} (tornado-auth git {commit}: {', '.join(names)})"
+        for (command, date, commit), names in runs.items()
+    )
+
+
+def _scale(scale: dict[str, Any]) -> list[str]:
+    params = scale["params"]
+    stores, users = scale.get("stores", {}), scale.get("users", {})
+    lines = [
+        f"Generated by {_provenance(scale)}; private Redis and MongoDB-compatible servers "
+        "started for each run. Every store is filled through the SessionStore API (`create`, "
+        "many calls at once) with what sign-ins of distinct users store (e-mail, role, "
+        "sign-in method, a desktop or phone browser's User-Agent, an address), then measured "
+        "at each size:",
+        "",
+        f"- dashboard: `wrk -t1 -c{params['connections']}` against one `tornado-auth serve` "
+        "process on the store, each request the next of up to "
+        f"{params['cookies']:,} stored sessions picked at random; the session cache off and "
+        "touches 12 h apart, so that each request is one read of the store; median of "
+        f"{params['rounds']} rounds of {params['seconds']:g} s. The memory store keeps its "
+        "records in one process, so its dashboard is measured in process only "
+        "(`in-process dashboard`: handed to the application without a socket).",
+        f"- the other operations: in process, one call at a time through the services an app "
+        f"runs on, p50 / p99 ms of up to {params['ops']} calls (fewer where they took more "
+        f"than {params['op_seconds']:g} s in all) on sessions picked at random: sign-in is the "
+        "store part (the new record, its index entries and the per-user cap; no bcrypt), "
+        "logout loads and deletes a session, revoke-others ends the 2 other sessions of a "
+        "user signed in 3 times, list-sessions lists one user's sessions, touch moves one "
+        "session's expiry.",
+        "- sweep: one run of the store's sweep with nothing expired, and with 1,000 expired "
+        "records (SQLite: the 4 KiB "
+        "pages its statements read / wrote through system calls, from the OS page cache or the "
+        "disk, the write-ahead log included); count: the count of live sessions the metrics "
+        "take every 5 s (on the store's connection).",
+        "",
+        "| store | sessions | dashboard req/s | dashboard p50 / p99 ms | in-process dashboard "
+        "| sign-in | logout | revoke-others | list-sessions | touch | sweep ms: none / 1,000 "
+        "expired (SQLite pages read / written) | count ms | time: filling (rate) / measuring |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, store in stores.items():
+        for size, row in store.get("sizes", {}).items():
+            ops, wrk, kept = row["ops"], row.get("wrk"), row["store"]
+            io = kept.get("sweep_expired_io_kib")
+            sweep = f"{kept['sweep_idle_ms']:.2f} / {kept['sweep_expired_ms']:.1f}" + (
+                f" ({io['read'] // 4:,} / {io['written'] // 4:,})" if io else ""
+            )
+            rps = f"{wrk['rps']:,.0f}" if wrk else "-"
+            latency = f"{wrk['p50_ms']:.2f} / {wrk['p99_ms']:.2f}" if wrk else "-"
+            lines.append(
+                f"| {name} | {int(size):,} | {rps} | {latency} | "
+                f"{_ms(ops['dashboard'])} | {_ms(ops['signin'])} | {_ms(ops['logout'])} | "
+                f"{_ms(ops['revoke_others'])} | {_ms(ops['list_sessions'])} | "
+                f"{_ms(ops['touch'])} | {sweep} | {kept['count_ms']:.2f} | "
+                f"{row['fill']['seconds']:,.0f} s ({row['fill']['per_s'] or 0:,}/s) / "
+                f"{row['measure_s']:,.0f} s |"
+            )
+    growth = [
+        ("dashboard req/s", ("wrk", "rps")),
+        ("dashboard p50", ("wrk", "p50_ms")),
+        ("dashboard p99", ("wrk", "p99_ms")),
+        ("in-process dashboard", ("ops", "dashboard", "p50_ms")),
+        *[
+            (op.replace("_", "-"), ("ops", op, "p50_ms"))
+            for op in ("signin", "logout", "revoke_others", "list_sessions", "touch")
+        ],
+        ("sweep", ("store", "sweep_expired_ms")),
+        ("count", ("store", "count_ms")),
+    ]
+    lines += [
+        "",
+        "Growth, the figure (p50 for latencies) at the largest size measured over the one at "
+        "the smallest (bold past x2; the machine is shared, so single figures move by tens of "
+        "per cent between runs):",
+        "",
+        f"| store | sizes | {' | '.join(label for label, _ in growth)} |",
+        "|---" * (len(growth) + 2) + "|",
+    ]
+    for name, store in stores.items():
+        sizes = [int(size) for size in store.get("sizes", {})]
+        if sizes:
+            cells = " | ".join(_growth(store["sizes"], path) for _, path in growth)
+            lines.append(f"| {name} | {min(sizes):,} to {max(sizes):,} | {cells} |")
+    lines += [
+        "",
+        f"A user with 1,000 sessions (`sessions.max_per_user` {1000}), measured at each size: "
+        "list-sessions, sign-in (which ends the oldest, at the cap) and revoke-others (999 "
+        "ended), p50 / p99 ms.",
+        "",
+        "| store | sessions stored | list-sessions | sign-in | revoke-others |",
+        "|---|---|---|---|---|",
+    ]
+    for name, store in stores.items():
+        for size, row in store.get("sizes", {}).items():
+            heavy = row["heavy_user"]
+            lines.append(
+                f"| {name} | {int(size):,} | {_ms(heavy['list_sessions'])} | "
+                f"{_ms(heavy['signin'])} | {_ms(heavy['revoke_others'])} |"
+            )
+    if users:
+        lines += [
+            "",
+            "Users stores (in process, p50 / p99 ms): the users-store part of a sign-in (by "
+            "e-mail, the sign-in time written, the re-check, its audit entry; no bcrypt), the "
+            "look-up by e-mail alone, and the admin's user list by page number (50 a page).",
+            "",
+            "| users store | users | look-up by e-mail | sign-in | user list: first page | "
+            "middle page | last page |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, part in users.items():
+            for size, row in part.get("users", {}).items():
+                lines.append(
+                    f"| {name} | {int(size):,} | {_ms(row['by_email'])} | {_ms(row['signin'])} "
+                    f"| {_ms(row['page_first'])} | {_ms(row['page_middle'])} | "
+                    f"{_ms(row['page_last'])} |"
+                )
+        lines += [
+            "",
+            "The admin's audit trail (`GET /api/admin/audit`, 50 entries a page, in process, p50 "
+            "/ p99 ms): by page number (`?page=`, with the total) and by cursor (`?before=` "
+            "the newest page, a page from the middle, `?after=` the oldest page), and appending "
+            "one entry.",
+            "",
+            "| users store | entries | by number: first | middle | last | by cursor: newest | "
+            "middle | oldest | append |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, part in users.items():
+            for size, row in part.get("audit", {}).items():
+                cells = " | ".join(_ms(row.get(key)) for key in (
+                    "page_first", "page_middle", "page_last", "cursor_first", "cursor_middle",
+                    "cursor_last", "record"))  # fmt: skip
+                lines.append(f"| {name} | {int(size):,} | {cells} |")
+    notes = [
+        f"{name}: {note}"
+        for group in (stores, users)
+        for name, part in group.items()
+        for note in part.get("notes", [])
+    ]
+    minutes = [
+        f"{name} {part['minutes']:.0f} min (filling {part['fill_minutes']:.0f})"
+        for name, part in stores.items()
+        if "minutes" in part
+    ]
+    lines += ["", "Time taken: " + ", ".join(minutes) + "." if minutes else ""]
+    if notes:
+        lines += ["", "Not measured:", "", *[f"- {note}" for note in notes]]
+    lines += [
+        "",
+        "![Figures against the number of stored sessions and audit entries, log-log]"
+        "(results/scale.svg)",
+        "",
+        "Environment: " + "; ".join(f"{k} {v}" for k, v in scale["environment"].items()) + ".",
+    ]
+    return lines
+
+
 def _soak(soak: dict[str, Any]) -> list[str]:
     summary, params = soak["summary"], soak["params"]
     lines = [
@@ -289,6 +592,14 @@ def render(directory: Path = RESULTS) -> str:
             "the dashboard after it. Details: [results/chaos.json](results/chaos.json).",
             "",
             *_chaos(chaos),
+        ]
+    scale = _load(directory, "scale")
+    if scale:
+        lines += [
+            "",
+            f"## Cost against size (`make bench-scale`, {scale['date']})",
+            "",
+            *_scale(scale),
         ]
     if soak:
         lines += [

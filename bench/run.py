@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import os
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench import report
@@ -46,6 +48,25 @@ def environment(redis_port: int, mongo_port: int) -> dict[str, str]:
     }
 
 
+@contextlib.contextmanager
+def private_services() -> Iterator[tuple[int, int]]:
+    """A private redis-server and MongoDB-compatible server on free loopback ports, their data in
+    a temporary directory, logs in bench/out/; stopped on exit. Yields their ports."""
+    redis_port, mongo_port = services.free_ports(2)
+    processes: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="ta-bench-services-") as root:
+        try:
+            with services.all_or_nothing(processes):
+                processes.append(services.redis_server(redis_port, Path(root), OUT / "redis.log"))
+                mongo = Path(root, "mongo")
+                processes.append(services.mongodb_server(mongo_port, mongo, OUT / "mongodb.log"))
+            yield redis_port, mongo_port
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(20)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs, into bench/out/quick/")
@@ -60,28 +81,17 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     target = OUT / "quick" if quick else report.RESULTS
     started, began = datetime.datetime.now(datetime.UTC), time.monotonic()
-    redis_port, mongo_port = services.free_ports(2)
-    processes: list[subprocess.Popen[bytes]] = []  # a private Redis and MongoDB
-    with tempfile.TemporaryDirectory(prefix="ta-bench-services-") as root:
-        try:
-            with services.all_or_nothing(processes):
-                processes.append(services.redis_server(redis_port, Path(root), OUT / "redis.log"))
-                mongo = Path(root, "mongo")
-                processes.append(services.mongodb_server(mongo_port, mongo, OUT / "mongodb.log"))
-            info = environment(redis_port, mongo_port)
-            env = os.environ | {
-                "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-                "BENCH_MONGO_URL": f"mongodb://127.0.0.1:{mongo_port}",
-            } | ({"BENCH_SETTLE": "2"} if quick else {})  # fmt: skip
-            for name in chosen:
-                json_file = str((target / f"{name}.json").relative_to(REPO))
-                command = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if quick else [])]
-                print(f"\n$ {shlex.join([*command, '--json', json_file])}", flush=True)
-                subprocess.run([*command, "--json", json_file], env=env, cwd=REPO, check=True)
-        finally:
-            for process in processes:
-                process.terminate()
-                process.wait(20)
+    with private_services() as (redis_port, mongo_port):
+        info = environment(redis_port, mongo_port)
+        env = os.environ | {
+            "BENCH_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "BENCH_MONGO_URL": f"mongodb://127.0.0.1:{mongo_port}",
+        } | ({"BENCH_SETTLE": "2"} if quick else {})  # fmt: skip
+        for name in chosen:
+            json_file = str((target / f"{name}.json").relative_to(REPO))
+            command = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if quick else [])]
+            print(f"\n$ {shlex.join([*command, '--json', json_file])}", flush=True)
+            subprocess.run([*command, "--json", json_file], env=env, cwd=REPO, check=True)
     if options.only:  # the other figures, and the run they came from, stay as they were
         print(f"\nwrote {report.write(target)} and {', '.join(chosen)} in {target}")
         return

@@ -80,6 +80,40 @@ class AuditEntry:
         return entry
 
 
+@dataclass(frozen=True, slots=True)
+class AuditPage:
+    """Entries of the trail, newest first, and the cursors of the pages beside them: ``older``
+    (entries after this page: ask with ``before=older``) and ``newer`` (entries before it: ask
+    with ``after=newer``); None where there is nothing more."""
+
+    entries: list[AuditEntry]
+    newer: str | None = None
+    older: str | None = None
+
+    @classmethod
+    def sought(
+        cls,
+        entries: list[AuditEntry],
+        cursors: tuple[str, str],
+        more: bool,
+        before: str | None,
+        after: str | None,
+    ) -> AuditPage:
+        """The page a seek found: ``entries`` newest first, the cursors of its newest and oldest
+        entries, whether there were more beyond it (older ones; with ``after``, newer ones), and
+        the cursor asked with (``""``: from the newest or the oldest end)."""
+        if not entries:
+            return cls(entries)
+        newest, oldest = cursors
+        if after is not None:
+            return cls(entries, newer=newest if more else None, older=oldest if after else None)
+        return cls(entries, newer=newest if before else None, older=oldest if more else None)
+
+
+class BadCursor(ValueError):
+    """A cursor that no page of this trail gave."""
+
+
 # A pruning pass removes at most this many entries: it never holds the store for long, and a pass
 # that removes a full batch is followed by the next one after CATCH_UP_PAUSE, not the interval.
 PRUNE_BATCH = 2000
@@ -124,7 +158,18 @@ class Audit:
             log.warning("audit entry %s not stored: %s", entry.event, error)
 
     async def page(self, offset: int, limit: int) -> tuple[list[AuditEntry], int]:
+        """Entries by position, newest first, and the total: the deeper the page, the more the
+        store reads (``around`` reads only the page)."""
         return await self.store.audit_page(offset, limit)
+
+    async def around(
+        self, limit: int, before: str | None = None, after: str | None = None
+    ) -> AuditPage:
+        """Up to ``limit`` entries, newest first: the newest of all; with ``before``, the newest
+        of those older than that cursor (``""``: of all); with ``after``, the oldest of those
+        newer than it (``""``: of all, the trail's oldest page). BadCursor for a cursor no page
+        gave."""
+        return await self.store.audit_range(limit, before, after)
 
     async def prune(self) -> int:
         """One pass: remove at most ``PRUNE_BATCH`` entries older than ``max_age`` or beyond the

@@ -304,6 +304,22 @@ NAME = {
 }
 SESSION_ID = path_id("id", "A session's id, as GET /api/sessions lists it")
 USER_ID = path_id("id", "A user's id")
+CURSOR_PARAMETERS = [
+    {
+        "name": "before",
+        "in": "query",
+        "description": "The entries older than this cursor (a page's older; empty: the newest "
+        "page); not with page or after",
+        "schema": {"type": "string", "maxLength": 64},
+    },
+    {
+        "name": "after",
+        "in": "query",
+        "description": "The entries newer than this cursor (a page's newer; empty: the oldest "
+        "page); not with page or before",
+        "schema": {"type": "string", "maxLength": 64},
+    },
+]
 PAGED = {"total": {"type": "integer"}, "page": {"type": "integer"}, "perPage": {"type": "integer"}}
 LOGIN_ANSWER = {"anyOf": [ref("SignedIn"), ref("SecondStepNeeded")]}
 CODE = {"type": "string", "minLength": 1, "maxLength": 64}
@@ -731,15 +747,27 @@ PATHS: dict[str, Any] = {
     "/api/admin/audit": {
         "get": operation(
             "adminAudit",
-            "The audit trail, newest first",
+            "The audit trail, newest first: by page number (with the total; a deep page costs "
+            "what skipping to it costs), or by cursor (each page reads only itself)",
             "admin",
             (
                 200,
-                "A page",
-                obj({"entries": {"type": "array", "items": ref("AuditEntry")}, **PAGED}),
+                "A page: by number with total and page, by cursor with newer and older",
+                obj(
+                    {
+                        "entries": {"type": "array", "items": ref("AuditEntry")},
+                        "perPage": {"type": "integer"},
+                    },
+                    {
+                        "total": {"type": "integer"},
+                        "page": {"type": "integer"},
+                        "newer": {"type": ["string", "null"]},
+                        "older": {"type": ["string", "null"]},
+                    },
+                ),
             ),
             who="admin",
-            parameters=page_parameters(),
+            parameters=[*page_parameters(), *CURSOR_PARAMETERS],
             errors=(400,),
         )
     },

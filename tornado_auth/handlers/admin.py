@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..audit import BadCursor
 from ..users import ROLES
 from . import actions
 from .base import ApiHandler
@@ -76,9 +77,34 @@ class AdminUserSessionsHandler(ApiHandler):
 
 
 class AdminAuditHandler(PagedHandler):
+    """Newest first: by page number (``?page=``, with the total; a deep page costs what skipping
+    to it costs), or by cursor (``?before=`` a page's ``older`` cursor for the next page, ``""``
+    for the newest; ``?after=`` its ``newer`` cursor for the previous one, ``""`` for the
+    oldest): each page then reads only itself, however long the trail."""
+
     @admin_required
     async def get(self) -> None:
-        page, per_page, offset = self.paging()
-        entries, total = await self.services.audit.page(offset, per_page)
-        shown = [entry.public() for entry in entries]
-        self.send_json({"entries": shown, "total": total, "page": page, "perPage": per_page})
+        before = self.get_query_argument("before", None)
+        after = self.get_query_argument("after", None)
+        if before is None and after is None:
+            page, per_page, offset = self.paging()
+            entries, total = await self.services.audit.page(offset, per_page)
+            shown = [entry.public() for entry in entries]
+            self.send_json({"entries": shown, "total": total, "page": page, "perPage": per_page})
+            return
+        if self.get_query_argument("page", None) is not None or None not in (before, after):
+            raise ApiError(400, "Use one of page, before and after")
+        per_page = self._int_argument("perPage", 50, 1, MAX_PER_PAGE)
+        try:
+            found = await self.services.audit.around(per_page, before, after)
+        except BadCursor:
+            name = "before" if before is not None else "after"
+            raise ApiError(400, f"{label(name)} is not a cursor of this list") from None
+        self.send_json(
+            {
+                "entries": [entry.public() for entry in found.entries],
+                "perPage": per_page,
+                "newer": found.newer,
+                "older": found.older,
+            }
+        )

@@ -1,19 +1,31 @@
 """Sessions in this process's memory: for development and tests of a single process.
 
-Records in a dict with a set of keys per user, counters in a dict, events delivered in this
-process, which is every process there is.
+Records in a dict with a set of keys per user and a heap of their ends (so that the sweep and
+the count look only at what may have expired, never at every record), counters in a dict, events
+delivered in this process, which is every process there is.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 from typing import Any
 
 from .store import Backend, LocalEventBus, SessionRecord, SessionStore
 
+# The ends heap keeps the entries of deleted records until their time comes; once it holds more
+# than twice as many entries as there are records (and this many), it is made again from the
+# records: a rebuild at most once per as many deletes as there are records.
+STALE_ENDS = 1024
+
 
 def _copy(record: SessionRecord) -> SessionRecord:
     return dataclasses.replace(record, data=dict(record.data))
+
+
+def _end(record: SessionRecord) -> float:
+    """When the record expires (idle or absolute, whichever is first)."""
+    return min(record.expires_at, record.absolute_expires_at)
 
 
 class MemorySessionStore(SessionStore):
@@ -23,6 +35,10 @@ class MemorySessionStore(SessionStore):
     def __init__(self) -> None:
         self._records: dict[str, SessionRecord] = {}
         self._users: dict[str, set[str]] = {}
+        # (end, key) of every record as it was stored. An end only moves later (the expiry only
+        # moves forward), so every expired record has an entry at or before now: the sweep and
+        # the count read only those, from the top of the heap.
+        self._ends: list[tuple[float, str]] = []
 
     async def start(self) -> None:
         return None
@@ -41,6 +57,7 @@ class MemorySessionStore(SessionStore):
         self._records[record.key] = _copy(record)
         if record.user_id is not None:
             self._users.setdefault(record.user_id, set()).add(record.key)
+        heapq.heappush(self._ends, (_end(record), record.key))
 
     async def update(
         self,
@@ -70,6 +87,9 @@ class MemorySessionStore(SessionStore):
                 keys.discard(key)
                 if not keys:  # no empty index left behind for every user ever signed in
                     del self._users[record.user_id]
+        if len(self._ends) > 2 * len(self._records) + STALE_ENDS:
+            self._ends = [(_end(kept), stored) for stored, kept in self._records.items()]
+            heapq.heapify(self._ends)
         return True
 
     async def list_user(self, user_id: str) -> list[SessionRecord]:
@@ -92,13 +112,34 @@ class MemorySessionStore(SessionStore):
         return ended
 
     async def sweep(self, now: float) -> int:
-        expired = [key for key, record in self._records.items() if record.expired(now)]
-        for key in expired:
-            await self.delete(key)
-        return len(expired)
+        removed = 0
+        while self._ends and self._ends[0][0] <= now:
+            _, key = heapq.heappop(self._ends)
+            record = self._records.get(key)
+            if record is None:
+                continue  # deleted before it expired
+            if record.expired(now):
+                await self.delete(key)
+                removed += 1
+            else:  # its expiry moved on: it waits under its new end
+                heapq.heappush(self._ends, (_end(record), key))
+        return removed
+
+    def _expired(self, now: float) -> set[str]:
+        """The keys of stored records that expired by ``now``: a walk down the heap from its top
+        through the entries at or before ``now`` only."""
+        expired, ends, below = set(), self._ends, [0]
+        while below:
+            index = below.pop()
+            if index < len(ends) and ends[index][0] <= now:
+                record = self._records.get(ends[index][1])
+                if record is not None and record.expired(now):
+                    expired.add(record.key)
+                below += (2 * index + 1, 2 * index + 2)
+        return expired
 
     async def count(self, now: float) -> int:
-        return sum(not record.expired(now) for record in self._records.values())
+        return len(self._records) - len(self._expired(now))
 
 
 class MemoryCounters:

@@ -11,7 +11,7 @@ from typing import Any
 
 from bson import ObjectId
 
-from ..audit import AuditEntry
+from ..audit import AuditEntry, AuditPage, BadCursor
 from ..errors import StoreUnavailable
 
 __all__ = [
@@ -78,6 +78,14 @@ def name_problem(name: object) -> str | None:
     if any(unicodedata.category(c) == "Cc" or c in BIDI_CONTROLS for c in name):
         return "Name must not contain control characters"
     return None
+
+
+def _position(cursor: str) -> int:
+    """The position a cursor of the default ``audit_range`` names."""
+    digits = cursor.removeprefix("p")
+    if not (cursor.startswith("p") and digits.isascii() and digits.isdigit() and len(digits) < 10):
+        raise BadCursor(cursor)
+    return int(digits)
 
 
 def new_user_id() -> str:
@@ -182,6 +190,32 @@ class UserStore(ABC):
     @abstractmethod
     async def audit_page(self, offset: int, limit: int) -> tuple[list[AuditEntry], int]:
         """Audit entries, newest first, and the total count."""
+
+    async def audit_range(
+        self, limit: int, before: str | None = None, after: str | None = None
+    ) -> AuditPage:
+        """Up to ``limit`` audit entries, newest first, and the cursors beside them (see
+        ``Audit.around``). This default finds them by position through ``audit_page``, so a
+        page deep in a long trail costs what skipping to it costs; the stores here override it
+        with cursors that seek."""
+        if before is not None and after is not None:
+            raise BadCursor("before and after together")
+        cursor = before if before is not None else after
+        position = _position(cursor) if cursor else None
+        if after is not None:  # the entries before ``position``: from the oldest if none
+            if position is None:
+                position = (await self.audit_page(0, 1))[1]
+            start = max(0, position - limit)
+            entries, total = await self.audit_page(start, position - start)
+        else:
+            start = position or 0
+            entries, total = await self.audit_page(start, limit)
+        end = start + len(entries)
+        return AuditPage(
+            entries,
+            newer=f"p{start}" if start > 0 and entries else None,
+            older=f"p{end}" if end < total and entries else None,
+        )
 
     @abstractmethod
     async def prune_audit(self, older_than: float | None, keep: int | None, limit: int) -> int:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from typing import Any
 
+from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.write_concern import WriteConcern
 
-from ..audit import AuditEntry
+from ..audit import AuditEntry, AuditPage, BadCursor
 from ..mongo import MongoDatabase, available
 from .base import EmailTaken, User, UserFilter, UserStore
 
@@ -41,6 +43,31 @@ def _query(where: UserFilter) -> dict[str, Any]:
     if where.disabled is not None:
         query["disabled"] = where.disabled
     return query
+
+
+AUDIT_FIELDS = [field.name for field in dataclasses.fields(AuditEntry)]
+
+
+def _audit_entry(doc: dict[str, Any]) -> AuditEntry:
+    # a field missing from an older document reads as None
+    fields: dict[str, Any] = {name: doc.get(name) for name in AUDIT_FIELDS}
+    return AuditEntry(**fields)
+
+
+def _audit_cursor(doc: dict[str, Any]) -> str:
+    return f"{float(doc['at'])!r}_{doc['_id']}"
+
+
+def _audit_position(cursor: str) -> tuple[float, ObjectId]:
+    """The (at, _id) an audit cursor of this store names."""
+    at, _, _id = cursor.rpartition("_")
+    try:
+        when = float(at)
+    except ValueError:
+        raise BadCursor(cursor) from None
+    if not math.isfinite(when) or not ObjectId.is_valid(_id) or len(_id) != 24:
+        raise BadCursor(cursor)
+    return when, ObjectId(_id)
 
 
 class MongoUserStore(UserStore):
@@ -155,11 +182,32 @@ class MongoUserStore(UserStore):
         order = [("at", DESCENDING), ("_id", DESCENDING)]
         async with available("user"):
             docs = await self.audit.find({}).sort(order).skip(offset).limit(limit).to_list(None)
-            total = await self.audit.count_documents({})
-        names = [field.name for field in dataclasses.fields(AuditEntry)]
-        # a field missing from an older document reads as None
-        found: list[dict[str, Any]] = [{name: doc.get(name) for name in names} for doc in docs]
-        return [AuditEntry(**fields) for fields in found], total
+            # the collection's metadata count: no scan (exact, but after an unclean shutdown)
+            total = await self.audit.estimated_document_count()
+        return [_audit_entry(doc) for doc in docs], total
+
+    async def audit_range(
+        self, limit: int, before: str | None = None, after: str | None = None
+    ) -> AuditPage:
+        """By (at, _id), the audit index's order: each page is one indexed range."""
+        if before is not None and after is not None:
+            raise BadCursor("before and after together")
+        query: dict[str, Any] = {}
+        cursor = before or after
+        if cursor:
+            at, _id = _audit_position(cursor)
+            side = "$gt" if after is not None else "$lt"
+            query = {"$or": [{"at": {side: at}}, {"at": at, "_id": {side: _id}}]}
+        way = ASCENDING if after is not None else DESCENDING
+        async with available("user"):
+            found = self.audit.find(query).sort([("at", way), ("_id", way)]).limit(limit + 1)
+            docs = await found.to_list(None)
+        more, docs = len(docs) > limit, docs[:limit]
+        if after is not None:
+            docs.reverse()
+        entries = [_audit_entry(doc) for doc in docs]
+        cursors = (_audit_cursor(docs[0]), _audit_cursor(docs[-1])) if docs else ("", "")
+        return AuditPage.sought(entries, cursors, more, before, after)
 
     async def prune_audit(self, older_than: float | None, keep: int | None, limit: int) -> int:
         removed = 0

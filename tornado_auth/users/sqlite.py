@@ -7,7 +7,7 @@ import json
 import sqlite3
 from typing import Any
 
-from ..audit import AuditEntry
+from ..audit import AuditEntry, AuditPage, BadCursor
 from ..sqlite import SQLiteDatabase
 from .base import EmailTaken, User, UserFilter, UserStore
 
@@ -63,6 +63,29 @@ def _add_columns(connection: sqlite3.Connection) -> None:
         connection.execute("ALTER TABLE users ADD COLUMN email_verified_at REAL")
 
 
+# How many audit entries there are, kept by triggers as entries are written and pruned: the
+# admin's page total and the pruning by count never count a long trail.
+AUDIT_COUNT = (
+    "CREATE TABLE IF NOT EXISTS audit_count "
+    "(id INTEGER PRIMARY KEY CHECK (id = 0), entries INTEGER NOT NULL)",
+    "INSERT OR REPLACE INTO audit_count (id, entries) SELECT 0, COUNT(*) FROM audit",
+    "CREATE TRIGGER IF NOT EXISTS audit_counted AFTER INSERT ON audit "
+    "BEGIN UPDATE audit_count SET entries = entries + 1 WHERE id = 0; END",
+    "CREATE TRIGGER IF NOT EXISTS audit_uncounted AFTER DELETE ON audit "
+    "BEGIN UPDATE audit_count SET entries = entries - 1 WHERE id = 0; END",
+)
+AUDIT_TOTAL = "SELECT entries FROM audit_count WHERE id = 0"
+
+
+def _count_audit(connection: sqlite3.Connection) -> None:
+    """Files made before the audit count: count the entries once and keep the count from then on,
+    in one transaction (so no entry written meanwhile is missed, by this or another process)."""
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = 'audit_uncounted'"
+    if connection.execute(sql).fetchone() is None:
+        for statement in AUDIT_COUNT:
+            connection.execute(statement)
+
+
 def _conditions(where: UserFilter) -> tuple[str, list[Any]]:
     """A WHERE clause (or nothing) and its values; instr() needs no escaping of % or _."""
     clauses: list[str] = []
@@ -79,6 +102,18 @@ def _conditions(where: UserFilter) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), values
 
 
+def _audit_entry(row: tuple) -> AuditEntry:
+    event, at, user_id, email, ip, user_agent, session, detail = row
+    return AuditEntry(event, at, user_id, email, ip, user_agent, session, json.loads(detail))
+
+
+def _audit_id(cursor: str) -> int:
+    """The entry id an audit cursor of this store names."""
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
+        raise BadCursor(cursor)
+    return int(cursor)
+
+
 class SQLiteUserStore(UserStore):
     name = "sqlite"
 
@@ -87,6 +122,7 @@ class SQLiteUserStore(UserStore):
 
     async def start(self) -> None:
         await self.db.run(_add_columns)
+        await self.db.transaction(_count_audit)
 
     async def add(self, user: User) -> None:
         row = (*(getattr(user, name) for name in FIELDS[:-1]), json.dumps(user.extra))
@@ -176,16 +212,34 @@ class SQLiteUserStore(UserStore):
         def read(connection: sqlite3.Connection) -> tuple[list[tuple], int]:
             sql = f"SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT ? OFFSET ?"
             rows = connection.execute(sql, (limit, offset)).fetchall()
-            return rows, connection.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+            return rows, connection.execute(AUDIT_TOTAL).fetchone()[0]
 
         rows, total = await self.db.run(read)
-        entries = []
-        for event, at, user_id, email, ip, user_agent, session, detail in rows:
-            entry = AuditEntry(
-                event, at, user_id, email, ip, user_agent, session, json.loads(detail)
-            )
-            entries.append(entry)
-        return entries, total
+        return [_audit_entry(row) for row in rows], total
+
+    async def audit_range(
+        self, limit: int, before: str | None = None, after: str | None = None
+    ) -> AuditPage:
+        """By id (the order entries were written in): each page is one indexed range of at most
+        ``limit + 1`` rows, however deep in the trail."""
+        if before is not None and after is not None:
+            raise BadCursor("before and after together")
+        if after is not None:  # the oldest entries newer than the cursor, then newest first
+            sql = f"SELECT id, {AUDIT_COLUMNS} FROM audit WHERE id > ? ORDER BY id LIMIT ?"
+            arguments: tuple = (_audit_id(after) if after else 0, limit + 1)
+        elif before:
+            sql = f"SELECT id, {AUDIT_COLUMNS} FROM audit WHERE id < ? ORDER BY id DESC LIMIT ?"
+            arguments = (_audit_id(before), limit + 1)
+        else:
+            sql = f"SELECT id, {AUDIT_COLUMNS} FROM audit ORDER BY id DESC LIMIT ?"
+            arguments = (limit + 1,)
+        rows = await self.db.run(lambda connection: connection.execute(sql, arguments).fetchall())
+        more, rows = len(rows) > limit, rows[:limit]
+        if after is not None:
+            rows.reverse()
+        entries = [_audit_entry(row[1:]) for row in rows]
+        cursors = (str(rows[0][0]), str(rows[-1][0])) if rows else ("", "")
+        return AuditPage.sought(entries, cursors, more, before, after)
 
     async def prune_audit(self, older_than: float | None, keep: int | None, limit: int) -> int:
         def prune(connection: sqlite3.Connection) -> int:
@@ -197,7 +251,7 @@ class SQLiteUserStore(UserStore):
                 )
                 removed = connection.execute(sql, (older_than, limit)).rowcount
             if keep is not None and removed < limit:
-                total = connection.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+                total = connection.execute(AUDIT_TOTAL).fetchone()[0]
                 excess = min(total - keep, limit - removed)
                 if excess > 0:
                     sql = "DELETE FROM audit WHERE id IN (SELECT id FROM audit ORDER BY id LIMIT ?)"
