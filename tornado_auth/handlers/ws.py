@@ -21,9 +21,17 @@ class SessionWebSocket(BaseHandler, tornado.websocket.WebSocketHandler):
     ``requires``/``role_required`` for more. Once open, the socket is closed with code 4001 within
     a second when its session ends for any reason (sign-out, revocation, password or role change,
     disable, expiry), in any server process. Override ``opened`` and ``on_message``.
+
+    The live hub pings every socket each ``live.ping_interval`` and closes one that does not
+    answer; an override of ``on_pong`` calls ``super().on_pong(data)``.
     """
 
     api = True  # a refused handshake answers JSON (401), not a redirect
+
+    @property
+    def ping_interval(self) -> float | None:
+        """None: the live hub pings the sockets, all from one timer (see ``Heartbeat``)."""
+        return None
 
     @authenticated
     async def get(self, *args: Any, **kwargs: Any) -> None:
@@ -47,6 +55,9 @@ class SessionWebSocket(BaseHandler, tornado.websocket.WebSocketHandler):
         """An event about the user's sessions (a sign-in elsewhere, sessions ended, and for admins
         statistics); ignored unless overridden."""
 
+    def on_pong(self, data: bytes) -> None:
+        self.services.live.answered(self)
+
     def on_close(self) -> None:
         if hasattr(self, "session_key"):
             self.services.live.remove(self)
@@ -58,6 +69,11 @@ class SessionWebSocket(BaseHandler, tornado.websocket.WebSocketHandler):
         """Send a JSON message, unless the socket is closing."""
         if self.ws_connection is not None and not self.ws_connection.is_closing():
             self.write_message(json.dumps(payload))
+
+    def send_ping(self) -> None:
+        """Ping, unless the socket is closing."""
+        if self.ws_connection is not None and not self.ws_connection.is_closing():
+            self.ping()
 
     def end(self, code: int, reason: str) -> None:
         self.close(code, reason)
