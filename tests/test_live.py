@@ -5,14 +5,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import signal
 import struct
 import time
+from typing import Any
 
 import pytest
-from tornado.httpclient import HTTPClientError
+import tornado.websocket
+from tornado.httpclient import HTTPClientError, HTTPRequest
 
+from tornado_auth import SessionWebSocket
 from tornado_auth.devices import device_name
 from tornado_auth.live import Deadlines, Heartbeat
 
@@ -275,6 +279,78 @@ def test_sign_in_counters_stay_bounded_under_a_flood_and_count_the_last_minute()
         window.add()
     assert len(window.buckets) <= 61
     assert window.count() == 60 * 128 + 1  # the events of the last 60 s, both ends included
+
+
+# -- what an open socket keeps -------------------------------------------------------------------
+
+
+class ProbeSocket(SessionWebSocket):
+    """Tells what it still has once open; "raise" makes its message handler fail."""
+
+    def opened(self) -> None:
+        self.user_agent = self.request.headers.get("User-Agent")
+
+    def on_message(self, message: str | bytes) -> None:
+        if message == "raise":
+            raise RuntimeError("the handler failed")
+        try:
+            kept = self.session is not None
+        except RuntimeError:
+            kept = False
+        handshakes = [
+            task
+            for task in asyncio.all_tasks()
+            if task.get_coro().__qualname__ == "RequestHandler._execute"
+        ]
+        self.write_json(
+            {
+                "email": self.current_user.email,
+                "ip": self.request.remote_ip,
+                "path": self.request.path,
+                "headers": len(self.request.headers),
+                "userAgentInOpened": self.user_agent,
+                "sessionKept": kept,
+                "handshakesRunning": len(handshakes),
+            }
+        )
+
+
+async def open_probe(client: Client) -> Any:
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    url = client.base_url.replace("http://", "ws://") + "/ws/probe"
+    request = HTTPRequest(url, headers={"Cookie": cookie, "User-Agent": "Probe/1.0"})
+    return await tornado.websocket.websocket_connect(request)
+
+
+async def test_an_open_socket_keeps_its_user_and_address_but_not_the_handshake(store: Store):
+    async with serving(settings_for(store), routes=[(r"/ws/probe", ProbeSocket)]) as server:
+        client = await signed_in(server)
+        socket = await open_probe(client)
+        await socket.write_message("what do you have?")
+        assert json.loads(await socket.read_message()) == {
+            "email": "ann@example.com",
+            "ip": "127.0.0.1",
+            "path": "/ws/probe",
+            "headers": 0,  # let go of once open; what the socket needs is read in opened()
+            "userAgentInOpened": "Probe/1.0",
+            "sessionKept": False,
+            "handshakesRunning": 0,  # frames are read by a task of their own
+        }
+        socket.close()
+
+
+async def test_a_failing_message_handler_is_logged_with_its_request_and_closes_the_socket(
+    store: Store, caplog: pytest.LogCaptureFixture
+):
+    async with serving(settings_for(store), routes=[(r"/ws/probe", ProbeSocket)]) as server:
+        client = await signed_in(server)
+        socket = await open_probe(client)
+        with caplog.at_level(logging.ERROR):
+            await socket.write_message("raise")
+            assert await closed_within(socket, 10) == (None, None)
+        assert "the handler failed" in caplog.text
+        assert "GET /ws/probe (127.0.0.1)" in caplog.text
+        assert server.services.live.open_sockets == 0
 
 
 # -- pings -------------------------------------------------------------------------------------
