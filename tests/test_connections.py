@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from .conftest import Store, serving, settings_for
+from .helpers import next_event, open_socket, signed_in
 
 
 async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -49,3 +50,21 @@ async def test_warnings_name_the_path_without_its_query(
         assert response.code == 404
     assert "/api/nothing" in caplog.text
     assert "secret-value" not in caplog.text
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+async def test_open_dashboard_sockets_count_toward_the_cap(store: Store):
+    async with serving(settings_for(store, server__max_connections=3)) as server:
+        client = await signed_in(server)
+        sockets = [await open_socket(client) for _ in range(3)]
+        for socket in sockets:
+            await next_event(socket, "hello")
+        assert (await get(server.port, "/healthz")) == b""  # three descriptors in use already
+        sockets.pop().close()
+        for _ in range(100):  # the server notices the close on its next loop turns
+            answer = await get(server.port, "/healthz")
+            if answer:
+                break
+        assert answer.startswith(b"HTTP/1.1 200")
+        for socket in sockets:
+            socket.close()
