@@ -139,16 +139,15 @@ class CappedHTTPServer(tornado.httpserver.HTTPServer):
 
 
 def connection_cap(setting: int) -> int:
-    """``server.max_connections``, or with 0 the open-file limit (raised to the hard limit)
-    less what the process needs besides connections."""
-    if setting:
-        return setting
+    """``server.max_connections``, or with 0 the open-file limit less what the process needs
+    besides connections. Either way the soft open-file limit is raised to the hard limit first:
+    every open connection and dashboard socket holds a descriptor."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
-    return max(16, soft - FILES_KEPT_FREE)
+    return setting or max(16, soft - FILES_KEPT_FREE)
 
 
 def http_server(app: tornado.web.Application, settings: Settings) -> tornado.httpserver.HTTPServer:
