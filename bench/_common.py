@@ -44,10 +44,17 @@ def cli(doc: str, main: Callable[[argparse.Namespace], Coroutine[Any, Any, dict[
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help=f"short runs: {quick}")
     parser.add_argument("--json", type=Path, required=True, help="the figures' file")
+    numbers = {name: value for name, value in full.items() if type(value) in (int, float)}
+    for name, value in numbers.items():  # a number among the parameters may be set: --sockets 9
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), metavar="N",
+                            help=f"default {value:,}, quick {quick[name]:,}")  # fmt: skip
     args = parser.parse_args()
     if not (REDIS_URL and MONGO_URL):
         parser.error("set BENCH_REDIS_URL and BENCH_MONGO_URL (servers to fill), or use bench.run")
-    write_json(args.json, asyncio.run(main(argparse.Namespace(**(quick if args.quick else full)))))
+    chosen = quick if args.quick else full
+    params = {name: value if (given := getattr(args, name, None)) is None else given
+              for name, value in chosen.items()}  # fmt: skip
+    write_json(args.json, asyncio.run(main(argparse.Namespace(**params))))
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -100,20 +107,21 @@ async def quiet(
 # -- sessions and the server under test ----------------------------------------------------------
 
 
-def login_session(number: int) -> Session:
-    """A new session signed in as a distinct user, as a sign-in builds it (its data, an IP
-    address and a browser's User-Agent)."""
+def login_session(number: int, user_id: str | None = None) -> Session:
+    """A new session signed in as a distinct user (or as ``user_id``), as a sign-in builds it
+    (its data, an IP address and a browser's User-Agent)."""
     session = Session()
     data = {"email": f"user{number}@example.com", "role": "user", "amr": ["pwd"]}
-    session.login(secrets.token_hex(12), data, remember_me=False, ttl=86400)
+    session.login(user_id or secrets.token_hex(12), data, remember_me=False, ttl=86400)
     session.ip = f"203.0.{number // 256 % 256}.{number % 256}"
     session.user_agent = USER_AGENT
     return session
 
 
-async def signed_in(services: Services, number: int) -> tuple[str, str]:
-    """A new session of a distinct user in the services' store: its token and Cookie header."""
-    change = await services.sessions.commit(login_session(number))
+async def signed_in(services: Services, number: int, user_id: str | None = None) -> tuple[str, str]:
+    """A new session of a distinct user (or of ``user_id``) in the services' store: its token
+    and Cookie header."""
+    change = await services.sessions.commit(login_session(number, user_id))
     assert change is not None and change.token is not None
     value = create_signed_value(services.cookie_secret, "session", change.token).decode()
     return change.token, f'session="{value}"'
@@ -183,11 +191,13 @@ async def spawned(command: list[str], cwd: Path, env: dict[str, str], log: Path,
 
 
 @contextlib.asynccontextmanager
-async def serve(env: dict[str, str], log: Path, processes: int = 1) -> AsyncIterator[Server]:
-    """``tornado-auth serve`` on a free port, once it listens; SIGTERM on exit."""
+async def serve(env: dict[str, str], log: Path, processes: int = 1,
+                module: str = "tornado_auth") -> AsyncIterator[Server]:  # fmt: skip
+    """``tornado-auth serve`` (or ``python -m MODULE serve``, MODULE taking the same command line)
+    on a free port, once it listens; SIGTERM on exit."""
     OUT.mkdir(parents=True, exist_ok=True)
     port = services.free_ports(1)[0]
-    command = [sys.executable, "-m", "tornado_auth", "serve", "--host", "127.0.0.1", "--port",
+    command = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port",
                str(port), "--processes", str(processes)]  # fmt: skip
     async with spawned(command, OUT, env, log, port, "tornado-auth serve") as server:
         yield server

@@ -47,8 +47,9 @@ def _summary(http: dict[str, Any], local: dict[str, Any]) -> list[str]:
          f"{during:.2f} ms vs {alone:.2f} ms = {storm['p99_ratio']:.1f}x",
          _verdict(storm["p99_ratio"] <= 2)),
         (f"(d) server memory per idle WebSocket ({sockets['opened']:,} open, "
-         f"{sockets['failures']} failed)", "-",
-         f"{sockets['bytes_per_socket'] / 1024:.1f} KiB", ""),
+         f"{sockets['failures']} failed)", f"<= {SOCKET_KIB} KiB",
+         f"{sockets['bytes_per_socket'] / 1024:.1f} KiB",
+         _verdict(sockets["bytes_per_socket"] <= SOCKET_KIB * 1024)),
         ("Redis bytes per login session (used_memory growth / MEMORY USAGE)",
          f"reference {memory['reference_bytes']} (connect-redis)",
          f"{memory['info_bytes_per_session']:.0f} / {memory['memory_usage_bytes_per_session']:.0f}",
@@ -62,6 +63,79 @@ def _summary(http: dict[str, Any], local: dict[str, Any]) -> list[str]:
 
 
 PEER_TARGETS = {"cache on": 0.9, "cache off": 0.75}  # vs express, from 2,000 sessions up
+SOCKET_KIB = 10  # server memory per idle authenticated socket
+SOCKETS = 50_000  # idle sockets one process holds, revocation still closing the right one
+CLOSE_S = 1.0  # a revoked session's socket closes within this, p99
+
+
+def _ms(figures: dict[str, float] | None) -> str:
+    if figures is None:
+        return "none closed"
+    return f"p50 {figures['p50']:.1f} ms, p99 {figures['p99']:.1f} ms, max {figures['max']:.1f} ms"
+
+
+def _sockets(sockets: dict[str, Any]) -> list[str]:
+    """Many idle sockets on one process: memory, revocation to close, the dashboard meanwhile."""
+    params, opened, memory = sockets["params"], sockets["open"], sockets["memory"]
+    revoked, alone, during = sockets["revocations"], sockets["dashboard_alone"], (
+        sockets["dashboard_open"])  # fmt: skip
+    count, asked, hard = opened["opened"], sockets["requested"], sockets["open_files_hard_limit"]
+    limited = (f" of {asked:,} asked: one process may open {hard:,} files here"
+               if params["sockets"] < asked else "")  # fmt: skip
+    lines = [
+        f"`{sockets['command']}` (tornado-auth git {sockets['commit']}): one `tornado-auth serve` "
+        f"process, Redis sessions; {count:,} authenticated dashboard sockets opened from "
+        f"{sockets['clients']} client processes (each from a loopback address of its own), the "
+        f"server's RSS read every {params['step']:,}; then {revoked['all']['revoked']} of their "
+        f"sessions, spread over all of them, revoked through `DELETE /api/sessions/{{id}}` by "
+        f"another session of their user, {params['single']} one at a time and "
+        f"{params['bursts']} bursts of {params['burst']} at once; the time is from the revoke "
+        "request to its socket's close frame at the client (from the revoke's response, the "
+        "close often comes first: negative). Details: [results/sockets.json]"
+        "(results/sockets.json).",
+        "",
+        "| measure | target | measured | verdict |",
+        "|---|---|---|---|",
+    ]
+    rows = [(f"sockets open on one process{limited}", f"{SOCKETS:,}",
+             f"{count:,} ({opened['failed']} failed)", _verdict(count >= SOCKETS))]  # fmt: skip
+    labels = {"with_cached_session": "first {sockets:,}, each session cached too",
+              "socket_alone": "from {from:,} to {to:,}, past the session cache"}  # fmt: skip
+    for key, label in labels.items():
+        if key in memory:
+            figure = memory[key]
+            rows.append((f"server memory per idle socket, {label.format(**figure)}",
+                         f"<= {SOCKET_KIB} KiB", f"{figure['bytes_per_socket'] / 1024:.1f} KiB",
+                         _verdict(figure["bytes_per_socket"] <= SOCKET_KIB * 1024)))  # fmt: skip
+    everything = revoked["all"]
+    ping = sockets["settings"].get("TORNADO_AUTH_LIVE__PING_INTERVAL", "20s")
+    p99 = everything["from_request_ms"]["p99"] if everything["from_request_ms"] else None
+    rows += [
+        (f"revoked session to its socket's close, {everything['revoked']} revocations "
+         f"({everything['missed']} missed)", f"p99 <= {CLOSE_S:g} s",
+         _ms(everything["from_request_ms"]),
+         _verdict(p99 is not None and p99 <= CLOSE_S * 1000 and not everything["missed"])),
+        (f"the same, one at a time / in bursts of {params['burst']}", "",
+         f"{_ms(revoked['single']['from_request_ms'])} / "
+         f"{_ms(revoked['bursts']['from_request_ms'])}", ""),
+        ("the same, from the revoke's response", "", _ms(everything["from_response_ms"]), ""),
+        ("sockets closed that were not revoked, or with another code", "0",
+         f"{revoked['other_sockets_closed']} / "
+         f"{len(revoked['single']['wrong_close']) + len(revoked['bursts']['wrong_close'])}",
+         _verdict(revoked["other_sockets_closed"] == 0 and not revoked["single"]["wrong_close"]
+                  and not revoked["bursts"]["wrong_close"])),
+        ("dashboard (wrk -c10) with the sockets open / with none", "answers",
+         f"{during['rps']:,.0f} / {alone['rps']:,.0f} req/s, p99 "
+         f"{during['latency_ms']['p99']:.1f} / {alone['latency_ms']['p99']:.1f} ms, non-2xx "
+         f"{during['non_2xx']} / {alone['non_2xx']}",
+         _verdict(during["requests"] > 0 and during["non_2xx"] == 0)),
+        ("opening: sockets per second; server / client processes' CPU (cores)", "",
+         f"{opened['per_s']:,.0f}/s; {opened['server_cores']:.2f} / "
+         f"{opened['client_cores']:.2f}", ""),
+        (f"server CPU with the sockets open and idle (pings every {ping})", "",
+         f"{sockets['idle']['server_cores']:.3f} cores", ""),
+    ]  # fmt: skip
+    return lines + [f"| {' | '.join(row)} |" for row in rows]
 
 
 def _peers(peers: dict[str, Any]) -> list[str]:
@@ -550,6 +624,7 @@ def render(directory: Path = RESULTS) -> str:
     run, http, local = (_load(directory, name) for name in ("run", "http_load", "in_process"))
     chaos = _load(directory, "chaos")
     soak = _load(directory, "soak")
+    sockets = _load(directory, "sockets")
     peers, profile = _load(directory, "peers"), _load(directory, "profile")
     lines = ["# Benchmark results", ""]
     if run and peers:
@@ -582,6 +657,9 @@ def render(directory: Path = RESULTS) -> str:
         ]
     else:
         lines += ["Generated by `make bench` (figures in [results/](results/)): not measured yet."]
+    if sockets:
+        lines += ["", f"## Idle sockets on one process (`make bench`, {sockets['date']})", "",
+                  *_sockets(sockets)]  # fmt: skip
     if chaos:
         lines += [
             "",

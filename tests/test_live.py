@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
+import logging
+import os
 import signal
+import struct
 import time
+from typing import Any
 
 import pytest
-from tornado.httpclient import HTTPClientError
+import tornado.websocket
+from tornado.httpclient import HTTPClientError, HTTPRequest
 
+from tornado_auth import SessionWebSocket
 from tornado_auth.devices import device_name
+from tornado_auth.live import Deadlines, Heartbeat
 
 from .conftest import (
     PASSWORD,
@@ -270,3 +279,225 @@ def test_sign_in_counters_stay_bounded_under_a_flood_and_count_the_last_minute()
         window.add()
     assert len(window.buckets) <= 61
     assert window.count() == 60 * 128 + 1  # the events of the last 60 s, both ends included
+
+
+# -- what an open socket keeps -------------------------------------------------------------------
+
+
+class ProbeSocket(SessionWebSocket):
+    """Tells what it still has once open; "raise" makes its message handler fail."""
+
+    def opened(self) -> None:
+        self.user_agent = self.request.headers.get("User-Agent")
+
+    def on_message(self, message: str | bytes) -> None:
+        if message == "raise":
+            raise RuntimeError("the handler failed")
+        try:
+            kept = self.session is not None
+        except RuntimeError:
+            kept = False
+        handshakes = [
+            task
+            for task in asyncio.all_tasks()
+            if task.get_coro().__qualname__ == "RequestHandler._execute"
+        ]
+        self.write_json(
+            {
+                "email": self.current_user.email,
+                "ip": self.request.remote_ip,
+                "path": self.request.path,
+                "headers": len(self.request.headers),
+                "userAgentInOpened": self.user_agent,
+                "sessionKept": kept,
+                "handshakesRunning": len(handshakes),
+            }
+        )
+
+
+async def open_probe(client: Client) -> Any:
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    url = client.base_url.replace("http://", "ws://") + "/ws/probe"
+    request = HTTPRequest(url, headers={"Cookie": cookie, "User-Agent": "Probe/1.0"})
+    return await tornado.websocket.websocket_connect(request)
+
+
+async def test_an_open_socket_keeps_its_user_and_address_but_not_the_handshake(store: Store):
+    async with serving(settings_for(store), routes=[(r"/ws/probe", ProbeSocket)]) as server:
+        client = await signed_in(server)
+        socket = await open_probe(client)
+        await socket.write_message("what do you have?")
+        assert json.loads(await socket.read_message()) == {
+            "email": "ann@example.com",
+            "ip": "127.0.0.1",
+            "path": "/ws/probe",
+            "headers": 0,  # let go of once open; what the socket needs is read in opened()
+            "userAgentInOpened": "Probe/1.0",
+            "sessionKept": False,
+            "handshakesRunning": 0,  # frames are read by a task of their own
+        }
+        socket.close()
+
+
+async def test_a_failing_message_handler_is_logged_with_its_request_and_closes_the_socket(
+    store: Store, caplog: pytest.LogCaptureFixture
+):
+    async with serving(settings_for(store), routes=[(r"/ws/probe", ProbeSocket)]) as server:
+        client = await signed_in(server)
+        socket = await open_probe(client)
+        with caplog.at_level(logging.ERROR):
+            await socket.write_message("raise")
+            assert await closed_within(socket, 10) == (None, None)
+        assert "the handler failed" in caplog.text
+        assert "GET /ws/probe (127.0.0.1)" in caplog.text
+        assert server.services.live.open_sockets == 0
+
+
+# -- pings -------------------------------------------------------------------------------------
+
+
+class RawSocket:
+    """A dashboard socket spoken to byte by byte, so a test decides whether pings are answered."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, client: Client) -> RawSocket:
+        host = client.base_url.removeprefix("http://")
+        reader, writer = await asyncio.open_connection(*host.split(":"))
+        cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            f"GET /ws/dashboard HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Cookie: {cookie}\r\n\r\n".encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return cls(reader, writer)
+
+    async def frame(self) -> tuple[int, bytes]:
+        """The next frame from the server: its opcode and payload."""
+        first, second = await self.reader.readexactly(2)
+        length = second & 0x7F
+        if length == 126:
+            (length,) = struct.unpack(">H", await self.reader.readexactly(2))
+        elif length == 127:
+            (length,) = struct.unpack(">Q", await self.reader.readexactly(8))
+        return first & 0x0F, await self.reader.readexactly(length)
+
+    def pong(self, payload: bytes) -> None:
+        mask = os.urandom(4)
+        masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+        self.writer.write(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+PING, CLOSE = 0x9, 0x8
+
+
+async def test_a_socket_that_answers_pings_stays_open(store: Store):
+    async with serving(settings_for(store, live__ping_interval="0.3s")) as server:
+        socket = await RawSocket.open(await signed_in(server))
+        pings = 0
+        while pings < 3:  # each ping answered before the next: never closed for it
+            opcode, payload = await asyncio.wait_for(socket.frame(), 10)
+            assert opcode != CLOSE, payload
+            if opcode == PING:
+                pings += 1
+                socket.pong(payload)
+        assert server.services.live.open_sockets == 1
+        socket.close()
+
+
+async def test_a_socket_that_does_not_answer_a_ping_is_closed(store: Store):
+    async with serving(settings_for(store, live__ping_interval="0.3s")) as server:
+        socket = await RawSocket.open(await signed_in(server))
+        pings = 0
+        while True:
+            opcode, payload = await asyncio.wait_for(socket.frame(), 10)
+            if opcode == CLOSE:
+                break
+            pings += opcode == PING
+        assert pings == 1  # the next visit finds it unanswered
+        assert struct.unpack(">H", payload[:2])[0] == 1000
+        assert payload[2:] == b"ping timed out"
+        socket.close()
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.pings = 0
+        self.ended: tuple[int, str] | None = None
+
+    def send_ping(self) -> None:
+        self.pings += 1
+
+    def end(self, code: int, reason: str) -> None:
+        self.ended = (code, reason)
+
+
+async def test_one_heartbeat_pings_every_socket_once_per_round_and_closes_the_silent():
+    heartbeat = Heartbeat(1.0)  # ten slots, one visited per tick
+    sockets = [FakeSocket() for _ in range(50)]
+    for socket in sockets:
+        heartbeat.add(socket)  # type: ignore[arg-type]
+    heartbeat.close()  # the test turns the slots itself
+
+    def round_() -> None:
+        for _ in heartbeat.slots:
+            heartbeat.visit()
+
+    round_()
+    assert [socket.pings for socket in sockets] == [1] * 50
+    for socket in sockets[1:]:
+        heartbeat.answered(socket)  # type: ignore[arg-type]
+    heartbeat.remove(sockets[1])  # type: ignore[arg-type]
+    round_()
+    assert sockets[0].ended == (1000, "ping timed out")
+    assert sockets[0].pings == 1 and sockets[1].pings == 1
+    assert all(socket.pings == 2 and socket.ended is None for socket in sockets[2:])
+    round_()  # closed or removed: neither pinged nor closed again
+    assert sockets[0].pings == 1 and sockets[1].pings == 1 and sockets[1].ended is None
+
+
+# -- expiry deadlines --------------------------------------------------------------------------
+
+
+async def test_deadlines_come_in_order_once_each_and_follow_a_moved_expiry():
+    from .conftest import Clock
+
+    clock, now = Clock(), Clock().now
+    deadlines = Deadlines(clock, lambda keys: None)
+    try:
+        deadlines.set("a", now + 10)
+        deadlines.set("b", now + 5)
+        deadlines.set("b", now + 5)  # a second socket of the session
+        deadlines.set("c", now + 7)
+        deadlines.discard("c")  # its last socket closed
+        deadlines.set("a", now + 20)  # activity elsewhere moved its expiry
+        clock.now = now + 6
+        assert deadlines.pop_due() == ["b"]
+        clock.now = now + 15
+        assert deadlines.pop_due() == []
+        clock.now = now + 20
+        assert deadlines.pop_due() == ["a"]
+        assert deadlines.at["a"] == now + 20  # known until the check decides what it was
+    finally:
+        deadlines.close()
+
+
+async def test_deadlines_moved_again_and_again_keep_a_bounded_heap():
+    from .conftest import Clock
+
+    clock = Clock()
+    deadlines = Deadlines(clock, lambda keys: None)
+    try:
+        for number in range(10_000):
+            deadlines.set(f"key{number % 10}", clock.now + 100 + number)
+        assert len(deadlines.heap) <= 2 * 10 + 17
+    finally:
+        deadlines.close()

@@ -5,15 +5,19 @@ How a socket learns that its session ended:
   at once through the ``ended`` event;
 - with stores that cannot share events (SQLite, MongoDB) across processes, by a check of every
   open socket's session each ``check_interval`` seconds;
-- at its expiry, by a timer set to the session's idle or absolute expiry, re-armed if activity
+- at its expiry, by a deadline at the session's idle or absolute expiry, moved if activity
   elsewhere moved it.
 Socket traffic itself does not count as activity: an open tab does not keep a session alive.
+
+An idle socket costs little: the hub keeps one timer for every session's deadline and one for
+every socket's pings (``Deadlines``, ``Heartbeat``), not a timer or a task per socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
 from collections import deque
@@ -29,6 +33,7 @@ log = logging.getLogger("tornado_auth.live")
 SESSION_ENDED = 4001  # the close code that tells the page to go to /login
 TOO_MANY_SOCKETS = 4008  # the close code of a socket pushed out by newer ones; not reopened
 GOING_AWAY = 1001
+NORMAL_CLOSURE = 1000
 MINUTE = 60.0
 _NEVER = float("inf")
 # Ends the user's other dashboards hear of (not those the user sees anyway, like a regeneration).
@@ -81,6 +86,136 @@ class Socket(Protocol):
 
     def end(self, code: int, reason: str) -> None: ...
 
+    def send_ping(self) -> None: ...
+
+
+class Deadlines:
+    """When each session's sockets are next checked for expiry: a heap of (time, key) under one
+    timer set for the earliest, which calls ``due(keys)`` with the keys whose time came.
+
+    A later ``set`` for a key replaces its time; the entry it replaces stays in the heap until it
+    surfaces (or the heap is rebuilt, once stale entries outnumber the live ones)."""
+
+    SLACK = 0.001  # a timer may fire this early: what is due by then is due now
+
+    def __init__(self, clock: Callable[[], float], due: Callable[[list[str]], None]) -> None:
+        self.clock = clock
+        self.due = due
+        self.at: dict[str, float] = {}  # each key's current deadline
+        self.heap: list[tuple[float, str]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = _NEVER
+
+    def set(self, key: str, at: float) -> None:
+        self.at[key] = at
+        heapq.heappush(self.heap, (at, key))
+        if len(self.heap) > 2 * len(self.at) + 16:
+            self.heap = [(when, name) for name, when in self.at.items()]
+            heapq.heapify(self.heap)
+        self._schedule()
+
+    def discard(self, key: str) -> None:
+        self.at.pop(key, None)  # its heap entry is skipped when it surfaces
+
+    def pop_due(self) -> list[str]:
+        """The keys whose deadline has come, each once; their deadlines stay known (``at``)."""
+        now, heap = self.clock() + self.SLACK, self.heap
+        due: dict[str, None] = {}
+        while heap and heap[0][0] <= now:
+            at, key = heapq.heappop(heap)
+            if self.at.get(key) == at:
+                due[key] = None  # once, however many sockets of its session set it
+        return list(due)
+
+    def _schedule(self) -> None:
+        while self.heap and self.at.get(self.heap[0][1]) != self.heap[0][0]:
+            heapq.heappop(self.heap)  # stale: replaced or discarded
+        earliest = self.heap[0][0] if self.heap else _NEVER
+        if earliest >= self._timer_at:
+            return  # the timer set fires first; it reschedules
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = earliest
+        if earliest < _NEVER:
+            delay = max(0.0, earliest - self.clock())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._timer, self._timer_at = None, _NEVER
+        due = self.pop_due()
+        self._schedule()
+        if due:
+            self.due(due)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, _NEVER
+
+
+class Heartbeat:
+    """Pings every socket once per ``interval`` from one timer: the sockets sit in slots, one
+    slot visited every ``TICK`` seconds, so the pings spread over the interval. A socket whose
+    ping is still unanswered at its next visit is closed, as Tornado's own pings would close it.
+    """
+
+    TICK = 0.1
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        count = max(1, round(interval / self.TICK))
+        self.slots: list[dict[Socket, None]] = [{} for _ in range(count)]
+        self.unanswered: set[Socket] = set()
+        self._next = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0  # loop time of the next visit
+
+    def add(self, socket: Socket) -> None:
+        if self.interval <= 0:
+            return
+        self._slot(socket)[socket] = None
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._due = loop.time() + self.interval / len(self.slots)
+            self._timer = loop.call_at(self._due, self._tick)
+
+    def remove(self, socket: Socket) -> None:
+        if self.interval > 0:
+            self._slot(socket).pop(socket, None)
+            self.unanswered.discard(socket)
+
+    def answered(self, socket: Socket) -> None:
+        self.unanswered.discard(socket)
+
+    def _slot(self, socket: Socket) -> dict[Socket, None]:
+        return self.slots[hash(socket) % len(self.slots)]
+
+    def visit(self) -> None:
+        """Ping the sockets of the next slot; close those that did not answer the last ping."""
+        slot = self.slots[self._next]
+        self._next = (self._next + 1) % len(self.slots)
+        for socket in list(slot):
+            if socket in self.unanswered:
+                self.remove(socket)
+                socket.end(NORMAL_CLOSURE, "ping timed out")
+            else:
+                self.unanswered.add(socket)
+                socket.send_ping()
+
+    def _tick(self) -> None:
+        self.visit()
+        if not any(self.slots):
+            self._timer = None  # no socket left: the next one starts the timer again
+            return
+        loop = asyncio.get_running_loop()
+        self._due = max(self._due + self.interval / len(self.slots), loop.time())
+        self._timer = loop.call_at(self._due, self._tick)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
 
 class LiveHub:
     def __init__(
@@ -91,6 +226,7 @@ class LiveHub:
         clock: Callable[[], float] = time.time,
         max_per_session: int = 0,
         max_per_user: int = 0,
+        ping_interval: float = 0,
     ) -> None:
         self.sessions = sessions
         self.check_interval = check_interval
@@ -98,14 +234,16 @@ class LiveHub:
         self.clock = clock
         self.max_per_session = max_per_session
         self.max_per_user = max_per_user
-        # Sockets in the order they opened (dicts as ordered sets): the oldest go first.
-        self.by_key: dict[str, dict[Socket, None]] = {}
-        self.by_user: dict[str, dict[Socket, None]] = {}
+        # Sockets in the order they opened, the oldest first (most sessions and users have one).
+        self.by_key: dict[str, list[Socket]] = {}
+        self.by_user: dict[str, list[Socket]] = {}
+        self.admins: dict[Socket, None] = {}
+        self.open_sockets = 0
         self.on_count: list[Callable[[int], Any]] = []  # told the open sockets after a change
         self.sign_ins = RateWindow(clock)
         self.failures = RateWindow(clock)
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._expiry: dict[str, float] = {}
+        self.deadlines = Deadlines(clock, lambda keys: self._spawn(self.check(keys)))
+        self.heartbeat = Heartbeat(ping_interval)
         self._tasks: list[asyncio.Task[None]] = []
         self._running: set[asyncio.Future[None]] = set()
         sessions.events.subscribe(self._on_event)
@@ -118,38 +256,48 @@ class LiveHub:
                 asyncio.create_task(self._every(self.stats_interval, self.push_stats))
             )
 
-    @property
-    def open_sockets(self) -> int:
-        return sum(len(sockets) for sockets in self.by_key.values())
-
     def add(self, socket: Socket, expires_at: float) -> None:
         """Track a new socket; past a cap, the oldest socket of its session or user closes."""
+        self.open_sockets += 1
+        if socket.is_admin:
+            self.admins[socket] = None
+        self.heartbeat.add(socket)
         for index, name, cap in (
             (self.by_key, socket.session_key, self.max_per_session),
             (self.by_user, socket.user_id, self.max_per_user),
         ):
-            sockets = index.setdefault(name, {})
-            sockets[socket] = None
+            sockets = index.get(name)
+            if sockets is None:
+                sockets = index[name] = []
+            sockets.append(socket)
             while cap and len(sockets) > cap:
-                oldest = next(iter(sockets))
+                oldest = sockets[0]
                 self.remove(oldest)  # at once: its close handshake may take a while
                 oldest.end(TOO_MANY_SOCKETS, "too many open dashboards")
         self._arm(socket.session_key, expires_at)
         self._counted()
 
     def remove(self, socket: Socket) -> None:
+        """Stop tracking a socket (again: nothing happens)."""
+        sockets = self.by_key.get(socket.session_key)
+        if sockets is None or socket not in sockets:
+            return
+        self.open_sockets -= 1
+        self.admins.pop(socket, None)
+        self.heartbeat.remove(socket)
         for index, name in ((self.by_key, socket.session_key), (self.by_user, socket.user_id)):
             sockets = index.get(name)
-            if sockets is not None:
-                sockets.pop(socket, None)
+            if sockets is not None and socket in sockets:
+                sockets.remove(socket)
                 if not sockets:
                     del index[name]
         self._counted()
         if socket.session_key not in self.by_key:
-            self._expiry.pop(socket.session_key, None)
-            timer = self._timers.pop(socket.session_key, None)
-            if timer is not None:
-                timer.cancel()
+            self.deadlines.discard(socket.session_key)
+
+    def answered(self, socket: Socket) -> None:
+        """A socket answered a ping."""
+        self.heartbeat.answered(socket)
 
     def _counted(self) -> None:
         for callback in self.on_count:
@@ -192,7 +340,7 @@ class LiveHub:
             self.failures.add()
         elif kind == EventType.AUDITED:
             activity = {"type": Message.ACTIVITY, "event": event.get("event")}
-            for socket in self._admins():
+            for socket in list(self.admins):
                 socket.send(activity)
         elif kind == EventType.RESYNC:
             self._spawn(self.check())
@@ -210,13 +358,7 @@ class LiveHub:
     # -- checks --------------------------------------------------------------------------------
 
     def _arm(self, key: str, expires_at: float) -> None:
-        timer = self._timers.pop(key, None)
-        if timer is not None:
-            timer.cancel()
-        self._expiry[key] = expires_at
-        delay = max(0.0, expires_at - self.clock())
-        loop = asyncio.get_running_loop()
-        self._timers[key] = loop.call_later(delay, lambda: self._spawn(self.check([key])))
+        self.deadlines.set(key, expires_at)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
@@ -233,9 +375,9 @@ class LiveHub:
             except StoreUnavailable:
                 return  # unknown, not ended: check again later
             if record is None:  # expired by the store, or ended where events do not reach us
-                expired = self.clock() >= self._expiry.get(key, _NEVER)
+                expired = self.clock() >= self.deadlines.at.get(key, _NEVER)
                 reason = EndReason.EXPIRED if expired else EndReason.ENDED
-                self._ended([key], next(iter(self.by_key[key])).user_id, reason)
+                self._ended([key], self.by_key[key][0].user_id, reason)
             elif record.expired(self.clock()):
                 # Its event closes the sockets, unless the store (Redis's own expiry) got there
                 # first between the load and the delete: then nothing was announced.
@@ -258,11 +400,8 @@ class LiveHub:
             "openSockets": self.open_sockets,
         }
 
-    def _admins(self) -> list[Socket]:
-        return [s for sockets in self.by_key.values() for s in sockets if s.is_admin]
-
     async def push_stats(self) -> None:
-        admins = self._admins()
+        admins = list(self.admins)
         if admins:
             stats = await self.stats()
             for socket in admins:
@@ -287,5 +426,5 @@ class LiveHub:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for timer in self._timers.values():
-            timer.cancel()
+        self.deadlines.close()
+        self.heartbeat.close()

@@ -19,6 +19,7 @@ from tornado.iostream import IOStream
 
 from .accounts import Origin
 from .app import make_app
+from .live import LiveHub
 from .metrics import metrics_listener, multiprocess_values, process_ended
 from .oversized import READ_LIMIT
 from .services import Services, start_services
@@ -115,13 +116,16 @@ FILES_KEPT_FREE = 128  # descriptors left for stores, logs and the listening soc
 
 class CappedHTTPServer(tornado.httpserver.HTTPServer):
     """Closes connections past ``max_connections`` as they arrive: with no descriptor left,
-    every accept would fail and the loop would spin on it."""
+    every accept would fail and the loop would spin on it. Open dashboard sockets count too:
+    Tornado forgets a connection once it became a WebSocket, its descriptor stays in use."""
 
     max_connections = 0
     connections_open: Any = None  # the gauge of open connections, when metrics are kept
+    live: LiveHub | None = None  # the app's open sockets, when it has a live hub
 
     def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
-        if self.max_connections and len(self._connections) >= self.max_connections:
+        sockets = self.live.open_sockets if self.live is not None else 0
+        if self.max_connections and len(self._connections) + sockets >= self.max_connections:
             stream.close()
             return
         super().handle_stream(stream, address)
@@ -135,16 +139,15 @@ class CappedHTTPServer(tornado.httpserver.HTTPServer):
 
 
 def connection_cap(setting: int) -> int:
-    """``server.max_connections``, or with 0 the open-file limit (raised to the hard limit)
-    less what the process needs besides connections."""
-    if setting:
-        return setting
+    """``server.max_connections``, or with 0 the open-file limit less what the process needs
+    besides connections. Either way the soft open-file limit is raised to the hard limit first:
+    every open connection and dashboard socket holds a descriptor."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and soft < hard:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
-    return max(16, soft - FILES_KEPT_FREE)
+    return setting or max(16, soft - FILES_KEPT_FREE)
 
 
 def http_server(app: tornado.web.Application, settings: Settings) -> tornado.httpserver.HTTPServer:
@@ -152,7 +155,7 @@ def http_server(app: tornado.web.Application, settings: Settings) -> tornado.htt
     response (headers) or with a bare 400 (a chunked body), so it reads up to READ_LIMIT times
     the settings, and the app answers anything over a setting with a JSON 431 or 413 (a declared
     Content-Length over the limit at once: see ``oversized``). Connections past
-    ``server.max_connections`` are closed as they arrive."""
+    ``server.max_connections`` (open dashboard sockets included) are closed as they arrive."""
     server = CappedHTTPServer(
         app,
         xheaders=settings["server.xheaders"],
@@ -164,6 +167,7 @@ def http_server(app: tornado.web.Application, settings: Settings) -> tornado.htt
     services = app.settings.get("services")
     if services is not None:
         server.connections_open = services.metrics.connections_open
+        server.live = services.live
     return server
 
 

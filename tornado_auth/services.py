@@ -147,6 +147,7 @@ async def start_services(settings: Settings) -> Services:
         settings["live.stats_interval"],
         max_per_session=settings["live.max_sockets_per_session"],
         max_per_user=settings["live.max_sockets_per_user"],
+        ping_interval=settings["live.ping_interval"],
     )
     live.start()
     live.on_count.append(metrics.sockets_open.set)
