@@ -97,6 +97,8 @@ async def fill_and_measure(tmp: str, sizes: list[int]) -> dict[str, Any]:
         await client.flushdb()
     return {
         "command": common.command_line(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": common.commit(),
         "reference_bytes": CONNECT_REDIS_BYTES,
         "sizes": rows,
     }

@@ -209,6 +209,72 @@ def _stores(stores: dict[str, Any]) -> list[str]:
     return lines
 
 
+REDIS_BYTES = 400  # Redis memory per signed-in session, its indexes included
+KINDS = {"s": "the session (MessagePack)", "ui": "user index buckets",
+         "a": "User-Agents stored once", "n": "counts by slice of expiry"}  # fmt: skip
+
+
+def _redis_memory(memory: dict[str, Any]) -> list[str]:
+    """Bytes per signed-in session as the store grows, in all and by kind of key."""
+    rows = memory["sizes"]
+    kinds = sorted({kind for row in rows for kind in row["by_kind"]}, key=list(KINDS).index)
+    lines = [
+        f"`{memory['command']}` (tornado-auth git {memory['commit']}): sessions made as "
+        "sign-ins make them (a distinct user each, an IP address and a browser's User-Agent) on "
+        "a private, empty Redis; used_memory growth from before the first, and the sum of MEMORY "
+        "USAGE over every key, by kind of key. Target: at most "
+        f"{REDIS_BYTES} bytes per session, its indexes included (connect-redis: "
+        f"{memory['reference_bytes']}). Details: [results/redis_memory.json]"
+        "(results/redis_memory.json).",
+        "",
+        "| sessions | used_memory growth, B/session | MEMORY USAGE, B/session | "
+        + " | ".join(f"{KINDS.get(k, k)} (`{k}`): keys, B/session" for k in kinds)
+        + " | verdict |",
+        "|---" * (4 + len(kinds)) + "|",
+    ]
+    for row in rows:
+        worst = max(row["used_memory_bytes_per_session"], row["memory_usage_bytes_per_session"])
+        by_kind = [row["by_kind"].get(k, {"keys": 0, "bytes_per_session": 0}) for k in kinds]
+        cells = [f"{row['sessions']:,}", f"{row['used_memory_bytes_per_session']:,.0f}",
+                 f"{row['memory_usage_bytes_per_session']:,.0f}",
+                 *(f"{k['keys']:,}, {k['bytes_per_session']:,.1f}" for k in by_kind),
+                 _verdict(worst <= REDIS_BYTES) if row["sessions"] >= 100_000 else ""]  # fmt: skip
+        lines.append(f"| {' | '.join(cells)} |")
+    return [
+        *lines,
+        "",
+        "Below 10^5 sessions, used_memory growth is dominated by Redis's own tables sized for "
+        "what is to come (and the first keys' allocations); the verdict is read at 10^5 and "
+        "above.",
+    ]
+
+
+def _processes(processes: dict[str, Any]) -> list[str]:
+    """Throughput with one and two processes, direct and through nginx, and who used the CPU."""
+    params = processes["params"]
+    lines = [
+        f"`{processes['command']}` (tornado-auth git {processes['commit']}), "
+        f"{processes['cores']} cores: the dashboard under `wrk -t2 -c{params['connections']}` "
+        f"rotating over {params['sessions']:,} signed-in sessions, {params['rounds']} rounds of "
+        f"{params['seconds']} s, medians; cores: CPU time over wall time of the servers (every "
+        "process), nginx (master and workers), wrk, and the whole machine. nginx from "
+        "`deploy/nginx.conf.template`, in front of single-process servers. Details: "
+        "[results/processes.json](results/processes.json).",
+        "",
+        "| setup | req/s | vs one process | p50 ms | p99 ms | cores: servers | nginx | wrk | "
+        "machine | server CPU µs per answer |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in processes["setups"].items():
+        cores = row["cores"]
+        lines.append(
+            f"| {name} | {row['rps']:,.0f} | {row['vs_one_process']:.2f} | {row['p50_ms']:.2f} | "
+            f"{row['p99_ms']:.2f} | {cores['servers']:.2f} | {cores['nginx']:.2f} | "
+            f"{cores['wrk']:.2f} | {cores['machine']:.2f} | {row['server_cpu_us']:.0f} |"
+        )
+    return lines
+
+
 def _chaos(chaos: dict[str, Any]) -> list[str]:
     lines = [
         "| scenario | responses | 200 | 503 | other | 500s | sessions before / lost "
@@ -660,6 +726,14 @@ def render(directory: Path = RESULTS) -> str:
     if sockets:
         lines += ["", f"## Idle sockets on one process (`make bench`, {sockets['date']})", "",
                   *_sockets(sockets)]  # fmt: skip
+    memory = _load(directory, "redis_memory")
+    if memory:
+        lines += ["", f"## Redis memory per signed-in session (`make bench`, "
+                  f"{memory.get('date', '?')})", "", *_redis_memory(memory)]  # fmt: skip
+    processes = _load(directory, "processes")
+    if processes:
+        lines += ["", f"## One process or two, direct or through nginx (`make bench`, "
+                  f"{processes['date']})", "", *_processes(processes)]  # fmt: skip
     if chaos:
         lines += [
             "",

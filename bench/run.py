@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--only", help="some of the scripts, comma-separated (run.json is kept)")
     options = parser.parse_args()
     quick = options.quick
-    names = ("peers", "profile", "in_process", "http_load", "sockets")
+    names = ("peers", "profile", "in_process", "http_load", "sockets", "redis_memory", "processes")
     chosen = options.only.split(",") if options.only else list(names)
     if not set(chosen) <= set(names):
         parser.error(f"--only takes some of {', '.join(names)}")
