@@ -60,6 +60,17 @@ def npm_install() -> str:
 
 
 @contextlib.asynccontextmanager
+async def bare_tornado() -> AsyncIterator[common.Server]:
+    """Tornado alone (``bench/peers/bare_tornado.py``) on a free port, once it listens."""
+    port = services.free_ports(1)[0]
+    command = [sys.executable, str(PEER.parent / "bare_tornado.py"), str(port)]
+    log = common.OUT / "peer-bare-tornado.log"
+    async with common.spawned(command, common.OUT, dict(os.environ), log, port,
+                              "bare Tornado") as server:  # fmt: skip
+        yield server
+
+
+@contextlib.asynccontextmanager
 async def express(secret: str, password: str) -> AsyncIterator[common.Server]:
     """The peer app on a free port, once it listens."""
     port = services.free_ports(1)[0]
@@ -169,12 +180,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for name in ("cache on", "cache off"):
             log = common.OUT / f"peers-{name.replace(' ', '-')}-{run}.log"
             servers[name] = await stack.enter_async_context(common.serve(env[name], log))
-        # the floor: each server's /healthz, which reads no session, under the same load
-        floor: dict[str, list[dict[str, Any]]] = {"express": [], "cache on": []}
+        # the floor: each server's /healthz, which reads no session, and Tornado alone answering
+        # the dashboard's body, under the same load
+        servers["tornado"] = await stack.enter_async_context(bare_tornado())
+        floor: dict[str, list[dict[str, Any]]] = {"express": [], "cache on": [], "tornado": []}
         for name in floor:
             await wrk(f"{servers[name].url}/healthz", args.connections, 2, threads=1)  # warm
         for round_ in range(args.rounds):
-            for name in floor if round_ % 2 == 0 else reversed(floor):
+            for name in floor if round_ % 2 == 0 else reversed(list(floor)):
                 url, pid = f"{servers[name].url}/healthz", servers[name].process.pid
                 async with common.quiet(pid) as load:
                     figures = await wrk(url, args.connections, args.seconds, threads=1)
