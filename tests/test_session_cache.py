@@ -13,14 +13,14 @@ from tornado_auth import StoreUnavailable
 from tornado_auth.sessions import CachedStore, Session, SessionManager, backend_for_url
 
 from .conftest import REDIS_URL, Store, require_service
-from .helpers import LIFETIME
+from .helpers import LIFETIME, Outage
 
 
 class Process:
     """One server process's view: its own Redis client, pub/sub listener and cache."""
 
-    def __init__(self, prefix: str) -> None:
-        self.backend = backend_for_url(REDIS_URL, prefix, cache_size=100, cache_ttl=60)
+    def __init__(self, prefix: str, url: str = REDIS_URL) -> None:
+        self.backend = backend_for_url(url, prefix, cache_size=100, cache_ttl=60)
         self.cache = self.backend.store
         assert isinstance(self.cache, CachedStore)
         self.redis = self.cache.store  # the store behind the cache
@@ -30,7 +30,7 @@ class Process:
         await self.backend.start()
         self.manager = SessionManager(self.backend.store, self.backend.events, LIFETIME)
         self.backend.events.subscribe(self.events.put_nowait)
-        await asyncio.wait_for(self.backend.events.connected(), 5)
+        await asyncio.wait_for(self.backend.events.connected(), 10)
         return self.manager
 
     async def next_event(self, kind: str, seconds: float = 10) -> dict:
@@ -74,14 +74,29 @@ class Unreachable:
         raise StoreUnavailable("session", "redis: unreachable in this test")
 
 
-async def test_cache_serves_repeat_reads_without_the_store(processes):
-    a, _ = processes
+@pytest.fixture
+async def behind_a_proxy(tmp_path: Path) -> AsyncIterator[tuple[Process, Outage]]:
+    """One process whose every connection to Redis (data, pub/sub) goes through an Outage."""
+    require_service("redis")
+    place, proxy = Store("redis", tmp_path), Outage.to(REDIS_URL)
+    await proxy.start()
+    process = Process(place.prefix, proxy.url(REDIS_URL))
+    await process.start()
+    yield process, proxy
+    proxy.end()
+    await process.backend.close()
+    await proxy.close()
+    await place.cleanup()
+
+
+async def test_cache_serves_repeat_reads_while_the_store_does_not_answer(behind_a_proxy):
+    a, proxy = behind_a_proxy
     session = await sign_in(a.manager)
     assert (await a.manager.load(session.token)) is not None
-    unreachable = Unreachable(a.redis)  # the store can no longer answer...
-    cached = await a.manager.load(session.token)  # ...yet the cached record does
+    proxy.freeze()  # Redis no longer answers (the connections stay open)...
+    cached = await asyncio.wait_for(a.manager.load(session.token), 10)  # ...yet the cache does
     assert cached is not None and cached["email"] == "u1@example.com"
-    assert unreachable.calls == 0
+    assert proxy.asked == 0  # not a byte was sent to Redis
 
 
 @pytest.mark.parametrize("store", ["redis", "redis-sentinel"], indirect=True)

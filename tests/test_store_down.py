@@ -25,6 +25,7 @@ from .conftest import (
     serving,
     settings_for,
 )
+from .helpers import Outage
 
 
 class RedisProcess:
@@ -142,55 +143,6 @@ async def test_mongodb_session_store_down_gives_503(place):
         assert body(ready)["down"] == ["session store (mongodb)"]
 
 
-class Outage:
-    """A TCP proxy to the shared Redis that the test cuts and restores: every connection through
-    it is dropped and new ones are closed at once while it is cut; the data stays in Redis."""
-
-    def __init__(self) -> None:
-        self.cut = False
-        self.pipes: set[asyncio.StreamWriter] = set()
-        host_port = REDIS_URL.split("://", 1)[1].split("/", 1)[0]
-        self.target = host_port.rsplit(":", 1)[0], int(host_port.rsplit(":", 1)[1])
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.cut:
-            writer.close()
-            return
-        upstream_reader, upstream = await asyncio.open_connection(*self.target)
-        self.pipes |= {writer, upstream}
-        await asyncio.gather(
-            self._pump(reader, upstream),
-            self._pump(upstream_reader, writer),
-            return_exceptions=True,
-        )
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
-            self.pipes.discard(writer)
-
-    def begin(self) -> None:
-        self.cut = True
-        for writer in list(self.pipes):
-            writer.close()
-
-    def end(self) -> None:
-        self.cut = False
-
-    async def close(self) -> None:
-        self.begin()
-        self.server.close()
-        await self.server.wait_closed()
-
-
 class Cart(ApiHandler):
     """What an app keeps in its users' sessions."""
 
@@ -207,7 +159,7 @@ class Cart(ApiHandler):
 @pytest.fixture
 async def outage(tmp_path: Path) -> AsyncIterator[tuple[Outage, Store]]:
     require_service("redis")
-    proxy, place = Outage(), Store("redis", tmp_path)
+    proxy, place = Outage.to(REDIS_URL), Store("redis", tmp_path)
     await proxy.start()
     yield proxy, place
     await proxy.close()
@@ -220,7 +172,7 @@ async def test_an_outage_between_a_sessions_load_and_its_commit_gives_503_and_lo
     proxy, place = outage
     settings = settings_for(
         place,
-        sessions__url=f"redis://127.0.0.1:{proxy.port}/0",
+        sessions__url=proxy.url(REDIS_URL),
         users__url=f"sqlite:///{place.tmp_path}/users.db",
     )
     async with serving(settings, routes=[(r"/cart", Cart)]) as server:
@@ -233,7 +185,7 @@ async def test_an_outage_between_a_sessions_load_and_its_commit_gives_503_and_lo
         real_update = store.update
 
         async def update_after_an_outage(*args, **kwargs):
-            proxy.begin()  # the session was loaded; its commit meets a store that is down
+            proxy.cut()  # the session was loaded; its commit meets a store that is down
             return await real_update(*args, **kwargs)
 
         monkeypatch.setattr(store, "update", update_after_an_outage)
