@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -266,11 +267,16 @@ async def test_cache_is_bypassed_while_events_may_be_missed(processes):
     assert await a.manager.load(session.token) is None
 
 
-async def kill_event_connection(process: Process) -> None:
-    """Have Redis drop this process's pub/sub connection (and no other client's)."""
+def event_connection(process: Process) -> Any:
+    """This process's pub/sub connection (redis-py's, while its listener is subscribed)."""
     pool = process.redis.client.connection_pool
     [subscriber] = pool._in_use_connections  # idle otherwise: the listener holds the only one
-    host, port = subscriber._writer.get_extra_info("sockname")[:2]
+    return subscriber
+
+
+async def kill_event_connection(process: Process) -> None:
+    """Have Redis drop this process's pub/sub connection (and no other client's)."""
+    host, port = event_connection(process)._writer.get_extra_info("sockname")[:2]
     admin = aioredis.from_url(REDIS_URL)
     try:
         killed = await admin.execute_command(
@@ -295,6 +301,32 @@ async def test_a_lost_event_connection_resyncs_then_events_arrive_again(processe
     event = await a.next_event("ended", 30)  # delivery resumed
     assert event["keys"] == [session.key]
     assert await a.manager.load(session.token) is None
+
+
+async def test_a_change_while_the_event_connection_is_down_is_not_served_stale(processes):
+    a, b = processes
+    session = await sign_in(a.manager)
+    assert "theme" not in await a.manager.load(session.token)  # cached in A
+    subscriber = event_connection(a)
+    reconnecting, resume, reconnected = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def held_reconnect() -> None:  # redis-py reconnects the listener's connection here
+        reconnecting.set()
+        await resume.wait()
+        del subscriber.connect  # back to redis-py's own
+        await subscriber.connect()
+        reconnected.set()
+
+    subscriber.connect = held_reconnect
+    await kill_event_connection(a)
+    await asyncio.wait_for(reconnecting.wait(), 10)  # A lost its subscription...
+    in_b = await b.manager.load(session.token)
+    in_b["theme"] = "dark"
+    await b.manager.commit(in_b)  # ...so the event of this change never reaches it
+    resume.set()
+    await asyncio.wait_for(reconnected.wait(), 10)  # subscribed again
+    assert (await a.manager.load(session.token))["theme"] == "dark"  # not the cached record
+    assert (await a.next_event("resync", 10))["type"] == "resync"
 
 
 async def test_cache_is_bounded(processes):
