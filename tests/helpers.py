@@ -170,7 +170,7 @@ async def two_processes_revocation(tmp_path: Path, seconds: float, **env: str) -
         holder = Client(f"http://127.0.0.1:{ports[0]}")
         assert (await holder.login("ann@example.com", PASSWORD)).code == 200
         socket = await open_socket(holder)
-        await next_event(socket, "hello")
+        await next_event(socket, "hello", 10)
         revoker = Client(f"http://127.0.0.1:{ports[1]}")
         assert (await revoker.login("ann@example.com", PASSWORD)).code == 200
         assert (await revoker.post("/api/sessions/revoke-others")).code == 200
