@@ -1,5 +1,5 @@
-"""Fixtures: real Redis, a MongoDB wire-protocol server (FerretDB), per-test isolation, and the app
-on an unused port."""
+"""Fixtures: real Redis, a MongoDB wire-protocol server (mongod when present, else FerretDB),
+per-test isolation, and the app on an unused port."""
 
 from __future__ import annotations
 
@@ -145,8 +145,8 @@ class Store:
         }[self.kind]
 
     def user_url(self) -> str:
-        """Users in MongoDB (FerretDB, speaking its wire protocol) beside the Redis and MongoDB
-        session stores, else in SQLite (also for
+        """Users in the MongoDB wire-protocol server (mongod when present, else FerretDB) beside
+        the Redis and MongoDB session stores, else in SQLite (also for
         Redis Cluster and Sentinel: their runs test the session store, and stay quick)."""
         if self.service in ("redis", "mongodb"):
             return f"{MONGO_URL}/{self.database}"
