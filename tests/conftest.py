@@ -1,5 +1,5 @@
-"""Fixtures: real Redis, a MongoDB wire-protocol server (FerretDB), per-test isolation, and the app
-on an unused port."""
+"""Fixtures: real Redis, a MongoDB wire-protocol server (mongod when present, else FerretDB),
+per-test isolation, and the app on an unused port."""
 
 from __future__ import annotations
 
@@ -93,25 +93,33 @@ def _redis_group_answers(url: str) -> bool:
     return probes.sentinel_master(ports, master, host) is not None
 
 
+def missing(message: str) -> None:
+    """What a test does when something it needs is missing: fail under CI (where the project's
+    own scripts must have provided it), skip elsewhere; ``message`` names what is missing."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_program(name: str, why: str) -> None:
+    """Fail under CI, skip elsewhere, when the program ``name`` is not on PATH."""
+    if shutil.which(name) is None:
+        missing(f"{name} is not installed: {why}")
+
+
 def require_service(name: str) -> None:
     """Fail under CI (naming the service), skip elsewhere, when a real service is missing."""
     if name in ("redis-cluster", "redis-sentinel"):
         url = REDIS_URLS[name]
         if not _redis_group_answers(url):
-            message = f"{name} is not reachable at {url}: run scripts/services up"
-            if os.environ.get("CI"):
-                pytest.fail(message)
-            pytest.skip(message)
+            missing(f"{name} is not reachable at {url}: run scripts/services up")
         return
     url = REDIS_URL if name == "redis" else MONGO_URL
     host_port = url.split("://", 1)[1].split("/", 1)[0]
     host, _, port = host_port.rpartition(":")
     answers = probes.redis_answers if name == "redis" else probes.mongo_answers
     if not answers(int(port), host):
-        message = f"{name} is not reachable at {host_port}: run scripts/services up"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{name} is not reachable at {host_port}: run scripts/services up")
 
 
 class Store:
@@ -137,8 +145,8 @@ class Store:
         }[self.kind]
 
     def user_url(self) -> str:
-        """Users in MongoDB (FerretDB, speaking its wire protocol) beside the Redis and MongoDB
-        session stores, else in SQLite (also for
+        """Users in the MongoDB wire-protocol server (mongod when present, else FerretDB) beside
+        the Redis and MongoDB session stores, else in SQLite (also for
         Redis Cluster and Sentinel: their runs test the session store, and stay quick)."""
         if self.service in ("redis", "mongodb"):
             return f"{MONGO_URL}/{self.database}"
@@ -445,10 +453,7 @@ CHROMIUM_ARGS = [
 async def browser() -> AsyncIterator[Any]:
     """Debian's headless Chromium, driven by Playwright."""
     if not shutil.which(CHROMIUM):
-        message = f"chromium is not installed at {CHROMIUM}: scripts/test installs it"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"chromium is not installed at {CHROMIUM}: scripts/test installs it")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:

@@ -170,7 +170,7 @@ async def two_processes_revocation(tmp_path: Path, seconds: float, **env: str) -
         holder = Client(f"http://127.0.0.1:{ports[0]}")
         assert (await holder.login("ann@example.com", PASSWORD)).code == 200
         socket = await open_socket(holder)
-        await next_event(socket, "hello")
+        await next_event(socket, "hello", 10)
         revoker = Client(f"http://127.0.0.1:{ports[1]}")
         assert (await revoker.login("ann@example.com", PASSWORD)).code == 200
         assert (await revoker.post("/api/sessions/revoke-others")).code == 200
@@ -178,6 +178,95 @@ async def two_processes_revocation(tmp_path: Path, seconds: float, **env: str) -
     finally:
         codes = [await stop_process(process) for process in processes]
     assert codes == [0, 0]
+
+
+# -- a service that goes away ----------------------------------------------------------------
+
+
+class Outage:
+    """A TCP proxy to a real service (Redis, a MongoDB wire-protocol server) that a test takes
+    away while its data stays where it is: ``cut()`` drops every connection through the proxy and
+    closes new ones at once (a server that is down); ``freeze()`` keeps them open but passes no
+    byte either way (a server that stopped answering); ``end()`` restores the service. ``asked``
+    counts the bytes clients sent while it was frozen: none means the service was not asked."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = host, port
+        self.cut_off = False
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.asked = 0
+        self.pipes: set[asyncio.StreamWriter] = set()
+
+    @classmethod
+    def to(cls, url: str) -> Outage:
+        """A proxy to the (first) host:port of a redis:// or mongodb:// URL."""
+        host_port = url.split("://", 1)[1].split("/", 1)[0].split(",")[0].rsplit("@", 1)[-1]
+        host, _, port = host_port.rpartition(":")
+        return cls(host, int(port))
+
+    def url(self, url: str) -> str:
+        """``url`` with its host:port replaced by the proxy's."""
+        scheme, rest = url.split("://", 1)
+        authority, slash, path = rest.partition("/")
+        credentials = authority.rpartition("@")[0]
+        at = "@" if credentials else ""
+        return f"{scheme}://{credentials}{at}127.0.0.1:{self.port}{slash}{path}"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut_off:
+            writer.close()
+            return
+        try:
+            upstream_reader, upstream = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+        self.pipes |= {writer, upstream}
+        await asyncio.gather(
+            self._pump(reader, upstream, counted=True),
+            self._pump(upstream_reader, writer, counted=False),
+            return_exceptions=True,
+        )
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, counted: bool
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if not self.flowing.is_set():
+                    self.asked += len(data) if counted else 0
+                    await self.flowing.wait()  # held, as by a server that stopped answering
+                if writer.is_closing():
+                    break  # cut meanwhile: what was held goes nowhere
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+            self.pipes.discard(writer)
+
+    def cut(self) -> None:
+        self.cut_off = True
+        for writer in list(self.pipes):
+            writer.close()
+        self.flowing.set()  # what was held goes nowhere: its connections are closed
+
+    def freeze(self) -> None:
+        self.asked = 0
+        self.flowing.clear()
+
+    def end(self) -> None:
+        self.cut_off = False
+        self.flowing.set()
+
+    async def close(self) -> None:
+        self.cut()
+        self.server.close()
+        await self.server.wait_closed()
 
 
 # -- the CLI ---------------------------------------------------------------------------------------

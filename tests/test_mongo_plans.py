@@ -1,6 +1,8 @@
 """Every query the MongoDB session and user stores send on a request's path is served by an
-index of the test MongoDB: their latency stays flat as the collections grow (bench/mongo_scale.py
-measures it). The sweep and the live count read every session by nature, and are left out."""
+index of the test's MongoDB wire-protocol server (mongod when present, else FerretDB on
+PostgreSQL, whose plans are PostgreSQL's): their latency stays flat as the collections grow
+(bench/mongo_scale.py measures it). The sweep and the live count read every session by nature,
+and are left out."""
 
 from __future__ import annotations
 

@@ -160,9 +160,9 @@ async def test_events_resubscribe_and_resync_when_the_connection_drops(service, 
     events: asyncio.Queue[dict] = asyncio.Queue()
     backend.events.subscribe(events.put_nowait)
     try:
-        await asyncio.wait_for(backend.events.connected(), 5)
+        await asyncio.wait_for(backend.events.connected(), 10)
         await backend.events.publish({"type": "probe", "n": 1})
-        assert await asyncio.wait_for(events.get(), 2) == {"type": "probe", "n": 1}
+        assert await asyncio.wait_for(events.get(), 10) == {"type": "probe", "n": 1}
         killed = 0
         for master in await place.redis_masters():
             # the app's (unnamed) subscriber, not the sentinels' own (named) connections
@@ -171,10 +171,10 @@ async def test_events_resubscribe_and_resync_when_the_connection_drops(service, 
                     killed += await master.client_kill_filter(_id=entry["id"])
             await master.aclose()
         assert killed >= 1
-        assert await asyncio.wait_for(events.get(), 5) == {"type": "resync"}
+        assert await asyncio.wait_for(events.get(), 15) == {"type": "resync"}
         assert backend.events.live  # set again as it resubscribed
         await backend.events.publish({"type": "probe", "n": 2})
-        assert await asyncio.wait_for(events.get(), 2) == {"type": "probe", "n": 2}
+        assert await asyncio.wait_for(events.get(), 10) == {"type": "probe", "n": 2}
     finally:
         await backend.close()
         await place.cleanup()

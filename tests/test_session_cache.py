@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -13,14 +14,14 @@ from tornado_auth import StoreUnavailable
 from tornado_auth.sessions import CachedStore, Session, SessionManager, backend_for_url
 
 from .conftest import REDIS_URL, Store, require_service
-from .helpers import LIFETIME
+from .helpers import LIFETIME, Outage
 
 
 class Process:
     """One server process's view: its own Redis client, pub/sub listener and cache."""
 
-    def __init__(self, prefix: str) -> None:
-        self.backend = backend_for_url(REDIS_URL, prefix, cache_size=100, cache_ttl=60)
+    def __init__(self, prefix: str, url: str = REDIS_URL) -> None:
+        self.backend = backend_for_url(url, prefix, cache_size=100, cache_ttl=60)
         self.cache = self.backend.store
         assert isinstance(self.cache, CachedStore)
         self.redis = self.cache.store  # the store behind the cache
@@ -30,7 +31,7 @@ class Process:
         await self.backend.start()
         self.manager = SessionManager(self.backend.store, self.backend.events, LIFETIME)
         self.backend.events.subscribe(self.events.put_nowait)
-        await asyncio.wait_for(self.backend.events.connected(), 5)
+        await asyncio.wait_for(self.backend.events.connected(), 10)
         return self.manager
 
     async def next_event(self, kind: str, seconds: float = 10) -> dict:
@@ -74,14 +75,29 @@ class Unreachable:
         raise StoreUnavailable("session", "redis: unreachable in this test")
 
 
-async def test_cache_serves_repeat_reads_without_the_store(processes):
-    a, _ = processes
+@pytest.fixture
+async def behind_a_proxy(tmp_path: Path) -> AsyncIterator[tuple[Process, Outage]]:
+    """One process whose every connection to Redis (data, pub/sub) goes through an Outage."""
+    require_service("redis")
+    place, proxy = Store("redis", tmp_path), Outage.to(REDIS_URL)
+    await proxy.start()
+    process = Process(place.prefix, proxy.url(REDIS_URL))
+    await process.start()
+    yield process, proxy
+    proxy.end()
+    await process.backend.close()
+    await proxy.close()
+    await place.cleanup()
+
+
+async def test_cache_serves_repeat_reads_while_the_store_does_not_answer(behind_a_proxy):
+    a, proxy = behind_a_proxy
     session = await sign_in(a.manager)
     assert (await a.manager.load(session.token)) is not None
-    unreachable = Unreachable(a.redis)  # the store can no longer answer...
-    cached = await a.manager.load(session.token)  # ...yet the cached record does
+    proxy.freeze()  # Redis no longer answers (the connections stay open)...
+    cached = await asyncio.wait_for(a.manager.load(session.token), 10)  # ...yet the cache does
     assert cached is not None and cached["email"] == "u1@example.com"
-    assert unreachable.calls == 0
+    assert proxy.asked == 0  # not a byte was sent to Redis
 
 
 @pytest.mark.parametrize("store", ["redis", "redis-sentinel"], indirect=True)
@@ -251,11 +267,16 @@ async def test_cache_is_bypassed_while_events_may_be_missed(processes):
     assert await a.manager.load(session.token) is None
 
 
-async def kill_event_connection(process: Process) -> None:
-    """Have Redis drop this process's pub/sub connection (and no other client's)."""
+def event_connection(process: Process) -> Any:
+    """This process's pub/sub connection (redis-py's, while its listener is subscribed)."""
     pool = process.redis.client.connection_pool
     [subscriber] = pool._in_use_connections  # idle otherwise: the listener holds the only one
-    host, port = subscriber._writer.get_extra_info("sockname")[:2]
+    return subscriber
+
+
+async def kill_event_connection(process: Process) -> None:
+    """Have Redis drop this process's pub/sub connection (and no other client's)."""
+    host, port = event_connection(process)._writer.get_extra_info("sockname")[:2]
     admin = aioredis.from_url(REDIS_URL)
     try:
         killed = await admin.execute_command(
@@ -280,6 +301,32 @@ async def test_a_lost_event_connection_resyncs_then_events_arrive_again(processe
     event = await a.next_event("ended", 30)  # delivery resumed
     assert event["keys"] == [session.key]
     assert await a.manager.load(session.token) is None
+
+
+async def test_a_change_while_the_event_connection_is_down_is_not_served_stale(processes):
+    a, b = processes
+    session = await sign_in(a.manager)
+    assert "theme" not in await a.manager.load(session.token)  # cached in A
+    subscriber = event_connection(a)
+    reconnecting, resume, reconnected = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def held_reconnect() -> None:  # redis-py reconnects the listener's connection here
+        reconnecting.set()
+        await resume.wait()
+        del subscriber.connect  # back to redis-py's own
+        await subscriber.connect()
+        reconnected.set()
+
+    subscriber.connect = held_reconnect
+    await kill_event_connection(a)
+    await asyncio.wait_for(reconnecting.wait(), 10)  # A lost its subscription...
+    in_b = await b.manager.load(session.token)
+    in_b["theme"] = "dark"
+    await b.manager.commit(in_b)  # ...so the event of this change never reaches it
+    resume.set()
+    await asyncio.wait_for(reconnected.wait(), 10)  # subscribed again
+    assert (await a.manager.load(session.token))["theme"] == "dark"  # not the cached record
+    assert (await a.next_event("resync", 10))["type"] == "resync"
 
 
 async def test_cache_is_bounded(processes):

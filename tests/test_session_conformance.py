@@ -1,7 +1,9 @@
 """The session semantics, run against every backend: memory, SQLite, real Redis (one server,
-Cluster, Sentinel) and a MongoDB wire-protocol server (FerretDB, which the services script runs
-on SQLite, one command at a time): MongoDB's TTL indexes, ``w: majority`` writes and truly
-concurrent commands are not exercised there."""
+Cluster, Sentinel) and a MongoDB wire-protocol server: mongod when present, else FerretDB (on
+PostgreSQL by default, or SQLite), which the services script runs one command at a time. On
+FerretDB, MongoDB's TTL indexes (not implemented there: the sweep removes expired sessions),
+``w: majority`` writes (accepted by a server with no replica set) and truly concurrent commands
+are not exercised."""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
 """One SQLite file written through two connections at once, as two processes (or two stores of one
-process) do: every read-modify-write is one transaction, so no write is lost to the other."""
+process) do: every read-modify-write is one transaction, so no write is lost to the other. Each
+store has one thread, so the second connection is what can interleave with a transaction."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 
 from tornado_auth.sessions import Backend, backend_for_url
 from tornado_auth.sessions.store import SessionRecord
+from tornado_auth.users.sqlite import SQLiteUserStore
 
 ROUNDS = 100  # writes through each connection
 
@@ -53,3 +56,42 @@ async def test_data_changes_from_two_connections_are_never_lost(two_connections)
     assert stored is not None
     expected = {f"{name}{index}": index for index in range(ROUNDS) for name in ("a", "b")}
     assert stored.data == expected
+
+
+async def test_an_audit_entry_written_while_the_user_store_starts_counting_is_counted(tmp_path):
+    """The audit count is set up (counted once, then kept by triggers) in one transaction: another
+    process's entry written between the count and the triggers would be in neither."""
+    path = tmp_path / "users.db"
+    users = SQLiteUserStore(f"sqlite:///{path}")
+    refused: list[sqlite3.OperationalError] = []
+    written: list[str] = []  # the statements the store ran
+    entry = (
+        "INSERT INTO audit (event, at, ip, user_agent, detail) VALUES ('login', 0, '', '', '{}')"
+    )
+
+    def another_process_writes(statement: str) -> None:
+        """Between the count and its triggers (run on the store's thread as it gets there)."""
+        written.append(statement)
+        if statement.startswith("CREATE TRIGGER IF NOT EXISTS audit_counted"):
+            other = sqlite3.connect(path, timeout=0, isolation_level=None)
+            try:
+                other.execute(entry)
+            except sqlite3.OperationalError as error:  # locked: the count is in a transaction
+                refused.append(error)
+            finally:
+                other.close()
+
+    await users.db.run(lambda connection: connection.set_trace_callback(another_process_writes))
+    try:
+        await users.start()
+        await users.db.run(lambda connection: connection.set_trace_callback(None))
+        if refused:  # the other process tries again once the transaction is over
+            await users.db.run(lambda connection: connection.execute(entry))
+        _, total = await users.audit_page(0, 10)
+        stored = await users.db.run(
+            lambda connection: connection.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+        )
+        assert any(s.startswith("CREATE TRIGGER IF NOT EXISTS audit_counted") for s in written)
+        assert (total, stored) == (1, 1)
+    finally:
+        await users.close()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,15 +14,18 @@ from tornado.web import create_signed_value
 from tornado_auth import ApiHandler, authenticated
 
 from .conftest import (
+    MONGO_URL,
     PASSWORD,
     REDIS_URL,
     Store,
     body,
     free_port,
+    require_program,
     require_service,
     serving,
     settings_for,
 )
+from .helpers import Outage
 
 
 class RedisProcess:
@@ -62,10 +63,7 @@ class RedisProcess:
 
 @pytest.fixture
 async def private_redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed: this test stops and starts its own")
-        pytest.skip("redis-server is not installed")
+    require_program("redis-server", "this test stops and starts a private one")
     redis = RedisProcess(free_port(), tmp_path)
     await redis.start()
     yield redis
@@ -142,55 +140,6 @@ async def test_mongodb_session_store_down_gives_503(place):
         assert body(ready)["down"] == ["session store (mongodb)"]
 
 
-class Outage:
-    """A TCP proxy to the shared Redis that the test cuts and restores: every connection through
-    it is dropped and new ones are closed at once while it is cut; the data stays in Redis."""
-
-    def __init__(self) -> None:
-        self.cut = False
-        self.pipes: set[asyncio.StreamWriter] = set()
-        host_port = REDIS_URL.split("://", 1)[1].split("/", 1)[0]
-        self.target = host_port.rsplit(":", 1)[0], int(host_port.rsplit(":", 1)[1])
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.cut:
-            writer.close()
-            return
-        upstream_reader, upstream = await asyncio.open_connection(*self.target)
-        self.pipes |= {writer, upstream}
-        await asyncio.gather(
-            self._pump(reader, upstream),
-            self._pump(upstream_reader, writer),
-            return_exceptions=True,
-        )
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
-            self.pipes.discard(writer)
-
-    def begin(self) -> None:
-        self.cut = True
-        for writer in list(self.pipes):
-            writer.close()
-
-    def end(self) -> None:
-        self.cut = False
-
-    async def close(self) -> None:
-        self.begin()
-        self.server.close()
-        await self.server.wait_closed()
-
-
 class Cart(ApiHandler):
     """What an app keeps in its users' sessions."""
 
@@ -204,47 +153,63 @@ class Cart(ApiHandler):
         self.send_json({"cart": self.session["cart"]})
 
 
-@pytest.fixture
-async def outage(tmp_path: Path) -> AsyncIterator[tuple[Outage, Store]]:
-    require_service("redis")
-    proxy, place = Outage(), Store("redis", tmp_path)
+@pytest.fixture(params=["redis", "mongodb"])
+async def outage(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Outage, str, Store]]:
+    """A session store reached through an Outage, and its URL through the proxy."""
+    require_service(request.param)
+    place = Store(request.param, tmp_path)
+    proxy = Outage.to(REDIS_URL if request.param == "redis" else MONGO_URL)
     await proxy.start()
-    yield proxy, place
+    url = proxy.url(place.session_url())
+    if request.param == "mongodb":  # this server only, as the proxy: no replica set discovery
+        url += "?directConnection=true"
+    yield proxy, url, place
     await proxy.close()
     await place.cleanup()
 
 
 async def test_an_outage_between_a_sessions_load_and_its_commit_gives_503_and_loses_nothing(
-    outage, monkeypatch
+    outage, monkeypatch, caplog
 ):
-    proxy, place = outage
+    proxy, url, place = outage
     settings = settings_for(
-        place,
-        sessions__url=f"redis://127.0.0.1:{proxy.port}/0",
-        users__url=f"sqlite:///{place.tmp_path}/users.db",
+        place, sessions__url=url, users__url=f"sqlite:///{place.tmp_path}/users.db"
     )
     async with serving(settings, routes=[(r"/cart", Cart)]) as server:
         await server.add_user("ann@example.com", PASSWORD)
-        client = server.client()
+        await server.add_user("bob@example.com", PASSWORD)
+        client, other = server.client(), server.client()
         assert (await client.login("ann@example.com", PASSWORD)).code == 200
         assert (await client.post("/cart", {"cart": ["book"]})).code == 200
+        assert (await other.login("bob@example.com", PASSWORD)).code == 200
+        assert (await other.post("/cart", {"cart": ["pen"]})).code == 200
 
         store = server.services.sessions.store
         real_update = store.update
+        loaded = asyncio.Event()
 
         async def update_after_an_outage(*args, **kwargs):
-            proxy.begin()  # the session was loaded; its commit meets a store that is down
+            loaded.set()  # the request loaded its session and changed it...
+            proxy.cut()  # ...and its commit meets a store that is down
             return await real_update(*args, **kwargs)
 
         monkeypatch.setattr(store, "update", update_after_an_outage)
+        caplog.clear()
         response = await client.post("/cart", {"cart": ["book", "lamp"]})
+        assert loaded.is_set()
         assert response.code == 503
         assert body(response) == {"error": "Session store unavailable"}
         assert "Set-Cookie" not in response.headers
+        tracebacks = [r.getMessage() for r in caplog.records if r.exc_info or r.exc_text]
+        assert tracebacks == []  # a store that is down is logged as a warning, not a crash
 
         monkeypatch.setattr(store, "update", real_update)
         proxy.end()
         cart = await client.get("/cart")  # still signed in, the cart as last committed
         assert cart.code == 200 and body(cart) == {"cart": ["book"]}
+        assert body(await other.get("/cart")) == {"cart": ["pen"]}  # another session untouched
         assert (await client.post("/cart", {"cart": ["book", "lamp"]})).code == 200
         assert body(await client.get("/cart")) == {"cart": ["book", "lamp"]}
+        assert body(await other.get("/cart")) == {"cart": ["pen"]}

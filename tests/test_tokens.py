@@ -1,5 +1,6 @@
-"""The token store beside the users, on SQLite and on MongoDB: single use even under
-concurrency, expiry, replacement, and only hashes stored."""
+"""The token store beside the users, on SQLite and on a MongoDB wire-protocol server (mongod when
+present, else FerretDB, one command at a time: concurrent requests interleave between commands,
+not inside one): single use even under concurrency, expiry, replacement, only hashes stored."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""User stores (SQLite, and MongoDB's wire protocol as FerretDB serves it: no TTL index, no
-``w: majority``, one command at a time), password hashing, and Accounts.authenticate."""
+"""User stores (SQLite, and a MongoDB wire-protocol server: mongod when present, else FerretDB,
+which has no TTL index, no replica set for ``w: majority`` and runs one command at a time),
+password hashing, and Accounts.authenticate."""
 
 from __future__ import annotations
 
