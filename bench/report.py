@@ -68,7 +68,7 @@ SOCKETS = 50_000  # idle sockets one process holds, revocation still closing the
 CLOSE_S = 1.0  # a revoked session's socket closes within this, p99
 
 
-def _ms(figures: dict[str, float] | None) -> str:
+def _close_ms(figures: dict[str, float] | None) -> str:
     if figures is None:
         return "none closed"
     return f"p50 {figures['p50']:.1f} ms, p99 {figures['p99']:.1f} ms, max {figures['max']:.1f} ms"
@@ -113,12 +113,12 @@ def _sockets(sockets: dict[str, Any]) -> list[str]:
     rows += [
         (f"revoked session to its socket's close, {everything['revoked']} revocations "
          f"({everything['missed']} missed)", f"p99 <= {CLOSE_S:g} s",
-         _ms(everything["from_request_ms"]),
+         _close_ms(everything["from_request_ms"]),
          _verdict(p99 is not None and p99 <= CLOSE_S * 1000 and not everything["missed"])),
         (f"the same, one at a time / in bursts of {params['burst']}", "",
-         f"{_ms(revoked['single']['from_request_ms'])} / "
-         f"{_ms(revoked['bursts']['from_request_ms'])}", ""),
-        ("the same, from the revoke's response", "", _ms(everything["from_response_ms"]), ""),
+         f"{_close_ms(revoked['single']['from_request_ms'])} / "
+         f"{_close_ms(revoked['bursts']['from_request_ms'])}", ""),
+        ("the same, from the revoke's response", "", _close_ms(everything["from_response_ms"]), ""),
         ("sockets closed that were not revoked, or with another code", "0",
          f"{revoked['other_sockets_closed']} / "
          f"{len(revoked['single']['wrong_close']) + len(revoked['bursts']['wrong_close'])}",
