@@ -139,8 +139,9 @@ async def open_socket(
     return await tornado.websocket.websocket_connect(request)
 
 
-async def next_event(socket: Any, kind: str, within: float = 2.0) -> dict:
-    """The next message of this type; skips others (e.g. stats)."""
+async def next_event(socket: Any, kind: str, within: float = 10.0) -> dict:
+    """The next message of this type; skips others (e.g. stats). ``within``: a deadline for
+    correctness on a busy machine, not a measure of speed (bench/sockets.py measures that)."""
     deadline = time.monotonic() + within
     while True:
         message = await asyncio.wait_for(socket.read_message(), deadline - time.monotonic())

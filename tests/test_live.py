@@ -1,4 +1,6 @@
-"""The live dashboard socket: tied to its session, closed within a second when it ends."""
+"""The live dashboard socket: tied to its session, closed when it ends. Deadlines here are
+generous (10 s) so a busy machine cannot fail them; how fast a socket closes (the promise is
+within a second) is measured by bench/sockets.py."""
 
 from __future__ import annotations
 
@@ -203,7 +205,7 @@ async def test_shutdown_closes_sockets_with_going_away(tmp_path):
         socket = await open_socket(client)
         await next_event(socket, "hello")
         process.send_signal(signal.SIGTERM)
-        code, _ = await closed_within(socket, 5.0)
+        code, _ = await closed_within(socket, 10)
         assert code == 1001
     finally:
         assert await stop_process(process) == 0
