@@ -4,7 +4,8 @@ most the limit, and the ones refused do none of the work the throttle guards.
 The counters themselves are tried on every session store (each keeps them its own way); the
 throttles the app applies are tried on SQLite sessions, where each counter operation runs in the
 store's thread, so an await between a throttle's check and its count is a real suspension that
-the other requests of the burst run in. Sign-in bursts (by account and address, by address),
+the other requests of the burst run in (with the memory store nothing suspends there, so
+nothing could interleave). Sign-in bursts (by account and address, by address),
 password-change bursts and registration bursts are in test_account_races.py.
 """
 
@@ -133,6 +134,25 @@ async def test_a_burst_of_reset_requests_for_one_address_mails_it_only_the_limit
         assert len((await outbox(server.services)).messages(ANN)) == 3
         assert await audit_count(server, "password_reset_sent") == 3
         assert await audit_count(server, "mail_throttled") == 1
+
+
+@ONE_STORE
+async def test_a_burst_of_email_change_requests_from_one_address_is_refused_past_the_limit(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    async with serving(settings_for(store, throttle__mail_per_ip=5)) as server:
+        client = await signed_in(server, ANN)
+        assert (await client.post("/api/reauth", {"password": PASSWORD})).code == 200
+
+        async def change(client: Client, n: int):
+            return await client.post("/api/email", {"newEmail": f"new{n}@example.com"})
+
+        statuses = await burst(monkeypatch, server, 15, change, client)
+
+        assert statuses == [202] * 5 + [429] * 10
+        mail = await outbox(server.services)
+        assert len([m for m in mail.messages() if m["To"] != ANN]) == 5  # to the new addresses
+        assert await audit_count(server, "email_change_requested") == 5
 
 
 # -- password and second-step checks ---------------------------------------------------------------
