@@ -12,6 +12,7 @@ password-change bursts and registration bursts are in test_account_races.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pyotp
@@ -25,6 +26,7 @@ from tornado_auth.sessions import Backend
 from tornado_auth.throttle import Limits, LoginThrottle, Throttled
 from tornado_auth.users.passwords import verify_password
 
+from .authenticator import b64
 from .conftest import PASSWORD, Client, Server, Store, body, serving, settings_for
 from .helpers import burst, signed_in
 from .mailbox import outbox
@@ -212,6 +214,40 @@ async def test_a_burst_of_wrong_second_steps_from_many_addresses_is_refused_past
             return await client.request("POST", "/api/login/mfa", {field: wrong}, headers)
 
         statuses = await burst(monkeypatch, server, 20, guess, client)
+
+        assert statuses == [401] * 5 + [429] * 15
+        assert checked == 5  # the refused ones were never checked
+
+
+@ONE_STORE
+async def test_a_burst_of_unproven_passkey_sign_ins_is_refused_past_the_limit(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    """A response of the right shape for a credential no one has: each is a failed sign-in."""
+    async with serving(settings_for(store, throttle__account_ip_failures=5)) as server:
+        passkeys = server.services.passkeys
+        checked = 0
+        real_verify = passkeys.verify_authentication
+
+        async def counted(*args: object) -> str | None:
+            nonlocal checked
+            checked += 1
+            return await real_verify(*args)
+
+        monkeypatch.setattr(passkeys, "verify_authentication", counted)
+        raw_id = b64(b"a credential no one has")
+        client_data = {"type": "webauthn.get", "challenge": b64(bytes(32)), "origin": "x"}
+        response = {
+            "clientDataJSON": b64(json.dumps(client_data).encode()),
+            "authenticatorData": b64(bytes(37)),
+            "signature": b64(b"not a signature"),
+        }
+        credential = {"id": raw_id, "rawId": raw_id, "type": "public-key", "response": response}
+
+        async def sign_in(client: Client, n: int):
+            return await client.post("/api/login/passkey", {"credential": credential})
+
+        statuses = await burst(monkeypatch, server, 20, sign_in)
 
         assert statuses == [401] * 5 + [429] * 15
         assert checked == 5  # the refused ones were never checked
