@@ -17,16 +17,19 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
+import pytest
 import tornado.testing
 import tornado.websocket
 from tornado.httpclient import HTTPRequest, HTTPResponse
 
 from tornado_auth import make_app, start_services
+from tornado_auth.handlers.base import BaseHandler
 from tornado_auth.server import http_server
 from tornado_auth.sessions import Lifetime
 from tornado_auth.users import User, new_user_id
@@ -90,6 +93,40 @@ async def signed_in(
     return client
 
 
+async def burst(
+    monkeypatch: pytest.MonkeyPatch,
+    server: Server,
+    count: int,
+    send: Callable[[Client, int], Awaitable[HTTPResponse]],
+    client: Client | None = None,
+) -> list[int]:
+    """Send ``count`` requests at once (``send(client, n)`` for n in 0..count-1) and hold each at
+    the server, before it does anything, until all ``count`` are there: then they go on together,
+    as the worst burst would. Their status codes, sorted. ``client``: the one to send with (its
+    cookies), else a fresh one; either way with room for all ``count`` in flight at once."""
+    arrived, everyone_here = 0, asyncio.Event()
+    prepare = BaseHandler.prepare
+
+    async def held(handler: BaseHandler) -> None:
+        nonlocal arrived
+        arrived += 1
+        if arrived == count:
+            everyone_here.set()
+        await everyone_here.wait()
+        resolving = prepare(handler)
+        if resolving is not None:
+            await resolving
+
+    sender = client or server.client()
+    concurrent = Client(sender.base_url, max_clients=count)
+    concurrent.cookies = sender.cookies
+    with monkeypatch.context() as patched:
+        patched.setattr(BaseHandler, "prepare", held)
+        responses = await asyncio.gather(*(send(concurrent, n) for n in range(count)))
+    assert arrived == count
+    return sorted(response.code for response in responses)
+
+
 # -- the live socket -------------------------------------------------------------------------------
 
 
@@ -102,8 +139,9 @@ async def open_socket(
     return await tornado.websocket.websocket_connect(request)
 
 
-async def next_event(socket: Any, kind: str, within: float = 2.0) -> dict:
-    """The next message of this type; skips others (e.g. stats)."""
+async def next_event(socket: Any, kind: str, within: float = 10.0) -> dict:
+    """The next message of this type; skips others (e.g. stats). ``within``: a deadline for
+    correctness on a busy machine, not a measure of speed (bench/sockets.py measures that)."""
     deadline = time.monotonic() + within
     while True:
         message = await asyncio.wait_for(socket.read_message(), deadline - time.monotonic())

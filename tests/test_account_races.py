@@ -20,6 +20,7 @@ from .conftest import (
     serving,
     settings_for,
 )
+from .helpers import burst
 
 NEW_PASSWORD = "a brand new secret"
 
@@ -156,13 +157,15 @@ async def test_a_burst_of_wrong_passwords_is_refused_past_the_limit(
 ):
     await server.add_user("ann@example.com", PASSWORD)
     limit = server.services.settings["throttle.account_ip_failures"]
-    held = HeldChecks(monkeypatch, limit)
-    wrong = {"email": "ann@example.com", "password": "not the password"}
-    client = server.client(max_clients=60)  # all 60 at the server at once
-    burst = [asyncio.ensure_future(client.post("/api/login", wrong)) for _ in range(60)]
+    held = HeldChecks(monkeypatch, limit)  # the checks let in are still running at the end
+
+    async def guess(client: Client, n: int):
+        return await client.post("/api/login", {"email": "ann@example.com", "password": f"{n}"})
+
+    sending = asyncio.ensure_future(burst(monkeypatch, server, 60, guess))
     await held.all_arrived.wait()
     held.release()
-    statuses = sorted(response.code for response in await asyncio.gather(*burst))
+    statuses = await sending
 
     assert statuses == [401] * limit + [429] * (60 - limit)
     assert held.arrived == limit  # the refused ones cost no bcrypt work
@@ -174,13 +177,14 @@ async def test_a_burst_of_sign_ins_to_many_accounts_is_refused_past_the_address_
 ):
     async with serving(settings_for(store, throttle__ip_failures=5)) as running:
         held = HeldChecks(monkeypatch, 5)
-        client = running.client(max_clients=30)  # all 30 at the server at once
-        burst = [  # one guess at each of 30 accounts (unknown ones cost a check too)
-            asyncio.ensure_future(client.login(f"user{n}@example.com", "not it")) for n in range(30)
-        ]
+
+        async def guess(client: Client, n: int):  # one guess at each of 30 accounts
+            return await client.login(f"user{n}@example.com", "not it")  # unknown: a check too
+
+        sending = asyncio.ensure_future(burst(monkeypatch, running, 30, guess))
         await held.all_arrived.wait()
         held.release()
-        statuses = sorted(response.code for response in await asyncio.gather(*burst))
+        statuses = await sending
 
         assert statuses == [401] * 5 + [429] * 25
         assert held.arrived == 5  # the refused ones cost no bcrypt work
@@ -190,19 +194,19 @@ async def test_a_burst_of_password_change_guesses_is_refused_past_the_limit(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ):
     await server.add_user("ann@example.com", PASSWORD)
-    thief = server.client(max_clients=30)  # all 30 at the server at once
+    thief = server.client()
     assert (await thief.login("ann@example.com", PASSWORD)).code == 200
     limit = server.services.settings["throttle.account_ip_failures"]
     held = HeldChecks(monkeypatch, limit)
-    burst = [
-        asyncio.ensure_future(
-            thief.post("/api/password", {"currentPassword": f"guess {n}", "newPassword": "x" * 9})
-        )
-        for n in range(30)
-    ]
+
+    async def guess(client: Client, n: int):
+        change = {"currentPassword": f"guess {n}", "newPassword": "x" * 9}
+        return await client.post("/api/password", change)
+
+    sending = asyncio.ensure_future(burst(monkeypatch, server, 30, guess, thief))
     await held.all_arrived.wait()
     held.release()
-    statuses = sorted(response.code for response in await asyncio.gather(*burst))
+    statuses = await sending
 
     assert statuses == [401] * limit + [429] * (30 - limit)
     assert held.arrived == limit
@@ -226,18 +230,15 @@ async def test_a_burst_of_registrations_is_refused_past_the_address_limit(
             return await real_hash(password, rounds)
 
         monkeypatch.setattr(accounts, "hash_password", held)
-        burst = [
-            asyncio.ensure_future(
-                running.client().post(
-                    "/api/register",
-                    {"email": f"user{n}@example.com", "password": PASSWORD, "name": "U"},
-                )
-            )
-            for n in range(20)
-        ]
+
+        async def register(client: Client, n: int):
+            fields = {"email": f"user{n}@example.com", "password": PASSWORD, "name": "U"}
+            return await client.post("/api/register", fields)
+
+        sending = asyncio.ensure_future(burst(monkeypatch, running, 20, register))
         await all_arrived.wait()
         hashing.set()
-        statuses = sorted(response.code for response in await asyncio.gather(*burst))
+        statuses = await sending
 
         assert statuses == [201] * 3 + [429] * 17
         assert len(hashed) == 3  # the refused ones cost no bcrypt work

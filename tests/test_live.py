@@ -1,4 +1,6 @@
-"""The live dashboard socket: tied to its session, closed within a second when it ends."""
+"""The live dashboard socket: tied to its session, closed when it ends. Deadlines here are
+generous (10 s) so a busy machine cannot fail them; how fast a socket closes (the promise is
+within a second) is measured by bench/sockets.py."""
 
 from __future__ import annotations
 
@@ -159,12 +161,22 @@ async def test_admin_socket_receives_live_statistics(store: Store):
         assert stats["signInsPerMinute"] == 1
         assert stats["failedSignInsPerMinute"] == 1
         assert stats["openSockets"] == 1
-        socket.close()
         user = await signed_in(server)
         user_socket = await open_socket(user)
         await next_event(user_socket, "hello")
-        with pytest.raises(TimeoutError):  # users get no statistics
-            await next_event(user_socket, "stats", 0.6)
+        for _ in range(2):  # two rounds of statistics sent since the user's socket opened
+            await next_event(socket, "stats")
+        # A sign-in of the user's is pushed to the user's socket after those rounds: whatever a
+        # round sent it would come before that event.
+        assert (await server.client().login("ann@example.com", PASSWORD)).code == 200
+        before_the_sign_in = []
+        while True:
+            event = json.loads(await asyncio.wait_for(user_socket.read_message(), 10))
+            if event["type"] == "signin":
+                break
+            before_the_sign_in.append(event["type"])
+        assert "stats" not in before_the_sign_in  # users get no statistics
+        socket.close()
         user_socket.close()
 
 
@@ -203,7 +215,7 @@ async def test_shutdown_closes_sockets_with_going_away(tmp_path):
         socket = await open_socket(client)
         await next_event(socket, "hello")
         process.send_signal(signal.SIGTERM)
-        code, _ = await closed_within(socket, 5.0)
+        code, _ = await closed_within(socket, 10)
         assert code == 1001
     finally:
         assert await stop_process(process) == 0

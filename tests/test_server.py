@@ -78,10 +78,13 @@ async def test_serve_prints_url_and_demo_users_then_drains_on_sigterm(tmp_path):
             assert time.monotonic() < deadline, "the sign-in never reached a bcrypt thread"
             await asyncio.sleep(0.01)
         health = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/healthz")
-        assert health.code == 200 and not login.done()  # the cost-12 hash is still running
+        hashed_when_answered = bcrypt_cpu_ticks(process.pid)
+        assert health.code == 200 and not login.done()
         process.send_signal(signal.SIGTERM)
         response = await login
         assert response.code == 200  # the in-flight request finished
+        # The hash went on after the health check was answered: the answer did not wait for it.
+        assert bcrypt_cpu_ticks(process.pid) > hashed_when_answered
         assert await asyncio.wait_for(process.wait(), 30) == 0
     finally:
         if process.returncode is None:
