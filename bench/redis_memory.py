@@ -77,13 +77,16 @@ async def fill_and_measure(tmp: str, sizes: list[int]) -> dict[str, Any]:
                     batch = range(made, min(size, made + AT_ONCE))
                     await asyncio.gather(*(manager.commit(common.login_session(n)) for n in batch))
                     made += len(batch)
-                used = int((await client.info("memory"))["used_memory"])
+                memory = await client.info("memory")
+                used = int(memory["used_memory"])
                 kinds = await by_kind(client, prefix)
                 total = sum(kind["bytes"] for kind in kinds.values())
                 row = {
                     "sessions": size,
                     "used_memory_bytes_per_session": round((used - base) / size, 1),
                     "memory_usage_bytes_per_session": round(total / size, 1),
+                    # what the filler's own connections hold in Redis then (in used_memory)
+                    "clients_bytes": int(memory.get("mem_clients_normal", 0)),
                     "by_kind": {
                         name: kind | {"bytes_per_session": round(kind["bytes"] / size, 1)}
                         for name, kind in sorted(kinds.items())
