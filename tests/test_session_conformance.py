@@ -3,7 +3,8 @@ Cluster, Sentinel) and a MongoDB wire-protocol server: mongod when present, else
 PostgreSQL by default, or SQLite), which the services script runs one command at a time. On
 FerretDB, MongoDB's TTL indexes (not implemented there: the sweep removes expired sessions),
 ``w: majority`` writes (accepted by a server with no replica set) and truly concurrent commands
-are not exercised."""
+are not exercised. A cookie whose signature fails is refused before any store is asked: that test
+runs on one store."""
 
 from __future__ import annotations
 
@@ -306,6 +307,7 @@ async def test_authenticated_request_within_touch_interval_writes_nothing(server
     assert counted.writes == 0
 
 
+@pytest.mark.store_independent  # refused by the signature check, before any store is asked
 @pytest.mark.parametrize(
     "cookie",
     [
