@@ -398,7 +398,7 @@ class Server:
         return Client(self.base_url, max_clients)
 
     async def add_user(
-        self, email: str, password: str = "password123", role: str = "user", name: str = "Test"
+        self, email: str, password: str = PASSWORD, role: str = "user", name: str = "Test"
     ) -> Any:
         return await self.services.accounts.register(email, name, password, Origin(), role)
 

@@ -28,7 +28,7 @@ from tornado.httpclient import HTTPRequest, HTTPResponse
 
 from tornado_auth import make_app, start_services
 from tornado_auth.server import http_server
-from tornado_auth.sessions import Lifetime
+from tornado_auth.sessions import Lifetime, Session, SessionManager
 from tornado_auth.users import User, new_user_id
 from tornado_auth.users.passwords import hash_password
 from tornado_auth.users.sqlite import SQLiteUserStore
@@ -74,20 +74,56 @@ async def signed_in(
     *,
     form: bool = False,
     prefix: str = "",
+    remember_me: bool = False,
+    agent: str | None = None,
 ) -> Client:
-    """A client signed in as ``email`` (added with ``role`` unless it exists): through the JSON
-    API, or through the sign-in page with ``form``; ``prefix`` is where the routes are mounted."""
+    """A client signed in as ``email`` with PASSWORD (added with ``role`` unless it exists), with
+    no second step pending: through the JSON API (``remember_me``; ``agent``: the User-Agent the
+    sign-in is made with), or through the sign-in page with ``form``; ``prefix`` is where the
+    routes are mounted."""
     if await server.services.users.by_email(email) is None:
         await server.add_user(email, PASSWORD, role)
     client = server.client()
-    fields = {"email": email, "password": PASSWORD}
     if form:
-        response = await submit(client, prefix + "/login", fields)
+        assert agent is None and not remember_me, "form sign-ins send neither"
+        response = await submit(client, prefix + "/login", {"email": email, "password": PASSWORD})
         assert response.code == 302, response.body
+        location = response.headers["Location"]
+        assert not location.startswith(prefix + "/login/mfa"), "a second step is pending"
     else:
-        response = await client.post(prefix + "/api/login", fields)
+        fields = {"email": email, "password": PASSWORD, "rememberMe": remember_me}
+        headers = {"User-Agent": agent} if agent else None
+        response = await client.request("POST", prefix + "/api/login", fields, headers)
         assert response.code == 200, response.body
+        assert "mfaRequired" not in json.loads(response.body), "a second step is pending"
     return client
+
+
+# -- signing in through a SessionManager ----------------------------------------------------------
+
+
+def signed_in_session(
+    user: str = "u1", remember: bool = False, ttl: float = LIFETIME.ttl
+) -> Session:
+    """A new session signed in as ``user`` (``user@example.com``, role user) for ``ttl``
+    seconds, not yet committed: it has no token until a SessionManager commits it."""
+    session = Session()
+    session.login(user, {"email": f"{user}@example.com", "role": "user"}, remember, ttl)
+    return session
+
+
+async def committed_session(
+    manager: SessionManager, user: str = "u1", remember: bool = False
+) -> Session:
+    """A session signed in as ``user`` for the ``manager``'s lifetime (remembered or not),
+    committed through it: stored under its token."""
+    lifetime = manager.lifetime
+    session = signed_in_session(
+        user, remember, lifetime.remember_me_ttl if remember else lifetime.ttl
+    )
+    change = await manager.commit(session)
+    assert change is not None and change.token == session.token
+    return session
 
 
 # -- the live socket -------------------------------------------------------------------------------

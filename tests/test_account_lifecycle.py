@@ -18,6 +18,7 @@ from tornado_auth.tokens import hash_token
 
 from .conftest import (
     MONGO_URL,
+    PASSWORD,
     Client,
     Server,
     Store,
@@ -26,13 +27,12 @@ from .conftest import (
     start_server,
     stop_server,
 )
-from .helpers import SESSION_ENDED, open_socket, submit
+from .helpers import SESSION_ENDED, open_socket, signed_in, submit
 from .mailbox import LINK, outbox, text
 
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "redis"], indirect=True)
 
 PUBLIC = "https://auth.example"
-PASSWORD = "password123"
 FIREFOX = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
@@ -58,18 +58,6 @@ def path_of(link: str) -> str:
 
 def token_of(link: str) -> str:
     return urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)["token"][0]
-
-
-async def signed_in(server: Server, email: str, agent: str = FIREFOX) -> Client:
-    client = server.client()
-    response = await client.request(
-        "POST",
-        "/api/login",
-        {"email": email, "password": PASSWORD},
-        headers={"User-Agent": agent},
-    )
-    assert response.code == 200, response.body
-    return client
 
 
 async def user_store_dump(store: Store) -> str:
@@ -356,8 +344,8 @@ async def test_email_change_to_a_taken_or_bad_address(app: Server):
 async def test_sessions_show_readable_devices_and_names(app: Server):
     await app.add_user("ann@example.com")
     await app.add_user("bob@example.com")
-    client = await signed_in(app, "ann@example.com", FIREFOX)
-    phone = await signed_in(app, "ann@example.com", IPHONE)
+    client = await signed_in(app, "ann@example.com", agent=FIREFOX)
+    phone = await signed_in(app, "ann@example.com", agent=IPHONE)
     listed = body(await client.get("/api/sessions"))["sessions"]
     assert sorted(s["device"] for s in listed) == ["Firefox 133 on Ubuntu", "Safari on iPhone"]
     mine = next(s for s in listed if s["current"])
@@ -376,11 +364,11 @@ async def test_sessions_show_readable_devices_and_names(app: Server):
 
 async def test_a_new_device_sends_an_alert_whose_link_ends_every_session(app: Server):
     await app.add_user("ann@example.com")
-    laptop = await signed_in(app, "ann@example.com", FIREFOX)
-    await signed_in(app, "ann@example.com", FIREFOX)
+    laptop = await signed_in(app, "ann@example.com", agent=FIREFOX)
+    await signed_in(app, "ann@example.com", agent=FIREFOX)
     box = await outbox(app.services)
     assert not [m for m in box.messages() if "New sign-in" in m["Subject"]]  # first, then known
-    await signed_in(app, "ann@example.com", IPHONE)
+    await signed_in(app, "ann@example.com", agent=IPHONE)
     box = await outbox(app.services)
     alert = box.last("ann@example.com", "New sign-in")
     assert "Safari on iPhone" in text(alert) and "127.0.0.1" in text(alert)

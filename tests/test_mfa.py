@@ -19,6 +19,7 @@ from tornado_auth.mfa import PENDING
 
 from .conftest import (
     MONGO_URL,
+    PASSWORD,
     Client,
     Clock,
     Server,
@@ -28,12 +29,11 @@ from .conftest import (
     start_server,
     stop_server,
 )
-from .helpers import open_socket, submit
+from .helpers import open_socket, signed_in, submit
 from .mailbox import outbox, text
 
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "redis"], indirect=True)
 
-PASSWORD = "password123"
 ANN = "ann@example.com"
 
 
@@ -58,13 +58,6 @@ def clock(server: Server) -> Clock:
 
 def code_at(secret: str, when: float) -> str:
     return pyotp.TOTP(secret).at(when)
-
-
-async def signed_in(server: Server, email: str = ANN, remember_me: bool = False) -> Client:
-    client = server.client()
-    response = await client.login(email, PASSWORD, remember_me)
-    assert response.code == 200 and "mfaRequired" not in body(response), response.body
-    return client
 
 
 async def enrolled(server: Server, email: str = ANN, role: str = "user") -> tuple[str, list[str]]:
