@@ -8,6 +8,7 @@ import asyncio
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -23,9 +24,8 @@ from .conftest import (
     Server,
     Store,
     body,
+    serving,
     settings_for,
-    start_server,
-    stop_server,
 )
 from .helpers import SESSION_ENDED, open_socket, signed_in, submit
 from .mailbox import LINK, outbox, text
@@ -42,13 +42,13 @@ IPHONE = (
 
 @pytest.fixture
 async def app(store: Store) -> AsyncIterator[Server]:
-    running = await start_server(settings_for(store, server__public_url=PUBLIC))
-    yield running
-    await stop_server(running)
+    async with serve(store) as running:
+        yield running
 
 
-async def serve(store: Store, **overrides: Any) -> Server:
-    return await start_server(settings_for(store, server__public_url=PUBLIC, **overrides))
+def serve(store: Store, **overrides: Any) -> AbstractAsyncContextManager[Server]:
+    """The app at PUBLIC on ``store``, with ``overrides`` of its settings, for a ``with`` block."""
+    return serving(settings_for(store, server__public_url=PUBLIC, **overrides))
 
 
 def path_of(link: str) -> str:
@@ -154,8 +154,7 @@ async def test_expired_malformed_and_unknown_tokens_change_nothing(app: Server):
 
 
 async def test_forgot_is_throttled_per_address_and_per_ip(store: Store):
-    server = await serve(store, throttle__mail_per_address=2, throttle__mail_per_ip=4)
-    try:
+    async with serve(store, throttle__mail_per_address=2, throttle__mail_per_ip=4) as server:
         await server.add_user("ann@example.com")
         client = server.client()
         answers = [(await forgot(client, "ann@example.com")).code for _ in range(3)]
@@ -167,8 +166,6 @@ async def test_forgot_is_throttled_per_address_and_per_ip(store: Store):
         refused = await forgot(client, "carol@example.com")
         assert refused.code == 429 and refused.headers["Retry-After"]
         assert (await client.post("/api/password/forgot", {"email": "not an address"})).code == 400
-    finally:
-        await stop_server(server)
 
 
 async def test_reset_pages_set_a_new_password(app: Server):
@@ -211,8 +208,7 @@ async def test_registration_mails_a_verification_link(app: Server):
 
 
 async def test_required_verification_hides_taken_addresses_and_blocks_sign_in(store: Store):
-    server = await serve(store, users__require_verified_email=True)
-    try:
+    async with serve(store, users__require_verified_email=True) as server:
         await server.add_user("ann@example.com")  # made by an operator: no link sent
         client = server.client()
         new = {"email": "eve@example.com", "password": PASSWORD, "name": "Eve"}
@@ -243,20 +239,15 @@ async def test_required_verification_hides_taken_addresses_and_blocks_sign_in(st
         verified = await client.post("/api/verify", {"token": token_of(last_link)})
         assert verified.code == 200
         assert (await client.login("eve@example.com", PASSWORD)).code == 200
-    finally:
-        await stop_server(server)
 
 
 async def test_the_sign_in_page_offers_a_new_verification_link(store: Store):
-    server = await serve(store, users__require_verified_email=True)
-    try:
+    async with serve(store, users__require_verified_email=True) as server:
         await server.add_user("ann@example.com")
         client = server.client()
         page = await submit(client, "/login", {"email": "ann@example.com", "password": PASSWORD})
         assert page.code == 403
         assert b"not verified" in page.body and b"/verify/resend" in page.body
-    finally:
-        await stop_server(server)
 
 
 # -- re-authentication ---------------------------------------------------------------------------
@@ -420,8 +411,9 @@ async def test_pages_show_the_verification_state_and_send_links(app: Server):
 
 
 async def test_quiet_registration_counts_each_registration_once(store: Store):
-    server = await serve(store, users__require_verified_email=True, throttle__ip_registrations=2)
-    try:
+    async with serve(
+        store, users__require_verified_email=True, throttle__ip_registrations=2
+    ) as server:
         client = server.client()
         codes = []
         for n in range(3):
@@ -431,8 +423,6 @@ async def test_quiet_registration_counts_each_registration_once(store: Store):
         assert codes == [202, 202, 429]
         assert await server.services.users.by_email("u1@example.com") is not None
         assert await server.services.users.by_email("u2@example.com") is None
-    finally:
-        await stop_server(server)
 
 
 async def test_the_email_page_sends_a_confirmation_or_says_what_is_wrong(app: Server):
@@ -534,8 +524,7 @@ async def test_a_reset_voids_the_other_reset_links_and_an_email_change_voids_all
 
 
 async def test_email_change_requests_are_throttled_per_ip_and_per_address(store: Store):
-    server = await serve(store, throttle__mail_per_address=2, throttle__mail_per_ip=5)
-    try:
+    async with serve(store, throttle__mail_per_address=2, throttle__mail_per_ip=5) as server:
         await server.add_user("ann@example.com")
         client = await signed_in(server, "ann@example.com")
         burst = [{"newEmail": "victim@example.org"}] * 4 + [{"newEmail": "x@example.org"}] * 4
@@ -545,8 +534,6 @@ async def test_email_change_requests_are_throttled_per_ip_and_per_address(store:
         box = await outbox(server.services)
         assert len(box.messages("victim@example.org")) <= 2
         assert len(box.messages("x@example.org")) <= 2
-    finally:
-        await stop_server(server)
 
 
 async def test_session_renames_are_throttled(app: Server):
