@@ -476,6 +476,36 @@ SIGNED_IN_PEOPLE = ("member", "admin", "bait", "keeper")
 RESTORED_FIELDS = ("email", "name", "role", "password_hash", "disabled")
 
 
+class CountersOfOneTest:
+    """A store's throttle counters, each name under a prefix that ``next_test()`` changes: a
+    test's throttles count only what it did, never what an earlier test sent to the same app."""
+
+    def __init__(self, counters: Any) -> None:
+        self.counters = counters
+        self.tests = 0
+
+    def next_test(self) -> None:
+        self.tests += 1
+
+    def _name(self, name: str) -> str:
+        return f"test{self.tests}:{name}"
+
+    async def hit(self, name: str, window: float, now: float) -> tuple[int, float]:
+        return await self.counters.hit(self._name(name), window, now)
+
+    async def peek(self, name: str, now: float) -> tuple[int, float]:
+        return await self.counters.peek(self._name(name), now)
+
+    async def release(self, name: str, now: float) -> None:
+        await self.counters.release(self._name(name), now)
+
+    async def clear(self, name: str) -> None:
+        await self.counters.clear(self._name(name))
+
+    async def sweep(self, now: float) -> int:
+        return await self.counters.sweep(now)
+
+
 @dataclass
 class Reply:
     status: int
@@ -516,6 +546,9 @@ class LiveApp:
         )
         services = await start_services(settings)
         self.counted = count_writes(services.sessions)
+        # what the throttles count (sign-ins, registrations, passkey challenges, mail), per test
+        self.counters = CountersOfOneTest(services.accounts.throttle.counters)
+        services.accounts.throttle.counters = services.lifecycle.counters = self.counters
         server = http_server(make_app(services), settings.replace(server__xheaders=True))
         sock, port = tornado.testing.bind_unused_port()
         server.add_sockets([sock])
@@ -531,7 +564,9 @@ class LiveApp:
         """Every person as created, signed in (the ones in SIGNED_IN_PEOPLE) and nowhere else:
         each test starts from this, whatever the tests before it changed. When the test before
         wrote no session and left every person's record as the last reset did, that state is
-        still there and its sessions are kept; otherwise all are restored and signed in afresh."""
+        still there and its sessions are kept; otherwise all are restored and signed in afresh.
+        The throttles' counters start from nothing whatever the state."""
+        self.counters.next_test()
         if self.clean is not None and self.clean == self.call(self._state()):
             return
         self.call(self._restore())
