@@ -51,6 +51,8 @@ REDIS_URLS = {
 PASSWORD = "correct horse battery"  # the password test users sign in with
 SESSION_BACKENDS = ("memory", "sqlite", "redis", "mongodb", "redis-cluster", "redis-sentinel")
 USER_STORES = ("sqlite", "mongodb")
+# The store of a test marked store_independent: SQLite, the default (its files stay in tmp_path).
+ONE_STORE = "sqlite"
 
 
 def free_port() -> int:
@@ -231,9 +233,43 @@ class Store:
             await client.close()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "store_independent: the test checks what no store decides (HTTP handling, validation, "
+        "headers, cookies, pages), so its store fixture is ONE_STORE instead of every session "
+        "backend",
+    )
+    config.addinivalue_line(
+        "markers",
+        "user_stores: the test checks what the user store decides (users, audit trail), so its "
+        "store fixture is each of USER_STORES (SQLite; MongoDB sessions with MongoDB users) "
+        "instead of every session backend",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before the parametrize marks are read
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The ``store`` of a test marked ``store_independent`` (on the test, its class or its module's
+    ``pytestmark``) is ONE_STORE; of one marked ``user_stores``, each of USER_STORES."""
+    marked = [
+        name
+        for name in ("store_independent", "user_stores")
+        if metafunc.definition.get_closest_marker(name) is not None
+    ]
+    if not marked or "store" not in metafunc.fixturenames:
+        return
+    if len(marked) > 1:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: marked both {' and '.join(marked)}")
+    stores = [ONE_STORE] if marked[0] == "store_independent" else list(USER_STORES)
+    # as a parametrize mark, which takes precedence over the fixture's own params
+    metafunc.definition.add_marker(pytest.mark.parametrize("store", stores, indirect=True))
+
+
 @pytest.fixture(params=SESSION_BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """One session backend kind per run of the test."""
+    """One session backend kind per run of the test: every one of SESSION_BACKENDS, unless the
+    test is marked ``store_independent`` or ``user_stores`` or parametrises ``store`` itself."""
     if request.param in ("redis", "mongodb"):
         require_service(request.param)
         require_service("mongodb")
@@ -362,7 +398,7 @@ class Server:
         return Client(self.base_url, max_clients)
 
     async def add_user(
-        self, email: str, password: str = "password123", role: str = "user", name: str = "Test"
+        self, email: str, password: str = PASSWORD, role: str = "user", name: str = "Test"
     ) -> Any:
         return await self.services.accounts.register(email, name, password, Origin(), role)
 

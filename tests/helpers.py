@@ -31,7 +31,7 @@ from tornado.httpclient import HTTPRequest, HTTPResponse
 from tornado_auth import make_app, start_services
 from tornado_auth.handlers.base import BaseHandler
 from tornado_auth.server import http_server
-from tornado_auth.sessions import Lifetime
+from tornado_auth.sessions import Lifetime, Session, SessionManager
 from tornado_auth.users import User, new_user_id
 from tornado_auth.users.passwords import hash_password
 from tornado_auth.users.sqlite import SQLiteUserStore
@@ -77,19 +77,28 @@ async def signed_in(
     *,
     form: bool = False,
     prefix: str = "",
+    remember_me: bool = False,
+    agent: str | None = None,
 ) -> Client:
-    """A client signed in as ``email`` (added with ``role`` unless it exists): through the JSON
-    API, or through the sign-in page with ``form``; ``prefix`` is where the routes are mounted."""
+    """A client signed in as ``email`` with PASSWORD (added with ``role`` unless it exists), with
+    no second step pending: through the JSON API (``remember_me``; ``agent``: the User-Agent the
+    sign-in is made with), or through the sign-in page with ``form``; ``prefix`` is where the
+    routes are mounted."""
     if await server.services.users.by_email(email) is None:
         await server.add_user(email, PASSWORD, role)
     client = server.client()
-    fields = {"email": email, "password": PASSWORD}
     if form:
-        response = await submit(client, prefix + "/login", fields)
+        assert agent is None and not remember_me, "form sign-ins send neither"
+        response = await submit(client, prefix + "/login", {"email": email, "password": PASSWORD})
         assert response.code == 302, response.body
+        location = response.headers["Location"]
+        assert not location.startswith(prefix + "/login/mfa"), "a second step is pending"
     else:
-        response = await client.post(prefix + "/api/login", fields)
+        fields = {"email": email, "password": PASSWORD, "rememberMe": remember_me}
+        headers = {"User-Agent": agent} if agent else None
+        response = await client.request("POST", prefix + "/api/login", fields, headers)
         assert response.code == 200, response.body
+        assert "mfaRequired" not in json.loads(response.body), "a second step is pending"
     return client
 
 
@@ -125,6 +134,33 @@ async def burst(
         responses = await asyncio.gather(*(send(concurrent, n) for n in range(count)))
     assert arrived == count
     return sorted(response.code for response in responses)
+
+
+# -- signing in through a SessionManager ----------------------------------------------------------
+
+
+def signed_in_session(
+    user: str = "u1", remember: bool = False, ttl: float = LIFETIME.ttl
+) -> Session:
+    """A new session signed in as ``user`` (``user@example.com``, role user) for ``ttl``
+    seconds, not yet committed: it has no token until a SessionManager commits it."""
+    session = Session()
+    session.login(user, {"email": f"{user}@example.com", "role": "user"}, remember, ttl)
+    return session
+
+
+async def committed_session(
+    manager: SessionManager, user: str = "u1", remember: bool = False
+) -> Session:
+    """A session signed in as ``user`` for the ``manager``'s lifetime (remembered or not),
+    committed through it: stored under its token."""
+    lifetime = manager.lifetime
+    session = signed_in_session(
+        user, remember, lifetime.remember_me_ttl if remember else lifetime.ttl
+    )
+    change = await manager.commit(session)
+    assert change is not None and change.token == session.token
+    return session
 
 
 # -- the live socket -------------------------------------------------------------------------------
@@ -478,6 +514,36 @@ SIGNED_IN_PEOPLE = ("member", "admin", "bait", "keeper")
 RESTORED_FIELDS = ("email", "name", "role", "password_hash", "disabled")
 
 
+class CountersOfOneTest:
+    """A store's throttle counters, each name under a prefix that ``next_test()`` changes: a
+    test's throttles count only what it did, never what an earlier test sent to the same app."""
+
+    def __init__(self, counters: Any) -> None:
+        self.counters = counters
+        self.tests = 0
+
+    def next_test(self) -> None:
+        self.tests += 1
+
+    def _name(self, name: str) -> str:
+        return f"test{self.tests}:{name}"
+
+    async def hit(self, name: str, window: float, now: float) -> tuple[int, float]:
+        return await self.counters.hit(self._name(name), window, now)
+
+    async def peek(self, name: str, now: float) -> tuple[int, float]:
+        return await self.counters.peek(self._name(name), now)
+
+    async def release(self, name: str, now: float) -> None:
+        await self.counters.release(self._name(name), now)
+
+    async def clear(self, name: str) -> None:
+        await self.counters.clear(self._name(name))
+
+    async def sweep(self, now: float) -> int:
+        return await self.counters.sweep(now)
+
+
 @dataclass
 class Reply:
     status: int
@@ -518,6 +584,9 @@ class LiveApp:
         )
         services = await start_services(settings)
         self.counted = count_writes(services.sessions)
+        # what the throttles count (sign-ins, registrations, passkey challenges, mail), per test
+        self.counters = CountersOfOneTest(services.accounts.throttle.counters)
+        services.accounts.throttle.counters = services.lifecycle.counters = self.counters
         server = http_server(make_app(services), settings.replace(server__xheaders=True))
         sock, port = tornado.testing.bind_unused_port()
         server.add_sockets([sock])
@@ -533,7 +602,9 @@ class LiveApp:
         """Every person as created, signed in (the ones in SIGNED_IN_PEOPLE) and nowhere else:
         each test starts from this, whatever the tests before it changed. When the test before
         wrote no session and left every person's record as the last reset did, that state is
-        still there and its sessions are kept; otherwise all are restored and signed in afresh."""
+        still there and its sessions are kept; otherwise all are restored and signed in afresh.
+        The throttles' counters start from nothing whatever the state."""
+        self.counters.next_test()
         if self.clean is not None and self.clean == self.call(self._state()):
             return
         self.call(self._restore())

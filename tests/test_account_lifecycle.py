@@ -8,6 +8,7 @@ import asyncio
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
@@ -18,21 +19,20 @@ from tornado_auth.tokens import hash_token
 
 from .conftest import (
     MONGO_URL,
+    PASSWORD,
     Client,
     Server,
     Store,
     body,
+    serving,
     settings_for,
-    start_server,
-    stop_server,
 )
-from .helpers import SESSION_ENDED, open_socket, submit
+from .helpers import SESSION_ENDED, open_socket, signed_in, submit
 from .mailbox import LINK, outbox, text
 
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "redis"], indirect=True)
 
 PUBLIC = "https://auth.example"
-PASSWORD = "password123"
 FIREFOX = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
@@ -42,13 +42,13 @@ IPHONE = (
 
 @pytest.fixture
 async def app(store: Store) -> AsyncIterator[Server]:
-    running = await start_server(settings_for(store, server__public_url=PUBLIC))
-    yield running
-    await stop_server(running)
+    async with serve(store) as running:
+        yield running
 
 
-async def serve(store: Store, **overrides: Any) -> Server:
-    return await start_server(settings_for(store, server__public_url=PUBLIC, **overrides))
+def serve(store: Store, **overrides: Any) -> AbstractAsyncContextManager[Server]:
+    """The app at PUBLIC on ``store``, with ``overrides`` of its settings, for a ``with`` block."""
+    return serving(settings_for(store, server__public_url=PUBLIC, **overrides))
 
 
 def path_of(link: str) -> str:
@@ -58,18 +58,6 @@ def path_of(link: str) -> str:
 
 def token_of(link: str) -> str:
     return urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)["token"][0]
-
-
-async def signed_in(server: Server, email: str, agent: str = FIREFOX) -> Client:
-    client = server.client()
-    response = await client.request(
-        "POST",
-        "/api/login",
-        {"email": email, "password": PASSWORD},
-        headers={"User-Agent": agent},
-    )
-    assert response.code == 200, response.body
-    return client
 
 
 async def user_store_dump(store: Store) -> str:
@@ -166,8 +154,7 @@ async def test_expired_malformed_and_unknown_tokens_change_nothing(app: Server):
 
 
 async def test_forgot_is_throttled_per_address_and_per_ip(store: Store):
-    server = await serve(store, throttle__mail_per_address=2, throttle__mail_per_ip=4)
-    try:
+    async with serve(store, throttle__mail_per_address=2, throttle__mail_per_ip=4) as server:
         await server.add_user("ann@example.com")
         client = server.client()
         answers = [(await forgot(client, "ann@example.com")).code for _ in range(3)]
@@ -179,8 +166,6 @@ async def test_forgot_is_throttled_per_address_and_per_ip(store: Store):
         refused = await forgot(client, "carol@example.com")
         assert refused.code == 429 and refused.headers["Retry-After"]
         assert (await client.post("/api/password/forgot", {"email": "not an address"})).code == 400
-    finally:
-        await stop_server(server)
 
 
 async def test_reset_pages_set_a_new_password(app: Server):
@@ -223,8 +208,7 @@ async def test_registration_mails_a_verification_link(app: Server):
 
 
 async def test_required_verification_hides_taken_addresses_and_blocks_sign_in(store: Store):
-    server = await serve(store, users__require_verified_email=True)
-    try:
+    async with serve(store, users__require_verified_email=True) as server:
         await server.add_user("ann@example.com")  # made by an operator: no link sent
         client = server.client()
         new = {"email": "eve@example.com", "password": PASSWORD, "name": "Eve"}
@@ -255,20 +239,15 @@ async def test_required_verification_hides_taken_addresses_and_blocks_sign_in(st
         verified = await client.post("/api/verify", {"token": token_of(last_link)})
         assert verified.code == 200
         assert (await client.login("eve@example.com", PASSWORD)).code == 200
-    finally:
-        await stop_server(server)
 
 
 async def test_the_sign_in_page_offers_a_new_verification_link(store: Store):
-    server = await serve(store, users__require_verified_email=True)
-    try:
+    async with serve(store, users__require_verified_email=True) as server:
         await server.add_user("ann@example.com")
         client = server.client()
         page = await submit(client, "/login", {"email": "ann@example.com", "password": PASSWORD})
         assert page.code == 403
         assert b"not verified" in page.body and b"/verify/resend" in page.body
-    finally:
-        await stop_server(server)
 
 
 # -- re-authentication ---------------------------------------------------------------------------
@@ -356,8 +335,8 @@ async def test_email_change_to_a_taken_or_bad_address(app: Server):
 async def test_sessions_show_readable_devices_and_names(app: Server):
     await app.add_user("ann@example.com")
     await app.add_user("bob@example.com")
-    client = await signed_in(app, "ann@example.com", FIREFOX)
-    phone = await signed_in(app, "ann@example.com", IPHONE)
+    client = await signed_in(app, "ann@example.com", agent=FIREFOX)
+    phone = await signed_in(app, "ann@example.com", agent=IPHONE)
     listed = body(await client.get("/api/sessions"))["sessions"]
     assert sorted(s["device"] for s in listed) == ["Firefox 133 on Ubuntu", "Safari on iPhone"]
     mine = next(s for s in listed if s["current"])
@@ -376,11 +355,11 @@ async def test_sessions_show_readable_devices_and_names(app: Server):
 
 async def test_a_new_device_sends_an_alert_whose_link_ends_every_session(app: Server):
     await app.add_user("ann@example.com")
-    laptop = await signed_in(app, "ann@example.com", FIREFOX)
-    await signed_in(app, "ann@example.com", FIREFOX)
+    laptop = await signed_in(app, "ann@example.com", agent=FIREFOX)
+    await signed_in(app, "ann@example.com", agent=FIREFOX)
     box = await outbox(app.services)
     assert not [m for m in box.messages() if "New sign-in" in m["Subject"]]  # first, then known
-    await signed_in(app, "ann@example.com", IPHONE)
+    await signed_in(app, "ann@example.com", agent=IPHONE)
     box = await outbox(app.services)
     alert = box.last("ann@example.com", "New sign-in")
     assert "Safari on iPhone" in text(alert) and "127.0.0.1" in text(alert)
@@ -432,8 +411,9 @@ async def test_pages_show_the_verification_state_and_send_links(app: Server):
 
 
 async def test_quiet_registration_counts_each_registration_once(store: Store):
-    server = await serve(store, users__require_verified_email=True, throttle__ip_registrations=2)
-    try:
+    async with serve(
+        store, users__require_verified_email=True, throttle__ip_registrations=2
+    ) as server:
         client = server.client()
         codes = []
         for n in range(3):
@@ -443,8 +423,6 @@ async def test_quiet_registration_counts_each_registration_once(store: Store):
         assert codes == [202, 202, 429]
         assert await server.services.users.by_email("u1@example.com") is not None
         assert await server.services.users.by_email("u2@example.com") is None
-    finally:
-        await stop_server(server)
 
 
 async def test_the_email_page_sends_a_confirmation_or_says_what_is_wrong(app: Server):
@@ -546,8 +524,7 @@ async def test_a_reset_voids_the_other_reset_links_and_an_email_change_voids_all
 
 
 async def test_email_change_requests_are_throttled_per_ip_and_per_address(store: Store):
-    server = await serve(store, throttle__mail_per_address=2, throttle__mail_per_ip=5)
-    try:
+    async with serve(store, throttle__mail_per_address=2, throttle__mail_per_ip=5) as server:
         await server.add_user("ann@example.com")
         client = await signed_in(server, "ann@example.com")
         burst = [{"newEmail": "victim@example.org"}] * 4 + [{"newEmail": "x@example.org"}] * 4
@@ -557,8 +534,6 @@ async def test_email_change_requests_are_throttled_per_ip_and_per_address(store:
         box = await outbox(server.services)
         assert len(box.messages("victim@example.org")) <= 2
         assert len(box.messages("x@example.org")) <= 2
-    finally:
-        await stop_server(server)
 
 
 async def test_session_renames_are_throttled(app: Server):

@@ -1,5 +1,7 @@
 """Sign-ins in flight against revocations, bursts against throttles, and the last admin: on every
-session store (users in SQLite, or in MongoDB beside Redis and MongoDB sessions)."""
+session store (users in SQLite, or in MongoDB beside Redis and MongoDB sessions). What only the
+user store decides (a taken email, the last admin's own change) runs on
+each user store; a name refused before any store is asked, on one store."""
 
 from __future__ import annotations
 
@@ -292,6 +294,7 @@ async def test_registrations_are_limited_per_address(store):
         assert len(await audit_events(running, "registration_throttled")) == 1
 
 
+@pytest.mark.user_stores
 async def test_registering_a_taken_email_spends_no_bcrypt_work(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ):
@@ -311,6 +314,7 @@ async def test_registering_a_taken_email_spends_no_bcrypt_work(
     assert hashed == []
 
 
+@pytest.mark.user_stores
 async def test_the_last_admin_cannot_demote_or_disable_themself(server: Server):
     admin = await admin_of(server)
     me = body(await admin.get("/api/profile"))["id"]
@@ -336,6 +340,7 @@ async def test_two_admins_demoting_each_other_at_once_leave_an_admin(server: Ser
     assert await server.services.users.count_admins() >= 1
 
 
+@pytest.mark.store_independent  # refused before any store is asked
 @pytest.mark.parametrize("name", ["Ann\x1b[2J", "Ann\rroot", "\u202eninA", "Ann\x00"])
 async def test_names_with_control_characters_are_refused(server: Server, name: str):
     payload = {"email": "ann@example.com", "password": PASSWORD, "name": name}

@@ -10,7 +10,7 @@ from .conftest import PASSWORD, body
 from .counting import count_writes
 
 # refused before any store is asked: the HTTP handling is one, whichever store is behind it
-pytestmark = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+pytestmark = pytest.mark.store_independent
 
 
 async def user_count(server) -> int:

@@ -3,7 +3,8 @@
 Hypothesis has no asyncio support, so the app runs on an event loop of its own in a background
 thread, started once per module and backend (SQLite, and the production pairing of Redis sessions
 with MongoDB users); before each test its people are restored and signed in afresh unless the test
-before changed neither a session nor a person, so no test depends on what another changed. Every
+before changed neither a session nor a person, and its throttles count from nothing (each test's
+counters are its own), so no test depends on what another changed. Every
 example makes blocking ``http.client`` requests to it. The server is built like
 ``tornado_auth.server.run_worker`` builds it: ``xheaders`` on (so X-Forwarded-For reaches the
 app), the configured ``max_body_size`` and Tornado's default header limit.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pyotp
@@ -19,35 +20,38 @@ from tornado_auth.mfa import PENDING
 
 from .conftest import (
     MONGO_URL,
+    PASSWORD,
     Client,
     Clock,
     Server,
     Store,
     body,
+    serving,
     settings_for,
-    start_server,
-    stop_server,
 )
-from .helpers import open_socket, submit
+from .helpers import open_socket, signed_in, submit
 from .mailbox import outbox, text
 
 pytestmark = pytest.mark.parametrize("store", ["sqlite", "redis"], indirect=True)
 
-PASSWORD = "password123"
 ANN = "ann@example.com"
 
 
 @pytest.fixture
 async def app(store: Store) -> AsyncIterator[Server]:
-    running = await serve(store)
-    yield running
-    await stop_server(running)
+    async with serve(store) as running:
+        yield running
 
 
-async def serve(store: Store, **overrides: Any) -> Server:
-    server = await start_server(settings_for(store, **overrides))
-    server.services.mfa.clock = Clock()
-    return server
+@asynccontextmanager
+async def serve(
+    store: Store, app: dict[str, Any] | None = None, **overrides: Any
+) -> AsyncIterator[Server]:
+    """The app on ``store`` (``make_app`` given ``app``), with ``overrides`` of its settings and
+    an MFA clock the test moves, for a ``with`` block."""
+    async with serving(settings_for(store, **overrides), **(app or {})) as server:
+        server.services.mfa.clock = Clock()
+        yield server
 
 
 def clock(server: Server) -> Clock:
@@ -58,13 +62,6 @@ def clock(server: Server) -> Clock:
 
 def code_at(secret: str, when: float) -> str:
     return pyotp.TOTP(secret).at(when)
-
-
-async def signed_in(server: Server, email: str = ANN, remember_me: bool = False) -> Client:
-    client = server.client()
-    response = await client.login(email, PASSWORD, remember_me)
-    assert response.code == 200 and "mfaRequired" not in body(response), response.body
-    return client
 
 
 async def enrolled(server: Server, email: str = ANN, role: str = "user") -> tuple[str, list[str]]:
@@ -220,8 +217,7 @@ async def test_a_code_older_than_a_used_one_is_refused(app: Server):
 
 async def test_a_right_password_does_not_forgive_wrong_codes(store: Store):
     """Whoever holds the password gets no more code guesses by entering it again."""
-    server = await serve(store, throttle__account_ip_failures=3)
-    try:
+    async with serve(store, throttle__account_ip_failures=3) as server:
         secret, _ = await enrolled(server)
         for _ in range(3):  # a fresh first step (a right password) before each wrong code
             client = await first_step(server)
@@ -229,13 +225,10 @@ async def test_a_right_password_does_not_forgive_wrong_codes(store: Store):
         client = await first_step(server)
         refused = await second_step(client, code=code_at(secret, clock(server)()))
         assert refused.code == 429
-    finally:
-        await stop_server(server)
 
 
 async def test_wrong_codes_count_toward_the_sign_in_throttle(store: Store):
-    server = await serve(store, throttle__account_ip_failures=3)
-    try:
+    async with serve(store, throttle__account_ip_failures=3) as server:
         secret, _ = await enrolled(server)
         client = await first_step(server)
         for _ in range(3):
@@ -245,8 +238,6 @@ async def test_wrong_codes_count_toward_the_sign_in_throttle(store: Store):
         assert "Too many failed sign-ins" in body(refused)["error"]
         assert "mfa_failed" in await audit_events(server)
         assert "mfa_throttled" in await audit_events(server)
-    finally:
-        await stop_server(server)
 
 
 async def test_a_wrong_code_leaves_the_pending_sign_in_for_a_right_one(app: Server):
@@ -452,8 +443,7 @@ async def types_until(socket: Any, wanted: str) -> list[str]:
 
 
 async def test_require_mfa_for_admins_sends_admins_to_enrol_first(store: Store):
-    server = await serve(store, security__require_mfa_for_admins=True)
-    try:
+    async with serve(store, security__require_mfa_for_admins=True) as server:
         await server.add_user("root@example.com", PASSWORD, role="admin")
         admin = await signed_in(server, "root@example.com")
         refused = await admin.get("/api/admin/users")
@@ -481,8 +471,6 @@ async def test_require_mfa_for_admins_sends_admins_to_enrol_first(store: Store):
         assert (await client.get("/admin")).code == 200
         await server.add_user(ANN, PASSWORD)
         assert (await (await signed_in(server)).get("/api/admin/users")).code == 403
-    finally:
-        await stop_server(server)
 
 
 # -- for apps -------------------------------------------------------------------------------------
@@ -495,9 +483,7 @@ class SecretNotes(ApiHandler):
 
 
 async def test_mfa_required_lets_only_sessions_signed_in_with_a_second_factor(store: Store):
-    server = await start_server(settings_for(store), routes=[(r"/notes", SecretNotes)])
-    server.services.mfa.clock = Clock()
-    try:
+    async with serve(store, {"routes": [(r"/notes", SecretNotes)]}) as server:
         secret, _ = await enrolled(server)
         await server.add_user("bob@example.com", PASSWORD)
         bob = await signed_in(server, "bob@example.com")
@@ -512,8 +498,6 @@ async def test_mfa_required_lets_only_sessions_signed_in_with_a_second_factor(st
         assert (await second_step(ann, code=code_at(secret, clock(server)()))).code == 200
         allowed = await ann.get("/notes")
         assert (allowed.code, body(allowed)["amr"]) == (200, ["pwd", "otp"])
-    finally:
-        await stop_server(server)
 
 
 # -- pages ----------------------------------------------------------------------------------------

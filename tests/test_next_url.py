@@ -71,10 +71,10 @@ def test_paths_this_app_sends_to_login_are_kept():
         assert safe_next(path) == path
 
 
-# -- over HTTP, on the real stores ---------------------------------------------------------------
+# -- over HTTP, on one store: no store has a say in where a sign-in goes next ----------------------
 
 
-@pytest.mark.parametrize("store", ["sqlite", "mongodb"], indirect=True)
+@pytest.mark.store_independent
 @pytest.mark.parametrize("value", HOSTILE[:5])
 async def test_a_signed_in_visit_to_login_with_a_hostile_next_goes_to_the_dashboard(
     server: Server, value: str
@@ -85,7 +85,7 @@ async def test_a_signed_in_visit_to_login_with_a_hostile_next_goes_to_the_dashbo
     assert response.headers["Location"] == "/dashboard"
 
 
-@pytest.mark.parametrize("store", ["sqlite", "mongodb"], indirect=True)
+@pytest.mark.store_independent
 async def test_a_correct_form_sign_in_with_a_hostile_next_signs_in_and_goes_to_the_dashboard(
     server: Server,
 ):

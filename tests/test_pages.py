@@ -1,4 +1,6 @@
-"""Browser pages over HTTP: redirects, XSRF-protected forms, no inline script."""
+"""Browser pages over HTTP: redirects, XSRF-protected forms, no inline script. What a page does
+with the sessions (listing and revoking them, signing out, a role change ending them) runs on
+every session store; the forms, redirects and headers, which no store decides, on one."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ def test_next_accepts_only_same_site_relative_paths(value, expected):
     assert safe_next(value) == expected
 
 
+@pytest.mark.store_independent
 async def test_anonymous_page_redirects_to_login_with_next(server):
     response = await server.client().get("/sessions")
     assert response.code == 302
@@ -38,6 +41,7 @@ async def test_anonymous_page_redirects_to_login_with_next(server):
     assert (await server.client().get("/")).headers["Location"] == "/dashboard"
 
 
+@pytest.mark.store_independent
 async def test_login_form_signs_in_and_goes_to_next(server):
     await server.add_user("ann@example.com", PASSWORD)
     client = server.client()
@@ -50,6 +54,7 @@ async def test_login_form_signs_in_and_goes_to_next(server):
     assert b"ann@example.com" in dashboard.body
 
 
+@pytest.mark.store_independent
 async def test_login_form_refuses_an_offsite_next(server):
     await server.add_user("ann@example.com", PASSWORD)
     fields = {"email": "ann@example.com", "password": PASSWORD, "next": "//evil.example/"}
@@ -57,6 +62,7 @@ async def test_login_form_refuses_an_offsite_next(server):
     assert response.headers["Location"] == "/dashboard"
 
 
+@pytest.mark.store_independent
 async def test_login_form_with_wrong_password_shows_an_error(server):
     await server.add_user("ann@example.com", PASSWORD)
     response = await submit(
@@ -67,6 +73,7 @@ async def test_login_form_with_wrong_password_shows_an_error(server):
     assert b'value="ann@example.com"' in response.body
 
 
+@pytest.mark.store_independent
 async def test_form_post_without_xsrf_token_is_refused(server):
     await server.add_user("ann@example.com", PASSWORD)
     body = urllib.parse.urlencode({"email": "ann@example.com", "password": PASSWORD})
@@ -76,6 +83,7 @@ async def test_form_post_without_xsrf_token_is_refused(server):
     assert "Set-Cookie" not in response.headers or "session=" not in response.headers["Set-Cookie"]
 
 
+@pytest.mark.store_independent
 async def test_register_form_creates_account_and_signs_in(server):
     client = server.client()
     fields = {"name": "New", "email": "new@example.com", "password": PASSWORD}
@@ -130,7 +138,7 @@ async def test_admin_page_is_for_admins_and_changes_roles(server):
     assert (await user.get("/dashboard")).code == 302  # that session ended with the role change
 
 
-@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # HTTP handling: any store
+@pytest.mark.store_independent
 @pytest.mark.parametrize(
     "path", ["/login", "/register", "/dashboard", "/sessions", "/account", "/admin"]
 )
@@ -147,6 +155,7 @@ async def test_pages_have_strict_csp_and_no_inline_script_or_style(server, path)
     assert b"<style" not in response.body and b" style=" not in response.body
 
 
+@pytest.mark.store_independent
 async def test_unknown_page_is_an_html_404(server):
     response = await server.client().get("/nowhere")
     assert response.code == 404

@@ -19,7 +19,7 @@ from tornado_auth.handlers.signin import ACCOUNT_DISABLED
 from tornado_auth.passkeys import relying_party
 
 from .authenticator import Authenticator, b64
-from .conftest import PASSWORD, Client, Server, Store, body, settings_for, start_server, stop_server
+from .conftest import PASSWORD, Client, Server, Store, body, serving, settings_for
 from .helpers import signed_in
 from .mailbox import outbox
 
@@ -31,9 +31,8 @@ NOT_RECOGNISED = {"error": "Passkey not recognised"}
 
 @pytest.fixture
 async def app(store: Store) -> AsyncIterator[Server]:
-    running = await start_server(settings_for(store, server__public_url=PUBLIC))
-    yield running
-    await stop_server(running)
+    async with serving(settings_for(store, server__public_url=PUBLIC)) as running:
+        yield running
 
 
 async def register(
@@ -299,10 +298,8 @@ async def test_a_sign_in_in_flight_when_the_account_is_disabled_never_works(app:
 
 
 async def test_passkey_sign_ins_challenges_and_renames_are_throttled(store: Store):
-    app = await start_server(
-        settings_for(store, server__public_url=PUBLIC, throttle__account_ip_failures=3)
-    )
-    try:
+    settings = settings_for(store, server__public_url=PUBLIC, throttle__account_ip_failures=3)
+    async with serving(settings) as app:
         client = await signed_in(app, "ann@example.com")
         device = Authenticator(PUBLIC)
         assert (await register(client, device)).code == 201
@@ -327,8 +324,6 @@ async def test_passkey_sign_ins_challenges_and_renames_are_throttled(store: Stor
         renamed = [await client.request("PATCH", path, {"name": f"Key {n}"}) for n in range(31)]
         assert [r.code for r in renamed[-2:]] == [200, 429]  # 30 a throttle.mail_window
         assert body(renamed[-1])["error"].startswith("Too many passkey renames")
-    finally:
-        await stop_server(app)
 
 
 async def test_bad_passkey_input_gets_a_clear_4xx_and_changes_nothing(app: Server, caplog):

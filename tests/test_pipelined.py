@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tornado_auth.errors import StoreUnavailable
-from tornado_auth.sessions import LocalEventBus, Session, SessionManager, SessionRecord
+from tornado_auth.sessions import LocalEventBus, SessionManager, SessionRecord
 from tornado_auth.sessions.pipelined import (
     PipelinedConnection,
     RedisTimeout,
@@ -23,7 +23,7 @@ from tornado_auth.sessions.pipelined import (
 from tornado_auth.sessions.redis import RedisSessionStore
 
 from .conftest import REDIS_URL, Store, free_port, require_service
-from .helpers import LIFETIME
+from .helpers import LIFETIME, committed_session
 
 
 @pytest.fixture
@@ -200,16 +200,15 @@ async def test_the_store_answers_503_material_when_its_server_is_silent(silent) 
 
 
 @pytest.fixture
-async def signed_in(tmp_path) -> AsyncIterator[tuple[RedisSessionStore, SessionRecord]]:
+async def store_with_a_session(tmp_path) -> AsyncIterator[tuple[RedisSessionStore, SessionRecord]]:
     """A Redis session store of its own, holding one signed-in session, and that session."""
     require_service("redis")
     place = Store("redis", tmp_path)
     store = RedisSessionStore(REDIS_URL, place.prefix)
     await store.start()
     try:
-        session = Session()
-        session.login("u1", {"email": "u1@example.com"}, False, LIFETIME.ttl)
-        await SessionManager(store, LocalEventBus(shared=False), LIFETIME).commit(session)
+        manager = SessionManager(store, LocalEventBus(shared=False), LIFETIME)
+        session = await committed_session(manager)
         assert session.record is not None
         yield store, session.record
     finally:
@@ -217,8 +216,10 @@ async def signed_in(tmp_path) -> AsyncIterator[tuple[RedisSessionStore, SessionR
         await place.cleanup()
 
 
-async def test_a_touch_works_after_the_server_forgot_its_scripts(redis, signed_in) -> None:
-    store, record = signed_in
+async def test_a_touch_works_after_the_server_forgot_its_scripts(
+    redis, store_with_a_session
+) -> None:
+    store, record = store_with_a_session
     await redis.script_flush()  # as after a restart: EVALSHA answers NOSCRIPT
     later = record.expires_at + 10
     assert await store.update(record.key, {"n": 1}, set(), later - 1, later)
@@ -273,11 +274,11 @@ async def test_a_lost_batch_leaves_no_unretrieved_future_exception() -> None:
 
 
 async def test_a_touch_of_a_session_gone_from_the_store_leaves_the_counts_alone(
-    redis, signed_in
+    redis, store_with_a_session
 ) -> None:
     """A touch that finds no record (Redis expired it) moves no count to a later slice of
     expiry, so the count never holds a dead session for a whole ttl."""
-    store, record = signed_in
+    store, record = store_with_a_session
     await redis.delete(store.session_key(record.key))  # as Redis expiring it does
     before = await redis.hgetall(store.count_key)
     later = record.expires_at + 86400

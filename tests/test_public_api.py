@@ -47,9 +47,7 @@ from .conftest import (
 from .helpers import signed_in
 
 REPO = Path(__file__).resolve().parent.parent
-sqlite_only = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 real_stores = pytest.mark.parametrize("store", ["sqlite", "redis", "mongodb"], indirect=True)
-user_stores = pytest.mark.parametrize("store", ["sqlite", "mongodb"], indirect=True)
 
 
 @asynccontextmanager
@@ -126,7 +124,7 @@ class AdminSocket(SessionWebSocket):
 GATED = [(r"/report", StaffReport), (r"/admin-page", AdminPage), (r"/ws/admin", AdminSocket)]
 
 
-@sqlite_only
+@pytest.mark.store_independent
 async def test_requires_on_an_api_handler_answers_401_and_403_as_json(store):
     async with app_on(store, routes=GATED, prefix="/auth") as server:
         anonymous = await server.client().get("/report")
@@ -139,7 +137,7 @@ async def test_requires_on_an_api_handler_answers_401_and_403_as_json(store):
         assert body(allowed) == {"report": "ok", "by": "sam@staff.example.com"}
 
 
-@sqlite_only
+@pytest.mark.store_independent
 async def test_role_required_on_a_page_redirects_to_the_mounted_login_with_next(store):
     async with app_on(store, routes=GATED, prefix="/auth") as server:
         anonymous = await server.client().get("/admin-page?tab=users")
@@ -155,7 +153,7 @@ async def test_role_required_on_a_page_redirects_to_the_mounted_login_with_next(
         assert (await admin.get("/admin-page")).body == b"the admin page"
 
 
-@sqlite_only
+@pytest.mark.store_independent
 async def test_role_required_on_a_socket_gates_the_handshake(store):
     async with app_on(store, routes=GATED, prefix="/auth") as server:
         for client, status in [
@@ -174,7 +172,7 @@ async def test_role_required_on_a_socket_gates_the_handshake(store):
 # -- mounting ------------------------------------------------------------------------------------
 
 
-@sqlite_only
+@pytest.mark.store_independent
 async def test_only_the_parts_asked_for_are_mounted_under_the_prefix(store):
     async with app_on(store, prefix="/auth", parts=("api",)) as server:
         client = await signed_in(server, "ann@example.com", prefix="/auth")
@@ -189,7 +187,7 @@ async def test_only_the_parts_asked_for_are_mounted_under_the_prefix(store):
         assert refused.value.code == 404
 
 
-@sqlite_only
+@pytest.mark.store_independent
 async def test_auth_routes_and_settings_mount_into_a_plain_tornado_application(store):
     services = await start_services(settings_for(store))
     app = tornado.web.Application(
@@ -209,7 +207,7 @@ async def test_auth_routes_and_settings_mount_into_a_plain_tornado_application(s
         await stop_server(server)
 
 
-@sqlite_only
+@pytest.mark.store_independent
 async def test_signing_in_on_the_mounted_pages_lands_on_the_mounted_dashboard(store):
     async with app_on(store, prefix="/auth", parts=("api", "pages")) as server:
         await server.add_user("ann@example.com", PASSWORD)
@@ -229,7 +227,7 @@ async def test_signing_in_on_the_mounted_pages_lands_on_the_mounted_dashboard(st
         assert (await browser.get("/auth/dashboard")).code == 200
 
 
-@sqlite_only
+@pytest.mark.store_independent
 async def test_a_base_template_in_template_path_restyles_every_page(store, tmp_path):
     own = tmp_path / "templates"
     own.mkdir()
@@ -306,7 +304,7 @@ async def test_sync_and_async_hooks_run_and_a_raising_one_is_only_logged(store, 
 # -- extra user fields ---------------------------------------------------------------------------
 
 
-@user_stores
+@pytest.mark.user_stores
 async def test_extra_user_fields_round_trip(store):
     async with app_on(store, prefix="/auth") as server:
         accounts, users = server.services.accounts, server.services.users

@@ -17,7 +17,7 @@ from tornado_auth.sessions import Backend, Session, SessionManager, backend_for_
 from tornado_auth.sessions.redis import COUNT_SLICE, RedisSessionStore
 
 from .conftest import REDIS_URLS, Clock, Store, require_service
-from .helpers import LIFETIME
+from .helpers import LIFETIME, signed_in_session
 
 AGENT = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -49,9 +49,10 @@ async def redis_backend(request, tmp_path: Path) -> AsyncIterator[Backend]:
     await store.cleanup()
 
 
-def signed_in(manager: SessionManager, user: str = "u1", agent: str = AGENT) -> Session:
-    session = Session()
-    session.login(user, {"email": f"{user}@example.com", "role": "user"}, False, LIFETIME.ttl)
+def from_a_browser(user: str = "u1", agent: str = AGENT) -> Session:
+    """A session signed in as ``user``, not yet committed, with a browser's User-Agent and an
+    address: what a sign-in over HTTP stores beside the data."""
+    session = signed_in_session(user)
     session.user_agent = agent
     session.ip = "203.0.113.7"
     return session
@@ -64,7 +65,7 @@ def slice_of(at: float) -> bytes:
 async def test_a_session_is_one_compact_string_with_no_raw_token(redis_backend):
     backend = redis_backend.store
     manager = SessionManager(backend, redis_backend.events, LIFETIME, Clock(time.time()))
-    session = signed_in(manager)
+    session = from_a_browser()
     await manager.commit(session)
     name = backend.session_key(session.key)
     assert len(name) == len(backend.prefix) + 2 + 43  # the SHA-256 in base64url
@@ -84,10 +85,10 @@ async def test_sessions_sharing_a_user_agent_store_it_once_until_the_last_ends(r
     backend = redis_backend.store
     clock = Clock(time.time())
     manager = SessionManager(backend, redis_backend.events, LIFETIME, clock)
-    first = signed_in(manager, "u1")
+    first = from_a_browser("u1")
     await manager.commit(first)
     clock.now += 3600
-    second = signed_in(manager, "u2")
+    second = from_a_browser("u2")
     await manager.commit(second)
     agent = msgpack.unpackb(await backend.client.get(backend.session_key(first.key)))[6]
     assert agent == msgpack.unpackb(await backend.client.get(backend.session_key(second.key)))[6]
@@ -146,7 +147,7 @@ async def test_counts_follow_sign_ins_touches_and_ends(redis_backend):
     backend = redis_backend.store
     clock = Clock(time.time())
     manager = SessionManager(backend, redis_backend.events, LIFETIME, clock)
-    sessions = [signed_in(manager, f"u{n}") for n in range(3)]
+    sessions = [from_a_browser(f"u{n}") for n in range(3)]
     for session in sessions:
         await manager.commit(session)
     assert await backend.count(clock.now) == 3
@@ -170,7 +171,7 @@ async def test_a_user_index_entry_with_another_users_tag_is_theirs(redis_backend
     drops the other's sessions."""
     backend = redis_backend.store
     manager = SessionManager(backend, redis_backend.events, LIFETIME, Clock(time.time()))
-    mine, theirs = signed_in(manager, "me"), signed_in(manager, "them")
+    mine, theirs = from_a_browser("me"), from_a_browser("them")
     await manager.commit(mine)
     await manager.commit(theirs)
     bucket, member = backend.index_entry("me", theirs.key)  # as if "them" had my digest
@@ -184,7 +185,7 @@ async def test_a_user_index_entry_with_another_users_tag_is_theirs(redis_backend
 async def test_index_entries_of_expired_sessions_go_when_the_user_is_listed(redis_backend):
     backend = redis_backend.store
     manager = SessionManager(backend, redis_backend.events, LIFETIME, Clock(time.time()))
-    session = signed_in(manager)
+    session = from_a_browser()
     await manager.commit(session)
     await backend.client.delete(backend.session_key(session.key))  # as Redis expires it
     assert await manager.list_user("u1") == []

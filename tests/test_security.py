@@ -1,4 +1,9 @@
-"""Security policy: throttling, cookies, cross-site refusal, headers, key rotation, audit trail."""
+"""Security policy: throttling, cookies, cross-site refusal, headers, key rotation, audit trail.
+
+Throttling counts in the session store: on every session store. The audit trail is kept by the
+user store: on each user store. Cookies, cross-site refusal, headers and key rotation (a cookie
+signed with a removed key is refused before any store is asked) are decided by the HTTP handling
+whichever store is behind it: on one store."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from .conftest import (
     start_server,
     stop_server,
 )
+from .helpers import submit
 
 SECRET = "x" * 40
 
@@ -84,12 +90,11 @@ async def test_one_ip_is_capped_across_accounts(proxied: Server):
     assert (await other.login("user0@example.com", "wrong password")).code == 401
 
 
+@pytest.mark.store_independent
 async def test_login_form_is_throttled_too(proxied: Server):
     await proxied.add_user("ann@example.com", PASSWORD)
     attacker = from_ip(proxied.client(), "198.51.100.1")
     await fail(attacker, "ann@example.com", 10)
-    from .test_pages import submit
-
     response = await submit(attacker, "/login", {"email": "ann@example.com", "password": PASSWORD})
     assert response.code == 429
     assert "Retry-After" in response.headers
@@ -98,6 +103,7 @@ async def test_login_form_is_throttled_too(proxied: Server):
 # -- cookies and headers -------------------------------------------------------------------------
 
 
+@pytest.mark.store_independent
 async def test_production_cookie_is_host_prefixed_secure_httponly_lax(store: Store):
     async with serving(
         settings_for(store, env="production", secrets__cookie_secret=SECRET)
@@ -114,6 +120,7 @@ async def test_production_cookie_is_host_prefixed_secure_httponly_lax(store: Sto
         assert "Secure" in demo.headers["Set-Cookie"]
 
 
+@pytest.mark.store_independent
 async def test_samesite_strict_by_setting(store: Store):
     async with serving(settings_for(store, sessions__samesite="strict")) as server:
         await server.add_user("ann@example.com", PASSWORD)
@@ -121,6 +128,7 @@ async def test_samesite_strict_by_setting(store: Store):
         assert "SameSite=Strict" in response.headers["Set-Cookie"]
 
 
+@pytest.mark.store_independent
 async def test_development_cookie_works_over_plain_http(server: Server):
     await server.add_user("ann@example.com", PASSWORD)
     client = server.client()
@@ -130,7 +138,7 @@ async def test_development_cookie_works_over_plain_http(server: Server):
     assert (await client.get("/api/dashboard")).code == 200
 
 
-@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # HTTP handling: any store
+@pytest.mark.store_independent
 @pytest.mark.parametrize(
     "headers",
     [
@@ -154,7 +162,7 @@ async def test_cross_site_posts_are_refused(server: Server, headers):
     assert (await client.get("/api/dashboard")).code == 200  # nothing was changed
 
 
-@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # HTTP handling: any store
+@pytest.mark.store_independent
 async def test_same_origin_browser_posts_are_accepted(server: Server):
     await server.add_user("ann@example.com", PASSWORD)
     headers = {"Origin": server.base_url, "Sec-Fetch-Site": "same-origin"}
@@ -162,7 +170,7 @@ async def test_same_origin_browser_posts_are_accepted(server: Server):
     assert (await server.client().request("POST", "/api/login", body_, headers)).code == 200
 
 
-@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # HTTP handling: any store
+@pytest.mark.store_independent
 @pytest.mark.parametrize("path", ["/healthz", "/api/dashboard", "/api/nope", "/login", "/nowhere"])
 async def test_every_response_carries_the_security_headers(server: Server, path):
     response = await server.client().get(path)
@@ -176,6 +184,7 @@ async def test_every_response_carries_the_security_headers(server: Server, path)
 # -- key rotation --------------------------------------------------------------------------------
 
 
+@pytest.mark.store_independent
 async def test_removing_an_old_key_version_ends_sessions_only_it_signed(store: Store):
     old_only = {1: "a" * 40}
     first = await start_server(
@@ -209,6 +218,7 @@ async def test_removing_an_old_key_version_ends_sessions_only_it_signed(store: S
 # -- audit trail ---------------------------------------------------------------------------------
 
 
+@pytest.mark.user_stores
 async def test_audit_trail_records_who_what_where_without_tokens(server: Server):
     admin_user = await server.add_user("root@example.com", PASSWORD, role="admin")
     ann = await server.add_user("ann@example.com", PASSWORD)
@@ -264,6 +274,7 @@ async def test_audit_trail_records_who_what_where_without_tokens(server: Server)
     assert token_key(token.decode()) not in text  # a keyed hash, not the store key
 
 
+@pytest.mark.user_stores
 async def test_audit_is_admin_only_and_paginated(server: Server):
     assert (await server.client().get("/api/admin/audit")).code == 401
     await server.add_user("ann@example.com", PASSWORD)

@@ -11,10 +11,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from tornado_auth import StoreUnavailable
-from tornado_auth.sessions import CachedStore, Session, SessionManager, backend_for_url
+from tornado_auth.sessions import CachedStore, SessionManager, backend_for_url
 
 from .conftest import REDIS_URL, Store, require_service
-from .helpers import LIFETIME, Outage
+from .helpers import LIFETIME, Outage, committed_session
 
 
 class Process:
@@ -56,13 +56,6 @@ async def processes(tmp_path: Path) -> AsyncIterator[tuple[Process, Process]]:
     await place.cleanup()
 
 
-async def sign_in(manager: SessionManager, user: str = "u1") -> Session:
-    session = Session()
-    session.login(user, {"email": f"{user}@example.com", "role": "user"}, False, LIFETIME.ttl)
-    await manager.commit(session)
-    return session
-
-
 class Unreachable:
     """Replaces a store's load: every call is counted and fails as an outage would."""
 
@@ -92,7 +85,7 @@ async def behind_a_proxy(tmp_path: Path) -> AsyncIterator[tuple[Process, Outage]
 
 async def test_cache_serves_repeat_reads_while_the_store_does_not_answer(behind_a_proxy):
     a, proxy = behind_a_proxy
-    session = await sign_in(a.manager)
+    session = await committed_session(a.manager)
     assert (await a.manager.load(session.token)) is not None
     proxy.freeze()  # Redis no longer answers (the connections stay open)...
     cached = await asyncio.wait_for(a.manager.load(session.token), 10)  # ...yet the cache does
@@ -120,7 +113,7 @@ async def test_closing_the_redis_store_closes_its_connections(store: Store, back
 
 async def test_requests_sharing_a_cached_record_never_see_each_others_changes(processes):
     a, _ = processes
-    session = await sign_in(a.manager)
+    session = await committed_session(a.manager)
     first = await a.manager.load(session.token)
     second = await a.manager.load(session.token)
     assert first.record is second.record  # both served from the one cached record
@@ -151,7 +144,7 @@ class GatedLoads:
 
 async def test_requests_missing_the_cache_at_once_share_one_store_read(processes):
     a, _ = processes
-    session = await sign_in(a.manager)
+    session = await committed_session(a.manager)
     loads = GatedLoads(a.redis)
     readers = [asyncio.ensure_future(a.manager.load(session.token)) for _ in range(20)]
     await loads.answered.wait()  # a store round trip later, every reader is waiting
@@ -164,7 +157,7 @@ async def test_requests_missing_the_cache_at_once_share_one_store_read(processes
 
 async def test_waiters_load_for_themselves_when_the_request_loading_goes_away(processes):
     a, _ = processes
-    session = await sign_in(a.manager)
+    session = await committed_session(a.manager)
     loads = GatedLoads(a.redis)
     first = asyncio.ensure_future(a.manager.load(session.token))
     await loads.answered.wait()  # the first request is loading...
@@ -180,7 +173,7 @@ async def test_waiters_load_for_themselves_when_the_request_loading_goes_away(pr
 
 async def test_an_outage_during_a_shared_read_reaches_every_waiter(processes):
     a, _ = processes
-    session = await sign_in(a.manager)
+    session = await committed_session(a.manager)
     a.cache.drop([session.key])
     gate, outage = asyncio.Event(), Unreachable(a.redis)
 
@@ -199,7 +192,7 @@ async def test_an_outage_during_a_shared_read_reaches_every_waiter(processes):
 
 async def test_a_read_in_flight_when_its_session_ends_is_not_cached(processes):
     a, b = processes
-    session = await sign_in(a.manager)
+    session = await committed_session(a.manager)
     loads = GatedLoads(a.redis)
     reader = asyncio.ensure_future(a.manager.load(session.token))
     await loads.answered.wait()  # the store has answered with the live record...
@@ -214,7 +207,10 @@ async def test_a_read_in_flight_when_its_session_ends_is_not_cached(processes):
 
 async def test_a_touch_is_not_announced_but_a_change_of_data_is(processes):
     a, b = processes
-    touched, changed = await sign_in(a.manager, "u1"), await sign_in(a.manager, "u2")
+    touched, changed = (
+        await committed_session(a.manager, "u1"),
+        await committed_session(a.manager, "u2"),
+    )
     later = LIFETIME.touch_interval + 1
     record = touched.record
     assert record is not None
@@ -231,7 +227,7 @@ async def test_a_touch_is_not_announced_but_a_change_of_data_is(processes):
 
 async def test_revocation_in_this_process_is_never_served_from_cache(processes):
     a, _ = processes
-    session = await sign_in(a.manager)
+    session = await committed_session(a.manager)
     assert await a.manager.load(session.token) is not None  # cached
     await a.manager.revoke(session.key)
     assert await a.manager.load(session.token) is None
@@ -239,7 +235,7 @@ async def test_revocation_in_this_process_is_never_served_from_cache(processes):
 
 async def test_revocation_in_another_process_drops_the_cached_record(processes):
     a, b = processes
-    session = await sign_in(a.manager)
+    session = await committed_session(a.manager)
     assert await a.manager.load(session.token) is not None  # cached in A
     await b.manager.revoke_user("u1")
     event = await a.next_event("ended")
@@ -249,7 +245,7 @@ async def test_revocation_in_another_process_drops_the_cached_record(processes):
 
 async def test_a_change_in_another_process_is_seen_after_its_event(processes):
     a, b = processes
-    session = await sign_in(a.manager)
+    session = await committed_session(a.manager)
     assert "theme" not in await a.manager.load(session.token)
     in_b = await b.manager.load(session.token)
     in_b["theme"] = "dark"
@@ -260,7 +256,7 @@ async def test_a_change_in_another_process_is_seen_after_its_event(processes):
 
 async def test_cache_is_bypassed_while_events_may_be_missed(processes):
     a, b = processes
-    session = await sign_in(a.manager)
+    session = await committed_session(a.manager)
     assert await a.manager.load(session.token) is not None  # cached in A
     a.backend.events.connected_event.clear()  # as while A's pub/sub connection is down
     await b.redis.delete(session.key)  # an end whose event A would not hear
@@ -289,7 +285,7 @@ async def kill_event_connection(process: Process) -> None:
 
 async def test_a_lost_event_connection_resyncs_then_events_arrive_again(processes):
     a, b = processes
-    session = await sign_in(a.manager)
+    session = await committed_session(a.manager)
     await a.manager.load(session.token)
     assert len(a.cache) == 1
     await kill_event_connection(a)
@@ -305,7 +301,7 @@ async def test_a_lost_event_connection_resyncs_then_events_arrive_again(processe
 
 async def test_a_change_while_the_event_connection_is_down_is_not_served_stale(processes):
     a, b = processes
-    session = await sign_in(a.manager)
+    session = await committed_session(a.manager)
     assert "theme" not in await a.manager.load(session.token)  # cached in A
     subscriber = event_connection(a)
     reconnecting, resume, reconnected = asyncio.Event(), asyncio.Event(), asyncio.Event()
@@ -332,7 +328,7 @@ async def test_a_change_while_the_event_connection_is_down_is_not_served_stale(p
 async def test_cache_is_bounded(processes):
     a, _ = processes
     for index in range(150):
-        session = await sign_in(a.manager, f"user{index}")
+        session = await committed_session(a.manager, f"user{index}")
         await a.manager.load(session.token)
     assert len(a.cache) == 100
 
@@ -346,7 +342,7 @@ def test_only_stores_that_announce_every_change_are_cached(tmp_path):
 
 async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing(processes):
     a, _ = processes
-    session = await sign_in(a.manager)
+    session = await committed_session(a.manager)
     from tornado_auth.sessions.redis import MAX_CONNECTIONS
 
     loads = [a.redis.load(session.key) for _ in range(MAX_CONNECTIONS * 4)]
