@@ -151,3 +151,22 @@ async def test_serve_with_logging_format_json_writes_json_lines(tmp_path: Path):
     access = next(line for line in lines if line.get("request_id") == "r-1")
     assert access["route"] == "/api/login" and access["status"] == 200
     assert {line["level"] for line in lines} <= {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
+
+
+def test_new_request_ids_are_unique_within_a_process_and_across_forked_workers():
+    from tornado_auth.logs import request_id_from
+
+    here = [request_id_from(None) for _ in range(1000)]
+    assert len(set(here)) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in here)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # a worker forked by serve --processes N
+        os.write(write, request_id_from(None).encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(child, 0)
+    theirs = os.read(read, 64).decode()
+    os.close(read)
+    assert status == 0 and len(theirs) == 32
+    assert theirs[:16] != here[0][:16]  # the worker drew its own random half
+    assert theirs not in here

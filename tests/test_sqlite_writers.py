@@ -95,3 +95,59 @@ async def test_an_audit_entry_written_while_the_user_store_starts_counting_is_co
         assert (total, stored) == (1, 1)
     finally:
         await users.close()
+
+
+def _record(key: str, now: float, ends_in: float = 3600) -> SessionRecord:
+    return SessionRecord(key, now, now, now + ends_in, now + 2 * ends_in, ends_in, "u1")
+
+
+async def test_the_live_count_kept_by_triggers_matches_the_rows_from_two_connections(
+    two_connections,
+):
+    """Creates, replaces, deletes and a sweep through both connections at once leave the count
+    the triggers keep equal to the rows, less those expired."""
+    first, second = two_connections
+    now = time.time()
+    creates = [
+        backend.store.create(_record(f"{name}{index}", now, 3600 if index % 4 else -1))
+        for index in range(ROUNDS)
+        for name, backend in (("a", first), ("b", second))
+    ]
+    await asyncio.gather(*creates)
+    # a create of a key that exists replaces its row: counted once, not twice
+    await asyncio.gather(
+        first.store.create(_record("a1", now)), second.store.create(_record("b1", now))
+    )
+    await asyncio.gather(*(b.store.delete(f"{n}2") for n, b in (("a", first), ("b", second))))
+    expired = 2 * len(range(0, ROUNDS, 4))
+    live = 2 * ROUNDS - expired - 2
+    assert await first.store.count(now) == await second.store.count(now) == live
+    assert await second.store.sweep(now) == expired
+    assert await first.store.count(now) == live
+    rows = sqlite3.connect(first.store.db.path).execute("SELECT COUNT(*) FROM sessions").fetchone()
+    assert rows[0] == live
+
+
+async def test_a_file_made_before_the_count_is_counted_once_when_first_opened(tmp_path: Path):
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    columns = (
+        "key TEXT PRIMARY KEY, user_id TEXT, created_at REAL NOT NULL, last_seen_at REAL NOT "
+        "NULL, expires_at REAL NOT NULL, absolute_expires_at REAL NOT NULL, ttl REAL NOT NULL, "
+        "ip TEXT NOT NULL, user_agent TEXT NOT NULL, data TEXT NOT NULL"
+    )
+    old.execute(f"CREATE TABLE sessions ({columns})")
+    now = time.time()
+    rows = [(f"k{i}", "u1", now, now, now + 60, now + 120, 60, "", "", "{}") for i in range(7)]
+    old.executemany("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    old.commit()
+    old.close()
+    for opened in range(2):  # opened twice: counted once, then kept by the triggers
+        backend = backend_for_url(f"sqlite:///{path}")
+        await backend.start()
+        assert await backend.store.count(now) == 7 + opened
+        await backend.store.create(_record(f"new{opened}", now))
+        await backend.close()
+    backend = backend_for_url(f"sqlite:///{path}")
+    assert await backend.store.count(now) == 9
+    await backend.close()

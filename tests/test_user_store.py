@@ -100,6 +100,7 @@ async def test_unknown_id_or_email_finds_nobody(users: UserStore):
 
     assert await users.get(new_user_id()) is None
     assert await users.by_email("nobody@example.com") is None
+    assert await users.by_email("ann\x00@example.com") is None  # a NUL: FerretDB refuses it
 
 
 async def test_duplicate_email_raises_email_taken(users: UserStore):

@@ -42,6 +42,8 @@ class SQLiteDatabase:
             if self.path != ":memory:":
                 connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
+            # REPLACE fires delete triggers too, so that counts kept by triggers stay exact
+            connection.execute("PRAGMA recursive_triggers = ON")
             connection.executescript(self.schema)
             self._connection = connection
         return self._connection

@@ -103,6 +103,10 @@ class MongoUserStore(UserStore):
         return _user(doc) if doc else None
 
     async def by_email(self, email: str) -> User | None:
+        if "\x00" in email:
+            # No stored address holds a NUL (registration refuses control characters), and
+            # FerretDB on PostgreSQL refuses to look one up: no such user.
+            return None
         async with available("user"):
             doc = await self.users.find_one({"email": str(email)})
         return _user(doc) if doc else None
