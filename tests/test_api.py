@@ -81,6 +81,17 @@ async def test_wrong_password_and_unknown_email_get_the_same_401(server):
     assert "Set-Cookie" not in wrong.headers
 
 
+@pytest.mark.user_stores
+async def test_an_address_with_a_nul_gets_the_401_of_an_unknown_one_and_is_audited(server):
+    """A NUL reaches neither the user look-up nor the audit trail as it is (FerretDB on
+    PostgreSQL refuses it, which answered 500)."""
+    await server.add_user("ann@example.com", PASSWORD)
+    response = await server.client().login("ann\x00@example.com", PASSWORD)
+    assert response.code == 401 and body(response) == {"error": "Invalid credentials"}
+    entries, _ = await server.services.users.audit_page(0, 10)
+    assert [e.email for e in entries if e.event == "signin_failed"] == ["ann\ufffd@example.com"]
+
+
 async def test_dashboard_requires_a_session(server):
     response = await server.client().get("/api/dashboard")
     assert response.code == 401

@@ -462,7 +462,8 @@ class Accounts:
             detail=detail,
         )
         if entry.email is not None:
-            entry.email = entry.email[:254]
+            # what a client typed, kept as text any store takes (FerretDB refuses a NUL)
+            entry.email = entry.email[:254].replace("\x00", "\ufffd")
         await self.audit.record(entry)
         await self.live.audited(entry.event)
 

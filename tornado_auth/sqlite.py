@@ -44,7 +44,11 @@ class SQLiteDatabase:
             connection.execute("PRAGMA synchronous = NORMAL")
             # REPLACE fires delete triggers too, so that counts kept by triggers stay exact
             connection.execute("PRAGMA recursive_triggers = ON")
-            connection.executescript(self.schema)
+            try:
+                connection.executescript(self.schema)
+            except BaseException:
+                connection.close()  # no transaction of a half-run schema left holding the lock
+                raise
             self._connection = connection
         return self._connection
 

@@ -62,6 +62,11 @@ COLUMNS = (
     "key, user_id, created_at, last_seen_at, expires_at, absolute_expires_at, ttl, ip, "
     "user_agent, data"
 )
+# What a create of a key that is there already sets (an update: the row count stays right on a
+# connection that fires no delete trigger for a REPLACE).
+REPLACE_ROW = ", ".join(
+    f"{column} = excluded.{column}" for column in COLUMNS.split(", ") if column != "key"
+)
 # A session's end, exactly as the sessions_end index spells it (so that queries use the index).
 END = "MIN(expires_at, absolute_expires_at)"
 # One sweep run removes at most SWEEP_STEPS batches of SWEEP_BATCH expired rows, each batch its
@@ -114,7 +119,10 @@ class SQLiteSessionStore(SessionStore):
             record.expires_at, record.absolute_expires_at, record.ttl, record.ip,
             record.user_agent, json.dumps(record.data),
         )  # fmt: skip
-        sql = f"INSERT OR REPLACE INTO sessions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        sql = (
+            f"INSERT INTO sessions ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            f"ON CONFLICT (key) DO UPDATE SET {REPLACE_ROW}"  # a row, not a delete: one count
+        )
         await self.db.run(lambda connection: connection.execute(sql, row))
 
     async def update(
