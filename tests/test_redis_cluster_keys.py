@@ -4,7 +4,7 @@ MULTI/EXEC block, touches keys of more than one hash slot."""
 from __future__ import annotations
 
 import asyncio
-import shlex
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +24,28 @@ SINGLE_KEY = {
     "ZSCAN", "ZSCORE", "ZCOUNT", "HKEYS", "HINCRBY",
 }  # fmt: skip
 NO_KEYS = {"PING", "PUBLISH", "SUBSCRIBE", "MULTI", "EXEC", "SCRIPT", "CLIENT", "HELLO", "SELECT"}
+MONITOR_LINE = re.compile(r"^\S+ \[\d+ (\S+)\] (.*)$", re.S)
+QUOTED_ARG = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
+ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)", re.S)
+UNESCAPED = {"n": "\n", "r": "\r", "t": "\t", "a": "\a", "b": "\b"}
+
+
+def monitor_entry(line: str) -> tuple[str, list[str]]:
+    """(client, arguments) of one MONITOR line; each argument is quoted there, with C escapes, so
+    one holding a quote or a space stays one argument."""
+    match = MONITOR_LINE.match(line)
+    assert match, line
+    client, rest = match.groups()
+
+    def unescape(m: re.Match[str]) -> str:
+        code = m.group(1)
+        return (
+            chr(int(code[1:], 16))
+            if code[0] == "x" and len(code) == 3
+            else UNESCAPED.get(code, code)
+        )
+
+    return client, [ESCAPE.sub(unescape, arg) for arg in QUOTED_ARG.findall(rest)]
 
 
 def keys_of(command: list[str]) -> list[str]:
@@ -70,19 +92,21 @@ async def test_no_command_spans_hash_slots(tmp_path: Path):
     backend = backend_for_url(REDIS_URL, place.prefix, cache_size=100, cache_ttl=60)
     await backend.start()
     manager = SessionManager(backend.store, backend.events, TOUCHING, max_per_user=3)
-    seen: list[tuple[str, str]] = []  # (client address, command)
-    monitor_client = aioredis.from_url(REDIS_URL, decode_responses=True)
+    seen: list[tuple[str, list[str]]] = []  # (client address, arguments)
+    monitor_client = aioredis.from_url(REDIS_URL)  # raw bytes: decoded below
     started, finished = asyncio.Event(), asyncio.Event()
 
     async def record() -> None:
         async with monitor_client.monitor() as monitor:
             started.set()
-            async for entry in monitor.listen():
-                text = entry["command"]
-                if text.startswith("ECHO") and place.prefix in text:
+            while True:  # raw lines: redis-py's parsed entry joins the arguments with spaces
+                raw = await monitor.connection.read_response()
+                client, args = monitor_entry(raw.decode("utf-8", "surrogateescape"))
+                text = " ".join(args)
+                if args[0].upper() == "ECHO" and place.prefix in text:
                     finished.set()  # MONITOR lists commands in order: this was the last
-                elif place.prefix in text or text.startswith(("MULTI", "EXEC")):
-                    seen.append((f"{entry['client_address']}:{entry['client_port']}", text))
+                elif place.prefix in text or args[0].upper() in ("MULTI", "EXEC"):
+                    seen.append((client, args))
 
     watcher = asyncio.create_task(record())
     await started.wait()
@@ -96,8 +120,8 @@ async def test_no_command_spans_hash_slots(tmp_path: Path):
         await backend.close()
         await place.cleanup()
     # this store's connections only: other clients of the server run transactions too
-    ours = {client for client, text in seen if place.prefix in text}
-    commands = [shlex.split(text) for client, text in seen if client in ours]
+    ours = {client for client, args in seen if any(place.prefix in a for a in args)}
+    commands = [args for client, args in seen if client in ours]
 
     assert any(c[0].upper() == "EVALSHA" for c in commands), "the scripts were exercised"
     block: list[str] | None = None
@@ -113,3 +137,10 @@ async def test_no_command_spans_hash_slots(tmp_path: Path):
             assert len({key_slot(k.encode()) for k in keys}) <= 1, command
             if block is not None:
                 block.extend(keys)
+
+
+def test_monitor_lines_keep_each_argument_whole():
+    """The parser above: a value holding quotes, spaces or escapes stays one argument."""
+    line = '1700000000.1 [0 127.0.0.1:5000] "HSET" "s:{a}" "d" "it\'s \\"x\\" y\\x00\\n"'
+    assert monitor_entry(line) == ("127.0.0.1:5000", ["HSET", "s:{a}", "d", 'it\'s "x" y\x00\n'])
+    assert monitor_entry('1.0 [0 lua] "ZCARD" "u:{b}"') == ("lua", ["ZCARD", "u:{b}"])
