@@ -172,7 +172,9 @@ async def test_events_resubscribe_and_resync_when_the_connection_drops(service, 
             await master.aclose()
         assert killed >= 1
         assert await asyncio.wait_for(events.get(), 15) == {"type": "resync"}
-        assert backend.events.live  # set again as it resubscribed
+        # live again once resubscribed and a PING came back through the new subscription
+        await asyncio.wait_for(backend.events.connected(), 10)
+        assert backend.events.live
         await backend.events.publish({"type": "probe", "n": 2})
         assert await asyncio.wait_for(events.get(), 10) == {"type": "probe", "n": 2}
     finally:

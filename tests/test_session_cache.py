@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,15 +14,18 @@ import redis.asyncio as aioredis
 from tornado_auth import StoreUnavailable
 from tornado_auth.sessions import CachedStore, SessionManager, backend_for_url
 
-from .conftest import REDIS_URL, Store, require_service
+from .conftest import REDIS_URL, Clock, Store, require_service
 from .helpers import LIFETIME, Outage, committed_session
 
 
 class Process:
     """One server process's view: its own Redis client, pub/sub listener and cache."""
 
-    def __init__(self, prefix: str, url: str = REDIS_URL) -> None:
-        self.backend = backend_for_url(url, prefix, cache_size=100, cache_ttl=60)
+    def __init__(
+        self, prefix: str, url: str = REDIS_URL, clock: Clock | None = None, ttl: float = 60
+    ) -> None:
+        self.clock = clock or time.time
+        self.backend = backend_for_url(url, prefix, cache_size=100, cache_ttl=ttl, clock=self.clock)
         self.cache = self.backend.store
         assert isinstance(self.cache, CachedStore)
         self.redis = self.cache.store  # the store behind the cache
@@ -29,7 +33,9 @@ class Process:
 
     async def start(self) -> SessionManager:
         await self.backend.start()
-        self.manager = SessionManager(self.backend.store, self.backend.events, LIFETIME)
+        self.manager = SessionManager(
+            self.backend.store, self.backend.events, LIFETIME, clock=self.clock
+        )
         self.backend.events.subscribe(self.events.put_nowait)
         await asyncio.wait_for(self.backend.events.connected(), 10)
         return self.manager
@@ -85,12 +91,71 @@ async def behind_a_proxy(tmp_path: Path) -> AsyncIterator[tuple[Process, Outage]
 
 async def test_cache_serves_repeat_reads_while_the_store_does_not_answer(behind_a_proxy):
     a, proxy = behind_a_proxy
+    a.backend.events.stale_after = 60  # the frozen event connection counts as live here
     session = await committed_session(a.manager)
     assert (await a.manager.load(session.token)) is not None
     proxy.freeze()  # Redis no longer answers (the connections stay open)...
     cached = await asyncio.wait_for(a.manager.load(session.token), 10)  # ...yet the cache does
     assert cached is not None and cached["email"] == "u1@example.com"
     assert proxy.asked == 0  # not a byte was sent to Redis
+
+
+async def test_a_stalled_event_connection_stops_the_cache_before_a_held_end_is_missed(
+    behind_a_proxy,
+):
+    a, proxy = behind_a_proxy
+    b = Process(a.redis.prefix)  # another process, straight to Redis
+    await b.start()
+    try:
+        session = await committed_session(a.manager)
+        assert await a.manager.load(session.token) is not None  # cached in A
+        proxy.freeze()  # A's connections stay open, but nothing passes: its events are held
+        await b.manager.revoke(session.key)  # the end A cannot hear yet
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while a.backend.events.live:  # no PING comes back: A stops counting on its events
+            assert loop.time() < deadline, "the stalled event connection still counts as live"
+            await asyncio.sleep(0.05)
+        assert a.manager.cached(session.token, session.key) is None  # so the copy is not served
+        proxy.end()
+        event = await a.next_event("ended")  # the held end arrives once bytes flow again
+        assert event["keys"] == [session.key]
+        assert await a.manager.load(session.token) is None
+    finally:
+        await b.backend.close()
+
+
+async def test_a_session_seen_now_and_then_stays_cached_and_a_touch_moves_the_copy(
+    tmp_path: Path,
+):
+    require_service("redis")
+    place, clock = Store("redis", tmp_path), Clock(time.time())  # Redis expires by real time
+    a = Process(place.prefix, clock=clock, ttl=300)
+    await a.start()
+    try:
+        session = await committed_session(a.manager)
+        assert await a.manager.load(session.token) is not None  # cached
+        outage = Unreachable(a.redis)  # from now on every read of the store fails
+        clock.now += LIFETIME.touch_interval + 1  # a minute later: a touch is due
+        seen = await a.manager.load(session.token)
+        assert seen is not None  # still served from memory
+        touched_at = clock.now
+        await a.manager.commit(seen)  # the touch, written to Redis
+        clock.now += LIFETIME.touch_interval - 1
+        again = await a.manager.load(session.token)
+        assert outage.calls == 0  # not read again: the cached copy moved with the touch
+        assert again.record.last_seen_at == touched_at
+        assert again.record.expires_at == touched_at + LIFETIME.ttl
+        assert await a.redis.client.pexpiretime(a.redis.session_key(session.key)) == round(
+            (touched_at + LIFETIME.ttl) * 1000
+        )
+        clock.now += 300  # past sessions.cache_ttl: the store is asked
+        with pytest.raises(StoreUnavailable):
+            await a.manager.load(session.token)
+        assert outage.calls == 1
+    finally:
+        await a.backend.close()
+        await place.cleanup()
 
 
 @pytest.mark.parametrize("store", ["redis", "redis-sentinel"], indirect=True)
@@ -291,7 +356,7 @@ async def test_a_lost_event_connection_resyncs_then_events_arrive_again(processe
     await kill_event_connection(a)
     await a.next_event("resync", 30)  # resubscribed, and says events may have been missed...
     assert len(a.cache) == 0  # ...so nothing cached before is trusted
-    assert a.backend.events.live
+    await asyncio.wait_for(a.backend.events.connected(), 10)  # a PING came back through it
     await a.manager.load(session.token)  # cached again
     await b.manager.revoke(session.key)
     event = await a.next_event("ended", 30)  # delivery resumed
@@ -348,3 +413,26 @@ async def test_a_burst_beyond_the_connection_pool_waits_instead_of_failing(proce
     loads = [a.redis.load(session.key) for _ in range(MAX_CONNECTIONS * 4)]
     records = await asyncio.gather(*loads)  # a StoreUnavailable here would fail the test
     assert all(record is not None and record.key == session.key for record in records)
+
+
+async def test_on_a_cluster_whose_events_the_ping_cannot_prove_entries_stay_briefly(
+    tmp_path: Path,
+):
+    require_service("redis-cluster")
+    place, clock = Store("redis-cluster", tmp_path), Clock(time.time())
+    a = Process(place.prefix, url=place.session_url(), clock=clock, ttl=300)
+    await a.start()
+    try:
+        session = await committed_session(a.manager)
+        assert await a.manager.load(session.token) is not None  # cached
+        outage = Unreachable(a.redis)
+        clock.now += 4
+        assert await a.manager.load(session.token) is not None
+        assert outage.calls == 0  # served from memory for a few seconds...
+        clock.now += 2
+        with pytest.raises(StoreUnavailable):  # ...then from the store, though ttl is 300 s
+            await a.manager.load(session.token)
+        assert outage.calls == 1
+    finally:
+        await a.backend.close()
+        await place.cleanup()

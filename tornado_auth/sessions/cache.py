@@ -1,12 +1,20 @@
 """A session store with a bounded per-process cache in front, kept honest by the event bus.
 
 Like Django's ``cached_db``: reads are served from this process's memory where possible, every
-write goes to the store behind it. Entries are dropped when this process writes, when another
-process announces a change of data or an end (a touch, which only moves the expiry forward, is
-not announced), all at once when the event connection was lost (and the cache is bypassed while
-it is down), and after ``ttl`` seconds in any case, which bounds staleness should an event ever
-be missed. It is only correct over an event bus that reaches every process
-(``EventBus.shared``).
+write goes to the store behind it. Entries are dropped when this process writes data, when another
+process announces a change of data or an end, all at once when the event connection was lost,
+and after ``ttl`` seconds in any case. A touch (which only moves the expiry forward, and is not
+announced) updates this process's copy in place: another process's copy can only think the
+session ends sooner than it does, and then asks the store.
+
+Nothing is served while the bus is not ``live``: over Redis that means a PING sent down the event
+subscription less than a second ago has come back, so every event published before it has
+arrived; a connection that stalls without closing stops the cache within that second. Where the
+bus proves that for every publisher (``EventBus.proven``: one Redis server or a Sentinel's master)
+entries are kept for ``ttl``, which can then be long, since a person who clicks now and then
+should still be served from memory; elsewhere (a Redis Cluster, where events cross the cluster
+bus) for at most UNPROVEN_MAX_AGE seconds. It is only correct over an event bus that reaches every
+process (``EventBus.shared``).
 
 Misses are coalesced: requests asking for the same record at once share one store round trip.
 A load that was in flight when its key was dropped is neither cached nor joined afterwards,
@@ -16,11 +24,14 @@ since its answer may predate the change.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from .store import EventBus, EventType, SessionRecord, SessionStore
+
+UNPROVEN_MAX_AGE = 5.0  # seconds an entry is kept over a bus whose liveness is not proven
 
 
 class CachedStore(SessionStore):
@@ -37,6 +48,7 @@ class CachedStore(SessionStore):
         self.name = store.name
         self.size = size
         self.ttl = ttl
+        self.max_age = ttl if events.proven else min(ttl, UNPROVEN_MAX_AGE)
         self.clock = clock
         self._entries: OrderedDict[str, tuple[SessionRecord, float]] = OrderedDict()
         self._loads: dict[str, asyncio.Future[SessionRecord | None]] = {}
@@ -66,7 +78,7 @@ class CachedStore(SessionStore):
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if now - entry[1] > self.ttl:
+        if now - entry[1] > self.max_age:
             del self._entries[key]
             return None
         self._entries.move_to_end(key)
@@ -129,11 +141,23 @@ class CachedStore(SessionStore):
         last_seen_at: float,
         expires_at: float,
     ) -> bool:
+        held = self._entries.get(key)
         updated = await self.store.update(key, changed, removed, last_seen_at, expires_at)
+        if updated and not changed and not removed:
+            # A touch: not announced (the expiry only moves forward, so a copy elsewhere can only
+            # think the session ends sooner than it does, and then asks the store). This copy
+            # moves with it, unless an event dropped or a load replaced it meanwhile.
+            if held is not None and self._entries.get(key) is held:
+                record = held[0]
+                touched = dataclasses.replace(
+                    record,
+                    last_seen_at=max(record.last_seen_at, last_seen_at),
+                    expires_at=max(record.expires_at, expires_at),
+                )  # a new record: requests holding the old one never see it change
+                self._entries[key] = (touched, held[1])
+            return updated
         self.drop([key])
-        if updated and (changed or removed):
-            # A touch alone is not announced: the expiry only moves forward, so a copy elsewhere
-            # can only think the session ends sooner than it does, and then asks the store.
+        if updated:
             await self.events.publish({"type": EventType.CHANGED, "keys": [key]})
         return updated
 

@@ -43,6 +43,7 @@ import logging
 import math
 import re
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -159,6 +160,10 @@ AGENTS_KEPT = 4096  # User-Agents each process keeps, by id
 MAX_CONNECTIONS = 256
 POOL_WAIT = 5.0  # seconds a request waits for a pooled connection before a 503
 CLUSTER_SCHEME = "redis+cluster://"
+# The event stream's proof of life: a PING down the subscription this often, and the bus is live
+# while one sent less than STALE_AFTER seconds ago has come back (revocations within a second).
+BEAT_INTERVAL = 0.2
+STALE_AFTER = 0.8
 SENTINEL_SCHEME = "redis+sentinel://"
 URL_OPTIONS = {"socket_timeout": float, "socket_connect_timeout": float}
 # The store cannot serve now: a server, a sentinel's master or a cluster node is down or switching.
@@ -853,21 +858,39 @@ class RedisCounters:
 
 
 class RedisEventBus(LocalEventBus):
-    """Events through one pub/sub channel, to every process."""
+    """Events through one pub/sub channel, to every process.
+
+    ``live`` is proven, not assumed: every ``BEAT_INTERVAL`` the listener sends a PING down its
+    own subscribed connection, and Redis answers it in order with the messages it pushes there,
+    so a PONG for a PING sent at time t means every event Redis took before t has arrived. The
+    bus is live while such a PONG came for a PING sent less than ``stale_after`` seconds ago: a
+    connection that stalls without closing stops being live within that time, and a cache over
+    this bus stops serving its copies. On one server or a Sentinel's master every publisher
+    writes to the server that answers the PING (``proven``); on a Cluster an event may come from
+    another node over the cluster bus, which the PING does not cover."""
 
     def __init__(self, store: RedisSessionStore) -> None:
         super().__init__(shared=True)
         self.store = store
         self.channel = f"{store.prefix}events"
+        self.proven = not store.url.startswith(CLUSTER_SCHEME)
+        self.stale_after = STALE_AFTER
         self._listener: asyncio.Task[None] | None = None
         self.connected_event = asyncio.Event()  # set while the pub/sub subscription is up
+        self._confirmed = -math.inf  # when the newest PING answered was sent (monotonic)
+        self._answered = asyncio.Event()  # pulsed at each PONG
 
     @property
     def live(self) -> bool:
-        return self.connected_event.is_set()
+        return (
+            self.connected_event.is_set() and time.monotonic() - self._confirmed < self.stale_after
+        )
 
     async def connected(self) -> None:
+        """Return once subscribed and a first PING came back through the subscription."""
         await self.connected_event.wait()
+        while not self.live:  # the first PONG is one round trip after the subscription
+            await self._answered.wait()
 
     async def publish(self, event: dict[str, Any]) -> None:
         async with _available():
@@ -882,6 +905,7 @@ class RedisEventBus(LocalEventBus):
         connected_before = False
         while True:
             pubsub = None
+            beats = None
             try:
                 if isinstance(self.store.client, RedisCluster):
                     # the pub/sub node is chosen from the slots
@@ -897,17 +921,42 @@ class RedisEventBus(LocalEventBus):
                 if pubsub.connection is not None and self._single_server:
                     pubsub.connection.register_connect_callback(self._resubscribed)
                 self.connected_event.set()
+                beats = asyncio.create_task(self._beat(pubsub))
                 async for message in pubsub.listen():
-                    self.deliver(json.loads(message["data"]))
+                    if message["type"] == "pong":
+                        self._pong(message["data"])
+                    else:
+                        self.deliver(json.loads(message["data"]))
             except UNAVAILABLE as error:
                 self.connected_event.clear()
                 log.warning("session events: redis unavailable (%s); retrying", error)
                 await asyncio.sleep(1)
             finally:
+                if beats is not None:
+                    beats.cancel()
                 if pubsub is not None:
                     if pubsub.connection is not None:  # it goes back to the pool
                         pubsub.connection.deregister_connect_callback(self._resubscribed)
                     await pubsub.aclose()
+
+    async def _beat(self, pubsub: Any) -> None:
+        """PING down the subscription every BEAT_INTERVAL, each naming when it was sent."""
+        try:
+            while True:
+                await pubsub.ping(message=repr(time.monotonic()))
+                await asyncio.sleep(BEAT_INTERVAL)
+        except UNAVAILABLE:
+            return  # the listener sees the lost connection too, and starts again
+
+    def _pong(self, data: bytes | str) -> None:
+        try:
+            sent = float(data)
+        except ValueError:
+            return  # not one of ours
+        if sent > self._confirmed:
+            self._confirmed = sent
+            self._answered.set()
+            self._answered.clear()
 
     @property
     def _single_server(self) -> bool:

@@ -171,10 +171,14 @@ class EventBus(Protocol):
 
     # Events reach every process that uses the store, not only this one.
     shared: bool
+    # ``live`` is proven by round trips through the stream itself, for every publisher: a cache
+    # may then keep its copies for as long as the bus stays live; else only briefly.
+    proven: bool
 
     @property
     def live(self) -> bool:
-        """Whether events are being received right now (a lost connection may drop some)."""
+        """Whether every event published up to a moment ago has been received (a lost or stalled
+        connection may drop or hold some)."""
 
     def subscribe(self, callback: Subscriber) -> None:
         """Receive every published event."""
@@ -194,6 +198,8 @@ class EventBus(Protocol):
 
 class LocalEventBus:
     """Events within this process: every process of a single-process store, else only this one."""
+
+    proven = True  # nothing to lose: events never leave the process
 
     def __init__(self, shared: bool) -> None:
         self.shared = shared
