@@ -246,22 +246,43 @@ def pytest_configure(config: pytest.Config) -> None:
         "store fixture is each of USER_STORES (SQLite; MongoDB sessions with MongoDB users) "
         "instead of every session backend",
     )
+    config.addinivalue_line(
+        "markers",
+        "stores(*kinds): the store fixture is each of these kinds (of SESSION_BACKENDS) instead "
+        "of every session backend; for a module whose own choice of stores a test may override "
+        "with store_independent or user_stores",
+    )
+
+
+STORE_MARKS = ("store_independent", "user_stores", "stores")
 
 
 @pytest.hookimpl(tryfirst=True)  # before the parametrize marks are read
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """The ``store`` of a test marked ``store_independent`` (on the test, its class or its module's
-    ``pytestmark``) is ONE_STORE; of one marked ``user_stores``, each of USER_STORES."""
-    marked = [
-        name
-        for name in ("store_independent", "user_stores")
-        if metafunc.definition.get_closest_marker(name) is not None
+    """The ``store`` of a test marked ``store_independent`` is ONE_STORE; of one marked
+    ``user_stores``, each of USER_STORES; of one marked ``stores(*kinds)``, each of those kinds.
+    The mark closest to the test wins (on the test, then its class, then its module's
+    ``pytestmark``), so a module may choose its stores and a test of it run on one."""
+    found = [
+        (node, mark)
+        for node, mark in metafunc.definition.iter_markers_with_node()
+        if mark.name in STORE_MARKS
     ]
-    if not marked or "store" not in metafunc.fixturenames:
+    if not found or "store" not in metafunc.fixturenames:
         return
-    if len(marked) > 1:
-        raise pytest.UsageError(f"{metafunc.definition.nodeid}: marked both {' and '.join(marked)}")
-    stores = [ONE_STORE] if marked[0] == "store_independent" else list(USER_STORES)
+    closest, mark = found[0]
+    here = sorted({other.name for node, other in found if node is closest})
+    if len(here) > 1:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: marked {' and '.join(here)}")
+    if mark.name == "store_independent":
+        stores = [ONE_STORE]
+    elif mark.name == "user_stores":
+        stores = list(USER_STORES)
+    else:
+        stores = list(mark.args)
+        unknown = set(stores) - set(SESSION_BACKENDS)
+        if not stores or unknown:
+            raise pytest.UsageError(f"{metafunc.definition.nodeid}: stores{tuple(stores)}")
     # as a parametrize mark, which takes precedence over the fixture's own params
     metafunc.definition.add_marker(pytest.mark.parametrize("store", stores, indirect=True))
 
@@ -269,7 +290,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(params=SESSION_BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """One session backend kind per run of the test: every one of SESSION_BACKENDS, unless the
-    test is marked ``store_independent`` or ``user_stores`` or parametrises ``store`` itself."""
+    test is marked ``store_independent``, ``user_stores`` or ``stores`` or parametrises ``store``
+    itself."""
     if request.param in ("redis", "mongodb"):
         require_service(request.param)
         require_service("mongodb")

@@ -29,6 +29,7 @@ def session_cookie_header(response) -> str:
 # -- login, logout, dashboard -------------------------------------------------------------------
 
 
+@pytest.mark.user_stores
 async def test_login_returns_user_and_sets_httponly_session_cookie(server):
     user = await server.add_user("ann@example.com", PASSWORD, name="Ann")
     response = await server.client().login("Ann@Example.com ", PASSWORD)
@@ -72,6 +73,7 @@ async def test_login_regenerates_session_token(server):
     assert (await stale.get("/api/dashboard")).code == 401
 
 
+@pytest.mark.user_stores
 async def test_wrong_password_and_unknown_email_get_the_same_401(server):
     await server.add_user("ann@example.com", PASSWORD)
     wrong = await server.client().login("ann@example.com", "not the password")
@@ -92,6 +94,7 @@ async def test_an_address_with_a_nul_gets_the_401_of_an_unknown_one_and_is_audit
     assert [e.email for e in entries if e.event == "signin_failed"] == ["ann\ufffd@example.com"]
 
 
+@pytest.mark.store_independent
 async def test_dashboard_requires_a_session(server):
     response = await server.client().get("/api/dashboard")
     assert response.code == 401
@@ -123,11 +126,13 @@ async def test_logout_destroys_the_session_and_clears_the_cookie(server):
     assert await server.services.sessions.list_user(user.id) == []
 
 
+@pytest.mark.store_independent
 async def test_logout_without_a_session_is_fine(server):
     response = await server.client().post("/api/logout")
     assert response.code == 200
 
 
+@pytest.mark.user_stores
 async def test_profile_reads_the_user_store_without_password_fields(server):
     client = await signed_in(server)
     response = await client.get("/api/profile")
@@ -152,6 +157,7 @@ async def test_register_creates_user_and_signs_in(server):
     assert (await client.get("/api/dashboard")).code == 200
 
 
+@pytest.mark.user_stores
 async def test_register_taken_email_is_409(server):
     await server.add_user("ann@example.com", PASSWORD)
     response = await server.client().post(
@@ -180,6 +186,7 @@ async def test_password_change_revokes_other_sessions_and_regenerates_this_one(s
     assert (await server.client().login("ann@example.com", "a brand new secret")).code == 200
 
 
+@pytest.mark.user_stores
 async def test_password_change_with_wrong_current_password_is_401_and_changes_nothing(server):
     client = await signed_in(server)
     response = await client.post(
@@ -190,6 +197,7 @@ async def test_password_change_with_wrong_current_password_is_401_and_changes_no
     assert (await server.client().login("ann@example.com", PASSWORD)).code == 200
 
 
+@pytest.mark.store_independent
 async def test_password_change_needs_a_session_and_a_valid_new_password(server):
     anonymous = await server.client().post(
         "/api/password", {"currentPassword": PASSWORD, "newPassword": "another secret"}
@@ -258,6 +266,7 @@ async def test_revoke_others_keeps_only_this_session(server):
 # -- admin ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.store_independent
 async def test_admin_users_needs_admin(server):
     assert (await server.client().get("/api/admin/users")).code == 401
     user = await signed_in(server)
@@ -266,6 +275,7 @@ async def test_admin_users_needs_admin(server):
     assert body(response) == {"error": "Admin access required"}
 
 
+@pytest.mark.user_stores
 async def test_admin_lists_users_paginated_without_password_hashes(server):
     admin = await signed_in(server, "root@example.com", role="admin")
     for index in range(4):
@@ -333,6 +343,7 @@ async def test_a_disabled_account_is_told_so_only_after_the_right_password(serve
     assert ("signin_failed", {"reason": "disabled"}) in events
 
 
+@pytest.mark.user_stores
 async def test_nobody_can_disable_or_demote_the_last_enabled_admin(server):
     root = await signed_in(server, "root@example.com", role="admin")
     second = await server.add_user("second@example.com", PASSWORD, "admin")
@@ -349,6 +360,7 @@ async def test_nobody_can_disable_or_demote_the_last_enabled_admin(server):
     assert (await root.get("/api/admin/users")).code == 200  # still signed in, still an admin
 
 
+@pytest.mark.store_independent
 @pytest.mark.parametrize(
     "patch",
     [{"role": "owner"}, {"disabled": "yes"}, {}, {"role": "admin", "email": "x@example.com"}],
@@ -361,6 +373,7 @@ async def test_admin_patch_rejects_bad_input(server, patch):
     assert (await server.services.users.get(target.id)).role == "user"
 
 
+@pytest.mark.user_stores
 async def test_admin_patch_unknown_user_is_404_and_non_admin_403(server):
     admin = await signed_in(server, "root@example.com", role="admin")
     empty = await admin.request("PATCH", "/api/admin/users/000000000000000000000000", {})
@@ -394,6 +407,7 @@ async def test_admin_revokes_all_sessions_of_a_user(server):
 # -- cookie demo, health ---------------------------------------------------------------------
 
 
+@pytest.mark.store_independent
 async def test_cookie_demo_sets_and_reads_username(server):
     client = server.client()
     response = await client.get("/api/set-cookie")
@@ -407,10 +421,13 @@ async def test_cookie_demo_sets_and_reads_username(server):
     assert response.body == b"Username: john"
 
 
-async def test_health_and_readiness(server):
-    client = server.client()
-    assert body(await client.get("/healthz")) == {"status": "ok"}
-    assert body(await client.get("/readyz")) == {"status": "ready"}
+@pytest.mark.store_independent  # the process answers: no store is asked
+async def test_health(server):
+    assert body(await server.client().get("/healthz")) == {"status": "ok"}
+
+
+async def test_readiness_asks_the_store(server):
+    assert body(await server.client().get("/readyz")) == {"status": "ready"}
 
 
 class HeldHashing:
@@ -441,7 +458,7 @@ class HeldHashing:
         self._released.set()
 
 
-@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # the event loop, not the store
+@pytest.mark.store_independent  # the event loop, not the store
 async def test_healthz_answers_while_cost_12_logins_are_computed(store, monkeypatch):
     async with serving(settings_for(store, users__bcrypt_rounds=12)) as running:
         await running.add_user("ann@example.com", PASSWORD)
@@ -488,7 +505,7 @@ class CountedChecks:
         await event.wait()
 
 
-@pytest.mark.parametrize("store", ["sqlite"], indirect=True)  # HTTP handling: any store
+@pytest.mark.store_independent  # HTTP handling: any store
 async def test_a_sign_in_whose_client_left_is_never_hashed(store, monkeypatch):
     async with serving(settings_for(store, users__bcrypt_rounds=12)) as running:
         await running.add_user("ann@example.com", PASSWORD)
@@ -516,6 +533,7 @@ async def test_a_sign_in_whose_client_left_is_never_hashed(store, monkeypatch):
         assert checks.computed == threads + 1  # every check but the abandoned one
 
 
+@pytest.mark.store_independent
 async def test_unknown_api_path_is_json_404(server):
     response = await server.client().get("/api/nope")
     assert response.code == 404

@@ -20,7 +20,7 @@ from tornado_auth import Origin
 from .conftest import PASSWORD, Client, Store, body, settings_for
 
 # Users and notes in SQLite; sessions in Redis with users and notes in MongoDB; all in MongoDB.
-pytestmark = pytest.mark.parametrize("store", ["sqlite", "redis", "mongodb"], indirect=True)
+pytestmark = pytest.mark.stores("sqlite", "redis", "mongodb")
 
 SESSION_ENDED = 4001
 
@@ -85,6 +85,7 @@ async def texts(client: Client) -> list[str]:
     return [note["text"] for note in body(response)["notes"]]
 
 
+@pytest.mark.store_independent  # refused before any store is asked
 async def test_anonymous_pages_go_to_the_mounted_login_and_the_api_is_401(notes):
     anonymous = client_of(notes)
     for path in ("/", "/admin/notes"):
@@ -125,6 +126,7 @@ async def test_sign_in_through_the_prefix_then_create_list_and_remove_notes(note
     assert (gone.code, body(gone)) == (404, {"error": "Note not found"})
 
 
+@pytest.mark.store_independent  # refused before any store is asked
 async def test_bad_notes_are_400_and_store_nothing(notes):
     ann = await member(notes, "ann@example.com")
     before = await texts(ann)
@@ -180,6 +182,7 @@ async def test_admin_view_is_403_for_a_user_and_open_to_an_admin(notes):
     assert (await root.request("DELETE", f"/api/notes/{note['id']}")).code == 204
 
 
+@pytest.mark.store_independent  # refused before any store is asked
 async def test_socket_is_refused_without_a_session(notes):
     url = f"ws://127.0.0.1:{notes.port}/ws/notes"
     with pytest.raises(HTTPClientError) as refused:

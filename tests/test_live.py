@@ -45,12 +45,14 @@ from .helpers import (
 )
 
 
+@pytest.mark.store_independent  # refused before any store is asked
 async def test_handshake_without_session_is_401(server):
     with pytest.raises(HTTPClientError) as refused:
         await open_socket(server.client())
     assert refused.value.code == 401
 
 
+@pytest.mark.store_independent  # refused by the origin check
 async def test_cross_origin_handshake_is_refused(server):
     client = await signed_in(server)
     with pytest.raises(HTTPClientError) as refused:
@@ -226,6 +228,7 @@ async def test_shutdown_closes_sockets_with_going_away(tmp_path):
 TOO_MANY_SOCKETS = 4008
 
 
+@pytest.mark.store_independent  # caps counted in the process
 async def test_sockets_past_the_per_session_cap_close_the_oldest(store: Store):
     async with serving(settings_for(store, live__max_sockets_per_session=3)) as server:
         client = await signed_in(server)
@@ -247,6 +250,7 @@ async def test_sockets_past_the_per_session_cap_close_the_oldest(store: Store):
             socket.close()
 
 
+@pytest.mark.store_independent
 async def test_sockets_past_the_per_user_cap_close_the_users_oldest(store: Store):
     async with serving(settings_for(store, live__max_sockets_per_user=2)) as server:
         tabs = [await signed_in(server) for _ in range(3)]  # three sessions of one user
@@ -334,6 +338,7 @@ async def open_probe(client: Client) -> Any:
     return await tornado.websocket.websocket_connect(request)
 
 
+@pytest.mark.store_independent
 async def test_an_open_socket_keeps_its_user_and_address_but_not_the_handshake(store: Store):
     async with serving(settings_for(store), routes=[(r"/ws/probe", ProbeSocket)]) as server:
         client = await signed_in(server)
@@ -351,6 +356,7 @@ async def test_an_open_socket_keeps_its_user_and_address_but_not_the_handshake(s
         socket.close()
 
 
+@pytest.mark.store_independent
 async def test_a_failing_message_handler_is_logged_with_its_request_and_closes_the_socket(
     store: Store, caplog: pytest.LogCaptureFixture
 ):
@@ -411,6 +417,7 @@ class RawSocket:
 PING, CLOSE = 0x9, 0x8
 
 
+@pytest.mark.store_independent  # pings: the process's heartbeat
 async def test_a_socket_that_answers_pings_stays_open(store: Store):
     async with serving(settings_for(store, live__ping_interval="0.3s")) as server:
         socket = await RawSocket.open(await signed_in(server))
@@ -425,6 +432,7 @@ async def test_a_socket_that_answers_pings_stays_open(store: Store):
         socket.close()
 
 
+@pytest.mark.store_independent
 async def test_a_socket_that_does_not_answer_a_ping_is_closed(store: Store):
     async with serving(settings_for(store, live__ping_interval="0.3s")) as server:
         socket = await RawSocket.open(await signed_in(server))

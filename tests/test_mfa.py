@@ -32,7 +32,7 @@ from .conftest import (
 from .helpers import open_socket, signed_in, submit
 from .mailbox import outbox, text
 
-pytestmark = pytest.mark.parametrize("store", ["sqlite", "redis"], indirect=True)
+pytestmark = pytest.mark.stores("sqlite", "redis")
 
 ANN = "ann@example.com"
 
@@ -292,6 +292,7 @@ async def test_a_password_change_voids_the_pending_sign_in(app: Server):
     assert answer.code == 401 and "auth_mfa" not in client.cookies
 
 
+@pytest.mark.store_independent  # refused by the signature check
 async def test_a_forged_or_missing_pending_cookie_is_401(app: Server):
     await enrolled(app)
     client = app.client()
@@ -300,6 +301,7 @@ async def test_a_forged_or_missing_pending_cookie_is_401(app: Server):
     assert (await second_step(client, code="123456")).code == 401
 
 
+@pytest.mark.store_independent  # refused before any store is asked
 async def test_bad_second_step_bodies_are_400_and_change_nothing(app: Server):
     secret, _ = await enrolled(app)
     client = await first_step(app)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -16,22 +15,18 @@ from .conftest import (
     Client,
     Server,
     Store,
-    require_service,
     serving,
     settings_for,
 )
 from .helpers import signed_in, submit
 
+pytestmark = pytest.mark.stores("sqlite", "redis")  # "redis": Redis sessions and MongoDB users
 
-@pytest.fixture(params=["sqlite", "redis"])  # "redis": Redis sessions and MongoDB users
-async def site(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Server]:
-    if request.param == "redis":
-        require_service("redis")
-        require_service("mongodb")
-    place = Store(request.param, tmp_path)
-    async with serving(settings_for(place, throttle__account_ip_failures=3)) as server:
+
+@pytest.fixture
+async def site(store: Store) -> AsyncIterator[Server]:
+    async with serving(settings_for(store, throttle__account_ip_failures=3)) as server:
         yield server
-    await place.cleanup()
 
 
 def flash_of(body: bytes) -> tuple[str, str] | None:
@@ -85,6 +80,7 @@ async def test_disabled_account_is_told_so_after_the_right_password_only(site):
     assert api.code == 401  # the API's contract: one answer for every refused sign-in
 
 
+@pytest.mark.store_independent  # refused before any store is asked
 async def test_register_lists_every_problem_tied_to_its_field_and_keeps_what_was_typed(site):
     fields = {"name": "", "email": "not-an-address", "password": "short"}
     response = await submit(site.client(), "/register", fields)
@@ -100,6 +96,7 @@ async def test_register_lists_every_problem_tied_to_its_field_and_keeps_what_was
     assert ".." not in re.sub(r"<[^>]+>", "", text)
 
 
+@pytest.mark.store_independent  # the message is in a cookie
 async def test_deliberate_sign_out_says_so_and_forced_ones_are_warnings(site):
     client = await signed_in(site, form=True)
     body = await follow(client, await submit(client, "/logout", {}, page="/dashboard"))

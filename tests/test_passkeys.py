@@ -23,7 +23,7 @@ from .conftest import PASSWORD, Client, Server, Store, body, serving, settings_f
 from .helpers import signed_in
 from .mailbox import outbox
 
-pytestmark = pytest.mark.parametrize("store", ["sqlite", "redis"], indirect=True)
+pytestmark = pytest.mark.stores("sqlite", "redis")
 
 PUBLIC = "https://auth.example.com"
 NOT_RECOGNISED = {"error": "Passkey not recognised"}
@@ -163,6 +163,7 @@ async def test_an_expired_challenge_is_refused(app: Server):
     assert (late.code, body(late)) == (401, NOT_RECOGNISED)
 
 
+@pytest.mark.store_independent  # refused by the verification
 async def test_responses_for_another_origin_or_relying_party_are_refused(app: Server):
     public = "https://Auth.Example.com:443/auth"  # as browsers name it: lower case, no 443
     assert relying_party(public) == ("auth.example.com", "https://auth.example.com")
@@ -458,6 +459,7 @@ async def test_an_admin_reset_removes_the_passkeys_too(app: Server):
     assert "mfa_reset" in [e["event"] for e in await events(app)]
 
 
+@pytest.mark.store_independent  # refused by the verification
 @pytest.mark.parametrize(
     "key",
     [

@@ -10,23 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
 from tornado_auth.sessions.redis import parse_url
 
-from .conftest import (
-    PASSWORD,
-    REDIS_SENTINEL_URL,
-    Client,
-    Store,
-    body,
-    require_service,
-    settings_for,
-    start_server,
-    stop_server,
-)
+from .conftest import PASSWORD, REDIS_SENTINEL_URL, Client, Server, body
 
 SETTLE_SECONDS = 30  # Sentinel converts the old master about 10 s after the switch
 
@@ -66,12 +56,10 @@ async def replicates(host: str, port: int, master_port: int) -> bool:
     )
 
 
-async def test_failover_loses_no_session_and_the_app_recovers_by_itself(tmp_path: Path):
-    require_service("redis-sentinel")
+@pytest.mark.stores("redis-sentinel")  # the server fixture serves the app on this store
+async def test_failover_loses_no_session_and_the_app_recovers_by_itself(server: Server):
     nodes, name, _, _ = parse_url(REDIS_SENTINEL_URL)
     sentinels = [aioredis.Redis(host=h, port=p, decode_responses=True) for h, p in nodes]
-    place = Store("redis-sentinel", tmp_path)
-    server = await start_server(settings_for(place))
     events = server.services.backend.events
     resyncs = asyncio.Event()
     events.subscribe(lambda event: event["type"] == "resync" and resyncs.set())
@@ -146,7 +134,5 @@ async def test_failover_loses_no_session_and_the_app_recovers_by_itself(tmp_path
         await asyncio.wait_for(resyncs.wait(), 5)
         await asyncio.wait_for(events.connected(), 5)
     finally:
-        await stop_server(server)
-        await place.cleanup()
         for sentinel in sentinels:
             await sentinel.aclose()
