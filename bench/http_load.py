@@ -35,13 +35,18 @@ QUICK = {"pairs": 2, "login_s": 5, "storm_s": 3, "storm_runs": 1, "sockets": 100
 
 
 async def wrk(url: str, connections: int, seconds: float, cookie: str = "", threads: int = 2,
-              body: dict[str, str] | None = None, cookies: str = "") -> dict[str, Any]:  # fmt: skip
+              body: dict[str, str] | None = None, cookies: str = "",
+              one_pass: bool = False) -> dict[str, Any]:  # fmt: skip
     """One wrk run: req/s, latency (ms), non-2xx responses, the command line. ``cookies``: a
-    file of Cookie headers, one per line, rotated over by the requests."""
+    file of Cookie headers, one per line, rotated over by the requests; ``one_pass``: each of
+    them once, in order (one thread), then stop (``seconds`` is then a limit)."""
     args = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds:g}s"]
     args += ["--latency", "--timeout", "30s", "-s", LUA, "-H", f"User-Agent: {common.USER_AGENT}"]
     args += ["-H", f"Cookie: {cookie}", url] if cookie else [url]
-    env = dict(os.environ, WRK_BODY=json.dumps(body) if body else "", WRK_COOKIES=cookies)
+    env = dict(os.environ, WRK_BODY=json.dumps(body) if body else "", WRK_COOKIES=cookies,
+               WRK_PASS="1" if one_pass else "")  # fmt: skip
+    if one_pass:
+        args[1] = "-t1"
     process = await asyncio.create_subprocess_exec(
         *args, cwd=common.REPO, env=env, stdout=PIPE, stderr=PIPE
     )

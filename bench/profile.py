@@ -78,7 +78,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         cookies = await our_sessions(env, args.sessions)
         url = f"{server.url}/api/dashboard"
         await check(url, cookies)
-        await wrk(url, args.connections, 3, threads=1, cookies=str(cookies))  # warm
+        # warm: every session once, as in bench.peers
+        await wrk(url, args.connections, 60 + args.sessions / 200, cookies=str(cookies),
+                  one_pass=True)  # fmt: skip
         async with common.quiet(server.process.pid) as load:
             sampler = await asyncio.create_subprocess_exec(
                 spy, "record", "--rate", "250", "--duration", str(args.seconds - 2), "--format",

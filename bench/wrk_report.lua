@@ -10,8 +10,10 @@ if body and body ~= "" then
 end
 
 local cookies_file = os.getenv("WRK_COOKIES")
+-- WRK_PASS=1: one pass over the cookies from the first (one thread), then the thread stops
+local one_pass = os.getenv("WRK_PASS") == "1"
 if cookies_file and cookies_file ~= "" then
-  local cookies, next_cookie, headers = {}, 1, {}
+  local cookies, next_cookie, headers, answered = {}, 1, {}, 0
 
   function init(args)
     for line in io.lines(cookies_file) do
@@ -19,8 +21,15 @@ if cookies_file and cookies_file ~= "" then
     end
     assert(#cookies > 0, "no cookies in " .. cookies_file)
     math.randomseed(os.time() + tonumber(tostring(cookies):match("0x(%x+)") or "0", 16))
-    next_cookie = math.random(#cookies)
+    next_cookie = one_pass and 1 or math.random(#cookies)
     for name, value in pairs(wrk.headers) do headers[name] = value end
+  end
+
+  if one_pass then
+    function response(status, response_headers, response_body)
+      answered = answered + 1
+      if answered >= #cookies then wrk.thread:stop() end
+    end
   end
 
   function request()

@@ -146,9 +146,8 @@ async def test_a_session_seen_now_and_then_stays_cached_and_a_touch_moves_the_co
         assert outage.calls == 0  # not read again: the cached copy moved with the touch
         assert again.record.last_seen_at == touched_at
         assert again.record.expires_at == touched_at + LIFETIME.ttl
-        assert await a.redis.client.pexpiretime(a.redis.session_key(session.key)) == round(
-            (touched_at + LIFETIME.ttl) * 1000
-        )
+        expiry_ms = await a.redis.client.pexpiretime(a.redis.session_key(session.key))
+        assert abs(expiry_ms - (touched_at + LIFETIME.ttl) * 1000) <= 1  # Redis moved it too
         clock.now += 300  # past sessions.cache_ttl: the store is asked
         with pytest.raises(StoreUnavailable):
             await a.manager.load(session.token)
