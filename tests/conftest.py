@@ -178,10 +178,11 @@ class Store:
                     await client.connection_pool.sentinel_manager.aclose()
         return [aioredis.Redis(host=h, port=p, decode_responses=decode) for h, p in addresses]
 
-    async def redis_keys(self) -> dict[str, list[str]]:
-        """This test's keys, by the master that holds them (``host:port``)."""
+    async def redis_keys(self) -> dict[str, list[bytes]]:
+        """This test's keys, by the master that holds them (``host:port``), as bytes (a
+        session's name is raw bytes)."""
         found = {}
-        for client in await self.redis_masters():
+        for client in await self.redis_masters(decode=False):
             address = client.get_connection_kwargs()
             keys = [key async for key in client.scan_iter(match=self.prefix + "*")]
             found[f"{address['host']}:{address['port']}"] = keys
@@ -190,7 +191,7 @@ class Store:
 
     async def dump(self, backend: Backend | None = None) -> str:
         """Everything this test stored, as text, to search for secrets. Redis names a session by
-        its store key in base64url: the key in hex follows each such name."""
+        its store key's raw bytes (before, in base64url): the key in hex follows each such name."""
         if self.kind == "redis":
             parts = []
             for client in await self.redis_masters(decode=False):
@@ -198,10 +199,12 @@ class Store:
                     kind = (await client.type(key)).decode()
                     read = {"hash": client.hgetall, "string": client.get}.get(kind)
                     value = await (read(key) if read else client.zrange(key, 0, -1))
-                    name = key.decode()
-                    session = name.startswith(f"{self.prefix}s:") and not name.endswith("=")
-                    if session and len(name) == len(self.prefix) + 45:
-                        name += " " + base64.urlsafe_b64decode(name[-43:] + "=").hex()
+                    session = f"{self.prefix}s:".encode()
+                    name = key.decode("utf-8", "backslashreplace")
+                    if key.startswith(session) and len(key) == len(session) + 32:
+                        name += " " + key[len(session) :].hex()
+                    elif key.startswith(session) and len(key) == len(session) + 43:
+                        name += " " + base64.urlsafe_b64decode(key[-43:] + b"=").hex()
                     parts.append(f"{name}={value!r}")
                 await client.aclose()
             return "\n".join(parts)
@@ -220,7 +223,7 @@ class Store:
 
     async def cleanup(self) -> None:
         if self.kind == "redis":
-            for client in await self.redis_masters():  # every master of a cluster
+            for client in await self.redis_masters(decode=False):  # every master of a cluster
                 keys = [key async for key in client.scan_iter(match=self.prefix + "*")]
                 async with client.pipeline(transaction=False) as pipe:
                     for key in keys:  # one by one: a cluster node refuses keys of two slots
@@ -231,6 +234,18 @@ class Store:
             client = AsyncMongoClient(MONGO_URL)
             await client.drop_database(self.database)
             await client.close()
+
+
+@pytest.fixture(params=list(REDIS_URLS))
+async def redis_backend(request, tmp_path: Path) -> AsyncIterator[Backend]:
+    """A started Redis session backend on each Redis service (one server, Cluster, Sentinel)."""
+    require_service(request.param)
+    store = Store(request.param, tmp_path)
+    backend = backend_for_url(store.session_url(), store.prefix)
+    await backend.start()
+    yield backend
+    await backend.close()
+    await store.cleanup()
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -15,15 +15,18 @@ from redis.crc import key_slot
 from tornado_auth.sessions import Counters, Session, SessionManager, backend_for_url
 
 from .conftest import REDIS_URL, Store, require_service
-from .helpers import LIFETIME
+from .helpers import LIFETIME, signed_in_session
+from .old_names import put_under_old_name
 
 TOUCHING = replace(LIFETIME, touch_interval=0)  # every load touches: those commands too
 SINGLE_KEY = {
     "HGETALL", "HSET", "HDEL", "HGET", "PEXPIREAT", "PEXPIRE", "ZADD", "ZREM", "ZRANGE",
     "ZREMRANGEBYSCORE", "ZCARD", "INCR", "PTTL", "GET", "SET", "EXPIRE", "EXISTS", "INCRBY",
-    "ZSCAN", "ZSCORE", "ZCOUNT", "HKEYS", "HINCRBY",
+    "ZSCAN", "ZSCORE", "ZCOUNT", "HKEYS", "HINCRBY", "PEXPIRETIME",
 }  # fmt: skip
-NO_KEYS = {"PING", "PUBLISH", "SUBSCRIBE", "MULTI", "EXEC", "SCRIPT", "CLIENT", "HELLO", "SELECT"}
+NO_KEYS = {
+    "PING", "PUBLISH", "SUBSCRIBE", "MULTI", "EXEC", "SCRIPT", "CLIENT", "HELLO", "SELECT", "SCAN",
+}  # fmt: skip
 MONITOR_LINE = re.compile(r"^\S+ \[\d+ (\S+)\] (.*)$", re.S)
 QUOTED_ARG = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
 ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)", re.S)
@@ -48,6 +51,12 @@ def monitor_entry(line: str) -> tuple[str, list[str]]:
     return client, [ESCAPE.sub(unescape, arg) for arg in QUOTED_ARG.findall(rest)]
 
 
+def as_bytes(key: str) -> bytes:
+    """A key from ``monitor_entry`` as the bytes it was: MONITOR escapes every byte that is not
+    printable ASCII, so each character stands for one byte."""
+    return key.encode("latin-1")
+
+
 def keys_of(command: list[str]) -> list[str]:
     name = command[0].upper()
     if name in SINGLE_KEY:
@@ -61,7 +70,18 @@ def keys_of(command: list[str]) -> list[str]:
 
 
 async def exercise(manager: SessionManager, counters: Counters) -> None:
-    """Everything the app does with Redis: sign-ins, touches, changes, lists, revocations."""
+    """Everything the app does with Redis: sign-ins, touches, changes, lists, revocations, and
+    sessions under their old names moved when loaded, updated, listed, ended or swept."""
+    redis_store = counters.store
+    old = [signed_in_session(user) for user in ("bob", "carol", "dave", "bob")] + [Session()]
+    old[4]["theme"] = "light"  # an anonymous session: in no user index
+    for session in old:
+        await manager.commit(session)
+        await put_under_old_name(redis_store, session.key)
+    assert await manager.load(old[0].token) is not None  # moved as it is read
+    assert await redis_store.update(old[1].key, {"x": 1}, set(), time.time(), time.time() + 60)
+    assert await manager.revoke(old[2].key)
+    assert len(await manager.list_user("bob")) == 2  # moves old[3]
     sessions = []
     for _ in range(4):  # one past the cap: the oldest is trimmed
         session = Session()
@@ -76,7 +96,11 @@ async def exercise(manager: SessionManager, counters: Counters) -> None:
     await manager.commit(loaded)
     await manager.list_user("alice")
     await manager.store.count(time.time())
-    await manager.store.sweep(time.time())
+    await manager.store.sweep(time.time())  # moves old[4]
+    assert not await redis_store.client.exists(redis_store.names_key)
+    await manager.store.sweep(time.time())  # finds no old name: the marker
+    assert await redis_store.client.exists(redis_store.names_key)
+    assert await manager.load(old[4].token) is not None
     await counters.hit("login:x", 60, time.time())
     await counters.peek("login:x", time.time())
     await counters.clear("login:x")
@@ -130,11 +154,11 @@ async def test_no_command_spans_hash_slots(tmp_path: Path):
         if name == "MULTI":
             block = []
         elif name == "EXEC":
-            assert block is not None and len({key_slot(k.encode()) for k in block}) <= 1, block
+            assert block is not None and len({key_slot(as_bytes(k)) for k in block}) <= 1, block
             block = None
         else:
             keys = keys_of(command)
-            assert len({key_slot(k.encode()) for k in keys}) <= 1, command
+            assert len({key_slot(as_bytes(k)) for k in keys}) <= 1, command
             if block is not None:
                 block.extend(keys)
 

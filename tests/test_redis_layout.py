@@ -7,16 +7,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import msgpack  # type: ignore[import-untyped]
-import pytest
 
-from tornado_auth.sessions import Backend, Session, SessionManager, backend_for_url
+from tornado_auth.sessions import Session, SessionManager
 from tornado_auth.sessions.redis import COUNT_SLICE, RedisSessionStore
 
-from .conftest import REDIS_URLS, Clock, Store, require_service
+from .conftest import Clock
 from .helpers import LIFETIME, signed_in_session
 
 AGENT = (
@@ -38,17 +35,6 @@ VALUES = {
 }
 
 
-@pytest.fixture(params=list(REDIS_URLS))
-async def redis_backend(request, tmp_path: Path) -> AsyncIterator[Backend]:
-    require_service(request.param)
-    store = Store(request.param, tmp_path)
-    backend = backend_for_url(store.session_url(), store.prefix)
-    await backend.start()
-    yield backend
-    await backend.close()
-    await store.cleanup()
-
-
 def from_a_browser(user: str = "u1", agent: str = AGENT) -> Session:
     """A session signed in as ``user``, not yet committed, with a browser's User-Agent and an
     address: what a sign-in over HTTP stores beside the data."""
@@ -68,7 +54,7 @@ async def test_a_session_is_one_compact_string_with_no_raw_token(redis_backend):
     session = from_a_browser()
     await manager.commit(session)
     name = backend.session_key(session.key)
-    assert len(name) == len(backend.prefix) + 2 + 43  # the SHA-256 in base64url
+    assert name == f"{backend.prefix}s:".encode() + bytes.fromhex(session.key)  # the raw SHA-256
     stored = await backend.client.get(name)
     assert session.token.encode() not in stored and AGENT.encode() not in stored
     created, seen, expires, absolute, ttl, ip, agent, data, user = msgpack.unpackb(stored)
@@ -77,6 +63,8 @@ async def test_a_session_is_one_compact_string_with_no_raw_token(redis_backend):
     assert seen == created and expires == 0  # 0: a ttl after last seen, not stored
     assert await backend.client.get(backend.agent_key(agent)) == AGENT.encode()  # stored once
     bucket, member = backend.index_entry("u1", session.key)
+    assert len(member) == 6 + 32  # the user's tag, then the raw SHA-256
+    assert member.endswith(bytes.fromhex(session.key))
     assert await backend.client.zscore(bucket, member) == math.ceil(absolute)
     assert await backend.client.pexpiretime(name) == int((seen + ttl) * 1000)
 

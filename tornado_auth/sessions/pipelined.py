@@ -52,11 +52,11 @@ class ReplyError(Exception):
     """An error reply of the server (``WRONGTYPE ...``, ``LOADING ...``)."""
 
 
-def encode(*args: str) -> bytes:
-    """A command in RESP: an array of bulk strings."""
+def encode(*args: str | bytes) -> bytes:
+    """A command in RESP: an array of bulk strings (text as UTF-8, bytes as they are)."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        data = arg.encode()
+        data = arg if isinstance(arg, bytes) else arg.encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
 
@@ -160,7 +160,7 @@ class PipelinedConnection:
         """A connection for a plain server's URL; None for TLS, Sentinel and Cluster URLs."""
         return cls(url, **options) if url.startswith(SUPPORTED) else None
 
-    async def command(self, *args: str) -> Any:
+    async def command(self, *args: str | bytes) -> Any:
         """The server's reply; RedisUnavailable, or ReplyError for an error reply."""
         command = encode(*args)
         protocol = self._protocol
@@ -174,7 +174,7 @@ class PipelinedConnection:
             raise reply
         return reply
 
-    async def commands(self, *commands: Sequence[str]) -> list[Any]:
+    async def commands(self, *commands: Sequence[str | bytes]) -> list[Any]:
         """The replies of several commands sent together, error replies as ReplyError values."""
         encoded = [encode(*args) for args in commands]
         protocol = self._protocol
@@ -193,7 +193,7 @@ class PipelinedConnection:
             raise error
         return await self._connection()
 
-    async def script(self, script: Script, keys: Sequence[str], args: Sequence[str]) -> Any:
+    async def script(self, script: Script, keys: Sequence[str | bytes], args: Sequence[str]) -> Any:
         """A Lua script's reply, by its digest, or by its text when the server does not know it."""
         counts = [str(len(keys)), *keys, *args]
         reply = (await self.commands(["EVALSHA", script.sha, *counts]))[0]

@@ -4,23 +4,49 @@ bucketed index per user, and counts by expiry.
 The layout is made for memory (a million signed-in sessions in a few hundred megabytes) without
 giving up a guarantee:
 
-- ``<prefix>s:<key>``: the session, a MessagePack array ``[created, last seen, expires, absolute
+- ``<prefix>s:<name>``: the session, a MessagePack array ``[created, last seen, expires, absolute
   expiry, ttl, ip, agent id, data, user id]`` (the user id only when signed in; expires 0 when it
-  is last seen + ttl, as it is but near the absolute expiry); the key is the store key (the
-  SHA-256 of the token) in base64url, 43 characters. Times are IEEE doubles, exact; each data
-  value is its own JSON text, opaque to the update script, so nothing is retyped or rounded.
-  Redis expires it at its expiry.
+  is last seen + ttl, as it is but near the absolute expiry); the name is the store key (the
+  SHA-256 of the token) as its raw 32 bytes: ``ta:s:`` and 32 bytes is 37 bytes, an sds of 41
+  that jemalloc rounds to 48 (base64url, 43 characters, took 64). Any other store key (tests
+  make some) is named ``~<key>``, or ``!!<key>`` if that would be 32 bytes: only a SHA-256 has a
+  name of 32 bytes, so every name maps back to its key (``_name``, ``_key``). Times are IEEE
+  doubles, exact; each data value is its own JSON text, opaque to the update script, so nothing
+  is retyped or rounded. Redis expires it at its expiry.
 - ``<prefix>a:<agent id>``: a User-Agent, stored once for all the sessions that share it (a 48-bit
   digest names it), and expired with the last of them. Processes keep the ones they read.
 - ``<prefix>ui:<bucket>``: a sorted set per 1/65536 of the users (by a digest of the user id),
-  with a member ``<user tag><key>`` per signed-in session, scored by its absolute expiry in
-  whole seconds: small enough for Redis's compact encoding. A user's sessions are the members
-  with the user's tag (the records say whose they are, so a tag shared by two users is harmless).
+  with a member ``<user tag><name>`` (6 hex digits and 32 bytes) per signed-in session, scored
+  by its absolute expiry in whole seconds: small enough for Redis's compact encoding. A user's
+  sessions are the members with the user's tag (the records say whose they are, so a tag shared
+  by two users is harmless).
 - ``<prefix>n``: a hash of session counts by ten-minute slice of their expiry, for ``count``.
 
 Updates run as a Lua script that changes only the fields it is given, so concurrent writers of
 different data keys never lose each other's writes. Every command touches a single key, so the
-layout works unchanged on Redis Cluster.
+layout works unchanged on Redis Cluster (a raw name may hold ``{...}``: a hash tag, which only
+picks that one key's slot). Names are bytes: replies are never decoded, and the pattern that
+lists a user's members, ``<user tag>*``, matches whatever bytes follow the tag.
+
+Sessions under the names before raw ones (``<prefix>s:`` and the key in base64url; members
+``<user tag>`` and the same) are still found, until ``<prefix>names`` says none remains. While it
+is absent (checked at start and at each sweep), a session missing under its raw name is looked
+for under its old name and moved: the raw name is written only if free, its index member moved,
+then the old name deleted; if that was already gone (ended meanwhile by a process that knows only
+the old name) the copy is deleted too, and a request that misses both names reads the raw one
+again (a move writes it before it deletes the old one), so concurrent requests all find the
+session and a revocation stays. Updates and deletions that miss, and a user's listing (members
+of the old form), move the session first. Each sweep then scans the session names (SCAN, on
+every master of a Cluster) and moves the old ones it finds; once a whole pass finds none it
+writes the marker, and from then on a miss costs no second look-up. Deleting the marker makes
+every process look again from its next sweep.
+
+A rolling upgrade: processes of the version before raw names do not see sessions the new ones
+create or moved (their users look signed out there, until a new process serves them), and end
+only sessions under old names. New processes see both, until the marker: a session an old
+process creates after a pass wrote it is not found. So replace every old process before the
+first sweep of the new ones (``sessions.sweep_interval`` after their start), or delete the marker
+once the last old process is gone.
 
 Sessions written by versions before 0.4 (a JSON string at the store key in hex, a sorted set per
 user and a global ``<prefix>live`` index) are read and moved to this layout when first seen, for
@@ -306,22 +332,62 @@ class _Connection(NamedTuple):
     legacy_delete: AsyncScript
 
 
-def _name(key: str) -> str:
-    """A store key as it appears in Redis: a SHA-256 in hex as base64url (43 characters instead
-    of 64); any other key as itself after a ``~``, which base64url never holds."""
-    if len(key) == 64:
+SHA256_BYTES = 32  # a session's name: the SHA-256 of its token, raw
+# Before raw names, a SHA-256 key was named in base64url (43 characters), any other ``~<key>``
+OLD_NAME_LENGTH = 43
+MOVES_AT_ONCE = 64  # sessions under old names moved concurrently by a sweep
+
+
+def _name(key: str) -> bytes:
+    """A store key as it appears in Redis: a SHA-256 in (lowercase) hex as its raw 32 bytes; any
+    other key as ``~`` and its UTF-8, unless that makes 32 bytes (a key of 31 bytes): then as
+    ``!!`` and its UTF-8, 33 bytes. So only a SHA-256 is named by exactly 32 bytes, and the other
+    forms tell themselves apart by their first byte."""
+    if len(key) == 2 * SHA256_BYTES:
         try:
-            return base64.urlsafe_b64encode(bytes.fromhex(key)).rstrip(b"=").decode()
+            raw = bytes.fromhex(key)
         except ValueError:
             pass
-    return f"~{key}"
+        else:
+            if len(raw) == SHA256_BYTES and raw.hex() == key:
+                return raw
+    text = key.encode()
+    return b"!!" + text if len(text) == SHA256_BYTES - 1 else b"~" + text
 
 
-def _key(name: str) -> str:
-    """The store key of a name from ``_name``."""
-    if name.startswith("~"):
-        return name[1:]
-    return base64.urlsafe_b64decode(name + "=").hex()
+def _old_name(key: str) -> bytes:
+    """The name a store key had before raw names: a SHA-256 in base64url (43 characters); any
+    other key ``~<key>`` (the same as now, unless the key has 31 bytes)."""
+    if len(key) == 2 * SHA256_BYTES:
+        try:
+            return base64.urlsafe_b64encode(bytes.fromhex(key)).rstrip(b"=")
+        except ValueError:
+            pass
+    return b"~" + key.encode()
+
+
+def _key(name: bytes) -> str:
+    """The store key of a name from ``_name``, or of an old base64url name from ``_old_name``
+    (43 bytes, never ``~`` or ``!`` first: no name of now is both)."""
+    if len(name) == SHA256_BYTES:
+        return name.hex()
+    if name[:1] == b"~":
+        return name[1:].decode()
+    if name[:2] == b"!!" and len(name) == SHA256_BYTES + 1:
+        return name[2:].decode()
+    if len(name) == OLD_NAME_LENGTH:
+        return base64.urlsafe_b64decode(name + b"=").hex()
+    raise ValueError(f"not a session name: {name!r}")
+
+
+def _is_old(name: bytes) -> bool:
+    """Whether a name is an old base64url one (which ``_name`` never makes)."""
+    return len(name) == OLD_NAME_LENGTH and name[:1] not in (b"~", b"!")
+
+
+def _glob(text: str) -> str:
+    """Text matched literally by a SCAN pattern."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def _agent_id(user_agent: str) -> int:
@@ -394,6 +460,9 @@ class RedisSessionStore(SessionStore):
         self.count_key = f"{prefix}n"  # session counts by slice of expiry
         self.legacy_live_key = f"{prefix}live"  # before 0.4: every session, by its expiry
         self._legacy = False  # whether sessions of the layout before 0.4 may remain
+        # written once no session is under an old (base64url) name: then none is looked for
+        self.names_key = f"{prefix}names"
+        self._old_names = True  # whether sessions under old names may remain
         self._agents: OrderedDict[int, str] = OrderedDict()  # User-Agents by id, recent last
         self._next_bucket = secrets.randbelow(INDEX_BUCKETS)  # where the next sweep starts
         self._follower: asyncio.Task[None] | None = None  # Sentinel: follows master switches
@@ -426,12 +495,17 @@ class RedisSessionStore(SessionStore):
             self._follower = asyncio.create_task(self._follow_master(client.connection_pool))
         try:
             await self._check_legacy()
+            await self._check_names()
         except StoreUnavailable:  # checked again at the next sweep; until then, assume some
-            self._legacy = True
+            self._legacy = self._old_names = True
 
     async def _check_legacy(self) -> None:
         async with _available():
             self._legacy = bool(await self.client.exists(self.legacy_live_key))
+
+    async def _check_names(self) -> None:
+        async with _available():
+            self._old_names = not await self.client.exists(self.names_key)
 
     @property
     def connection(self) -> _Connection:
@@ -446,17 +520,26 @@ class RedisSessionStore(SessionStore):
         """The started client (see ``connection``)."""
         return self.connection.client
 
-    def session_key(self, key: str) -> str:
-        return f"{self.prefix}s:{_name(key)}"
+    def session_key(self, key: str) -> bytes:
+        return f"{self.prefix}s:".encode() + _name(key)
+
+    def old_session_key(self, key: str) -> bytes:
+        """Where a session was before raw names (see ``_old_name``)."""
+        return f"{self.prefix}s:".encode() + _old_name(key)
 
     def agent_key(self, agent: int) -> str:
         return f"{self.prefix}a:{agent:x}"
 
-    def index_entry(self, user_id: str, key: str) -> tuple[str, str]:
+    def index_entry(self, user_id: str, key: str) -> tuple[str, bytes]:
         """The user index bucket of a user's session, and its member there."""
         digest = hashlib.sha256(user_id.encode()).hexdigest()
         bucket = int(digest[:4], 16) % INDEX_BUCKETS
-        return f"{self.prefix}ui:{bucket:04x}", self._tag(digest) + _name(key)
+        return f"{self.prefix}ui:{bucket:04x}", self._tag(digest).encode() + _name(key)
+
+    def old_member(self, user_id: str, key: str) -> bytes:
+        """A session's member in its user's index bucket before raw names."""
+        tag = self._tag(hashlib.sha256(user_id.encode()).hexdigest())
+        return tag.encode() + _old_name(key)
 
     @staticmethod
     def _tag(digest: str) -> str:
@@ -482,6 +565,10 @@ class RedisSessionStore(SessionStore):
                 stored = await self.client.get(name)
         if stored:
             return await self._record(key, stored)
+        if self._old_names:
+            moved = await self._move_old(key)
+            if moved is not None:
+                return moved
         return await self._move_legacy(key) if self._legacy else None
 
     async def _record(self, key: str, stored: bytes) -> SessionRecord:
@@ -549,20 +636,25 @@ class RedisSessionStore(SessionStore):
         args = [*times, str(_ms(expires_at)), str(len(removed)), *removed]
         for name, value in _encoded(changed).items():
             args += [name, value]
-        session_key = self.session_key(key)
-        if self._pipelined is not None and self._connection is not None:
-            try:
-                moved = await self._pipelined.script(UPDATE, [session_key], args)
-            except (RedisUnavailable, ReplyError) as error:
-                raise _pipelined_error(error) from error
-        else:
-            async with _available():
-                moved = await self.connection.update(keys=[session_key], args=args)
+        moved = await self._update(key, args)
+        if moved is None and self._old_names and await self._move_old(key) is not None:
+            moved = await self._update(key, args)  # it was under its old name
         if moved is None:
             return False
         if moved and _slice(float(moved)) != _slice(expires_at):
             await self._count(_slice(float(moved)), -1, _slice(expires_at), 1)
         return True
+
+    async def _update(self, key: str, args: list[str]) -> Any:
+        """The update script's reply for a session (None if there is none by its name)."""
+        session_key = self.session_key(key)
+        if self._pipelined is not None and self._connection is not None:
+            try:
+                return await self._pipelined.script(UPDATE, [session_key], args)
+            except (RedisUnavailable, ReplyError) as error:
+                raise _pipelined_error(error) from error
+        async with _available():
+            return await self.connection.update(keys=[session_key], args=args)
 
     async def _count(self, *changes: str | int) -> None:
         """Add to (or take from) the session counts of slices of expiry."""
@@ -579,6 +671,9 @@ class RedisSessionStore(SessionStore):
     async def delete(self, key: str) -> bool:
         async with _available():
             found = await self.connection.delete(keys=[self.session_key(key)])
+        if found is None and self._old_names and await self._move_old(key) is not None:
+            async with _available():  # it was under its old name
+                found = await self.connection.delete(keys=[self.session_key(key)])
         if found is None:
             return await self._delete_legacy(key) if self._legacy else False
         user_id, expires = (_text(part) for part in found)
@@ -599,16 +694,22 @@ class RedisSessionStore(SessionStore):
 
     # -- a user's sessions -----------------------------------------------------------------------
 
-    async def _entries(self, user_id: str) -> list[tuple[str, float]]:
-        """The keys in a user's index and their absolute expiries (in whole seconds)."""
+    async def _entries(self, user_id: str) -> list[tuple[str, bytes]]:
+        """The keys in a user's index and their members there. Sessions under old names are
+        moved first, with their entries."""
         if self._legacy:
             await self._move_legacy_user(user_id)
         bucket, _ = self.index_entry(user_id, "")
         tag = self._tag(hashlib.sha256(user_id.encode()).hexdigest())
         entries = []
         async with _available():
-            async for member, score in self.client.zscan_iter(bucket, match=f"{tag}*", count=1000):
-                entries.append((_key(_text(member)[len(tag) :]), float(score)))
+            # the tag is hex: the pattern matches whatever bytes follow it
+            async for member, _ in self.client.zscan_iter(bucket, match=f"{tag}*", count=1000):
+                entries.append((_key(member[len(tag) :]), member))
+        if self._old_names:
+            for n, (key, member) in enumerate(entries):
+                if _is_old(member[len(tag) :]) and await self._move_old(key) is not None:
+                    entries[n] = (key, self.index_entry(user_id, key)[1])
         return entries
 
     async def _read(self, keys: list[str]) -> list[_Stored | None]:
@@ -622,29 +723,28 @@ class RedisSessionStore(SessionStore):
             for key, row in zip(keys, rows, strict=True)
         ]
 
-    async def _owned(self, user_id: str) -> tuple[list[_Stored], list[str]]:
-        """A user's stored sessions, oldest first, and the keys in their index entries that name
-        no session (Redis expired it). An entry of another user whose digest begins the same
-        is theirs: left out, and left alone."""
+    async def _owned(self, user_id: str) -> tuple[list[_Stored], list[bytes]]:
+        """A user's stored sessions, oldest first, and the members of their index entries that
+        name no session (Redis expired it). An entry of another user whose digest begins the
+        same is theirs: left out, and left alone."""
         entries = await self._entries(user_id)
         if not entries:
             return [], []
-        keys = [key for key, _ in entries]
-        found = await self._read(keys)
+        found = await self._read([key for key, _ in entries])
         owned = [
             row
             for row in found
             if row is not None and len(row.fields) > USER and row.fields[USER] == user_id
         ]
         owned.sort(key=lambda row: float(row.fields[ABSOLUTE]))
-        return owned, [key for key, row in zip(keys, found, strict=True) if row is None]
+        return owned, [member for (_, member), row in zip(entries, found, strict=True) if not row]
 
-    async def _drop_entries(self, user_id: str, keys: list[str]) -> None:
+    async def _drop_entries(self, user_id: str, members: list[bytes]) -> None:
         """Index entries of sessions the user no longer has (Redis expired them)."""
-        if keys:
+        if members:
             bucket, _ = self.index_entry(user_id, "")
             async with _available():
-                await self.client.zrem(bucket, *[self.index_entry(user_id, k)[1] for k in keys])
+                await self.client.zrem(bucket, *members)
 
     async def list_user(self, user_id: str) -> list[SessionRecord]:
         owned, gone = await self._owned(user_id)
@@ -669,7 +769,7 @@ class RedisSessionStore(SessionStore):
         ]
         gone = [key for key, row in zip(keys, found, strict=True) if row is None]
         await self._forget(ended)
-        await self._drop_entries(user_id, gone)
+        await self._drop_entries(user_id, [self.index_entry(user_id, key)[1] for key in gone])
         return [key for key, _, _ in ended]
 
     async def trim_user(self, user_id: str, keep: int, now: float) -> list[str]:
@@ -705,6 +805,9 @@ class RedisSessionStore(SessionStore):
             async with _available():
                 await self.client.zremrangebyscore(self.legacy_live_key, "-inf", now)
             await self._check_legacy()
+        await self._check_names()  # also after the marker: deleting it makes processes look again
+        if self._old_names:
+            await self._move_old_names()
         return removed
 
     async def count(self, now: float) -> int:
@@ -717,6 +820,68 @@ class RedisSessionStore(SessionStore):
             async with _available():
                 live += await self.client.zcount(self.legacy_live_key, f"({now}", "+inf")
         return live
+
+    # -- names before raw names -----------------------------------------------------------------
+
+    async def _move_old(self, key: str) -> SessionRecord | None:
+        """A session under its old name (see ``_old_name``), moved to its name now with its index
+        entry; None if there is none under either name.
+
+        Concurrent moves write the new name only if it is free: the one that did deletes the old
+        name, and if that was gone (the session was ended meanwhile by a process that only knows
+        the old name), ends the copy too. A request that misses both names reads the new one
+        again: a move writes it before it deletes the old one.
+        """
+        old, new = self.old_session_key(key), self.session_key(key)
+        if old == new:
+            return None
+        async with _available():
+            stored: Any = await self.client.get(old)  # bytes: replies are not decoded
+            found = _Stored(key, msgpack.unpackb(stored)) if stored else None
+            if found is None or not await self.client.set(
+                new, stored, pxat=_ms(found.expires_at), nx=True
+            ):
+                moved: Any = await self.client.get(new)  # by a concurrent request, or none
+                return await self._record(key, moved) if moved else None
+            user_id = found.fields[USER] if len(found.fields) > USER else None
+            if user_id is not None:
+                bucket, member = self.index_entry(user_id, key)
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.zadd(bucket, {member: math.ceil(float(found.fields[ABSOLUTE]))})
+                    pipe.zrem(bucket, self.old_member(user_id, key))
+                    await pipe.execute()
+            if not await self.client.delete(old):  # ended meanwhile: so is the copy
+                await self.client.delete(new)
+                if user_id is not None:
+                    await self.client.zrem(bucket, member)
+                return None
+        return found.record(await self._agent(found.fields[AGENT]))
+
+    async def _move_old_names(self) -> None:
+        """Move every session still under an old name; once a whole pass finds none, write the
+        marker that stops every process looking for them."""
+        pattern = f"{_glob(self.prefix)}s:[^~!]" + "?" * (OLD_NAME_LENGTH - 1)
+        offset = len(f"{self.prefix}s:".encode())
+        found = 0
+        names: list[bytes] = []
+
+        async def move() -> None:
+            await asyncio.gather(*(self._move_old(_key(name[offset:])) for name in names))
+            names.clear()
+
+        async with _available():
+            async for name in self.client.scan_iter(match=pattern, count=1000):
+                found += 1
+                names.append(name)
+                if len(names) == MOVES_AT_ONCE:
+                    await move()
+        await move()
+        if found:
+            log.info("moved %d sessions from their old names", found)
+            return
+        async with _available():
+            await self.client.set(self.names_key, "raw")
+        self._old_names = False
 
     # -- the layout before 0.4 -------------------------------------------------------------------
 
