@@ -169,7 +169,7 @@ async def store_ops(services: Services, count: int) -> dict[str, Any]:
 
 async def redis_memory(services: Services, count: int) -> dict[str, Any]:
     """(c) Memory of ``count`` sign-ins of distinct users, created one at a time."""
-    async with aioredis.from_url(common.REDIS_URL, decode_responses=True) as client:
+    async with aioredis.from_url(common.REDIS_URL) as client:  # keys as bytes: names are binary
         await services.sessions.commit(common.login_session(-1))  # connections, scripts, live index
         before = int((await client.info("memory"))["used_memory"])
         for number in range(count):

@@ -38,7 +38,7 @@ async def by_kind(client: aioredis.Redis, prefix: str) -> dict[str, dict[str, in
                 pipe.memory_usage(key, samples=0)
             usages = await pipe.execute()
         for key, usage in zip(batch, usages, strict=True):
-            kind = key.decode()[len(prefix) :].split(":")[0]
+            kind = key[len(prefix) :].split(b":")[0].decode()  # session names are binary
             entry = kinds.setdefault(kind, {"keys": 0, "bytes": 0})
             entry["keys"] += 1
             entry["bytes"] += usage or 0
