@@ -53,7 +53,9 @@ class SecurityHeaders(tornado.web.RequestHandler):
     def request_id(self) -> str:
         """The caller's ``X-Request-Id`` when it is safe, else one made for this request."""
         if self._request_id is None:
-            self._request_id = request_id_from(self.request.headers.get(REQUEST_ID_HEADER))
+            # get_list: headers.get raises and catches a KeyError when there is none (the usual)
+            given = self.request.headers.get_list(REQUEST_ID_HEADER)
+            self._request_id = request_id_from(",".join(given) if given else None)
         return self._request_id
 
     def clear(self) -> None:
