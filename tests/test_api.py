@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from tornado_auth import accounts
+from tornado_auth.handlers.responses import to_json
 from tornado_auth.users import passwords
 
 from .conftest import (
@@ -538,3 +539,25 @@ async def test_unknown_api_path_is_json_404(server):
     response = await server.client().get("/api/nope")
     assert response.code == 404
     assert body(response) == {"error": "Not found"}
+
+
+JSON_PAYLOADS = [
+    {"message": "Welcome to dashboard", "userId": "abc", "email": "ann@example.com"},
+    {"name": "Zoë", "city": "東京"},  # non-ASCII: \\u escapes
+    {"ASCII but DEL": "".join(map(chr, range(127)))},
+    {"every ASCII character": "".join(map(chr, range(128))), "key\x7f": 1},
+    {"ok": True, "none": None, "count": -(2**63), "big": 2**70},
+    {"small": 1e-05, "tiny": 2.5e-07, "nan": float("nan"), "time": 1764766000.123456},
+    {1: "integer key"},
+    {True: "boolean key", None: "null key"},
+    {"nested": {"a": [1, "b", None]}},
+    {},
+    [1, "two"],
+]
+
+
+@pytest.mark.parametrize("payload", JSON_PAYLOADS)
+def test_json_answers_are_written_as_the_standard_library_writes_them(payload):
+    text = to_json(payload)
+    text = text.decode() if isinstance(text, bytes) else text
+    assert text == json.dumps(payload, separators=(",", ":"))

@@ -7,8 +7,15 @@ whichever store is behind it: on one store."""
 
 from __future__ import annotations
 
+import email.utils
+from typing import Any
+
 import pytest
+import tornado.web
+from tornado import httputil
 from tornado.web import decode_signed_value
+
+from tornado_auth.handlers.headers import CSP, SecurityHeaders
 
 from .conftest import (
     PASSWORD,
@@ -179,6 +186,60 @@ async def test_every_response_carries_the_security_headers(server: Server, path)
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Referrer-Policy"] == "same-origin"
     assert "Server" not in response.headers
+
+
+ALWAYS = ["Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy",
+          "X-Frame-Options", "Cache-Control"]  # fmt: skip
+
+
+@pytest.mark.store_independent
+async def test_the_headers_of_an_answer_in_their_order(server: Server):
+    response = await server.client().get("/healthz", headers={"X-Request-Id": "abc-1"})
+    names = [name for name, _ in response.headers.get_all()]
+    assert names[:8] == ["Content-Type", "Date", "X-Request-Id", *ALWAYS]
+    assert set(names[8:]) <= {"Content-Length", "Connection"}
+    assert response.headers["Content-Type"] == "application/json; charset=UTF-8"
+    assert response.headers["X-Request-Id"] == "abc-1"
+    assert response.headers["Content-Security-Policy"] == CSP
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert "Strict-Transport-Security" not in response.headers
+    assert response.headers["Date"].endswith(" GMT")
+
+
+def handler(secure_cookies: bool) -> SecurityHeaders:
+    class Connection:
+        def set_close_callback(self, callback: Any) -> None:
+            pass
+
+    app = tornado.web.Application(secure_cookies=secure_cookies)
+    start = httputil.RequestStartLine("GET", "/", "HTTP/1.1")
+    request = httputil.HTTPServerRequest(
+        start_line=start,
+        headers=httputil.HTTPHeaders({"Host": "a", "X-Request-Id": "r-1"}),
+        connection=Connection(),
+    )
+    return SecurityHeaders(app, request)
+
+
+@pytest.mark.parametrize("secure_cookies", [False, True])
+def test_clear_starts_a_response_as_tornados_clear_does_but_for_the_server_header(
+    secure_cookies: bool,
+):
+    ours, tornados = handler(secure_cookies), handler(secure_cookies)
+    tornado.web.RequestHandler.clear(tornados)  # Tornado's, then our set_default_headers
+    tornados.clear_header("Server")
+    assert vars(ours).keys() == vars(tornados).keys()
+    for name in ("_write_buffer", "_status_code", "_reason"):
+        assert getattr(ours, name) == getattr(tornados, name)
+    for headers in (ours._headers, tornados._headers):  # made a moment apart: the same format
+        assert headers["Date"] == httputil.format_timestamp(
+            email.utils.parsedate_to_datetime(headers["Date"])
+        )
+    ours._headers["Date"] = tornados._headers["Date"]
+    assert list(ours._headers.get_all()) == list(tornados._headers.get_all())
+    hsts = ("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+    assert (hsts in ours._headers.get_all()) == secure_cookies
 
 
 # -- key rotation --------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import urllib.parse
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 import tornado.web
 
 from ..errors import StoreUnavailable
@@ -17,8 +18,29 @@ from .validation import ApiError, json_object
 
 log = logging.getLogger("tornado_auth")
 
+JSON_TYPE = "application/json; charset=UTF-8"
 # One encoder for every JSON response: json.dumps with separators builds a new one per call.
-to_json = json.JSONEncoder(separators=(",", ":")).encode
+_standard_json = json.JSONEncoder(separators=(",", ":")).encode
+_FLAT = frozenset({str, int, bool, type(None)})  # values orjson writes as the standard library does
+
+
+def to_json(payload: Any) -> bytes | str:
+    """Compact JSON, exactly as the standard library writes it (non-ASCII and DEL as \\u
+    escapes). A flat object of strings, integers, booleans and nulls (most answers) is written by
+    orjson, about ten times faster, when its text is the same: pure ASCII without DEL, and nothing
+    orjson refuses (an integer past 64 bits, a key that is not a string). Anything else (floats,
+    whose notation differs for some values, nested values) is the standard library's."""
+    if type(payload) is dict:
+        for value in payload.values():
+            if type(value) not in _FLAT:
+                return _standard_json(payload)
+        try:
+            text = orjson.dumps(payload)
+        except TypeError:  # orjson.JSONEncodeError is one
+            return _standard_json(payload)
+        if text.isascii() and b"\x7f" not in text:
+            return text
+    return _standard_json(payload)
 
 
 class Responses(Lifecycle):
@@ -32,7 +54,7 @@ class Responses(Lifecycle):
 
     def send_json(self, payload: dict[str, Any], status: int = 200) -> None:
         self.set_status(status)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self._headers["Content-Type"] = JSON_TYPE  # a constant: no need of set_header's check
         self.finish(to_json(payload))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
