@@ -97,3 +97,14 @@ def test_the_signing_key_version_is_reported():
     cookies = SignedCookies(secrets, NAME, max_age_days=1)
     value = tornado.web.create_signed_value(secrets, NAME, "tok", key_version=2).decode()
     assert cookies.from_header(f"{NAME}={value}").version == 2
+
+
+def test_the_app_remembers_the_cookies_of_as_many_sessions_as_it_caches(tmp_path):
+    from tornado_auth import load_settings
+    from tornado_auth.app import auth_settings
+
+    for cached, remembered in ((100_000, 200_000), (0, 10_000)):
+        settings = load_settings(environ={}, overrides={"sessions.cache_size": cached,
+                                 "secrets.secret_file": f"{tmp_path}/secret"})  # fmt: skip
+        services = type("Services", (), {"settings": settings, "cookie_secret": SECRET})()
+        assert auth_settings(services)["signed_cookies"].size == remembered

@@ -72,7 +72,9 @@ def make_app(
     if not routes:
         app_settings["default_handler_class"] = handlers.pages.PageNotFoundHandler
     app_settings.update(overrides)
-    app_settings["signed_cookies"] = signed_cookies(app_settings)  # overrides may change them
+    # overrides may change the secret or the cookie's name
+    remembered = app_settings["signed_cookies"].size
+    app_settings["signed_cookies"] = signed_cookies(app_settings, remembered)
     own_metrics = [
         (prefix.rstrip("/") + path, handler)
         for path, handler in metrics_routes(services.settings["metrics.listen"])
@@ -119,14 +121,17 @@ def auth_settings(
         "websocket_ping_timeout": settings["live.ping_interval"],
         "metrics_allow": [ipaddress.ip_network(net) for net in settings["metrics.allow"]],
     }
-    values["signed_cookies"] = signed_cookies(values)
+    # as many sessions' cookies remembered as their records are cached: a header and a cookie each
+    remembered = 2 * max(settings["sessions.cache_size"], 5000)
+    values["signed_cookies"] = signed_cookies(values, remembered)
     return values
 
 
-def signed_cookies(app_settings: dict[str, Any]) -> SignedCookies:
+def signed_cookies(app_settings: dict[str, Any], size: int = 10000) -> SignedCookies:
     """How our handlers read and write the session cookie, from the Application settings."""
     return SignedCookies(
         app_settings["cookie_secret"],
         app_settings["session_cookie"],
         app_settings["session_cookie_days"],
+        size,
     )

@@ -30,10 +30,12 @@ class SignedCookies:
 
     MAX_REMEMBERED_HEADER = 1024
 
-    def __init__(self, secret: str | dict[int, str], name: str, max_age_days: float) -> None:
+    def __init__(
+        self, secret: str | dict[int, str], name: str, max_age_days: float, size: int = 10000
+    ) -> None:
         self.secret, self.name, self.max_age = secret, name, max_age_days * 86400
         self._known: OrderedDict[str, VerifiedCookie] = OrderedDict()
-        self.size = 10000
+        self.size = size  # headers and cookies remembered: two a session, about 650 bytes
 
     def from_header(self, header: str) -> VerifiedCookie | None:
         """The verified session cookie of a Cookie header; None if absent, bad or expired."""
