@@ -145,7 +145,12 @@ def _peers(peers: dict[str, Any]) -> list[str]:
         f"One process each on one Redis; `wrk -t1 -c{params['connections']}`, "
         f"{params['rounds']} rounds of {params['seconds']} s alternating the servers, medians; "
         "with many sessions, each request sends the next of that many distinct signed-in "
-        "cookies (`bench/wrk_report.lua`). Targets from 2,000 sessions: defaults (cache on) "
+        "cookies (`bench/wrk_report.lua`), after one unmeasured pass over all of them (a server "
+        "that has run longer than its users' revisit interval has seen them; each server's "
+        "caches and Node's JIT warm), with our sessions last seen across the past touch "
+        "interval as in a steady state (so a pass is not all touches, nor none). Express "
+        "touches its session in Redis on every request (connect-redis `touch`); ours once a "
+        "touch interval (60 s). Targets from 2,000 sessions: defaults (cache on) "
         ">= 0.9x express, cache off >= 0.75x, p99 no worse than express's. CPU: the server "
         f"process's own CPU time per answer. Peer: {peers['peer']}. tornado-auth: git "
         f"{peers.get('commit', '?')}.",
