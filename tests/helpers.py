@@ -28,8 +28,9 @@ import tornado.testing
 import tornado.websocket
 from tornado.httpclient import HTTPRequest, HTTPResponse
 
-from tornado_auth import make_app, start_services
+from tornado_auth import make_app, start_services, tasks
 from tornado_auth.handlers.base import BaseHandler
+from tornado_auth.handlers.lifecycle import Lifecycle
 from tornado_auth.server import http_server
 from tornado_auth.sessions import Lifetime, Session, SessionManager
 from tornado_auth.users import User, new_user_id
@@ -100,6 +101,49 @@ async def signed_in(
         assert response.code == 200, response.body
         assert "mfaRequired" not in json.loads(response.body), "a second step is pending"
     return client
+
+
+async def leave_once_stored(
+    server: Server,
+    monkeypatch: pytest.MonkeyPatch,
+    path: str,
+    fields: dict[str, Any],
+    client: Client | None = None,
+) -> None:
+    """POST ``fields`` (JSON, with ``client``'s cookies) to ``path`` over a connection of its own,
+    and go away the moment the user store has stored the change, before what must follow it:
+    returns once the server noticed, cut the request, and finished what runs to its end."""
+    users = server.services.accounts.users
+    real_set, stored, release, gone = users.set, asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def held_set(*args: Any, **kwargs: Any) -> Any:
+        changed = await real_set(*args, **kwargs)
+        stored.set()
+        await release.wait()
+        return changed
+
+    real_close = Lifecycle.on_connection_close
+
+    def closed(handler: Lifecycle) -> None:
+        real_close(handler)
+        gone.set()
+
+    monkeypatch.setattr(users, "set", held_set)
+    monkeypatch.setattr(Lifecycle, "on_connection_close", closed)
+    payload = json.dumps(fields).encode()
+    cookies = "; ".join(f"{k}={v}" for k, v in (client.cookies if client else {}).items())
+    _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Cookie: {cookies}\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+        + payload
+    )
+    await asyncio.wait_for(stored.wait(), 10)
+    writer.close()  # gone with the change stored, and what follows it not yet done
+    await asyncio.wait_for(gone.wait(), 10)  # the server noticed, and cut the request
+    release.set()
+    await tasks.settle(10)
+    monkeypatch.setattr(users, "set", real_set)
 
 
 async def burst(

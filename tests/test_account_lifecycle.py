@@ -27,7 +27,7 @@ from .conftest import (
     serving,
     settings_for,
 )
-from .helpers import SESSION_ENDED, open_socket, signed_in, submit
+from .helpers import SESSION_ENDED, leave_once_stored, open_socket, signed_in, submit
 from .mailbox import LINK, outbox, text
 
 pytestmark = pytest.mark.stores("sqlite", "redis")
@@ -167,6 +167,20 @@ async def test_forgot_is_throttled_per_address_and_per_ip(store: Store):
         refused = await forgot(client, "carol@example.com")
         assert refused.code == 429 and refused.headers["Retry-After"]
         assert (await client.post("/api/password/forgot", {"email": "not an address"})).code == 400
+
+
+async def test_a_reset_whose_client_goes_away_once_it_is_stored_still_ends_every_session(
+    app: Server, monkeypatch: pytest.MonkeyPatch
+):
+    await app.add_user("ann@example.com")
+    elsewhere = await signed_in(app, "ann@example.com")  # say, an attacker's session
+    assert (await forgot(app.client(), "ann@example.com")).code == 200
+    link = (await outbox(app.services)).link("ann@example.com", "Reset your password")
+    reset = {"token": token_of(link), "newPassword": "new password 1"}
+    await leave_once_stored(app, monkeypatch, "/api/password/reset", reset)
+
+    assert (await elsewhere.get("/api/dashboard")).code == 401  # every session ended
+    assert (await app.client().login("ann@example.com", "new password 1")).code == 200
 
 
 async def test_reset_pages_set_a_new_password(app: Server):

@@ -22,7 +22,7 @@ from .conftest import (
     serving,
     settings_for,
 )
-from .helpers import burst
+from .helpers import burst, leave_once_stored
 
 NEW_PASSWORD = "a brand new secret"
 
@@ -441,3 +441,20 @@ async def test_repeating_revoke_others_writes_no_audit_entries(server: Server):
     assert [entry["detail"] for entry in await audit_events(server, "sessions_revoked")] == [
         {"count": 1}
     ]
+
+
+async def test_a_password_change_whose_client_goes_away_once_it_is_stored_still_ends_the_rest(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+):
+    ann = await server.add_user("ann@example.com", PASSWORD)
+    other = server.client()  # a session elsewhere (say, an attacker's)
+    assert (await other.login("ann@example.com", PASSWORD)).code == 200
+    changer = server.client()
+    assert (await changer.login("ann@example.com", PASSWORD)).code == 200
+    change = {"currentPassword": PASSWORD, "newPassword": NEW_PASSWORD}
+    await leave_once_stored(server, monkeypatch, "/api/password", change, changer)
+
+    assert (await other.get("/api/dashboard")).code == 401  # the other session ended
+    stored_hash = (await server.services.users.get(ann.id)).password_hash
+    assert await verify_password(NEW_PASSWORD, stored_hash)  # the change itself stands
+    assert len(await server.services.sessions.list_user(ann.id)) == 1  # the changer's own

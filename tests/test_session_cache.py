@@ -435,3 +435,29 @@ async def test_on_a_cluster_whose_events_the_ping_cannot_prove_entries_stay_brie
     finally:
         await a.backend.close()
         await place.cleanup()
+
+
+async def test_an_end_whose_caller_is_cancelled_once_it_is_deleted_is_still_announced(
+    processes, monkeypatch
+):
+    a, b = processes
+    session = await committed_session(a.manager)
+    assert await b.manager.load(session.token) is not None  # cached in B
+    real_delete, deleted, release = a.cache.delete, asyncio.Event(), asyncio.Event()
+
+    async def held_delete(key: str) -> bool:
+        found = await real_delete(key)
+        deleted.set()
+        await release.wait()
+        return found
+
+    monkeypatch.setattr(a.cache, "delete", held_delete)
+    revoking = asyncio.ensure_future(a.manager.revoke(session.key))
+    await deleted.wait()
+    revoking.cancel()  # the request revoking it is cut (its client gone, a shutdown)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await revoking
+    event = await b.next_event("ended")  # the deletion is announced all the same
+    assert event["keys"] == [session.key]
+    assert await b.manager.load(session.token) is None

@@ -13,6 +13,7 @@ from .audit import Audit, AuditEntry, AuditEvent
 from .hooks import Hook, Hooks
 from .live import LiveHub
 from .sessions import EndReason, SessionManager
+from .tasks import runs_to_the_end, to_the_end
 from .throttle import LoginThrottle, Throttled
 from .users import ROLES, EmailTaken, User, UserStore, new_user_id, normalize_email
 from .users.base import extra_problem
@@ -362,6 +363,10 @@ class Accounts:
         if not await self.check_password(user, user.email, current, origin, PASSWORD_CHECK):
             return None
         password_hash = await hash_password(new, self.rounds)
+        # once stored, the other sessions end even if the client goes away meanwhile
+        return await to_the_end(self._store_password(user, password_hash, origin))
+
+    async def _store_password(self, user: User, password_hash: str, origin: Origin) -> int:
         changed = await self.users.set(
             user.id,
             expect_generation=user.generation,
@@ -377,6 +382,7 @@ class Accounts:
         await self._record(AuditEvent.PASSWORD_CHANGED, origin, user, revoked=revoked)
         return revoked
 
+    @runs_to_the_end  # a role or a disable stored ends the sessions, whatever the request's fate
     async def change_user(
         self, user: User, role: str | None, disabled: bool | None, origin: Origin
     ) -> User:
@@ -410,6 +416,7 @@ class Accounts:
             await self._record(event, origin, updated)
         return updated
 
+    @runs_to_the_end
     async def end_sessions(
         self, user_id: str, email: str, origin: Origin, keep: str | None = None
     ) -> int:

@@ -29,6 +29,7 @@ from .hooks import Hook
 from .mail import Mailer
 from .sessions import Counters, EndReason, SessionRecord, public_id
 from .settings import Settings
+from .tasks import runs_to_the_end, to_the_end
 from .throttle import Throttled
 from .tokens import TokenRecord, TokenStore, new_token, token_key
 from .users import EmailTaken, User, normalize_email
@@ -236,6 +237,10 @@ class Lifecycle:
             return None
         _, user = taken
         password_hash = await hash_password(new_password, self.accounts.rounds)
+        # once stored, every session ends even if the client goes away meanwhile
+        return await to_the_end(self._store_reset(user, password_hash, origin))
+
+    async def _store_reset(self, user: User, password_hash: str, origin: Origin) -> User | None:
         fields: dict[str, Any] = {"password_hash": password_hash}
         if user.email_verified_at is None:  # the link reached this address: it is the user's
             fields["email_verified_at"] = self.clock()
@@ -385,6 +390,7 @@ class Lifecycle:
             valid_for=duration(ttl),
         )
 
+    @runs_to_the_end  # the token taken, the change and its ends happen whole
     async def confirm_email_change(self, token: object, origin: Origin) -> User | None:
         """Change the address (if still unique: else EmailTaken) and end every session; the old
         address gets a notice with an undo link. None for a bad token."""
@@ -421,6 +427,7 @@ class Lifecycle:
         await self.accounts.record(AuditEvent.EMAIL_CHANGED, origin, changed, previous=old)
         return changed
 
+    @runs_to_the_end
     async def undo_email_change(self, token: object, origin: Origin) -> User | None:
         """Put the old address back, end every session and send a reset link to it. None for
         a bad token or an address changed again since; EmailTaken if the old one was taken."""
@@ -481,6 +488,7 @@ class Lifecycle:
         await self.tokens.put(TokenRecord(key, NOT_ME, user.id, now + ttl), now)
         return token
 
+    @runs_to_the_end
     async def not_me(self, token: object, origin: Origin) -> User | None:
         """ "This wasn't me": end every session of the user (and sign-ins in flight) and send a
         reset link. None for a bad token."""

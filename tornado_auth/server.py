@@ -24,6 +24,7 @@ from .metrics import metrics_listener, multiprocess_values, process_ended
 from .oversized import READ_LIMIT
 from .services import Services, start_services
 from .settings import Settings
+from .tasks import settle
 
 if TYPE_CHECKING:
     from .handlers.lifecycle import Lifecycle
@@ -108,6 +109,7 @@ async def shut_down(
         log.warning("grace period over: %d requests still running get 503", in_flight.active)
         await in_flight.cut()
     await server.close_all_connections()
+    await settle(grace)  # work that runs to its end (a password stored, its sessions ended)
     await services.close()
 
 

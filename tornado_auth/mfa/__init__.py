@@ -21,6 +21,7 @@ from ..accounts import Accounts, Origin
 from ..audit import AuditEvent
 from ..mail import Mailer
 from ..sessions import EndReason
+from ..tasks import runs_to_the_end
 from ..throttle import Throttled
 from ..tokens import TokenRecord, TokenStore, new_token, token_key
 from ..users import User
@@ -180,6 +181,7 @@ class SecondFactors:
             return []
         return await self._new_recovery_codes(user)
 
+    @runs_to_the_end  # a factor removed ends the other sessions, whatever the request's fate
     async def remove_totp(self, user: User, origin: Origin) -> bool:
         """Turn the authenticator app off (and the recovery codes with the last factor); the
         user's other sessions end and a notice is mailed. False if it was not on."""
@@ -217,6 +219,7 @@ class SecondFactors:
 
     # -- an admin's reset ------------------------------------------------------------------------
 
+    @runs_to_the_end
     async def reset(self, user: User, origin: Origin) -> bool:
         """Remove the user's authenticator app, recovery codes and passkeys; every session of
         the user ends and a notice is mailed. False if there was nothing to remove."""

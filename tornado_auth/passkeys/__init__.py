@@ -51,6 +51,7 @@ from ..audit import AuditEvent
 from ..mail import Mailer
 from ..sessions import EndReason
 from ..settings import Settings
+from ..tasks import runs_to_the_end
 from ..throttle import Throttled
 from ..tokens import TokenRecord, TokenStore, hash_token
 from ..users import User
@@ -518,6 +519,7 @@ class Passkeys:
             )
         return passkey
 
+    @runs_to_the_end  # a passkey removed ends the other sessions, whatever the request's fate
     async def remove(self, user: User, passkey: Passkey, origin: Origin) -> int | None:
         """Remove one of the user's passkeys: every other session of the user ends and a notice
         is mailed. How many sessions ended; None if it was removed already."""

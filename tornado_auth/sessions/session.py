@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..tasks import runs_to_the_end
 from .store import EndReason, EventBus, EventType, SessionRecord, SessionStore
 
 TOKEN_BYTES = 32  # 256 random bits
@@ -394,6 +395,7 @@ class SessionManager:
 
     # -- ends ------------------------------------------------------------------------------------
 
+    @runs_to_the_end  # a session deleted is announced, whatever happens to the request
     async def _end(self, key: str, user_id: str | None, reason: EndReason) -> bool:
         """Delete and announce; False if the store had already let the record go."""
         if not await self.store.delete(key):
@@ -428,6 +430,7 @@ class SessionManager:
         record = await self.store.load(key)
         return await self._end(key, record.user_id if record else None, reason)
 
+    @runs_to_the_end
     async def revoke_user(
         self, user_id: str, keep: str | None = None, reason: EndReason = EndReason.REVOKED
     ) -> int:
