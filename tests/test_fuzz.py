@@ -797,6 +797,7 @@ def test_a_chunked_body_over_max_body_size_gets_413_and_changes_nothing(live, ro
     reply = raw_exchange(live.port, head + chunks + b"0\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 413 ")
     assert reply.endswith(b'{"error": "Request body too large"}')
+    assert b"\r\nContent-Security-Policy: " in reply and b"\r\nX-Request-Id: " in reply
     assert live.snapshot() == before
 
 

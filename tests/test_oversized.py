@@ -67,6 +67,10 @@ def assert_json_413(reply: bytes) -> None:
     assert b"Content-Type: application/json; charset=UTF-8" in headers.split(b"\r\n")
     assert b"100 (Continue)" not in reply  # the body was never asked for
     assert json.loads(body) == TOO_LARGE
+    names = {line.split(b":", 1)[0].lower() for line in headers.split(b"\r\n")}
+    security = {b"content-security-policy", b"x-content-type-options", b"referrer-policy",
+                b"x-frame-options", b"cache-control", b"x-request-id"}  # fmt: skip
+    assert security <= names  # as on every other response
 
 
 @pytest.mark.parametrize("path", ROUTES)

@@ -178,13 +178,19 @@ async def test_same_origin_browser_posts_are_accepted(server: Server):
 
 
 @pytest.mark.store_independent
-@pytest.mark.parametrize("path", ["/healthz", "/api/dashboard", "/api/nope", "/login", "/nowhere"])
+@pytest.mark.parametrize(
+    "path",
+    ["/healthz", "/api/dashboard", "/api/nope", "/login", "/nowhere", "/static/css/app.css",
+     "/static/nope.css", "/static/../settings.yaml"],
+)  # fmt: skip
 async def test_every_response_carries_the_security_headers(server: Server, path):
     response = await server.client().get(path)
     csp = response.headers["Content-Security-Policy"]
     assert "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Referrer-Policy"] == "same-origin"
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Request-Id"]
     assert "Server" not in response.headers
 
 

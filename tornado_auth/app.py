@@ -14,6 +14,7 @@ import tornado.web
 from . import handlers
 from .cookies import SignedCookies
 from .handlers.access_log import log_request
+from .handlers.headers import StaticFiles
 from .handlers.metrics import metrics_routes
 from .oversized import Application
 from .resources import STATIC, TEMPLATES
@@ -45,7 +46,7 @@ def auth_routes(prefix: str = "", parts: Iterable[str] = PARTS) -> list[Rule]:
     if "api" in chosen:
         rules += handlers.api_fallback_routes()
     if "pages" in chosen:
-        rules += [(r"/static/(.*)", tornado.web.StaticFileHandler, {"path": str(STATIC)})]
+        rules += [(r"/static/(.*)", StaticFiles, {"path": str(STATIC)})]
         rules += handlers.recovery.page_routes()
         rules += handlers.mfa.page_routes()
         rules += handlers.passkeys.page_routes()
@@ -105,6 +106,7 @@ def auth_settings(
         "cross_origin_protection": True,
         "trusted_origins": settings["server.trusted_origins"],
         "xsrf_cookies": True,
+        "static_handler_class": StaticFiles,  # for an app's own static_path too
         "xsrf_cookie_kwargs": {
             "httponly": True,
             "samesite": "Strict",

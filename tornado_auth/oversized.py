@@ -26,28 +26,35 @@ from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import IOStream, StreamClosedError
 
+from .handlers.headers import FIXED_HEADERS, FIXED_HEADERS_TLS
 from .handlers.routing import Target, fixed_paths
+from .logs import REQUEST_ID_HEADER, request_id_from
 
 access_log = logging.getLogger("tornado.access")
 READ_LIMIT = 16  # times a size setting: what Tornado itself reads at most
 LINGER_SECONDS = 5.0  # how long a refused client may go on sending before the socket closes
 TOO_LARGE = json.dumps({"error": "Request body too large"}).encode()
 STATUS = httputil.ResponseStartLine("HTTP/1.1", 413, "Request Entity Too Large")
-HEADERS = (
+BODY_HEADERS = (
     ("Content-Type", "application/json; charset=UTF-8"),
     ("Content-Length", str(len(TOO_LARGE))),
-    ("Cache-Control", "no-store"),
-    ("X-Content-Type-Options", "nosniff"),
 )
-# the whole answer on a connection taken from Tornado, which then closes
-CLOSING_ANSWER = (
-    "\r\n".join(
-        [f"{STATUS.version} {STATUS.code} {STATUS.reason}"]
-        + [f"{name}: {value}" for name, value in (*HEADERS, ("Connection", "close"))]
-    ).encode("latin1")
-    + b"\r\n\r\n"
-    + TOO_LARGE
-)
+
+
+def refusal_headers(headers: httputil.HTTPHeaders, tls: bool) -> list[tuple[str, str]]:
+    """The 413's headers: every response's own (the request id, the security headers)."""
+    request_id = request_id_from(next(iter(headers.get_list(REQUEST_ID_HEADER)), None))
+    fixed = FIXED_HEADERS_TLS if tls else FIXED_HEADERS
+    return [*BODY_HEADERS, (REQUEST_ID_HEADER, request_id), *fixed]
+
+
+def closing_answer(headers: list[tuple[str, str]]) -> bytes:
+    """The whole answer on a connection taken from Tornado, which then closes."""
+    lines = [f"{STATUS.version} {STATUS.code} {STATUS.reason}"]
+    lines += [f"{name}: {value}" for name, value in (*headers, ("Connection", "close"))]
+    return "\r\n".join(lines).encode("latin1") + b"\r\n\r\n" + TOO_LARGE
+
+
 _lingering: set[asyncio.Task[None]] = set()  # refusals still draining: kept from the collector
 
 
@@ -64,10 +71,10 @@ def declared_length(headers: httputil.HTTPHeaders) -> int | None:
     return int(text) if text.isascii() and text.isdigit() else None
 
 
-async def linger(stream: IOStream, limit: int) -> None:
+async def linger(stream: IOStream, answer: bytes, limit: int) -> None:
     """Send the 413, then drop up to ``limit`` bytes the client still sends, then close."""
     try:
-        await stream.write(CLOSING_ANSWER)
+        await stream.write(answer)
         stream.socket.shutdown(socket.SHUT_WR)  # the client sees the end of the answer
         async with asyncio.timeout(LINGER_SECONDS):
             while limit > 0:
@@ -91,12 +98,19 @@ class BodyLimit(httputil.HTTPMessageDelegate):
     """Passes a request on to the application unless its body is over the limit. One is made
     per request, so it keeps little: what a request without a body costs is a wrapper."""
 
-    __slots__ = ("connection", "delegate", "limit", "received", "refused", "start_line")
+    __slots__ = (
+        "connection", "delegate", "headers", "limit", "received", "refused", "start_line", "tls",
+    )  # fmt: skip
 
     def __init__(
-        self, delegate: httputil.HTTPMessageDelegate, connection: HTTP1Connection, limit: int
+        self,
+        delegate: httputil.HTTPMessageDelegate,
+        connection: HTTP1Connection,
+        limit: int,
+        tls: bool,
     ) -> None:
-        self.delegate, self.connection, self.limit = delegate, connection, limit
+        self.delegate, self.connection, self.limit, self.tls = delegate, connection, limit, tls
+        self.headers: httputil.HTTPHeaders | None = None
         self.received = 0
         self.refused = False
         self.start_line: httputil.RequestStartLine | None = None
@@ -107,13 +121,16 @@ class BodyLimit(httputil.HTTPMessageDelegate):
         headers: httputil.HTTPHeaders,
     ) -> Awaitable[None] | None:
         assert isinstance(start_line, httputil.RequestStartLine)
-        self.start_line = start_line
+        self.start_line, self.headers = start_line, headers
         length = declared_length(headers)
         if length is not None and length > self.limit:
             self.refused = True
             log_refusal(start_line, self.connection)
             stream = self.connection.detach()  # Tornado reads no body and sends no 100 Continue
-            task = asyncio.ensure_future(linger(stream, min(length, self.limit * READ_LIMIT)))
+            answer = closing_answer(refusal_headers(headers, self.tls))
+            task = asyncio.ensure_future(
+                linger(stream, answer, min(length, self.limit * READ_LIMIT))
+            )
             _lingering.add(task)
             task.add_done_callback(_lingering.discard)
             self.delegate.on_connection_close()
@@ -132,7 +149,11 @@ class BodyLimit(httputil.HTTPMessageDelegate):
         assert self.start_line is not None
         log_refusal(self.start_line, self.connection)
         self.delegate.on_connection_close()
-        self.connection.write_headers(STATUS, httputil.HTTPHeaders(dict(HEADERS)), TOO_LARGE)
+        assert self.headers is not None
+        answer = httputil.HTTPHeaders()
+        for name, value in refusal_headers(self.headers, self.tls):
+            answer.add(name, value)
+        self.connection.write_headers(STATUS, answer, TOO_LARGE)
         return None
 
     def finish(self) -> None:
@@ -172,4 +193,4 @@ class Application(tornado.web.Application):
         limit = self.settings.get("max_body_size")
         if limit is None or not isinstance(request_conn, HTTP1Connection):
             return delegate
-        return BodyLimit(delegate, request_conn, limit)
+        return BodyLimit(delegate, request_conn, limit, bool(self.settings.get("secure_cookies")))

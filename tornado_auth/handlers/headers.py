@@ -97,3 +97,20 @@ class SecurityHeaders(tornado.web.RequestHandler):
             return super()._origin_matches_host(origin)
         except ValueError:
             return False
+
+
+class StaticFiles(tornado.web.StaticFileHandler):
+    """Static assets (ours, and an app's ``static_path``): cached as Tornado caches them, with
+    the other security headers and no Server header, on their errors too."""
+
+    def set_default_headers(self) -> None:
+        self.clear_header("Server")
+        request_id = request_id_from(
+            next(iter(self.request.headers.get_list(REQUEST_ID_HEADER)), None)
+        )
+        self.set_header(REQUEST_ID_HEADER, request_id)
+        for name, value in FIXED_HEADERS:
+            if name != "Cache-Control":
+                self.set_header(name, value)
+        if self.application.settings.get("secure_cookies"):
+            self.set_header(*HSTS)
