@@ -218,7 +218,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 # (Node's JIT, every cache), and a bound on the time it takes
                 url = f"{servers[name].url}/api/dashboard"
                 await check(url, files[name])
-                warm = await wrk(url, args.connections, 60 + count / 200, cookies=str(files[name]),
+                warm = await wrk(url, args.connections, 60 + count // 200, cookies=str(files[name]),
                                  one_pass=True)  # fmt: skip
                 if warm["requests"] < count:
                     raise RuntimeError(f"{name}: the warm pass saw {warm['requests']} of {count}")

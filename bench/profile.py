@@ -79,7 +79,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         url = f"{server.url}/api/dashboard"
         await check(url, cookies)
         # warm: every session once, as in bench.peers
-        await wrk(url, args.connections, 60 + args.sessions / 200, cookies=str(cookies),
+        await wrk(url, args.connections, 60 + args.sessions // 200, cookies=str(cookies),
                   one_pass=True)  # fmt: skip
         async with common.quiet(server.process.pid) as load:
             sampler = await asyncio.create_subprocess_exec(
