@@ -28,7 +28,12 @@ if cookies_file and cookies_file ~= "" then
   if one_pass then
     function response(status, response_headers, response_body)
       answered = answered + 1
-      if answered >= #cookies then wrk.thread:stop() end
+      if answered == #cookies then
+        -- wrk's main thread sleeps out -d unless interrupted: SIGINT it, once system() (which
+        -- ignores SIGINT while its shell runs) has returned; the shell's parent is wrk
+        os.execute("sh -c 'sleep 0.2; kill -INT $0' $PPID >/dev/null 2>&1 &")
+        wrk.thread:stop()
+      end
     end
   end
 
