@@ -48,6 +48,12 @@ def cli(doc: str, main: Callable[[argparse.Namespace], Coroutine[Any, Any, dict[
     for name, value in numbers.items():  # a number among the parameters may be set: --sockets 9
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), metavar="N",
                             help=f"default {value:,}, quick {quick[name]:,}")  # fmt: skip
+    lists = [name for name, value in full.items() if isinstance(value, list)
+             and all(type(item) is int for item in value)]  # fmt: skip
+    for name in lists:  # and a list of them: --counts 1,2000
+        parser.add_argument(f"--{name.replace('_', '-')}", metavar="N,N",
+                            type=lambda text: [int(item) for item in text.split(",")],
+                            help=f"default {full[name]}, quick {quick[name]}")  # fmt: skip
     args = parser.parse_args()
     if not (REDIS_URL and MONGO_URL):
         parser.error("set BENCH_REDIS_URL and BENCH_MONGO_URL (servers to fill), or use bench.run")
