@@ -62,6 +62,14 @@ def request_id_from(header: str | None) -> str:
     return _request_ids.new()
 
 
+def request_id_of(headers: Any) -> str:
+    """The request id of a request's headers (``tornado.httputil.HTTPHeaders``): the caller's if
+    it is safe (repeated headers count as one, joined, so they are not), else a new one. Read with
+    ``get_list``: ``get`` raises and catches a KeyError when there is none, the usual case."""
+    given = headers.get_list(REQUEST_ID_HEADER)
+    return request_id_from(",".join(given) if given else None)
+
+
 class RequestFields(logging.Filter):
     """Adds the current request's id, route and user to a record that has none of its own."""
 

@@ -28,7 +28,7 @@ from tornado.iostream import IOStream, StreamClosedError
 
 from .handlers.headers import FIXED_HEADERS, FIXED_HEADERS_TLS
 from .handlers.routing import Target, fixed_paths
-from .logs import REQUEST_ID_HEADER, request_id_from
+from .logs import REQUEST_ID_HEADER, request_id_of
 
 access_log = logging.getLogger("tornado.access")
 READ_LIMIT = 16  # times a size setting: what Tornado itself reads at most
@@ -43,9 +43,8 @@ BODY_HEADERS = (
 
 def refusal_headers(headers: httputil.HTTPHeaders, tls: bool) -> list[tuple[str, str]]:
     """The 413's headers: every response's own (the request id, the security headers)."""
-    request_id = request_id_from(next(iter(headers.get_list(REQUEST_ID_HEADER)), None))
     fixed = FIXED_HEADERS_TLS if tls else FIXED_HEADERS
-    return [*BODY_HEADERS, (REQUEST_ID_HEADER, request_id), *fixed]
+    return [*BODY_HEADERS, (REQUEST_ID_HEADER, request_id_of(headers)), *fixed]
 
 
 def closing_answer(headers: list[tuple[str, str]]) -> bytes:

@@ -8,7 +8,7 @@ import time
 import tornado.web
 from tornado import httputil
 
-from ..logs import REQUEST_ID_HEADER, request_id_from
+from ..logs import REQUEST_ID_HEADER, request_id_of
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -28,6 +28,8 @@ FIXED_HEADERS = (
 )
 HSTS = ("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
 FIXED_HEADERS_TLS = (*FIXED_HEADERS, HSTS)
+# static assets keep Tornado's caching headers
+STATIC_HEADERS = tuple(header for header in FIXED_HEADERS if header[0] != "Cache-Control")
 
 
 class _HttpDate:
@@ -53,9 +55,7 @@ class SecurityHeaders(tornado.web.RequestHandler):
     def request_id(self) -> str:
         """The caller's ``X-Request-Id`` when it is safe, else one made for this request."""
         if self._request_id is None:
-            # get_list: headers.get raises and catches a KeyError when there is none (the usual)
-            given = self.request.headers.get_list(REQUEST_ID_HEADER)
-            self._request_id = request_id_from(",".join(given) if given else None)
+            self._request_id = request_id_of(self.request.headers)
         return self._request_id
 
     def clear(self) -> None:
@@ -105,12 +105,7 @@ class StaticFiles(tornado.web.StaticFileHandler):
 
     def set_default_headers(self) -> None:
         self.clear_header("Server")
-        request_id = request_id_from(
-            next(iter(self.request.headers.get_list(REQUEST_ID_HEADER)), None)
-        )
-        self.set_header(REQUEST_ID_HEADER, request_id)
-        for name, value in FIXED_HEADERS:
-            if name != "Cache-Control":
-                self.set_header(name, value)
-        if self.application.settings.get("secure_cookies"):
-            self.set_header(*HSTS)
+        self.set_header(REQUEST_ID_HEADER, request_id_of(self.request.headers))
+        secure = self.application.settings.get("secure_cookies")
+        for name, value in (*STATIC_HEADERS, HSTS) if secure else STATIC_HEADERS:
+            self.set_header(name, value)
