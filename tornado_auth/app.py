@@ -3,6 +3,7 @@ dashboard socket, under a URL prefix of the app's choosing."""
 
 from __future__ import annotations
 
+import http.cookies
 import ipaddress
 import math
 from collections.abc import Iterable, Sequence
@@ -131,9 +132,19 @@ def auth_settings(
 
 def signed_cookies(app_settings: dict[str, Any], size: int = 10000) -> SignedCookies:
     """How our handlers read and write the session cookie, from the Application settings."""
+    morsel: http.cookies.Morsel[str] = http.cookies.Morsel()
+    morsel.set("n", "v", "v")  # the attributes as RequestSession._set_session_cookie sets them
+    attributes: dict[str, Any] = {"path": "/", "httponly": True, "max-age": "%d"}
+    if app_settings["secure_cookies"]:
+        attributes["secure"] = True
+    if app_settings["samesite"]:
+        attributes["samesite"] = app_settings["samesite"]
+    morsel.update(attributes)
     return SignedCookies(
         app_settings["cookie_secret"],
         app_settings["session_cookie"],
         app_settings["session_cookie_days"],
         size,
+        key_version=app_settings.get("key_version"),
+        attributes=morsel.OutputString().removeprefix("n=v"),
     )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 from collections import OrderedDict
 from typing import NamedTuple
@@ -31,11 +34,42 @@ class SignedCookies:
     MAX_REMEMBERED_HEADER = 1024
 
     def __init__(
-        self, secret: str | dict[int, str], name: str, max_age_days: float, size: int = 10000
+        self,
+        secret: str | dict[int, str],
+        name: str,
+        max_age_days: float,
+        size: int = 10000,
+        key_version: int | None = None,
+        attributes: str = "; HttpOnly; Max-Age=%d; Path=/",
     ) -> None:
         self.secret, self.name, self.max_age = secret, name, max_age_days * 86400
         self._known: OrderedDict[str, VerifiedCookie] = OrderedDict()
         self.size = size  # headers and cookies remembered: two a session, about 650 bytes
+        # what ``set_cookie_header`` writes: the signing key, and the cookie's attributes
+        self.key_version = key_version
+        key = secret.get(key_version or 0) if isinstance(secret, dict) else secret
+        self._mac = None if key is None else hmac.new(key.encode(), digestmod=hashlib.sha256)
+        self._prefix = b"2|%d:%d|" % (len(str(key_version or 0)), key_version or 0)
+        self._name_field = b"|%d:%s|" % (len(name), name.encode())
+        self._attributes = attributes
+
+    def set_cookie_header(self, token: str, max_age: int) -> str | None:
+        """A Set-Cookie header value for ``token``, byte for byte what Tornado's
+        ``set_signed_cookie`` writes with these attributes, at a fraction of its cost; None
+        when there is no key to sign with (a dict of secrets without a key version)."""
+        if self._mac is None:
+            return None
+        timestamp = str(int(time.time())).encode()
+        value = base64.b64encode(token.encode())
+        to_sign = b"%s%d:%s%s%d:%s|" % (
+            self._prefix, len(timestamp), timestamp, self._name_field, len(value), value
+        )  # fmt: skip
+        mac = self._mac.copy()
+        mac.update(to_sign)
+        signed = to_sign.decode() + mac.hexdigest()
+        if "=" in signed or "/" in signed:  # as http.cookies quotes it
+            signed = f'"{signed}"'
+        return f"{self.name}={signed}{self._attributes.replace('%d', str(max_age))}"
 
     def from_header(self, header: str) -> VerifiedCookie | None:
         """The verified session cookie of a Cookie header; None if absent, bad or expired."""

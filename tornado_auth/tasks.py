@@ -49,6 +49,16 @@ def runs_to_the_end(
     return run
 
 
+def in_background(work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """Run ``work`` with nobody awaiting it, to its end (``settle`` waits for it); its error, if
+    any, is left to the log."""
+    task = asyncio.ensure_future(work)
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+    task.add_done_callback(_left_behind)
+    return task
+
+
 def _left_behind(task: asyncio.Task[Any]) -> None:
     """The end of work whose caller went away: nobody else will read its error."""
     if not task.cancelled() and (error := task.exception()) is not None:

@@ -14,7 +14,7 @@ from tornado.iostream import StreamClosedError
 from ..cookies import VerifiedCookie
 from ..errors import StoreUnavailable
 from ..logs import current_request
-from ..sessions import CookieChange, Plan, Session
+from ..sessions import CookieChange, Plan, Session, Write
 from .lifecycle import SHUTTING_DOWN
 from .responses import Responses
 from .validation import ApiError
@@ -48,6 +48,7 @@ class RequestSession(Responses):
     """``self.session`` and ``self.current_user`` from the cookie; ``finish`` commits first."""
 
     _session: Session | None = None  # none until the cookie names one or something is stored
+    _cookie_to_send: CookieChange | None = None
 
     @property
     def services(self) -> Services:
@@ -110,20 +111,39 @@ class RequestSession(Responses):
         return max(0, int(session.record.expires_at - self.services.sessions.clock()))
 
     def _set_session_cookie(self, change: CookieChange) -> None:
+        """Send this session cookie with the response (written as the headers go out)."""
         if change.token is None:
+            self._cookie_to_send = None
             self._clear_session_cookie()
-            return
-        self.set_signed_cookie(
-            self.settings["session_cookie"],
-            change.token,
-            expires_days=None,
-            version=None,
-            max_age=change.max_age,
-            path="/",
-            httponly=True,
-            secure=self.settings["secure_cookies"],
-            samesite=self.settings["samesite"],
-        )
+        else:
+            self._cookie_to_send = change
+
+    def flush(self, include_footers: bool = False) -> asyncio.Future[None]:
+        change = self._cookie_to_send
+        if change is not None and not self._headers_written:
+            self._cookie_to_send = None
+            name = self.settings["session_cookie"]
+            if hasattr(self, "_new_cookie"):
+                self._new_cookie.pop(name, None)  # it replaces an earlier clear
+            cookies = self.settings["signed_cookies"]
+            header = None
+            if cookies.name == name and cookies.key_version == self.settings["key_version"]:
+                header = cookies.set_cookie_header(change.token, change.max_age)
+            if header is not None:
+                self.add_header("Set-Cookie", header)  # as set_signed_cookie, at less cost
+            else:
+                self.set_signed_cookie(
+                    name,
+                    change.token,  # type: ignore[arg-type]
+                    expires_days=None,
+                    version=None,
+                    max_age=change.max_age,
+                    path="/",
+                    httponly=True,
+                    secure=self.settings["secure_cookies"],
+                    samesite=self.settings["samesite"],
+                )
+        return super().flush(include_footers)
 
     def _clear_session_cookie(self) -> None:
         self.clear_cookie(
@@ -146,6 +166,9 @@ class RequestSession(Responses):
             or status == 101  # a WebSocket handshake
             or (plan := self.services.sessions.plan(session)) is None
         ):
+            return super().finish(chunk)
+        if plan.write is Write.TOUCH:  # the common write: not waited for
+            self._set_session_cookie(self.services.sessions.touch(session, plan))
             return super().finish(chunk)
         if chunk is not None:
             self.write(chunk)

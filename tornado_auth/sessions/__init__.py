@@ -13,6 +13,7 @@ from .session import (
     Plan,
     Session,
     SessionManager,
+    Write,
     public_id,
     token_key,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "SessionRecord",
     "SessionStore",
     "StoreUnavailable",
+    "Write",
     "backend_for_url",
     "public_id",
     "token_key",

@@ -196,12 +196,12 @@ class PipelinedConnection:
     async def script(self, script: Script, keys: Sequence[str | bytes], args: Sequence[str]) -> Any:
         """A Lua script's reply, by its digest, or by its text when the server does not know it."""
         counts = [str(len(keys)), *keys, *args]
-        reply = (await self.commands(["EVALSHA", script.sha, *counts]))[0]
-        if isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT"):
-            reply = (await self.commands(["EVAL", script.source, *counts]))[0]
-        if isinstance(reply, ReplyError):
-            raise reply
-        return reply
+        try:
+            return await self.command("EVALSHA", script.sha, *counts)
+        except ReplyError as error:
+            if not str(error).startswith("NOSCRIPT"):
+                raise
+        return await self.command("EVAL", script.source, *counts)
 
     async def _connection(self) -> _Protocol:
         """The open connection, or a new one (callers meanwhile share its opening)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import hashlib
+import logging
 import re
 import secrets
 import time
@@ -13,7 +15,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..tasks import runs_to_the_end
+from ..tasks import in_background, runs_to_the_end
 from .store import EndReason, EventBus, EventType, SessionRecord, SessionStore
 
 TOKEN_BYTES = 32  # 256 random bits
@@ -21,6 +23,8 @@ MAX_USER_AGENT = 256
 TOUCHES_REMEMBERED = 10000  # sessions whose last touch by this process is remembered
 # Data keys are plain names so that every store can address one key alone (no dots, no $).
 DATA_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+
+log = logging.getLogger("tornado_auth.sessions")
 
 
 def new_token() -> str:
@@ -220,7 +224,8 @@ _MISSING = object()
 class Write(enum.Enum):
     DESTROY = enum.auto()  # delete the record, clear the cookie
     CREATE = enum.auto()  # a new record: a first write, or a new token
-    UPDATE = enum.auto()  # changed keys and/or a touch of the expiry
+    UPDATE = enum.auto()  # changed keys, with or without a touch of the expiry
+    TOUCH = enum.auto()  # only the expiry moves forward: may be written after the response
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +256,10 @@ class SessionManager:
         # When this process last moved each session's expiry (started to): requests that loaded
         # the record before that touch must not touch it again within the interval.
         self._touched: OrderedDict[str, float] = OrderedDict()
+        # Touches made by ``touch`` and not yet written: key -> (last seen, expiry); the task that
+        # writes them.
+        self._touches: dict[str, tuple[float, float]] = {}
+        self._touching: asyncio.Task[None] | None = None
         self._end_callbacks: list[Callable[[list[str], str | None, str], Any]] = []
         self._create_callbacks: list[Callable[[], Any]] = []
 
@@ -285,7 +294,7 @@ class SessionManager:
         now = self.clock()
         record = session.record
         if record is not None and not session.pending:  # the common case
-            return Plan(Write.UPDATE, now, touch=True) if self._touch_due(record, now) else None
+            return Plan(Write.TOUCH, now, touch=True) if self._touch_due(record, now) else None
         if session.destroyed:
             return Plan(Write.DESTROY, now) if record is not None else None
         if record is None or session.rotating:
@@ -305,10 +314,54 @@ class SessionManager:
         if plan.write is Write.CREATE:
             return await self._store_new(session, plan.now)
         assert record is not None
+        if plan.write is Write.TOUCH:
+            return await self._update(session, record, plan)
         if plan.write is Write.DESTROY:
             await self._end(record.key, record.user_id, EndReason.LOGOUT)
             return CookieChange(None)
         return await self._update(session, record, plan)
+
+    def touch(self, session: Session, plan: Plan) -> CookieChange:
+        """Carry out a ``Write.TOUCH`` plan without waiting for the store: the cookie to send now.
+
+        The new expiry is written right after, with the other touches of the same moment
+        (``touches_written``). A touch only moves the expiry forward and never recreates a
+        session, so nothing waits on it: a session revoked meanwhile stays revoked (the next
+        request finds no session and clears the cookie), and a touch that fails (the store is
+        down) is logged and tried again by the session's next request.
+        """
+        record = session.record
+        assert plan.write is Write.TOUCH and record is not None
+        now = plan.now
+        expires = min(now + record.ttl, record.absolute_expires_at)
+        self._note_touch(record.key, now)
+        self._touches[record.key] = (now, expires)
+        if self._touching is None:
+            self._touching = in_background(self._write_touches())
+        return CookieChange(session.token, int(expires - now))
+
+    async def touches_written(self) -> None:
+        """Wait until the touches made so far by ``touch`` are written (or have failed)."""
+        while self._touching is not None:
+            await asyncio.shield(self._touching)
+
+    async def _write_touches(self) -> None:
+        await asyncio.sleep(0)  # the touches of requests finishing now go in the same batch
+        touches, self._touches, self._touching = self._touches, {}, None
+        results = await asyncio.gather(
+            *(self.store.update(key, {}, set(), *times) for key, times in touches.items()),
+            return_exceptions=True,
+        )
+        failed = [
+            (key, r)
+            for key, r in zip(touches, results, strict=True)
+            if isinstance(r, BaseException)
+        ]
+        for key, _ in failed:
+            self._note_touch(key, None)  # not done: the session's next request tries again
+        if failed:
+            log.warning("%d of %d session touches not stored: %s", len(failed), len(touches),
+                        failed[0][1])  # fmt: skip
 
     def _touch_due(self, record: SessionRecord, now: float) -> bool:
         """Whether this request should move the expiry: once per interval, counting touches by
