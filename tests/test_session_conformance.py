@@ -17,9 +17,16 @@ from collections.abc import MutableMapping
 import pytest
 from tornado.web import create_signed_value, decode_signed_value
 
-from tornado_auth.sessions import Lifetime, Session, SessionManager, backend_for_url, token_key
+from tornado_auth.sessions import (
+    Lifetime,
+    Session,
+    SessionManager,
+    StoreUnavailable,
+    backend_for_url,
+    token_key,
+)
 
-from .conftest import PASSWORD, Clock, Store, body
+from .conftest import PASSWORD, Clock, Store, body, serving, settings_for
 from .counting import CountingStore, count_writes
 from .helpers import HOUR, LIFETIME, committed_session
 
@@ -509,3 +516,92 @@ async def test_concurrent_first_hits_of_a_mongodb_counter_all_count(tmp_path, mo
     finally:
         await backend.close()
         await place.cleanup()
+
+
+async def touching_server(store: Store):
+    """A server whose every signed-in request is a touch (a touch interval of zero)."""
+    return serving(settings_for(store, sessions__touch_interval="0s"))
+
+
+def stored_key(server, client) -> str:
+    cookie = client.cookies["session"].strip('"')
+    return token_key(decode_signed_value(server.secret, "session", cookie).decode())
+
+
+async def test_a_touch_goes_out_with_the_response_and_reaches_the_store_after_it(store: Store):
+    async with await touching_server(store) as server:
+        await server.add_user("ann@example.com")
+        client = server.client()
+        assert (await client.login("ann@example.com", PASSWORD)).code == 200
+        key, sessions = stored_key(server, client), server.services.sessions
+        before = await sessions.store.load(key)
+        response = await client.get("/api/dashboard")
+        assert response.code == 200
+        cookie = response.headers["Set-Cookie"]
+        value, *attributes = cookie.split("; ")
+        assert value.startswith('session="2|') and "HttpOnly" in attributes
+        max_age = next(int(a.split("=")[1]) for a in attributes if a.startswith("Max-Age="))
+        assert 86399 <= max_age <= 86400  # the idle lifetime, from now
+        await sessions.touches_written()
+        after = await sessions.store.load(key)
+        assert after.last_seen_at > before.last_seen_at
+        assert after.expires_at > before.expires_at
+        assert (await client.get("/api/dashboard")).code == 200  # the cookie it sent works
+
+
+async def test_a_touch_of_a_session_revoked_before_it_is_written_does_not_bring_it_back(
+    store: Store, monkeypatch
+):
+    async with await touching_server(store) as server:
+        await server.add_user("ann@example.com")
+        client = server.client()
+        assert (await client.login("ann@example.com", PASSWORD)).code == 200
+        key, sessions = stored_key(server, client), server.services.sessions
+        store_ = sessions.store
+        real_update = store_.update
+
+        async def revoked_first(*args, **kwargs):
+            await sessions.revoke(key)  # the session ends after its response went out...
+            return await real_update(*args, **kwargs)  # ...then its touch is written
+
+        monkeypatch.setattr(store_, "update", revoked_first)
+        assert (await client.get("/api/dashboard")).code == 200
+        await sessions.touches_written()
+        monkeypatch.setattr(store_, "update", real_update)
+        assert await store_.load(key) is None
+        assert (await client.get("/api/dashboard")).code == 401
+
+
+@pytest.mark.store_independent
+async def test_a_touch_the_store_refuses_is_logged_and_tried_again_by_the_next_request(
+    store: Store, monkeypatch, caplog
+):
+    async with serving(settings_for(store)) as server:
+        sessions = server.services.sessions
+        clock = Clock(time.time())
+        monkeypatch.setattr(sessions, "clock", clock)
+        await server.add_user("ann@example.com")
+        client = server.client()
+        assert (await client.login("ann@example.com", PASSWORD)).code == 200
+        store_, real_update, calls = sessions.store, sessions.store.update, []
+
+        async def down_once(*args, **kwargs):
+            calls.append(args[0])
+            if len(calls) == 1:
+                raise StoreUnavailable("redis: connection lost")
+            return await real_update(*args, **kwargs)
+
+        monkeypatch.setattr(store_, "update", down_once)
+        caplog.clear()
+        clock.now += sessions.lifetime.touch_interval + 1  # a touch is due
+        assert (await client.get("/api/dashboard")).code == 200  # the response did not wait
+        await sessions.touches_written()
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any("1 of 1 session touches not stored" in w for w in warnings), warnings
+        assert not [r for r in caplog.records if r.exc_info or r.exc_text]  # no traceback
+        assert (await client.get("/api/dashboard")).code == 200  # at the same moment
+        await sessions.touches_written()
+        assert calls == [stored_key(server, client)] * 2  # the next request touched again
+        assert (await client.get("/api/dashboard")).code == 200
+        await sessions.touches_written()
+        assert len(calls) == 2  # and once stored, not again within the interval

@@ -108,3 +108,34 @@ def test_the_app_remembers_the_cookies_of_as_many_sessions_as_it_caches(tmp_path
                                  "secrets.secret_file": f"{tmp_path}/secret"})  # fmt: skip
         services = type("Services", (), {"settings": settings, "cookie_secret": SECRET})()
         assert auth_settings(services)["signed_cookies"].size == remembered
+
+
+@pytest.mark.parametrize(
+    ("secret", "key_version", "secure", "samesite", "name"),
+    [
+        (SECRET, None, False, "Lax", NAME),
+        ({1: SECRET, 2: "t" * 43}, 2, True, "Strict", "__Host-session"),
+        (SECRET, None, True, None, NAME),
+    ],
+)
+@pytest.mark.parametrize("token", ["x" * 43, "tok", "a/b+c="])
+def test_the_set_cookie_header_is_the_one_tornado_writes(
+    monkeypatch, secret, key_version, secure, samesite, name, token
+):
+    from unittest import mock
+
+    from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
+
+    from tornado_auth.app import signed_cookies
+
+    monkeypatch.setattr(time, "time", lambda: 1_900_000_000.5)
+    settings = dict(cookie_secret=secret, key_version=key_version, session_cookie=name,
+                    session_cookie_days=31, secure_cookies=secure, samesite=samesite)  # fmt: skip
+    request = HTTPServerRequest(connection=mock.Mock(), headers=HTTPHeaders(Host="example.com"),
+                                start_line=RequestStartLine("GET", "/", "HTTP/1.1"))  # fmt: skip
+    handler = tornado.web.RequestHandler(tornado.web.Application(**settings), request)
+    handler.set_signed_cookie(name, token, expires_days=None, version=None, max_age=86400,
+                              path="/", httponly=True, secure=secure,
+                              samesite=samesite)  # fmt: skip
+    expected = handler._new_cookie[name].OutputString(None)
+    assert signed_cookies(settings).set_cookie_header(token, 86400) == expected

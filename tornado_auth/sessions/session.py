@@ -259,7 +259,8 @@ class SessionManager:
         # Touches made by ``touch`` and not yet written: key -> (last seen, expiry); the task that
         # writes them.
         self._touches: dict[str, tuple[float, float]] = {}
-        self._touching: asyncio.Task[None] | None = None
+        self._touching: asyncio.Task[None] | None = None  # the batch the next touch joins
+        self._batches: set[asyncio.Task[None]] = set()  # batches not yet written
         self._end_callbacks: list[Callable[[list[str], str | None, str], Any]] = []
         self._create_callbacks: list[Callable[[], Any]] = []
 
@@ -338,12 +339,14 @@ class SessionManager:
         self._touches[record.key] = (now, expires)
         if self._touching is None:
             self._touching = in_background(self._write_touches())
+            self._batches.add(self._touching)
+            self._touching.add_done_callback(self._batches.discard)
         return CookieChange(session.token, int(expires - now))
 
     async def touches_written(self) -> None:
         """Wait until the touches made so far by ``touch`` are written (or have failed)."""
-        while self._touching is not None:
-            await asyncio.shield(self._touching)
+        while self._batches:
+            await asyncio.wait(set(self._batches))
 
     async def _write_touches(self) -> None:
         await asyncio.sleep(0)  # the touches of requests finishing now go in the same batch
