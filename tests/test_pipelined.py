@@ -284,3 +284,32 @@ async def test_a_touch_of_a_session_gone_from_the_store_leaves_the_counts_alone(
     later = record.expires_at + 86400
     assert not await store.update(record.key, {}, set(), later - 1, later)
     assert await redis.hgetall(store.count_key) == before
+
+
+async def test_touches_in_one_batch_move_expiries_and_counts_and_skip_sessions_gone(
+    redis, store_with_a_session
+) -> None:
+    """A batch of touches (one write): each live session's expiry and its count move, a session
+    gone from the store stays gone and moves no count, and after the server forgot its scripts
+    each touch is still made."""
+    store, record = store_with_a_session
+    manager = SessionManager(store, LocalEventBus(shared=False), LIFETIME)
+    other = (await committed_session(manager)).record
+    gone = (await committed_session(manager)).record
+    assert other is not None and gone is not None
+    await redis.delete(store.session_key(gone.key))  # as Redis expiring it does
+    later = record.expires_at + 86400  # a later slice of expiry: the counts move
+    assert await store.count(later - 1) == 0
+    touches = {key: (later - 1, later) for key in (record.key, gone.key, other.key)}
+    assert await store.touch(touches) == [True, False, True]
+    for key in (record.key, other.key):
+        stored = await store.load(key)
+        assert stored is not None and stored.expires_at == later
+        assert await redis.pexpiretime(store.session_key(key)) == int(later * 1000)
+    assert await store.load(gone.key) is None
+    assert await store.count(later - 1) == 2  # the two live ones, and not the one gone
+    await redis.script_flush()  # as after a restart: EVALSHA answers NOSCRIPT
+    latest = later + 10
+    assert await store.touch({record.key: (latest - 1, latest)}) == [True]
+    stored = await store.load(record.key)
+    assert stored is not None and stored.expires_at == latest

@@ -144,22 +144,39 @@ class CachedStore(SessionStore):
         held = self._entries.get(key)
         updated = await self.store.update(key, changed, removed, last_seen_at, expires_at)
         if updated and not changed and not removed:
-            # A touch: not announced (the expiry only moves forward, so a copy elsewhere can only
-            # think the session ends sooner than it does, and then asks the store). This copy
-            # moves with it, unless an event dropped or a load replaced it meanwhile.
-            if held is not None and self._entries.get(key) is held:
-                record = held[0]
-                touched = dataclasses.replace(
-                    record,
-                    last_seen_at=max(record.last_seen_at, last_seen_at),
-                    expires_at=max(record.expires_at, expires_at),
-                )  # a new record: requests holding the old one never see it change
-                self._entries[key] = (touched, held[1])
+            self._touched(key, held, last_seen_at, expires_at)
             return updated
         self.drop([key])
         if updated:
             await self.events.publish({"type": EventType.CHANGED, "keys": [key]})
         return updated
+
+    async def touch(self, touches: dict[str, tuple[float, float]]) -> list[bool | BaseException]:
+        held = {key: self._entries.get(key) for key in touches}
+        results = await self.store.touch(touches)
+        for (key, times), result in zip(touches.items(), results, strict=True):
+            if result is True:
+                self._touched(key, held[key], *times)
+        return results
+
+    def _touched(
+        self,
+        key: str,
+        held: tuple[SessionRecord, float] | None,
+        last_seen_at: float,
+        expires_at: float,
+    ) -> None:
+        """A touch is not announced (the expiry only moves forward, so a copy elsewhere can only
+        think the session ends sooner than it does, and then asks the store). This copy moves
+        with it, unless an event dropped or a load replaced it meanwhile."""
+        if held is not None and self._entries.get(key) is held:
+            record = held[0]
+            touched = dataclasses.replace(
+                record,
+                last_seen_at=max(record.last_seen_at, last_seen_at),
+                expires_at=max(record.expires_at, expires_at),
+            )  # a new record: requests holding the old one never see it change
+            self._entries[key] = (touched, held[1])
 
     async def delete(self, key: str) -> bool:
         self.drop([key])  # ends are announced by the session manager, to every process

@@ -645,6 +645,47 @@ class RedisSessionStore(SessionStore):
             await self._count(_slice(float(moved)), -1, _slice(expires_at), 1)
         return True
 
+    async def touch(self, touches: dict[str, tuple[float, float]]) -> list[bool | BaseException]:
+        """The touches in one write over the pipelined connection, their counts in one more."""
+        if self._pipelined is None or self._connection is None:
+            return await super().touch(touches)
+        commands: list[list[str | bytes]] = [
+            ["EVALSHA", UPDATE.sha, "1", self.session_key(key), repr(float(seen)),
+             repr(float(expires)), str(_ms(expires)), "0"]
+            for key, (seen, expires) in touches.items()
+        ]  # fmt: skip
+        try:
+            replies = await self._pipelined.commands(*commands)
+        except RedisUnavailable as error:
+            return [_pipelined_error(error)] * len(touches)
+        results: list[bool | BaseException] = []
+        counts: dict[str, int] = {}
+        again: dict[int, str] = {}  # touches to make one at a time: none under its name, or
+        # an error reply (NOSCRIPT: the server forgot its scripts), as ``update`` handles them
+        for index, ((key, (_, expires)), reply) in enumerate(
+            zip(touches.items(), replies, strict=True)
+        ):
+            results.append(True)
+            if reply is None or isinstance(reply, ReplyError):
+                again[index] = key
+            elif reply and _slice(float(reply)) != _slice(expires):
+                counts[_slice(float(reply))] = counts.get(_slice(float(reply)), 0) - 1
+                counts[_slice(expires)] = counts.get(_slice(expires), 0) + 1
+        if again:
+            one_by_one = await asyncio.gather(
+                *(self.update(key, {}, set(), *touches[key]) for key in again.values()),
+                return_exceptions=True,
+            )
+            for index, result in zip(again, one_by_one, strict=True):
+                results[index] = result
+        changes = [part for slice_, n in counts.items() if n for part in (slice_, n)]
+        if changes:
+            try:
+                await self._count(*changes)
+            except StoreUnavailable as error:
+                return [error if result is True else result for result in results]
+        return results
+
     async def _update(self, key: str, args: list[str]) -> Any:
         """The update script's reply for a session (None if there is none by its name)."""
         session_key = self.session_key(key)

@@ -351,10 +351,10 @@ class SessionManager:
     async def _write_touches(self) -> None:
         await asyncio.sleep(0)  # the touches of requests finishing now go in the same batch
         touches, self._touches, self._touching = self._touches, {}, None
-        results = await asyncio.gather(
-            *(self.store.update(key, {}, set(), *times) for key, times in touches.items()),
-            return_exceptions=True,
-        )
+        try:
+            results = await self.store.touch(touches)
+        except Exception as error:  # each touch is then reported as failed, with the error
+            results = [error] * len(touches)
         failed = [
             (key, r)
             for key, r in zip(touches, results, strict=True)

@@ -120,6 +120,16 @@ class SessionStore(Protocol):
         only moves forward: an update carrying an older one leaves it as it is.
         """
 
+    async def touch(self, touches: dict[str, tuple[float, float]]) -> list[bool | BaseException]:
+        """Move the expiry of several records at once: key -> (last seen, expiry), as ``update``
+        with nothing else to write; for each key in order, whether its record was there, or the
+        error that kept it from being written. Stores that can send them together do."""
+        results = await asyncio.gather(
+            *(self.update(key, {}, set(), *times) for key, times in touches.items()),
+            return_exceptions=True,
+        )
+        return list(results)
+
     async def delete(self, key: str) -> bool:
         """Remove one record and its index entry; True if it existed."""
 
