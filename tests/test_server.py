@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from tornado_auth.users.passwords import BCRYPT_NICENESS
@@ -66,7 +67,7 @@ async def test_serve_prints_url_and_demo_users_then_drains_on_sigterm(tmp_path):
     process = await serve(tmp_path, port, TORNADO_AUTH_USERS__BCRYPT_ROUNDS="12")
     try:
         lines = await read_until(process.stdout, "listening on")
-        assert any(f"http://127.0.0.1:{port}" in line for line in lines)
+        assert any(f"http://127.0.0.1:{port} (uvloop)" in line for line in lines)  # by default
         demo = next(line for line in lines if line.startswith("demo user:"))
         password = demo.rsplit(" ", 1)[1].strip()
         client = Client(f"http://127.0.0.1:{port}")
@@ -97,9 +98,11 @@ async def test_serve_prints_url_and_demo_users_then_drains_on_sigterm(tmp_path):
 
 async def test_access_log_never_contains_cookies_tokens_or_passwords(tmp_path):
     port = free_port()
-    process = await serve(tmp_path, port, TORNADO_AUTH_USERS__BCRYPT_ROUNDS="4")
+    process = await serve(tmp_path, port, TORNADO_AUTH_USERS__BCRYPT_ROUNDS="4",
+                          TORNADO_AUTH_SERVER__EVENT_LOOP="asyncio")  # fmt: skip
     try:
         lines = await read_until(process.stdout, "listening on")
+        assert lines[-1].rstrip().endswith("(asyncio)")
         demo = next(line for line in lines if line.startswith("demo user:"))
         password = demo.rsplit(" ", 1)[1].strip()
         client = Client(f"http://127.0.0.1:{port}")
@@ -161,3 +164,22 @@ async def test_several_worker_processes_serve_restart_and_stop_together(tmp_path
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def test_the_event_loop_is_uvloop_when_installed_and_asked_for_only_then(monkeypatch):
+    import uvloop
+
+    from tornado_auth import load_settings
+    from tornado_auth.server import event_loop
+    from tornado_auth.settings import SettingsError
+
+    def loop(choice: str) -> tuple[str, object]:
+        return event_loop(load_settings(environ={}, overrides={"server.event_loop": choice}))
+
+    assert loop("auto") == ("uvloop", uvloop.new_event_loop)
+    assert loop("uvloop") == ("uvloop", uvloop.new_event_loop)
+    assert loop("asyncio") == ("asyncio", asyncio.new_event_loop)
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as where it is not installed
+    assert loop("auto") == ("asyncio", asyncio.new_event_loop)
+    with pytest.raises(SettingsError, match=r"^server\.event_loop: uvloop is not installed"):
+        loop("uvloop")

@@ -201,6 +201,7 @@ def test_a_zero_touch_interval_is_allowed():
         ("logging.level", "verbose"),
         ("sessions.cookie_name", ["a", "b"]),
         ("server.trusted_origins", 42),
+        ("server.event_loop", "trio"),
     ],
 )
 def test_an_invalid_value_names_its_key(path: str, value: Any):

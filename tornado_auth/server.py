@@ -10,6 +10,7 @@ import resource
 import secrets
 import signal
 import time
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import tornado.httpserver
@@ -23,7 +24,7 @@ from .live import LiveHub
 from .metrics import metrics_listener, multiprocess_values, process_ended
 from .oversized import READ_LIMIT
 from .services import Services, start_services
-from .settings import Settings
+from .settings import Settings, SettingsError
 from .tasks import settle
 
 if TYPE_CHECKING:
@@ -182,7 +183,27 @@ async def prepare_stores(settings: Settings) -> None:
         await services.close()
 
 
+def event_loop(settings: Settings) -> tuple[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The name and factory of the event loop ``serve`` runs on (``server.event_loop``)."""
+    choice = settings["server.event_loop"]
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise SettingsError("server.event_loop: uvloop is not installed") from None
+        else:
+            return "uvloop", uvloop.new_event_loop
+    return "asyncio", asyncio.new_event_loop
+
+
+def run_on(settings: Settings, work: Coroutine[Any, Any, None]) -> None:
+    with asyncio.Runner(loop_factory=event_loop(settings)[1]) as runner:
+        runner.run(work)
+
+
 def serve(settings: Settings) -> None:
+    loop_name = event_loop(settings)[0]  # an event loop that cannot be had fails here, at once
     host, port = settings["server.host"], settings["server.port"]
     sockets = tornado.netutil.bind_sockets(port, host)
     processes = settings["server.processes"] or os.cpu_count() or 1
@@ -192,8 +213,8 @@ def serve(settings: Settings) -> None:
         url = f"http://{host}:{sockets[0].getsockname()[1]}"
         with metrics_listener(listen):
             if processes == 1:
-                print(f"tornado-auth listening on {url}", flush=True)
-                asyncio.run(run_worker(settings, sockets))
+                print(f"tornado-auth listening on {url} ({loop_name})", flush=True)
+                run_on(settings, run_worker(settings, sockets))
             else:
                 Supervisor(settings, sockets, processes).run(url)
 
@@ -214,7 +235,8 @@ class Supervisor:
             signal.signal(signum, self._forward)
         for index in range(self.processes):
             self._spawn(index)
-        print(f"tornado-auth listening on {url} with {self.processes} worker processes", flush=True)
+        print(f"tornado-auth listening on {url} with {self.processes} worker processes "
+              f"({event_loop(self.settings)[0]})", flush=True)  # fmt: skip
         while self.children:
             pid, status = os.wait()
             process_ended(pid)
@@ -240,7 +262,7 @@ class Supervisor:
                 signal.signal(signum, signal.SIG_DFL)
             code = 0
             try:
-                asyncio.run(run_worker(self.settings, self.sockets))
+                run_on(self.settings, run_worker(self.settings, self.sockets))
             except Exception:
                 log.exception("worker %d failed", index)
                 code = 1

@@ -209,6 +209,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], Any]]] = {
     "server.port": (8888, _int(0, 65535)),
     "server.processes": (1, _int(0, 256)),
     "server.shutdown_grace": ("10s", parse_duration),
+    "server.event_loop": ("auto", _choice("auto", "uvloop", "asyncio")),
     "server.max_connections": (0, _int(0, 10**7)),
     "server.xheaders": (False, _bool),
     "server.max_body_size": ("64KiB", parse_size),
