@@ -1,5 +1,6 @@
 """The framework's floor: a bare Tornado process answering what the dashboard answers (the same
-JSON body, no session, no cookie, no security headers, no metrics), for ``bench/peers.py``.
+JSON body, no session, no cookie, no security headers, no metrics), for ``bench/peers.py``; on
+the event loop ``tornado-auth serve`` runs on by default (uvloop when installed).
 
     python bench/peers/bare_tornado.py PORT
 """
@@ -26,4 +27,10 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main(int(sys.argv[1])))
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main(int(sys.argv[1])))
