@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 import tornado.testing
 
-from tornado_auth import Origin, Services, make_app, start_services
+from tornado_auth import Origin, Services, make_app, server, start_services
 from tornado_auth.errors import StoreUnavailable
 from tornado_auth.server import InFlight, http_server, shut_down
 
-from .conftest import PASSWORD, Client, Store, body, require_service, settings_for
+from .conftest import PASSWORD, Client, Clock, Store, body, require_service, settings_for
 
 
 class Running:
@@ -107,3 +108,50 @@ async def test_store_calls_after_the_stores_closed_raise_store_unavailable(runni
         with pytest.raises(StoreUnavailable):
             await late_call
     assert tracebacks(caplog) == []
+
+
+async def test_a_touch_made_just_before_a_shutdown_is_written_before_the_stores_close(
+    running, monkeypatch
+):
+    services = running.services
+    sessions = services.sessions
+    clock = Clock(time.time())
+    sessions.clock = clock
+    await services.accounts.register("ann@example.com", "Ann", PASSWORD, Origin())
+    assert (await running.client.login("ann@example.com", PASSWORD)).code == 200
+    started, release, written = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    real_touch = sessions.store.touch
+
+    async def held_touch(touches):
+        started.set()
+        await release.wait()
+        results = await real_touch(touches)
+        written.set()
+        return results
+
+    settling, real_settle = asyncio.Event(), server.settle
+
+    async def settle(grace):
+        settling.set()  # the requests are done: what runs to its end is waited for now
+        await real_settle(grace)
+
+    closed_when: list[bool] = []
+    real_close = services.close
+
+    async def close():
+        closed_when.append(written.is_set())
+        await real_close()
+
+    monkeypatch.setattr(sessions.store, "touch", held_touch)
+    monkeypatch.setattr(server, "settle", settle)
+    monkeypatch.setattr(services, "close", close)
+    clock.now += sessions.lifetime.touch_interval + 1  # the next request is a touch
+    response = await running.client.get("/api/dashboard")
+    assert response.code == 200 and "Max-Age=" in response.headers["Set-Cookie"]
+    await started.wait()  # answered; its touch is being written
+    running.stopped = True
+    shutting = asyncio.ensure_future(shut_down(running.http, services, running.in_flight, grace=10))
+    await settling.wait()
+    release.set()
+    await shutting
+    assert closed_when == [True]  # the stores closed after the touch was written
