@@ -54,12 +54,13 @@ def part_of(frames: list[str]) -> str:
 
 
 def breakdown(raw: str) -> dict[str, int]:
-    """Samples per part, from py-spy's raw (collapsed) output, for the event loop's thread."""
+    """Samples per part, from py-spy's raw (collapsed) output, for the event loop's thread (on
+    asyncio's loop or uvloop's, whose own work in C shows as its caller, ``Runner.run``)."""
     counts: collections.Counter[str] = collections.Counter()
     for line in raw.splitlines():
         stack, _, samples = line.rpartition(" ")
         frames = stack.split(";")
-        if not any("run_forever" in frame for frame in frames):
+        if any("threading.py" in frame for frame in frames):
             continue  # the bcrypt pool's idle threads
         if "select (selectors.py" in frames[-1]:
             continue  # waiting for the network: idle
@@ -84,7 +85,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         async with common.quiet(server.process.pid) as load:
             sampler = await asyncio.create_subprocess_exec(
                 spy, "record", "--rate", "250", "--duration", str(args.seconds - 2), "--format",
-                "raw", "--output", str(raw), "--pid", str(server.process.pid), "--nonblocking",
+                "raw", "--output", str(raw), "--pid", str(server.process.pid),
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
             figures = await wrk(url, args.connections, args.seconds, threads=1,

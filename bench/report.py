@@ -204,7 +204,9 @@ def _profile(profile: dict[str, Any]) -> list[str]:
         f"(the defaults: cache on) for {params['seconds'] - 2} s while wrk rotated over "
         f"{params['sessions']:,} sessions; {profile['rps']:,.0f} req/s, "
         f"{profile['cpu_us_per_request']:.0f} µs of server CPU per request, "
-        f"{profile['samples']:,} samples of the event loop's thread.",
+        f"{profile['samples']:,} samples of the event loop's thread (py-spy stops the process "
+        f"for each sample, for whole stacks under uvloop: the figures are a little slower than "
+        f"unsampled ones, and the shares are what counts).",
         "",
         "| part of the request | share | µs per request |",
         "|---|---|---|",
