@@ -4,8 +4,9 @@ A request's task is cancelled when its client goes away during work only that cl
 (a password check, see ``Lifecycle.unless_abandoned``) and when a shutdown cuts it. Some work must
 not end in the middle even then: once a new password is stored, the user's other sessions must
 end; once a session is deleted, every process must hear of it. ``to_the_end`` runs such work in a
-task of its own, which goes on when whoever awaits it is cancelled; ``settle`` waits for what is
-still running, so that a shutdown closes the stores only after it.
+task of its own, which goes on when whoever awaits it is cancelled; ``in_background`` runs work
+nobody awaits (the touches written after their responses); ``settle`` waits for what is still
+running of both, so that a shutdown closes the stores only after it.
 """
 
 from __future__ import annotations
