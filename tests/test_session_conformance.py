@@ -558,16 +558,16 @@ async def test_a_touch_of_a_session_revoked_before_it_is_written_does_not_bring_
         assert (await client.login("ann@example.com", PASSWORD)).code == 200
         key, sessions = stored_key(server, client), server.services.sessions
         store_ = sessions.store
-        real_update = store_.update
+        real_touch = store_.touch
 
-        async def revoked_first(*args, **kwargs):
+        async def revoked_first(touches):
             await sessions.revoke(key)  # the session ends after its response went out...
-            return await real_update(*args, **kwargs)  # ...then its touch is written
+            return await real_touch(touches)  # ...then its touch is written
 
-        monkeypatch.setattr(store_, "update", revoked_first)
+        monkeypatch.setattr(store_, "touch", revoked_first)
         assert (await client.get("/api/dashboard")).code == 200
         await sessions.touches_written()
-        monkeypatch.setattr(store_, "update", real_update)
+        monkeypatch.setattr(store_, "touch", real_touch)
         assert await store_.load(key) is None
         assert (await client.get("/api/dashboard")).code == 401
 
@@ -583,15 +583,15 @@ async def test_a_touch_the_store_refuses_is_logged_and_tried_again_by_the_next_r
         await server.add_user("ann@example.com")
         client = server.client()
         assert (await client.login("ann@example.com", PASSWORD)).code == 200
-        store_, real_update, calls = sessions.store, sessions.store.update, []
+        store_, real_touch, calls = sessions.store, sessions.store.touch, []
 
-        async def down_once(*args, **kwargs):
-            calls.append(args[0])
+        async def down_once(touches):
+            calls.extend(touches)
             if len(calls) == 1:
                 raise StoreUnavailable("redis: connection lost")
-            return await real_update(*args, **kwargs)
+            return await real_touch(touches)
 
-        monkeypatch.setattr(store_, "update", down_once)
+        monkeypatch.setattr(store_, "touch", down_once)
         caplog.clear()
         clock.now += sessions.lifetime.touch_interval + 1  # a touch is due
         assert (await client.get("/api/dashboard")).code == 200  # the response did not wait
