@@ -6,6 +6,7 @@ each user store; a name refused before any store is asked, on one store."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 
 import bcrypt
@@ -63,7 +64,13 @@ async def sign_ins_across(
     await held.all_arrived.wait()
     await change()
     held.release()
-    statuses = [response.code for response in await asyncio.gather(*sign_ins)]
+    responses = await asyncio.gather(*sign_ins)
+    for response in responses:  # a sign-in refused sends no cookie of its ended session
+        if response.code != 200:
+            for header in response.headers.get_list("Set-Cookie"):
+                name, _, value = header.partition("=")
+                assert name != "session" or value.startswith('"";'), header
+    statuses = [response.code for response in responses]
     return [
         (status, (await client.get("/api/dashboard")).code)
         for status, client in zip(statuses, clients, strict=True)
@@ -458,3 +465,22 @@ async def test_a_password_change_whose_client_goes_away_once_it_is_stored_still_
     stored_hash = (await server.services.users.get(ann.id)).password_hash
     assert await verify_password(NEW_PASSWORD, stored_hash)  # the change itself stands
     assert len(await server.services.sessions.list_user(ann.id)) == 1  # the changer's own
+
+
+async def test_a_sign_in_whose_account_changed_once_its_session_was_made_clears_the_cookie(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+):
+    ann = await server.add_user("ann@example.com", PASSWORD)
+    users = server.services.accounts.users
+    real_get = users.get
+
+    async def disabled_meanwhile(user_id: str):  # the re-check after the session was stored
+        user = await real_get(user_id)
+        return dataclasses.replace(user, disabled=True) if user else user
+
+    monkeypatch.setattr(users, "get", disabled_meanwhile)
+    response = await server.client().login("ann@example.com", PASSWORD)
+    assert response.code == 401
+    cookies = [c for c in response.headers.get_list("Set-Cookie") if c.startswith("session=")]
+    assert len(cookies) == 1 and cookies[0].startswith('session="";'), cookies  # cleared
+    assert await server.services.sessions.list_user(ann.id) == []

@@ -208,6 +208,30 @@ async def test_auth_routes_and_settings_mount_into_a_plain_tornado_application(s
 
 
 @pytest.mark.store_independent
+async def test_the_session_cookie_follows_the_settings_of_the_application_it_is_mounted_in(
+    store,
+):
+    services = await start_services(settings_for(store))
+    own = {"secure_cookies": True, "samesite": "Strict"}  # the app's own, over ours
+    app = tornado.web.Application(
+        auth_routes("/auth", parts=("api",)), **(auth_settings(services, prefix="/auth") | own)
+    )
+    http = tornado.httpserver.HTTPServer(app)
+    sock, port = tornado.testing.bind_unused_port()
+    http.add_sockets([sock])
+    try:
+        server = Server(services, port, http)
+        await server.add_user("ann@example.com", PASSWORD)
+        body_ = {"email": "ann@example.com", "password": PASSWORD}
+        response = await server.client().post("/auth/api/login", body_)
+        assert response.code == 200
+        [cookie] = [c for c in response.headers.get_list("Set-Cookie") if c.startswith("session=")]
+        assert cookie.endswith("; SameSite=Strict; Secure"), cookie
+    finally:
+        await stop_server(server)
+
+
+@pytest.mark.store_independent
 async def test_signing_in_on_the_mounted_pages_lands_on_the_mounted_dashboard(store):
     async with app_on(store, prefix="/auth", parts=("api", "pages")) as server:
         await server.add_user("ann@example.com", PASSWORD)

@@ -18,10 +18,12 @@ import pytest
 from tornado.web import create_signed_value, decode_signed_value
 
 from tornado_auth.sessions import (
+    CookieChange,
     Lifetime,
     Session,
     SessionManager,
     StoreUnavailable,
+    Write,
     backend_for_url,
     token_key,
 )
@@ -98,6 +100,18 @@ async def test_requests_that_loaded_before_a_touch_do_not_touch_again(manager, c
     assert changes[1:] == [None] * 5  # the cookie went out once; the others send none
     reloaded = await manager.load(session.token)
     assert reloaded.record.expires_at == clock.now + LIFETIME.ttl
+
+
+async def test_a_touch_of_a_session_ended_while_its_request_ran_clears_the_cookie(manager, clock):
+    session = await committed_session(manager)
+    clock.now += LIFETIME.touch_interval + 1
+    loaded = await manager.load(session.token)  # a request loads it; a touch is due...
+    plan = manager.plan(loaded)
+    assert plan is not None and plan.write is Write.TOUCH
+    assert await manager.revoke(session.key)  # ...it is revoked meanwhile (another tab)...
+    assert manager.touch(loaded, plan) == CookieChange(None)  # ...and its cookie is cleared
+    await manager.touches_written()
+    assert await manager.load(session.token) is None
 
 
 async def test_a_late_write_of_an_older_expiry_never_moves_it_back(manager, backend, clock):

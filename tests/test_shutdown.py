@@ -155,3 +155,50 @@ async def test_a_touch_made_just_before_a_shutdown_is_written_before_the_stores_
     release.set()
     await shutting
     assert closed_when == [True]  # the stores closed after the touch was written
+
+
+async def test_closing_the_services_writes_the_touches_queued_first(running, monkeypatch):
+    """An app embedding us stops with ``services.close()``, not ``serve``'s shutdown: the
+    touches its last responses queued are written before the stores close."""
+    services = running.services
+    sessions = services.sessions
+    clock = Clock(time.time())
+    sessions.clock = clock
+    await services.accounts.register("ann@example.com", "Ann", PASSWORD, Origin())
+    assert (await running.client.login("ann@example.com", PASSWORD)).code == 200
+    release, written, waiting = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    real_touch, real_written = sessions.store.touch, sessions.touches_written
+
+    async def held_touch(touches):
+        await release.wait()
+        results = await real_touch(touches)
+        written.set()
+        return results
+
+    async def touches_written():
+        waiting.set()
+        await real_written()
+
+    closed_when: list[bool] = []
+    real_close = services.backend.close
+
+    async def close_backend():
+        closed_when.append(written.is_set())
+        await real_close()
+
+    monkeypatch.setattr(sessions.store, "touch", held_touch)
+    monkeypatch.setattr(sessions, "touches_written", touches_written)
+    monkeypatch.setattr(services.backend, "close", close_backend)
+    clock.now += sessions.lifetime.touch_interval + 1  # the next request is a touch
+    assert (await running.client.get("/api/dashboard")).code == 200
+    running.http.stop()
+    await running.http.close_all_connections()
+    running.stopped = True
+    closing = asyncio.ensure_future(services.close())
+    waited = asyncio.ensure_future(waiting.wait())
+    await asyncio.wait({closing, waited}, return_when=asyncio.FIRST_COMPLETED)
+    assert waiting.is_set()  # the close waits for the queued touches...
+    release.set()
+    await closing
+    waited.cancel()
+    assert closed_when == [True]  # ...and closes the stores once they are written

@@ -139,3 +139,4 @@ def test_the_set_cookie_header_is_the_one_tornado_writes(
                               samesite=samesite)  # fmt: skip
     expected = handler._new_cookie[name].OutputString(None)
     assert signed_cookies(settings).set_cookie_header(token, 86400) == expected
+    assert signed_cookies(settings).set_cookie_header(token, 0) is None  # Tornado's own, then

@@ -147,4 +147,5 @@ def signed_cookies(app_settings: dict[str, Any], size: int = 10000) -> SignedCoo
         size,
         key_version=app_settings.get("key_version"),
         attributes=morsel.OutputString().removeprefix("n=v"),
+        made_for=(app_settings["secure_cookies"], app_settings["samesite"]),
     )

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import tornado.web
 from tornado import httputil
@@ -41,6 +41,7 @@ class SignedCookies:
         size: int = 10000,
         key_version: int | None = None,
         attributes: str = "; HttpOnly; Max-Age=%d; Path=/",
+        made_for: tuple[bool, str | None] = (False, None),
     ) -> None:
         self.secret, self.name, self.max_age = secret, name, max_age_days * 86400
         self._known: OrderedDict[str, VerifiedCookie] = OrderedDict()
@@ -52,12 +53,22 @@ class SignedCookies:
         self._prefix = b"2|%d:%d|" % (len(str(key_version or 0)), key_version or 0)
         self._name_field = b"|%d:%s|" % (len(name), name.encode())
         self._attributes = attributes
+        self._made_for = made_for  # (secure_cookies, samesite) the attributes were made with
+
+    def made_for(self, settings: dict[str, Any]) -> bool:
+        """Whether ``set_cookie_header`` writes the cookie these Application settings call for."""
+        return (
+            settings["session_cookie"] == self.name
+            and settings["key_version"] == self.key_version
+            and (settings["secure_cookies"], settings["samesite"]) == self._made_for
+        )
 
     def set_cookie_header(self, token: str, max_age: int) -> str | None:
         """A Set-Cookie header value for ``token``, byte for byte what Tornado's
         ``set_signed_cookie`` writes with these attributes, at a fraction of its cost; None
-        when there is no key to sign with (a dict of secrets without a key version)."""
-        if self._mac is None:
+        when there is no key to sign with (a dict of secrets without a key version) and for a
+        Max-Age of 0 (which Tornado leaves out)."""
+        if self._mac is None or not max_age:
             return None
         timestamp = str(int(time.time())).encode()
         value = base64.b64encode(token.encode())

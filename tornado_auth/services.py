@@ -3,6 +3,8 @@ running loop and closed with it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ from .tokens import TokenStore, tokens_for
 from .users import UserStore, store_for_url
 
 log = logging.getLogger("tornado_auth")
+CLOSE_WAITS_FOR_TOUCHES = 10.0  # seconds: a store that does not answer fails them within 5
 
 
 @dataclass
@@ -53,6 +56,8 @@ class Services:
         self.mfa.passkeys = self.passkeys  # a passkey is a second factor too
 
     async def close(self) -> None:
+        with contextlib.suppress(TimeoutError):  # touches queued by the last responses first
+            await asyncio.wait_for(self.sessions.touches_written(), CLOSE_WAITS_FOR_TOUCHES)
         await self.metrics.close()
         await self.lifecycle.close()
         await self.mailer.close()

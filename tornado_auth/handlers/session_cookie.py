@@ -113,7 +113,6 @@ class RequestSession(Responses):
     def _set_session_cookie(self, change: CookieChange) -> None:
         """Send this session cookie with the response (written as the headers go out)."""
         if change.token is None:
-            self._cookie_to_send = None
             self._clear_session_cookie()
         else:
             self._cookie_to_send = change
@@ -127,7 +126,7 @@ class RequestSession(Responses):
                 self._new_cookie.pop(name, None)  # it replaces an earlier clear
             cookies = self.settings["signed_cookies"]
             header = None
-            if cookies.name == name and cookies.key_version == self.settings["key_version"]:
+            if cookies.made_for(self.settings):  # else the app's settings changed after
                 header = cookies.set_cookie_header(change.token, change.max_age)
             if header is not None:
                 self.add_header("Set-Cookie", header)  # as set_signed_cookie, at less cost
@@ -146,6 +145,7 @@ class RequestSession(Responses):
         return super().flush(include_footers)
 
     def _clear_session_cookie(self) -> None:
+        self._cookie_to_send = None  # a clear wins over a set made before it
         self.clear_cookie(
             self.settings["session_cookie"],
             path="/",

@@ -21,6 +21,7 @@ from .store import EndReason, EventBus, EventType, SessionRecord, SessionStore
 TOKEN_BYTES = 32  # 256 random bits
 MAX_USER_AGENT = 256
 TOUCHES_REMEMBERED = 10000  # sessions whose last touch by this process is remembered
+ENDS_REMEMBERED = 10000  # sessions whose end this process saw or heard of, most recent
 # Data keys are plain names so that every store can address one key alone (no dots, no $).
 DATA_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
@@ -261,6 +262,10 @@ class SessionManager:
         self._touches: dict[str, tuple[float, float]] = {}
         self._touching: asyncio.Task[None] | None = None  # the batch the next touch joins
         self._batches: set[asyncio.Task[None]] = set()  # batches not yet written
+        # Sessions recently ended, here or (through the events) elsewhere: a request that loaded
+        # one before its end must not send its cookie again with a touch.
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        events.subscribe(self._on_event)
         self._end_callbacks: list[Callable[[list[str], str | None, str], Any]] = []
         self._create_callbacks: list[Callable[[], Any]] = []
 
@@ -327,12 +332,15 @@ class SessionManager:
 
         The new expiry is written right after, with the other touches of the same moment
         (``touches_written``). A touch only moves the expiry forward and never recreates a
-        session, so nothing waits on it: a session revoked meanwhile stays revoked (the next
-        request finds no session and clears the cookie), and a touch that fails (the store is
-        down) is logged and tried again by the session's next request.
+        session, so nothing waits on it: a session revoked meanwhile stays revoked, and its cookie
+        is cleared when this process saw or heard of the end (else by the next request, which
+        finds no session); a touch that fails (the store is down) is logged and tried again by
+        the session's next request.
         """
         record = session.record
         assert plan.write is Write.TOUCH and record is not None
+        if record.key in self._ended:
+            return CookieChange(None)  # ended while this request ran: clear the cookie
         now = plan.now
         expires = min(now + record.ttl, record.absolute_expires_at)
         self._note_touch(record.key, now)
@@ -467,8 +475,20 @@ class SessionManager:
         """Call ``callback(keys, user_id, reason)`` when this process ends sessions."""
         self._end_callbacks.append(callback)
 
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") == EventType.ENDED:
+            self._note_ended(event["keys"])
+
+    def _note_ended(self, keys: list[str]) -> None:
+        for key in keys:
+            self._ended[key] = None
+            self._ended.move_to_end(key)
+        while len(self._ended) > ENDS_REMEMBERED:
+            self._ended.popitem(last=False)
+
     async def _announce(self, keys: list[str], user_id: str | None, reason: EndReason) -> None:
         """Tell every process (open sockets, cached copies) that these sessions ended."""
+        self._note_ended(keys)  # at once here; other processes hear of it through the events
         if keys:
             for callback in self._end_callbacks:
                 callback(keys, user_id, reason)
