@@ -118,6 +118,7 @@ class RequestSession(Responses):
             self._cookie_to_send = change
 
     def flush(self, include_footers: bool = False) -> asyncio.Future[None]:
+        """The session cookie to send goes into the headers as they are written, once."""
         change = self._cookie_to_send
         if change is not None and not self._headers_written:
             self._cookie_to_send = None
