@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import tornado.testing
+from tornado.httpclient import HTTPResponse
 
 from tornado_auth import Origin, Services, make_app, server, start_services
 from tornado_auth.errors import StoreUnavailable
@@ -110,25 +111,43 @@ async def test_store_calls_after_the_stores_closed_raise_store_unavailable(runni
     assert tracebacks(caplog) == []
 
 
+class HeldTouch:
+    """Ann signed in on ``running``, whose store holds every touch until ``release`` is set;
+    ``started`` when one arrives, ``written`` once it is."""
+
+    def __init__(self, running: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.running = running
+        self.started, self.release, self.written = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self.sessions = running.services.sessions
+        self.clock = Clock(time.time())
+        monkeypatch.setattr(self.sessions, "clock", self.clock)
+        real_touch = self.sessions.store.touch
+
+        async def held_touch(touches: dict[str, tuple[float, float]]) -> list[Any]:
+            self.started.set()
+            await self.release.wait()
+            results = await real_touch(touches)
+            self.written.set()
+            return results
+
+        monkeypatch.setattr(self.sessions.store, "touch", held_touch)
+
+    async def signed_in(self) -> None:
+        services = self.running.services
+        await services.accounts.register("ann@example.com", "Ann", PASSWORD, Origin())
+        assert (await self.running.client.login("ann@example.com", PASSWORD)).code == 200
+
+    async def touching_request(self) -> HTTPResponse:
+        self.clock.now += self.sessions.lifetime.touch_interval + 1  # the next request touches
+        return await self.running.client.get("/api/dashboard")
+
+
 async def test_a_touch_made_just_before_a_shutdown_is_written_before_the_stores_close(
     running, monkeypatch
 ):
     services = running.services
-    sessions = services.sessions
-    clock = Clock(time.time())
-    sessions.clock = clock
-    await services.accounts.register("ann@example.com", "Ann", PASSWORD, Origin())
-    assert (await running.client.login("ann@example.com", PASSWORD)).code == 200
-    started, release, written = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    real_touch = sessions.store.touch
-
-    async def held_touch(touches):
-        started.set()
-        await release.wait()
-        results = await real_touch(touches)
-        written.set()
-        return results
-
+    held = HeldTouch(running, monkeypatch)
+    await held.signed_in()
     settling, real_settle = asyncio.Event(), server.settle
 
     async def settle(grace):
@@ -139,20 +158,18 @@ async def test_a_touch_made_just_before_a_shutdown_is_written_before_the_stores_
     real_close = services.close
 
     async def close():
-        closed_when.append(written.is_set())
+        closed_when.append(held.written.is_set())
         await real_close()
 
-    monkeypatch.setattr(sessions.store, "touch", held_touch)
     monkeypatch.setattr(server, "settle", settle)
     monkeypatch.setattr(services, "close", close)
-    clock.now += sessions.lifetime.touch_interval + 1  # the next request is a touch
-    response = await running.client.get("/api/dashboard")
+    response = await held.touching_request()
     assert response.code == 200 and "Max-Age=" in response.headers["Set-Cookie"]
-    await started.wait()  # answered; its touch is being written
+    await held.started.wait()  # answered; its touch is being written
     running.stopped = True
     shutting = asyncio.ensure_future(shut_down(running.http, services, running.in_flight, grace=10))
     await settling.wait()
-    release.set()
+    held.release.set()
     await shutting
     assert closed_when == [True]  # the stores closed after the touch was written
 
@@ -161,19 +178,9 @@ async def test_closing_the_services_writes_the_touches_queued_first(running, mon
     """An app embedding us stops with ``services.close()``, not ``serve``'s shutdown: the
     touches its last responses queued are written before the stores close."""
     services = running.services
-    sessions = services.sessions
-    clock = Clock(time.time())
-    sessions.clock = clock
-    await services.accounts.register("ann@example.com", "Ann", PASSWORD, Origin())
-    assert (await running.client.login("ann@example.com", PASSWORD)).code == 200
-    release, written, waiting = asyncio.Event(), asyncio.Event(), asyncio.Event()
-    real_touch, real_written = sessions.store.touch, sessions.touches_written
-
-    async def held_touch(touches):
-        await release.wait()
-        results = await real_touch(touches)
-        written.set()
-        return results
+    held = HeldTouch(running, monkeypatch)
+    await held.signed_in()
+    waiting, real_written = asyncio.Event(), held.sessions.touches_written
 
     async def touches_written():
         waiting.set()
@@ -183,14 +190,12 @@ async def test_closing_the_services_writes_the_touches_queued_first(running, mon
     real_close = services.backend.close
 
     async def close_backend():
-        closed_when.append(written.is_set())
+        closed_when.append(held.written.is_set())
         await real_close()
 
-    monkeypatch.setattr(sessions.store, "touch", held_touch)
-    monkeypatch.setattr(sessions, "touches_written", touches_written)
+    monkeypatch.setattr(held.sessions, "touches_written", touches_written)
     monkeypatch.setattr(services.backend, "close", close_backend)
-    clock.now += sessions.lifetime.touch_interval + 1  # the next request is a touch
-    assert (await running.client.get("/api/dashboard")).code == 200
+    assert (await held.touching_request()).code == 200
     running.http.stop()
     await running.http.close_all_connections()
     running.stopped = True
@@ -198,7 +203,7 @@ async def test_closing_the_services_writes_the_touches_queued_first(running, mon
     waited = asyncio.ensure_future(waiting.wait())
     await asyncio.wait({closing, waited}, return_when=asyncio.FIRST_COMPLETED)
     assert waiting.is_set()  # the close waits for the queued touches...
-    release.set()
+    held.release.set()
     await closing
     waited.cancel()
     assert closed_when == [True]  # ...and closes the stores once they are written

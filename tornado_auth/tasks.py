@@ -27,9 +27,7 @@ _running: set[asyncio.Task[Any]] = set()
 async def to_the_end(work: Coroutine[Any, Any, T]) -> T:
     """``await work``, run to its end even if this await is cancelled (its result or error is then
     left to the log)."""
-    task = asyncio.ensure_future(work)
-    _running.add(task)
-    task.add_done_callback(_running.discard)
+    task = _started(work)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -53,10 +51,16 @@ def runs_to_the_end(
 def in_background(work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
     """Run ``work`` with nobody awaiting it, to its end (``settle`` waits for it); its error, if
     any, is left to the log."""
+    task = _started(work)
+    task.add_done_callback(_left_behind)
+    return task
+
+
+def _started(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """``work`` in a task of its own, which ``settle`` waits for."""
     task = asyncio.ensure_future(work)
     _running.add(task)
     task.add_done_callback(_running.discard)
-    task.add_done_callback(_left_behind)
     return task
 
 

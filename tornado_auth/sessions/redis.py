@@ -660,17 +660,18 @@ class RedisSessionStore(SessionStore):
             return [_pipelined_error(error)] * len(touches)
         results: list[bool | BaseException] = []
         counts: dict[str, int] = {}
-        again: dict[int, str] = {}  # touches to make one at a time: none under its name, or
-        # an error reply (NOSCRIPT: the server forgot its scripts), as ``update`` handles them
+        again: dict[int, str] = {}  # touches to make one at a time, as ``update`` does: an
+        # error reply (NOSCRIPT: the server forgot its scripts), or none under a raw name while
+        # sessions may still be under their old names
         for index, ((key, (_, expires)), reply) in enumerate(
             zip(touches.items(), replies, strict=True)
         ):
-            results.append(True)
-            if reply is None or isinstance(reply, ReplyError):
+            results.append(reply is not None)
+            if isinstance(reply, ReplyError) or (reply is None and self._old_names):
                 again[index] = key
-            elif reply and _slice(float(reply)) != _slice(expires):
-                counts[_slice(float(reply))] = counts.get(_slice(float(reply)), 0) - 1
-                counts[_slice(expires)] = counts.get(_slice(expires), 0) + 1
+            elif reply and (was := _slice(float(reply))) != (to := _slice(expires)):
+                counts[was] = counts.get(was, 0) - 1
+                counts[to] = counts.get(to, 0) + 1
         if again:
             one_by_one = await asyncio.gather(
                 *(self.update(key, {}, set(), *touches[key]) for key in again.values()),

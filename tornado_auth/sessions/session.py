@@ -222,6 +222,11 @@ class Session(MutableMapping[str, Any]):
 _MISSING = object()
 
 
+def _slid(record: SessionRecord, now: float) -> float:
+    """The expiry a touch at ``now`` gives: the idle lifetime from now, within the absolute cap."""
+    return min(now + record.ttl, record.absolute_expires_at)
+
+
 class Write(enum.Enum):
     DESTROY = enum.auto()  # delete the record, clear the cookie
     CREATE = enum.auto()  # a new record: a first write, or a new token
@@ -320,8 +325,6 @@ class SessionManager:
         if plan.write is Write.CREATE:
             return await self._store_new(session, plan.now)
         assert record is not None
-        if plan.write is Write.TOUCH:
-            return await self._update(session, record, plan)
         if plan.write is Write.DESTROY:
             await self._end(record.key, record.user_id, EndReason.LOGOUT)
             return CookieChange(None)
@@ -342,7 +345,7 @@ class SessionManager:
         if record.key in self._ended:
             return CookieChange(None)  # ended while this request ran: clear the cookie
         now = plan.now
-        expires = min(now + record.ttl, record.absolute_expires_at)
+        expires = _slid(record, now)
         self._note_touch(record.key, now)
         self._touches[record.key] = (now, expires)
         if self._touching is None:
@@ -396,7 +399,7 @@ class SessionManager:
     ) -> CookieChange | None:
         now, touch = plan.now, plan.touch
         last_seen = now if touch else record.last_seen_at
-        expires = min(now + record.ttl, record.absolute_expires_at) if touch else record.expires_at
+        expires = _slid(record, now) if touch else record.expires_at
         if touch:
             self._note_touch(record.key, now)
         try:
