@@ -572,13 +572,25 @@ def _growth(rows: dict[str, dict[str, Any]], path: tuple[str, ...]) -> str:
 
 
 def _provenance(scale: dict[str, Any]) -> str:
-    """Which command measured which stores, when, at which commit."""
+    """Which command measured which stores (and sizes, where a store's rows come from more than
+    one run: ``--merge``), when, at which commit."""
     runs: dict[tuple[str, str, str], list[str]] = {}
+
+    def key(run: dict[str, Any]) -> tuple[str, str, str]:
+        return run["command"], run.get("started", run["date"]), run["commit"]
+
     for group, kind in (("stores", "sessions"), ("users", "users")):
         for name, part in scale.get(group, {}).items():
             run = part.get("run", scale)
-            key = (run["command"], run.get("started", run["date"]), run["commit"])
-            runs.setdefault(key, []).append(f"{name} {kind}")
+            rows = part.get("sizes", {}) if group == "stores" else {}
+            by_run: dict[tuple[str, str, str], list[str]] = {}
+            for size, row in rows.items():
+                by_run.setdefault(key(row.get("run", run)), []).append(f"{int(size):,}")
+            if len(by_run) < 2:
+                runs.setdefault(key(run), []).append(f"{name} {kind}")
+                continue
+            for found, sizes in by_run.items():
+                runs.setdefault(found, []).append(f"{name} {kind} at {', '.join(sizes)}")
     return "; ".join(
         f"`{command}` started {date} (tornado-auth git {commit}: {', '.join(names)})"
         for (command, date, commit), names in runs.items()

@@ -572,11 +572,16 @@ async def opened(stage: Stage) -> Any:
 
 
 async def session_store(
-    stage: Stage, args: argparse.Namespace, out: dict[str, Any], save: Callable[[], None]
+    stage: Stage,
+    args: argparse.Namespace,
+    out: dict[str, Any],
+    save: Callable[[], None],
+    kept: dict[str, Any] | None = None,
 ) -> None:
-    """Fill one store size by size and measure it at each, within its fill budget."""
+    """Fill one store size by size and measure it at each, within its fill budget; ``kept``:
+    rows of sizes an earlier run measured and this one does not, kept among the new ones."""
     budget = args.budget[stage.name] * 60
-    out.update(sizes={}, notes=[])
+    out.update(sizes=dict(kept or {}), notes=[])
     memory = stage.name == "memory"
     fill_started = time.monotonic()
     filled_for = 0.0  # seconds spent filling so far
@@ -643,6 +648,7 @@ async def session_store(
             row["measure_s"] = round(time.monotonic() - measured, 1)
             row["load_average_after"] = os.getloadavg()[0]
             out["sizes"][str(size)] = row
+            out["sizes"] = dict(sorted(out["sizes"].items(), key=lambda item: int(item[0])))
             shown = ", ".join(f"{op} {row['ops'][op]['p50_ms']:.2f}" for op in row["ops"])
             log(f"{stage.name} {size:,}: p50 ms {shown}; {row['store']}; {row.get('wrk', '')}")
             save()
@@ -883,6 +889,18 @@ def part(info: dict[str, Any], started: str) -> dict[str, Any]:
     }
 
 
+def earlier_rows(store: dict[str, Any] | None, sizes: list[int]) -> dict[str, Any]:
+    """The rows of an earlier run of a store (``--merge``) at the sizes this run does not
+    measure, each with the run it came from."""
+    if not store:
+        return {}
+    return {
+        size: {"run": store["run"]} | row
+        for size, row in store.get("sizes", {}).items()
+        if int(size) not in sizes
+    }
+
+
 async def run(
     args: argparse.Namespace,
     redis_port: int,
@@ -915,9 +933,10 @@ async def run(
         secret = secrets.token_urlsafe(48)
         for name in args.stores:
             stage = Stage(name, urls[name], f"scale:{run_id}:", Path(tmp), secret)
+            kept = earlier_rows(results["stores"].get(name), args.sizes)
             results["stores"][name] = {"run": part(info, started)}
             with failure_noted(results["stores"][name], name, save):
-                await session_store(stage, args, results["stores"][name], save)
+                await session_store(stage, args, results["stores"][name], save, kept)
         users = {
             "sqlite": f"sqlite:///{tmp}/users-scale.db",
             "mongodb": f"mongodb://127.0.0.1:{mongo_port}/ta_scale_users_{run_id}",
@@ -941,7 +960,7 @@ def main() -> None:
     parser.add_argument(
         "--merge",
         action="store_true",
-        help="keep the figures of the stores this run does not measure",
+        help="keep the figures of the stores and sizes this run does not measure",
     )
     parser.add_argument("--json", type=Path, help="the figures' file")
     options = parser.parse_args()
@@ -961,7 +980,7 @@ def main() -> None:
         else:
             redis_port, mongo_port = stack.enter_context(private_services())
         info = environment(redis_port, mongo_port)
-        # with --merge, the figures of the stores this run does not measure stay
+        # with --merge, the figures of the stores and sizes this run does not measure stay
         earlier = json.loads(target.read_text()) if options.merge and target.exists() else None
         results = asyncio.run(run(args, redis_port, mongo_port, target, info, earlier))
     chart = target.with_suffix(".svg")
