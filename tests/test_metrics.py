@@ -10,12 +10,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
-from tornado_auth import Settings, SettingsError, load_settings
+from tornado_auth import Settings, SettingsError, load_settings, metrics
 
 from .conftest import PASSWORD, Client, Store, free_port, serving, settings_for
 from .helpers import add_sqlite_user, next_event, open_socket, stop_process
@@ -211,3 +212,40 @@ def test_a_values_file_another_process_is_creating_is_skipped(tmp_path: Path, mo
     (tmp_path / "counter_4242.db").write_bytes(b"")  # created, not yet sized
 
     assert generate_latest(collected()) == b""
+
+
+async def test_a_slow_count_of_the_live_sessions_waits_longer_before_the_next(monkeypatch):
+    """A count that takes 2 s (a store that reads every session to count them, as FerretDB
+    does) is followed by a wait of 18 s, not 5: the counts keep at most a tenth of the store's
+    time. A quick count waits the usual 5 s again."""
+    clock = [1000.0]
+    durations = iter([2.0, 0.1])
+    counted_at: list[float] = []
+    waits: list[float] = []
+    waited_twice = asyncio.Event()
+
+    async def count(now: float) -> int:
+        counted_at.append(now)
+        clock[0] += next(durations)
+        return 7
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock[0] += seconds
+        if len(waits) == 2:
+            waited_twice.set()
+            await asyncio.Future()  # until the loop is cancelled
+
+    fake_time = SimpleNamespace(monotonic=lambda: clock[0], time=lambda: clock[0])
+    fake_asyncio = SimpleNamespace(
+        sleep=sleep, create_task=asyncio.create_task, CancelledError=asyncio.CancelledError
+    )
+    monkeypatch.setattr(metrics, "time", fake_time)
+    monkeypatch.setattr(metrics, "asyncio", fake_asyncio)
+    collected = metrics.Metrics()
+    collected.count_live_sessions(count)
+    await waited_twice.wait()
+    await collected.close()
+    assert waits == [18.0, metrics.LIVE_SESSIONS_INTERVAL]
+    assert counted_at == [1000.0, 1020.0]
+    assert collected.sessions_live._value.get() == 7

@@ -25,6 +25,7 @@ from collections.abc import Callable, Coroutine
 from enum import StrEnum
 from typing import Any, Protocol
 
+from . import tasks
 from .errors import StoreUnavailable
 from .sessions import EndReason, EventType, SessionManager, public_id
 
@@ -253,7 +254,7 @@ class LiveHub:
             self._tasks.append(asyncio.create_task(self._every(self.check_interval, self.check)))
         if self.stats_interval > 0:
             self._tasks.append(
-                asyncio.create_task(self._every(self.stats_interval, self.push_stats))
+                asyncio.create_task(self._every(self.stats_interval, self.push_stats, paced=True))
             )
 
     def add(self, socket: Socket, expires_at: float) -> None:
@@ -407,13 +408,19 @@ class LiveHub:
             for socket in admins:
                 socket.send(stats)
 
-    async def _every(self, interval: float, work: Callable[[], Any]) -> None:
+    async def _every(self, interval: float, work: Callable[[], Any], paced: bool = False) -> None:
+        """``work`` every ``interval``; ``paced``: less often where it takes long
+        (``tasks.pause_after``). The socket checks are not paced: their interval bounds how long a
+        revoked session's socket stays open."""
+        took = 0.0
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(tasks.pause_after(interval, took) if paced else interval)
+            began = time.monotonic()
             try:
                 await work()
             except Exception:
                 log.exception("live: periodic %s failed", getattr(work, "__name__", "work"))
+            took = time.monotonic() - began
 
     def close_all(self) -> None:
         """Server shutdown: every socket is told to go away (1001)."""

@@ -30,6 +30,7 @@ from prometheus_client import (
     values,
 )
 
+from . import tasks
 from .errors import StoreUnavailable
 from .users import passwords
 
@@ -162,13 +163,16 @@ class Metrics:
         return TimedStore(store, self, kind, backend)
 
     def count_live_sessions(self, count: Callable[[float], Any]) -> None:
-        """Every few seconds, the store's count of live sessions."""
+        """Every few seconds, the store's count of live sessions (less often where a count takes
+        long: ``tasks.pause_after``)."""
 
         async def every() -> None:
             while True:
+                began = time.monotonic()
                 with contextlib.suppress(StoreUnavailable):
                     self.sessions_live.set(await count(time.time()))
-                await asyncio.sleep(LIVE_SESSIONS_INTERVAL)
+                took = time.monotonic() - began
+                await asyncio.sleep(tasks.pause_after(LIVE_SESSIONS_INTERVAL, took))
 
         self._task = asyncio.create_task(every())
 

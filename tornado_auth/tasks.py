@@ -22,6 +22,17 @@ T = TypeVar("T")
 log = logging.getLogger("tornado_auth")
 
 _running: set[asyncio.Task[Any]] = set()
+# Periodic work (the live-session count, the admins' figures, the socket checks) takes at most
+# this share of the time: a run that takes long waits longer before the next. A store that can
+# only count by reading every session (FerretDB counts a range so, where MongoDB reads its index)
+# is then not kept busy by counts it cannot finish in their interval.
+PERIODIC_SHARE = 0.1
+
+
+def pause_after(interval: float, took: float) -> float:
+    """The wait before periodic work runs again: ``interval``, or longer after a run that took
+    ``took`` seconds, so that the work keeps at most PERIODIC_SHARE of the time."""
+    return max(interval, took * (1 / PERIODIC_SHARE - 1))
 
 
 async def to_the_end(work: Coroutine[Any, Any, T]) -> T:
