@@ -70,7 +70,11 @@ def private_services() -> Iterator[tuple[int, int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short runs, into bench/out/quick/")
-    parser.add_argument("--only", help="some of the scripts, comma-separated (run.json is kept)")
+    parser.add_argument(
+        "--only",
+        help="some of the scripts, comma-separated (run.json is kept unless in_process or "
+        "http_load is among them)",
+    )
     options = parser.parse_args()
     quick = options.quick
     names = ("peers", "profile", "in_process", "http_load", "sockets", "redis_memory", "processes")
@@ -92,7 +96,9 @@ def main() -> None:
             command = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if quick else [])]
             print(f"\n$ {shlex.join([*command, '--json', json_file])}", flush=True)
             subprocess.run([*command, "--json", json_file], env=env, cwd=REPO, check=True)
-    if options.only:  # the other figures, and the run they came from, stay as they were
+    # the other figures, and the run they came from, stay as they were; run.json says where the
+    # figures of in_process and http_load (the section "Everything else") came from
+    if options.only and not {"in_process", "http_load"} & set(chosen):
         print(f"\nwrote {report.write(target)} and {', '.join(chosen)} in {target}")
         return
     invoked = shlex.join(["python", "-m", "bench.run", *sys.argv[1:]])
