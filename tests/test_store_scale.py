@@ -1,24 +1,33 @@
 """What a store does for one request or one sweep must not depend on how much it holds: the memory
 store's sweep and count read only what may have expired, the SQLite store's statements search its
 indexes (never a scan of the sessions table) and its sweep removes a bounded number of rows per
-run. Checked by what the stores read and the query plans, never by timing (bench/scale.py
-measures the times)."""
+run, the MongoDB store's sweep and count filter by its indexed end alone. Checked by what the
+stores read, the query plans and the filters sent, never by timing (bench/scale.py measures the
+times)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pymongo import monitoring
 
+from tornado_auth import mongo as mongo_module
+from tornado_auth.mongo import MongoDatabase
 from tornado_auth.sessions import SessionRecord
 from tornado_auth.sessions import memory as memory_module
 from tornado_auth.sessions import sqlite as sqlite_module
 from tornado_auth.sessions.memory import MemorySessionStore
+from tornado_auth.sessions.mongo import MongoSessionStore
 from tornado_auth.sessions.sqlite import SQLiteSessionStore
 from tornado_auth.sqlite import SQLiteDatabase
+
+from .conftest import Store, require_service
 
 NOW = 1_900_000_000.0
 DAY = 86400.0
@@ -220,3 +229,60 @@ async def test_sqlite_file_of_an_older_version_gets_the_end_index(tmp_path: Path
         assert "sessions_end" in names and "sessions_expires_at" not in names
     finally:
         await store.close()
+
+
+# -- mongodb --------------------------------------------------------------------------------------
+
+
+class Filters(monitoring.CommandListener):
+    """The filters of the commands a client sends, by command name."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        command = event.command
+        if event.command_name == "aggregate":  # count_documents: a $match, then a count
+            self.sent.append(("count", command["pipeline"][0]["$match"]))
+        elif event.command_name == "delete":
+            self.sent += [("delete", delete["q"]) for delete in command["deletes"]]
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_mongodb_sweep_and_count_filter_by_the_indexed_end_alone(tmp_path: Path, monkeypatch):
+    """MongoDB answers the live count and the sweep from the ``expires_at`` index (the TTL index
+    where the server has them), never by reading every session: their filters name that field
+    alone, and it holds each session's end, the earlier of its idle and absolute expiry."""
+    require_service("mongodb")
+    filters = Filters()
+    client = functools.partial(mongo_module.AsyncMongoClient, event_listeners=[filters])
+    monkeypatch.setattr(mongo_module, "AsyncMongoClient", client)
+    place = Store("mongodb", tmp_path)
+    store = MongoSessionStore(MongoDatabase(place.session_url(), "session"))
+    await store.start()
+    try:
+        for number in range(6):
+            await store.create(record(number, DAY if number % 2 else -1))
+        # idle for a day more, but past its absolute expiry
+        await store.create(dataclasses.replace(record(7, DAY), absolute_expires_at=NOW - 1))
+        filters.sent.clear()
+        assert await store.count(NOW) == 3
+        assert await store.sweep(NOW) == 4
+        assert await store.count(NOW) == 3
+        indexed = {
+            name
+            for index in await (await store.sessions.list_indexes()).to_list(None)
+            for name in index["key"]
+        }
+        assert "expires_at" in indexed
+        assert [kind for kind, _ in filters.sent] == ["count", "delete", "count"]
+        for _, found in filters.sent:
+            assert set(found) == {"expires_at"}, found
+    finally:
+        await store.close()
+        await place.cleanup()

@@ -117,7 +117,8 @@ class SessionStore(Protocol):
 
         Only the named keys are written, so concurrent updates of different keys all survive,
         and a record deleted meanwhile is never recreated. The expiry (with ``last_seen_at``)
-        only moves forward: an update carrying an older one leaves it as it is.
+        only moves forward: an update carrying an older one leaves it as it is. It is never past
+        the record's absolute expiry (the session manager's expiries are capped by it).
         """
 
     async def touch(self, touches: dict[str, tuple[float, float]]) -> list[bool | BaseException]:
