@@ -770,7 +770,10 @@ def _scale(scale: dict[str, Any]) -> list[str]:
         for name, part in stores.items()
         if "minutes" in part
     ]
-    lines += ["", "Time taken: " + ", ".join(minutes) + "." if minutes else ""]
+    lines += [
+        "",
+        "Time taken by the last run of each store: " + ", ".join(minutes) + "." if minutes else "",
+    ]
     if notes:
         lines += ["", "Not measured:", "", *[f"- {note}" for note in notes]]
     lines += [
