@@ -153,6 +153,32 @@ async def test_idle_expiry_closes_the_socket(store: Store):
         assert (await client.get("/api/dashboard")).code == 401
 
 
+@pytest.mark.store_independent  # the sharing is the hub's, whichever store counts
+async def test_admin_sockets_that_open_together_share_one_count_of_the_live_sessions(
+    store: Store, monkeypatch
+):
+    """Each admin socket gets the figures as it opens, but the store counts once a round of
+    statistics however many open (a count can read every session: FerretDB's does)."""
+    async with serving(settings_for(store, live__stats_interval="60s")) as server:
+        admin = await signed_in(server, "root@example.com", role="admin")
+        counting = server.services.sessions.store
+        counted: list[float] = []
+        count = counting.count
+
+        async def counted_count(now: float) -> int:
+            counted.append(now)
+            return await count(now)
+
+        monkeypatch.setattr(counting, "count", counted_count)
+        sockets = await asyncio.gather(*(open_socket(admin) for _ in range(4)))
+        sockets.append(await open_socket(admin))  # after the others' count
+        for socket in sockets:
+            assert (await next_event(socket, "stats"))["activeSessions"] == 1
+        assert len(counted) == 1
+        for socket in sockets:
+            socket.close()
+
+
 async def test_admin_socket_receives_live_statistics(store: Store):
     async with serving(settings_for(store, live__stats_interval="0.2s")) as server:
         admin = await signed_in(server, "root@example.com", role="admin")

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
-from tornado_auth import Settings, SettingsError, load_settings, metrics
+from tornado_auth import Settings, SettingsError, load_settings, metrics, tasks
 
 from .conftest import PASSWORD, Client, Store, free_port, serving, settings_for
 from .helpers import add_sqlite_user, next_event, open_socket, stop_process
@@ -214,26 +214,31 @@ def test_a_values_file_another_process_is_creating_is_skipped(tmp_path: Path, mo
     assert generate_latest(collected()) == b""
 
 
-async def test_a_slow_count_of_the_live_sessions_waits_longer_before_the_next(monkeypatch):
+async def test_a_slow_count_of_the_live_sessions_waits_longer_before_the_next(monkeypatch, caplog):
     """A count that takes 2 s (a store that reads every session to count them, as FerretDB
     does) is followed by a wait of 18 s, not 5: the counts keep at most a tenth of the store's
-    time. A quick count waits the usual 5 s again."""
+    time. A count that stalled for 10 minutes waits 5 minutes, not 90: the figure is never
+    left stale for long. A count that fails is logged and the counts go on; a quick one waits
+    the usual 5 s again."""
     clock = [1000.0]
-    durations = iter([2.0, 0.1])
+    runs = iter([(2.0, 7), (600.0, 8), (0.1, RuntimeError("no count")), (0.1, 9)])
     counted_at: list[float] = []
     waits: list[float] = []
-    waited_twice = asyncio.Event()
+    waited = asyncio.Event()
 
     async def count(now: float) -> int:
         counted_at.append(now)
-        clock[0] += next(durations)
-        return 7
+        took, answer = next(runs)
+        clock[0] += took
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
         clock[0] += seconds
-        if len(waits) == 2:
-            waited_twice.set()
+        if len(waits) == 4:
+            waited.set()
             await asyncio.Future()  # until the loop is cancelled
 
     fake_time = SimpleNamespace(monotonic=lambda: clock[0], time=lambda: clock[0])
@@ -244,8 +249,10 @@ async def test_a_slow_count_of_the_live_sessions_waits_longer_before_the_next(mo
     monkeypatch.setattr(metrics, "asyncio", fake_asyncio)
     collected = metrics.Metrics()
     collected.count_live_sessions(count)
-    await waited_twice.wait()
+    await waited.wait()
     await collected.close()
-    assert waits == [18.0, metrics.LIVE_SESSIONS_INTERVAL]
-    assert counted_at == [1000.0, 1020.0]
-    assert collected.sessions_live._value.get() == 7
+    interval = metrics.LIVE_SESSIONS_INTERVAL
+    assert waits == [18.0, tasks.PERIODIC_MAX_PAUSE, interval, interval]
+    assert counted_at == [1000.0, 1020.0, 1920.0, 1925.1]
+    assert collected.sessions_live._value.get() == 9
+    assert "the count of live sessions failed" in caplog.text

@@ -286,3 +286,25 @@ async def test_mongodb_sweep_and_count_filter_by_the_indexed_end_alone(tmp_path:
     finally:
         await store.close()
         await place.cleanup()
+
+
+async def test_mongodb_sweep_never_removes_a_session_in_the_millisecond_before_its_end(
+    tmp_path: Path,
+):
+    """A BSON date holds milliseconds: a session's end is stored rounded up, so that a sweep in
+    the same millisecond, before the end, leaves it (created so, or moved there by a touch)."""
+    require_service("mongodb")
+    place = Store("mongodb", tmp_path)
+    store = MongoSessionStore(MongoDatabase(place.session_url(), "session"))
+    await store.start()
+    try:
+        now = NOW + 0.0002
+        await store.create(record(1, 0.0007))  # ends 0.5 ms after now
+        await store.create(record(2, -60))
+        await store.update(f"{2:064x}", {}, set(), now, NOW + 0.0007)  # touched, ends alike
+        assert await store.sweep(now) == 0
+        assert await store.count(now) == 2
+        assert await store.sweep(NOW + 0.0011) == 2
+    finally:
+        await store.close()
+        await place.cleanup()

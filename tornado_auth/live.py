@@ -36,6 +36,9 @@ TOO_MANY_SOCKETS = 4008  # the close code of a socket pushed out by newer ones; 
 GOING_AWAY = 1001
 NORMAL_CLOSURE = 1000
 MINUTE = 60.0
+# A live count this recent serves an admin socket that opens, even where statistics are not sent
+# in rounds (``live.stats_interval`` 0).
+MIN_COUNT_REUSE = 1.0
 _NEVER = float("inf")
 # Ends the user's other dashboards hear of (not those the user sees anyway, like a regeneration).
 TOLD_TO_THE_USER = frozenset(
@@ -243,6 +246,11 @@ class LiveHub:
         self.on_count: list[Callable[[int], Any]] = []  # told the open sockets after a change
         self.sign_ins = RateWindow(clock)
         self.failures = RateWindow(clock)
+        # The live count the admins' figures show: the last one (when, how many), the one
+        # running (every socket that asks meanwhile waits for it), and the wait between rounds.
+        self._last_count: tuple[float, int | None] | None = None
+        self._counting: asyncio.Future[int | None] | None = None
+        self._stats_pause = stats_interval
         self.deadlines = Deadlines(clock, lambda keys: self._spawn(self.check(keys)))
         self.heartbeat = Heartbeat(ping_interval)
         self._tasks: list[asyncio.Task[None]] = []
@@ -387,19 +395,35 @@ class LiveHub:
             else:
                 self._arm(key, min(record.expires_at, record.absolute_expires_at))
 
-    async def stats(self) -> dict[str, Any]:
-        now = self.clock()
-        try:
-            active: int | None = await self.sessions.store.count(now)
-        except StoreUnavailable:
-            active = None
+    async def stats(self, fresh: bool = True) -> dict[str, Any]:
+        """The admins' figures. ``fresh``: the live sessions counted now (or by the count running);
+        else, as for a socket that just opened, the last count unless it is older than a round of
+        statistics: however many admin sockets open, the store counts once a round."""
+        reuse_within = 0.0 if fresh else max(self._stats_pause, MIN_COUNT_REUSE)
         return {
             "type": Message.STATS,
-            "activeSessions": active,
+            "activeSessions": await self._active_sessions(reuse_within),
             "signInsPerMinute": self.sign_ins.count(),
             "failedSignInsPerMinute": self.failures.count(),
             "openSockets": self.open_sockets,
         }
+
+    async def _active_sessions(self, reuse_within: float) -> int | None:
+        if self._last_count is not None and time.monotonic() - self._last_count[0] < reuse_within:
+            return self._last_count[1]
+        if self._counting is None:
+            self._counting = asyncio.ensure_future(self._count())
+        return await asyncio.shield(self._counting)
+
+    async def _count(self) -> int | None:
+        try:
+            active = await self.sessions.store.count(self.clock())
+        except StoreUnavailable:
+            active = None
+        finally:
+            self._counting = None
+        self._last_count = (time.monotonic(), active)
+        return active
 
     async def push_stats(self) -> None:
         admins = list(self.admins)
@@ -409,12 +433,15 @@ class LiveHub:
                 socket.send(stats)
 
     async def _every(self, interval: float, work: Callable[[], Any], paced: bool = False) -> None:
-        """``work`` every ``interval``; ``paced``: less often where it takes long
-        (``tasks.pause_after``). The socket checks are not paced: their interval bounds how long a
-        revoked session's socket stays open."""
+        """``work`` every ``interval``; ``paced`` (the statistics' rounds, whose wait opening
+        sockets read too): less often where it takes long (``tasks.pause_after``). The socket
+        checks are not paced: their interval bounds how long a revoked session's socket stays
+        open."""
         took = 0.0
         while True:
-            await asyncio.sleep(tasks.pause_after(interval, took) if paced else interval)
+            if paced:
+                self._stats_pause = tasks.pause_after(interval, took)
+            await asyncio.sleep(self._stats_pause if paced else interval)
             began = time.monotonic()
             try:
                 await work()

@@ -169,8 +169,12 @@ class Metrics:
         async def every() -> None:
             while True:
                 began = time.monotonic()
-                with contextlib.suppress(StoreUnavailable):
+                try:
                     self.sessions_live.set(await count(time.time()))
+                except StoreUnavailable:
+                    pass  # the store's outage is counted and logged where it happened
+                except Exception:  # any other failure is logged; the counts go on
+                    log.exception("the count of live sessions failed")
                 took = time.monotonic() - began
                 await asyncio.sleep(tasks.pause_after(LIVE_SESSIONS_INTERVAL, took))
 

@@ -27,12 +27,17 @@ _running: set[asyncio.Task[Any]] = set()
 # only count by reading every session (FerretDB counts a range so, where MongoDB reads its index)
 # is then not kept busy by counts it cannot finish in their interval.
 PERIODIC_SHARE = 0.1
+# ... but never waits longer than this (or its interval, if longer): a count that once stalled
+# for long does not leave the figures it feeds stale for ten times as long.
+PERIODIC_MAX_PAUSE = 300.0
 
 
 def pause_after(interval: float, took: float) -> float:
     """The wait before periodic work runs again: ``interval``, or longer after a run that took
-    ``took`` seconds, so that the work keeps at most PERIODIC_SHARE of the time."""
-    return max(interval, took * (1 / PERIODIC_SHARE - 1))
+    ``took`` seconds, so that the work keeps at most PERIODIC_SHARE of the time, up to
+    PERIODIC_MAX_PAUSE."""
+    paced = took * (1 / PERIODIC_SHARE - 1)
+    return max(interval, min(paced, PERIODIC_MAX_PAUSE))
 
 
 async def to_the_end(work: Coroutine[Any, Any, T]) -> T:

@@ -219,7 +219,7 @@ class DashboardSocket(SessionWebSocket):
         user = self.current_user
         self.write_json({"type": Message.HELLO, "email": user.email, "role": user.role})
         if self.is_admin:
-            self.write_json(await self.services.live.stats())
+            self.write_json(await self.services.live.stats(fresh=False))
 
     def on_message(self, message: str | bytes) -> None:
         """The page sends nothing that matters; socket traffic is not session activity."""

@@ -7,6 +7,7 @@ over the same database learn of ended sessions by checking (``live.check_interva
 from __future__ import annotations
 
 import logging
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,12 @@ def _date(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
+def _end(seconds: float) -> datetime:
+    """A session's end as a date, rounded up to the millisecond a BSON date holds: the sweep,
+    which compares it with the moment rounded down, never removes a session before its end."""
+    return _date(math.ceil(seconds * 1000) / 1000)
+
+
 def document(record: SessionRecord) -> dict[str, Any]:
     """The stored form of a session record."""
     return {
@@ -37,7 +44,7 @@ def document(record: SessionRecord) -> dict[str, Any]:
         "expires": record.expires_at,
         # the session's end, as a date: the TTL index's field, and the one the count and the
         # sweep find through that index
-        "expires_at": _date(min(record.expires_at, record.absolute_expires_at)),
+        "expires_at": _end(min(record.expires_at, record.absolute_expires_at)),
         "absolute_expires_at": record.absolute_expires_at,
         "ttl": record.ttl,
         "ip": record.ip,
@@ -128,7 +135,7 @@ class MongoSessionStore(SessionStore):
             "$max": {
                 "last_seen_at": last_seen_at,
                 "expires": expires_at,
-                "expires_at": _date(expires_at),
+                "expires_at": _end(expires_at),
             }
         }
         if changed:
