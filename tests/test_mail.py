@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import re
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -109,6 +111,16 @@ async def test_file_transport_writes_one_eml_per_message(tmp_path: Path):
     box = Outbox(tmp_path / "box")
     assert [m["To"] for m in box.messages()] == ["a@example.com", "b@example.com"]
     assert not list((tmp_path / "box").glob(".*"))  # no partial file left
+
+
+def test_each_message_has_its_own_message_id_and_leaves_the_apps_random_state_alone():
+    outgoing = mailer("console://")
+    state = random.getstate()
+    ids = {outgoing.message("g@example.com", "test", public_url="http://x")["Message-ID"]
+           for _ in range(50)}  # fmt: skip
+    assert random.getstate() == state
+    assert len(ids) == 50
+    assert all(re.fullmatch(r"<[0-9]+\.[0-9]+\.[0-9a-f]{16}@example\.com>", i) for i in ids), ids
 
 
 async def test_console_transport_logs_the_message(caplog):

@@ -16,7 +16,7 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -97,6 +97,12 @@ def transport_for_url(url: str) -> Transport:
     raise ValueError(f"mail.url: unsupported URL {redact_url(url)!r}")
 
 
+def message_id(domain: str) -> str:
+    """A unique Message-ID. Not ``email.utils.make_msgid``: it draws on the ``random`` module's
+    shared state, which belongs to the app this library runs in."""
+    return f"<{time.time_ns()}.{os.getpid()}.{secrets.token_hex(8)}@{domain}>"
+
+
 class Mailer:
     """Renders ``mail/NAME.txt`` (its first line ``Subject: ...``) and ``mail/NAME.html`` and
     sends them in the background: a failure is retried ``retries`` times, the wait doubling from
@@ -133,7 +139,7 @@ class Mailer:
         message["From"] = self.sender
         message["To"] = to
         message["Date"] = formatdate(localtime=False)
-        message["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2].strip("> "))
+        message["Message-ID"] = message_id(self.sender.rpartition("@")[2].strip("> "))
         message.set_content(body.lstrip("\n"))
         try:
             html = self.templates.load(f"mail/{template}.html").generate(**values).decode()
