@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tornado_auth.sessions.sqlite import SWEEP_BATCH, SWEEP_STEPS
+
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 SCENARIOS = {
@@ -662,7 +664,8 @@ def _scale(scale: dict[str, Any]) -> list[str]:
         lines += [
             "",
             "SQLite's sweep, bounded per run: a run removes at most "
-            f"{full_runs[0][2]['removed']:,} expired records (20 statements of 1,000, requests "
+            f"{full_runs[0][2]['removed']:,} expired records ({SWEEP_STEPS} statements of "
+            f"{SWEEP_BATCH:,}, requests "
             "running between them) and leaves the rest to the next run. One run with "
             f"{full_runs[0][2]['expired']:,} expired at each size. The sweep is not on the "
             "request path: its growth in the table below is the cost of each removed record, "
